@@ -1,0 +1,55 @@
+//! Tunables of a node.
+
+use std::time::Duration;
+
+/// Timing and batching settings. The defaults suit a LAN or one machine.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How often an idle leader sends heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Election timeouts are drawn from `[election_timeout_min, election_timeout_max)`.
+    pub election_timeout_min: Duration,
+    /// See `election_timeout_min`.
+    pub election_timeout_max: Duration,
+    /// AppendEntries in flight per follower once it matches.
+    pub max_inflight: usize,
+    /// Entries per AppendEntries.
+    pub max_batch_entries: usize,
+    /// Bytes of entries per AppendEntries (at least one entry is always sent).
+    pub max_batch_bytes: usize,
+    /// Entries handed to the state machine per `Apply`.
+    pub max_apply_batch: usize,
+    /// How long a client call waits before giving up.
+    pub client_timeout: Duration,
+    /// Pre-vote (dissertation §9.6): a node first checks it could win before
+    /// bumping its term, so a node rejoining after a partition cannot
+    /// disrupt a healthy leader.
+    pub pre_vote: bool,
+    /// A leader that hears from no quorum for an election timeout steps down.
+    pub check_quorum: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            max_inflight: 8,
+            max_batch_entries: 256,
+            max_batch_bytes: 1 << 20,
+            max_apply_batch: 256,
+            client_timeout: Duration::from_secs(5),
+            pre_vote: true,
+            check_quorum: true,
+        }
+    }
+}
+
+impl Config {
+    /// How long a replicator waits for an AppendEntries reply before
+    /// assuming it was lost and probing again.
+    pub(crate) fn rpc_timeout(&self) -> Duration {
+        self.election_timeout_min / 2
+    }
+}

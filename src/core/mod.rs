@@ -1,0 +1,18 @@
+//! The sans-I/O protocol core: every Raft decision as plain, deterministic
+//! functions and structs. No actix, no tokio, no clock, no disk — the actors
+//! around it own timers, mailboxes and I/O and carry out its decisions.
+//!
+//! - [`vote`]: granting (pre-)votes, log up-to-dateness.
+//! - [`log`]: the follower consistency check with conflict hints, the
+//!   leader's fast backtracking, batched reads.
+//! - [`quorum`]: vote tallies and the commit index over a possibly joint
+//!   configuration, and the leader's own-term commit rule (Figure 8).
+//! - [`progress`]: per-follower replication progress and flow control.
+//! - [`election`]: randomized election timeouts.
+
+pub mod election;
+pub mod log;
+pub mod progress;
+pub mod quorum;
+pub mod types;
+pub mod vote;

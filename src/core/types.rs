@@ -1,0 +1,125 @@
+//! Plain data types shared by every layer: log positions, entries, hard state
+//! and cluster membership.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies a node in the cluster.
+pub type NodeId = u64;
+
+/// The position of an entry in the log: the term it was created in and its
+/// index. `LogId::default()` (term 0, index 0) stands for "before the first
+/// entry". Ordering is by term, then index — exactly Raft's "more up to date".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogId {
+    /// Term in which the entry was created by a leader.
+    pub term: u64,
+    /// Position in the log, starting at 1.
+    pub index: u64,
+}
+
+impl LogId {
+    /// Builds a log id.
+    pub const fn new(term: u64, index: u64) -> Self {
+        LogId { term, index }
+    }
+}
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The no-op a new leader appends to commit entries of earlier terms.
+    Blank,
+    /// A user command, encoded with rmp-serde.
+    Command(Bytes),
+    /// A cluster configuration.
+    Membership(Membership),
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Where the entry sits.
+    pub log_id: LogId,
+    /// What it carries.
+    pub payload: Payload,
+}
+
+impl Entry {
+    /// Approximate size in bytes, used to cap batches.
+    pub fn size_hint(&self) -> usize {
+        16 + match &self.payload {
+            Payload::Blank => 0,
+            Payload::Command(b) => b.len(),
+            Payload::Membership(m) => 16 * (m.voters.len() + m.learners.len()) + 32,
+        }
+    }
+}
+
+/// The state every node must persist before answering: current term and the
+/// vote cast in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub term: u64,
+    /// Candidate that received this node's vote in `term`, if any.
+    pub voted_for: Option<NodeId>,
+}
+
+/// A cluster configuration. During a joint-consensus change `old_voters` holds
+/// C_old while `voters` holds C_new; decisions then need a majority of both.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Voting members (C_new during a joint change).
+    pub voters: BTreeSet<NodeId>,
+    /// C_old while a joint change is in progress.
+    pub old_voters: Option<BTreeSet<NodeId>>,
+    /// Non-voting members that receive the log.
+    pub learners: BTreeSet<NodeId>,
+    /// Network address of each member, so a member added at runtime is
+    /// reachable from every node. May be empty for transports that route by id.
+    pub addresses: BTreeMap<NodeId, String>,
+}
+
+impl Membership {
+    /// A configuration of `voters` only, without addresses.
+    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Membership {
+            voters: voters.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether a joint change is in progress.
+    pub fn is_joint(&self) -> bool {
+        self.old_voters.is_some()
+    }
+
+    /// Whether `id` votes in either half of the configuration.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.old_voters.as_ref().is_some_and(|o| o.contains(&id))
+    }
+
+    /// Every node that receives the log: voters of both halves and learners.
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        if let Some(old) = &self.old_voters {
+            all.extend(old.iter().copied());
+        }
+        all.extend(self.learners.iter().copied());
+        all
+    }
+
+    /// Every voter of either half.
+    pub fn all_voters(&self) -> BTreeSet<NodeId> {
+        let mut all = self.voters.clone();
+        if let Some(old) = &self.old_voters {
+            all.extend(old.iter().copied());
+        }
+        all
+    }
+}

@@ -1,0 +1,139 @@
+//! The `Follower` actor, one per term: runs the election timer and answers
+//! the leader's AppendEntries once the appended entries are durable.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::core::election::random_timeout;
+use crate::core::types::{Entry, LogId, NodeId};
+use crate::log_store::FollowerAppend;
+use crate::message::{Envelope, Message};
+use crate::node::{CommitTo, ElectionTimeout, RoleContext, StopRole};
+
+pub(crate) struct Follower {
+    cx: RoleContext,
+    term: u64,
+    timer: Option<SpawnHandle>,
+    rng: fastrand::Rng,
+}
+
+impl Follower {
+    pub(crate) fn new(cx: RoleContext, term: u64) -> Self {
+        let rng = fastrand::Rng::with_seed(fastrand::u64(..) ^ cx.id);
+        Follower {
+            cx,
+            term,
+            timer: None,
+            rng,
+        }
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        let d = random_timeout(
+            &mut self.rng,
+            self.cx.config.election_timeout_min,
+            self.cx.config.election_timeout_max,
+        );
+        let term = self.term;
+        self.timer = Some(ctx.run_later(d, move |act, _| {
+            act.cx.node.do_send(ElectionTimeout { term });
+        }));
+    }
+}
+
+impl Actor for Follower {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.arm_timer(ctx);
+    }
+}
+
+impl Handler<StopRole> for Follower {
+    type Result = ();
+    fn handle(&mut self, _: StopRole, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The node granted a vote or heard from the leader: postpone the election.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ResetElectionTimer;
+
+impl Handler<ResetElectionTimer> for Follower {
+    type Result = ();
+    fn handle(&mut self, _: ResetElectionTimer, ctx: &mut Context<Self>) {
+        self.arm_timer(ctx);
+    }
+}
+
+/// An AppendEntries of this follower's term (the node checked the term).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AppendEntriesRequest {
+    pub from: NodeId,
+    pub prev: LogId,
+    pub entries: Vec<Entry>,
+    pub leader_commit: u64,
+    pub round: u64,
+}
+
+impl Handler<AppendEntriesRequest> for Follower {
+    type Result = ();
+    fn handle(&mut self, msg: AppendEntriesRequest, ctx: &mut Context<Self>) {
+        self.arm_timer(ctx);
+        let (durable, durable_rx) = oneshot::channel();
+        let AppendEntriesRequest {
+            from,
+            prev,
+            entries,
+            leader_commit,
+            round,
+        } = msg;
+        let check = self.cx.log.send(FollowerAppend {
+            prev,
+            entries,
+            durable,
+        });
+        // `wait` keeps later AppendEntries queued until this one is planned,
+        // so appends reach the log in arrival order.
+        ctx.wait(check.into_actor(self).map(move |res, act, ctx| {
+            let term = act.term;
+            let reply = |result| Envelope {
+                from: act.cx.id,
+                to: from,
+                message: Message::AppendEntriesResponse {
+                    term,
+                    result,
+                    prev_index: prev.index,
+                    round,
+                },
+            };
+            match res {
+                Ok(Err(hint)) => act.cx.transport.send(reply(Err(hint))),
+                Ok(Ok(matched)) => {
+                    let envelope = reply(Ok(matched));
+                    // Acknowledge only once durable: the leader counts this
+                    // reply towards committing.
+                    ctx.spawn(
+                        async move { durable_rx.await.is_ok() }
+                            .into_actor(act)
+                            .map(move |durable, act, _| {
+                                if durable {
+                                    act.cx.transport.send(envelope);
+                                    act.cx.node.do_send(CommitTo {
+                                        term,
+                                        index: leader_commit.min(matched.index),
+                                    });
+                                }
+                            }),
+                    );
+                }
+                Err(_) => {} // log store gone: the node is stopping
+            }
+        }));
+    }
+}

@@ -1,0 +1,445 @@
+//! The `LogStore` actor: single owner of a node's log.
+//!
+//! It keeps the log after the last snapshot in memory (a [`RaftLog`]) so the
+//! roles and replicators read it without touching the disk, and makes every
+//! change durable through a [`LogStorage`] on a dedicated writer thread.
+//! Writes that arrive while a batch is being made durable are merged into
+//! the next batch: one write and one fsync for everything queued (group
+//! commit). A caller that must not act before its write is durable (a vote,
+//! an AppendEntries acknowledgement, the leader counting itself) passes a
+//! oneshot sender that fires once it is.
+//!
+//! The follower's consistency check runs here too, so that check and write
+//! are atomic with respect to every other append.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::core::log::{ConflictHint, RaftLog, ReadError};
+use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, Payload};
+use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
+
+/// Fires once a write is durable.
+pub(crate) type Durable = oneshot::Sender<()>;
+
+/// A running writer thread, joinable so a restart can wait until the old
+/// incarnation's storage is no longer touched.
+pub(crate) type WriterThread = Arc<Mutex<Option<JoinHandle<()>>>>;
+
+/// What the node needs from the loaded state.
+pub(crate) struct Loaded {
+    pub hard_state: HardState,
+    pub last_log_id: LogId,
+    pub membership: Membership,
+    pub commit_index: u64,
+}
+
+/// Told to the node whenever the last log id or the configuration changes.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct LogChanged {
+    pub last_log_id: LogId,
+    pub membership: Membership,
+}
+
+/// The storage failed: the node must stop.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct StorageFailed(pub String);
+
+pub(crate) struct LogStore {
+    node_id: NodeId,
+    log: RaftLog,
+    /// Configuration entries in the log, in order, plus the one in force at
+    /// the snapshot as a base.
+    configs: Vec<(LogId, Membership)>,
+    base_membership: Membership,
+    writer: Option<mpsc::Sender<WriteJob>>,
+    writer_busy: bool,
+    queued: WriteBatch,
+    queued_waiters: Vec<Durable>,
+    listener: Option<Recipient<LogChanged>>,
+    on_failure: Option<Recipient<StorageFailed>>,
+    failed: bool,
+}
+
+struct WriteJob {
+    batch: WriteBatch,
+    waiters: Vec<Durable>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BatchDone {
+    result: Result<(), String>,
+    waiters: Vec<Durable>,
+}
+
+impl LogStore {
+    /// Starts the store on the current arbiter with the state loaded from
+    /// `storage`; returns the actor, the loaded state and the writer thread.
+    pub(crate) fn start(
+        node_id: NodeId,
+        mut storage: Box<dyn LogStorage>,
+        bootstrap: Option<Membership>,
+    ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StorageError> {
+        let mut state: InitialState = storage.load()?;
+        let mut initial_batch = None;
+        let mut bootstrapped = false;
+        if state.is_empty() {
+            if let Some(m) = bootstrap {
+                // Every founding member writes the same first entry (term 1,
+                // index 1), so their logs agree on it without an election.
+                let entry = Entry {
+                    log_id: LogId::new(1, 1),
+                    payload: Payload::Membership(m),
+                };
+                let hs = HardState {
+                    term: 1,
+                    voted_for: None,
+                };
+                state.entries.push(entry.clone());
+                state.hard_state = hs;
+                initial_batch = Some(WriteBatch {
+                    truncate_from: None,
+                    entries: vec![entry],
+                    hard_state: Some(hs),
+                });
+            }
+        }
+        if let Some(batch) = initial_batch {
+            storage.write(batch)?;
+            bootstrapped = true;
+        }
+        let base_membership = state.snapshot_membership.clone().unwrap_or_default();
+        let mut configs = Vec::new();
+        for e in &state.entries {
+            if let Payload::Membership(m) = &e.payload {
+                configs.push((e.log_id, m.clone()));
+            }
+        }
+        let log = RaftLog::new(state.snapshot, state.entries);
+        let loaded = Loaded {
+            hard_state: state.hard_state,
+            last_log_id: log.last_log_id(),
+            membership: configs.last().map_or(base_membership.clone(), |(_, m)| m.clone()),
+            // A founding configuration at index 1 is committed by
+            // construction; otherwise the commit index is learned anew.
+            commit_index: if bootstrapped { 1 } else { 0 },
+        };
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let store = LogStore {
+            node_id,
+            log,
+            configs,
+            base_membership,
+            writer: Some(tx),
+            writer_busy: false,
+            queued: WriteBatch::default(),
+            queued_waiters: Vec::new(),
+            listener: None,
+            on_failure: None,
+            failed: false,
+        };
+        let addr = store.start();
+        let done_addr = addr.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("regatta-log-{node_id}"))
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let result = storage.write(job.batch).map_err(|e| e.to_string());
+                    let failed = result.is_err();
+                    done_addr.do_send(BatchDone {
+                        result,
+                        waiters: job.waiters,
+                    });
+                    if failed {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| StorageError::Io(format!("cannot start the log writer thread: {e}")))?;
+        Ok((addr, Arc::new(Mutex::new(Some(handle))), loaded))
+    }
+
+    fn membership(&self) -> Membership {
+        match self.configs.last() {
+            Some((_, m)) => m.clone(),
+            None => self.base_membership.clone(),
+        }
+    }
+
+    fn notify_changed(&self) {
+        if let Some(l) = &self.listener {
+            l.do_send(LogChanged {
+                last_log_id: self.log.last_log_id(),
+                membership: self.membership(),
+            });
+        }
+    }
+
+    fn truncate(&mut self, from: u64) {
+        self.log.truncate_from(from);
+        self.configs.retain(|(id, _)| id.index < from);
+        // Merge into the queued batch: drop queued entries at or after
+        // `from`; if that reaches back into durable entries, truncate those.
+        let first_queued = self.queued.entries.first().map(|e| e.log_id.index);
+        self.queued.entries.retain(|e| e.log_id.index < from);
+        if first_queued.is_none_or(|f| from < f) {
+            self.queued.truncate_from = Some(self.queued.truncate_from.map_or(from, |t| t.min(from)));
+        }
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        for e in entries {
+            if let Payload::Membership(m) = &e.payload {
+                self.configs.push((e.log_id, m.clone()));
+            }
+            self.log.push(e.clone());
+            self.queued.entries.push(e.clone());
+        }
+    }
+
+    fn enqueue_waiter(&mut self, waiter: Option<Durable>) {
+        if let Some(w) = waiter {
+            if !self.writer_busy && self.queued.is_empty() {
+                let _ = w.send(());
+            } else {
+                self.queued_waiters.push(w);
+            }
+        }
+    }
+
+    fn kick(&mut self) {
+        if self.writer_busy || self.failed {
+            return;
+        }
+        if self.queued.is_empty() {
+            for w in self.queued_waiters.drain(..) {
+                let _ = w.send(());
+            }
+            return;
+        }
+        let job = WriteJob {
+            batch: std::mem::take(&mut self.queued),
+            waiters: std::mem::take(&mut self.queued_waiters),
+        };
+        if let Some(w) = &self.writer {
+            if w.send(job).is_ok() {
+                self.writer_busy = true;
+            }
+        }
+    }
+}
+
+impl Actor for LogStore {
+    type Context = Context<Self>;
+}
+
+impl Handler<BatchDone> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: BatchDone, _ctx: &mut Context<Self>) {
+        self.writer_busy = false;
+        match msg.result {
+            Ok(()) => {
+                for w in msg.waiters {
+                    let _ = w.send(());
+                }
+                self.kick();
+            }
+            Err(e) => {
+                // Nothing more is acknowledged: dropping the waiters tells
+                // every caller the write did not become durable.
+                tracing::error!(node = self.node_id, error = %e, "log storage failed; stopping");
+                self.failed = true;
+                self.writer = None;
+                if let Some(f) = &self.on_failure {
+                    f.do_send(StorageFailed(e));
+                }
+            }
+        }
+    }
+}
+
+/// Registers who hears about log changes and failures.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Subscribe {
+    pub changes: Recipient<LogChanged>,
+    pub failures: Recipient<StorageFailed>,
+}
+
+impl Handler<Subscribe> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
+        self.listener = Some(msg.changes);
+        self.on_failure = Some(msg.failures);
+        self.notify_changed();
+    }
+}
+
+/// The leader appends entries it created (indices assigned by the leader,
+/// which is the only appender in its term).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LeaderAppend {
+    pub entries: Vec<Entry>,
+    pub durable: Durable,
+}
+
+impl Handler<LeaderAppend> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: LeaderAppend, _ctx: &mut Context<Self>) {
+        let expected = self.log.last_log_id().index + 1;
+        if msg.entries.first().is_some_and(|e| e.log_id.index != expected) {
+            // A leader out of step with the log (a stale leader actor):
+            // refuse; dropping `durable` tells it nothing was stored.
+            tracing::warn!(node = self.node_id, expected, "leader append out of order, ignored");
+            return;
+        }
+        self.append(&msg.entries);
+        self.enqueue_waiter(Some(msg.durable));
+        self.notify_changed();
+        self.kick();
+    }
+}
+
+/// A follower's AppendEntries: check, then truncate/append as needed.
+/// Answers the last index now known to match the leader, or a conflict hint.
+#[derive(Message)]
+#[rtype(result = "Result<LogId, ConflictHint>")]
+pub(crate) struct FollowerAppend {
+    pub prev: LogId,
+    pub entries: Vec<Entry>,
+    /// Fires once everything up to the matched index is durable.
+    pub durable: Durable,
+}
+
+impl Handler<FollowerAppend> for LogStore {
+    type Result = Result<LogId, ConflictHint>;
+    fn handle(&mut self, msg: FollowerAppend, _ctx: &mut Context<Self>) -> Self::Result {
+        let plan = self.log.plan_append(msg.prev, &msg.entries)?;
+        let changed = plan.truncate_from.is_some() || plan.skip < msg.entries.len();
+        if let Some(from) = plan.truncate_from {
+            tracing::info!(node = self.node_id, from, "truncating conflicting log suffix");
+            self.truncate(from);
+        }
+        self.append(&msg.entries[plan.skip..]);
+        self.enqueue_waiter(Some(msg.durable));
+        if changed {
+            self.notify_changed();
+        }
+        self.kick();
+        Ok(plan.last_matched)
+    }
+}
+
+/// Persists a new term/vote.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SaveHardState {
+    pub hard_state: HardState,
+    pub durable: Option<Durable>,
+}
+
+impl Handler<SaveHardState> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: SaveHardState, _ctx: &mut Context<Self>) {
+        self.queued.hard_state = Some(msg.hard_state);
+        self.enqueue_waiter(msg.durable);
+        self.kick();
+    }
+}
+
+/// The last log id.
+#[derive(Message)]
+#[rtype(result = "LogId")]
+pub(crate) struct LastLogId;
+
+impl Handler<LastLogId> for LogStore {
+    type Result = MessageResult<LastLogId>;
+    fn handle(&mut self, _: LastLogId, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.log.last_log_id())
+    }
+}
+
+/// Entries for a replicator, starting at `from`, with the id before them.
+#[derive(Message)]
+#[rtype(result = "Result<(LogId, Vec<Entry>), ReadError>")]
+pub(crate) struct ReadForPeer {
+    pub from: u64,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+impl Handler<ReadForPeer> for LogStore {
+    type Result = Result<(LogId, Vec<Entry>), ReadError>;
+    fn handle(&mut self, msg: ReadForPeer, _ctx: &mut Context<Self>) -> Self::Result {
+        self.log.read(msg.from, msg.max_entries, msg.max_bytes)
+    }
+}
+
+/// Where a replicator resumes after a refusal (fast backtracking).
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub(crate) struct NextIndexAfterConflict(pub ConflictHint);
+
+impl Handler<NextIndexAfterConflict> for LogStore {
+    type Result = u64;
+    fn handle(&mut self, msg: NextIndexAfterConflict, _ctx: &mut Context<Self>) -> u64 {
+        self.log.next_index_after_conflict(msg.0)
+    }
+}
+
+/// Committed entries for the applier: `from..=to`, at most `max`.
+#[derive(Message)]
+#[rtype(result = "Vec<Entry>")]
+pub(crate) struct ReadRange {
+    pub from: u64,
+    pub to: u64,
+    pub max: usize,
+}
+
+impl Handler<ReadRange> for LogStore {
+    type Result = MessageResult<ReadRange>;
+    fn handle(&mut self, msg: ReadRange, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        let mut i = msg.from;
+        while i <= msg.to && out.len() < msg.max {
+            match self.log.get(i) {
+                Some(e) => out.push(e.clone()),
+                None => break,
+            }
+            i += 1;
+        }
+        MessageResult(out)
+    }
+}
+
+/// Stops the writer after everything queued is durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Close;
+
+impl Handler<Close> for LogStore {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Close, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_waiter(Some(tx));
+        self.kick();
+        Box::pin(
+            async move {
+                let _ = rx.await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                act.writer = None;
+                ctx.stop();
+            }),
+        )
+    }
+}

@@ -1,0 +1,142 @@
+//! The messages nodes exchange. Every exchange is a one-way message: a
+//! reply is just another message, so a transport may lose, delay, duplicate
+//! or reorder any of them and the protocol stays safe.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::core::log::ConflictHint;
+use crate::core::types::{Entry, LogId, NodeId};
+
+/// A message from one node to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender.
+    pub from: NodeId,
+    /// Addressee.
+    pub to: NodeId,
+    /// The message.
+    pub message: Message,
+}
+
+/// A failure reported back to a node that forwarded a client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteError {
+    /// The addressee is not the leader (it may know who is).
+    NotLeader(Option<NodeId>),
+    /// The write may or may not have been applied.
+    Indeterminate,
+    /// The addressee is shutting down.
+    ShuttingDown,
+    /// The state machine could not decode the command.
+    BadCommand(String),
+}
+
+/// Protocol messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Leader → follower: entries to append (none for a heartbeat).
+    AppendEntries {
+        /// Leader's term.
+        term: u64,
+        /// The entry just before `entries`.
+        prev: LogId,
+        /// Entries to store.
+        entries: Vec<Entry>,
+        /// Leader's commit index.
+        leader_commit: u64,
+        /// Leader's heartbeat round, echoed back; confirms leadership for
+        /// ReadIndex and check-quorum.
+        round: u64,
+    },
+    /// Follower → leader.
+    AppendEntriesResponse {
+        /// Follower's term.
+        term: u64,
+        /// On success: the last entry now known to match. `Err` carries
+        /// the conflict hint for a refusal.
+        result: Result<LogId, ConflictHint>,
+        /// `prev.index` of the request answered.
+        prev_index: u64,
+        /// Echo of the request's round.
+        round: u64,
+    },
+    /// Candidate → voter.
+    RequestVote {
+        /// Candidate's term (the next term, for a pre-vote).
+        term: u64,
+        /// Candidate's last entry.
+        last_log_id: LogId,
+        /// Whether this is a pre-vote.
+        pre_vote: bool,
+        /// Set by a leadership transfer: ignore "I heard a leader recently".
+        force: bool,
+    },
+    /// Voter → candidate.
+    RequestVoteResponse {
+        /// Term of the request (pre-vote) or of the voter (vote).
+        term: u64,
+        /// Whether the vote was granted.
+        granted: bool,
+        /// Whether it answers a pre-vote.
+        pre_vote: bool,
+    },
+    /// Leader → transfer target: start an election now.
+    TimeoutNow {
+        /// Leader's term.
+        term: u64,
+    },
+    /// Any node → leader: a client write to propose.
+    ForwardWrite {
+        /// Request id chosen by the forwarding node.
+        id: u64,
+        /// The encoded command.
+        command: Bytes,
+    },
+    /// Leader → forwarding node: the state machine's encoded response.
+    ForwardWriteResponse {
+        /// Request id.
+        id: u64,
+        /// Encoded response or failure.
+        result: Result<Bytes, RemoteError>,
+    },
+    /// Any node → leader: ask for a read index.
+    ReadIndexRequest {
+        /// Request id chosen by the asking node.
+        id: u64,
+    },
+    /// Leader → asking node: the index to wait for before reading.
+    ReadIndexResponse {
+        /// Request id.
+        id: u64,
+        /// The read index or a failure.
+        result: Result<u64, RemoteError>,
+    },
+}
+
+impl Message {
+    /// The term the message carries, for messages that take part in the
+    /// term rules (client forwarding does not).
+    pub fn term(&self) -> Option<u64> {
+        match self {
+            Message::AppendEntries { term, .. }
+            | Message::AppendEntriesResponse { term, .. }
+            | Message::RequestVote { term, .. }
+            | Message::RequestVoteResponse { term, .. }
+            | Message::TimeoutNow { term } => Some(*term),
+            _ => None,
+        }
+    }
+
+    /// Whether this starts an exchange (a request) rather than answering one.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Message::AppendEntries { .. }
+                | Message::RequestVote { .. }
+                | Message::TimeoutNow { .. }
+                | Message::ForwardWrite { .. }
+                | Message::ReadIndexRequest { .. }
+        )
+    }
+}

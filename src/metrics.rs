@@ -1,0 +1,42 @@
+//! What a node reports about itself, on a watch channel.
+
+use crate::core::types::{Membership, NodeId};
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Runs an election (or a pre-vote).
+    Candidate,
+    /// Leads its term.
+    Leader,
+    /// Receives the log without voting.
+    Learner,
+    /// Stopped (shut down or crashed on a storage error).
+    Shutdown,
+}
+
+/// A snapshot of a node's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    /// This node.
+    pub id: NodeId,
+    /// Current role.
+    pub role: Role,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of in `term`.
+    pub leader: Option<NodeId>,
+    /// Index of the last entry in the log (durable or not).
+    pub last_log_index: u64,
+    /// Highest index known to be committed.
+    pub commit_index: u64,
+    /// Highest index applied to the state machine.
+    pub last_applied: u64,
+    /// Last index covered by a snapshot.
+    pub snapshot_index: u64,
+    /// The configuration in effect (the latest in the log).
+    pub membership: Membership,
+}

@@ -1,0 +1,769 @@
+//! The `Node` actor: one per server. It is the single writer of the
+//! current term, the vote and the role; it routes every inbound message to
+//! the role actor of the current term and replaces that actor on every role
+//! change. Messages from role actors carry their term, and the node drops
+//! those of an older term, so a stale continuation can never act.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use crate::applier::{Applied, Committed, RegisterWaiter, WriteReply};
+use crate::candidate::{Candidate, VoteReply};
+use crate::config::Config;
+use crate::core::log::ConflictHint;
+use crate::core::types::{HardState, LogId, Membership, NodeId};
+use crate::core::vote::{decide_vote, VoteRequest};
+use crate::error::RaftError;
+use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer};
+use crate::leader::{Leader, Propose, ReadIndex, ReadReply, RouteAppendReply};
+use crate::log_store::{Close, LastLogId, LogChanged, LogStore, SaveHardState, StorageFailed};
+use crate::message::{Envelope, Message, RemoteError};
+use crate::metrics::{Metrics, Role};
+use crate::replicator::AppendReply;
+use crate::transport::Transport;
+
+/// What every role actor needs from its node.
+#[derive(Clone)]
+pub(crate) struct RoleContext {
+    pub id: NodeId,
+    pub config: Arc<Config>,
+    pub node: Addr<Node>,
+    pub log: Addr<LogStore>,
+    pub transport: Arc<dyn Transport>,
+}
+
+/// Stops a role actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopRole;
+
+/// A follower's or candidate's election timer fired in `term`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ElectionTimeout {
+    pub term: u64,
+}
+
+/// A pre-vote in `term` reached a quorum.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PreVoteWon {
+    pub term: u64,
+}
+
+/// An election in `term` was won.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ElectionWon {
+    pub term: u64,
+}
+
+/// The leader of `term` must step down (check-quorum or storage trouble).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StepDown {
+    pub term: u64,
+}
+
+/// Entries up to `index` are known committed (learned in `term`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CommitTo {
+    pub term: u64,
+    pub index: u64,
+}
+
+/// A message from the network.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inbound(pub Envelope);
+
+/// A client write submitted on this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClientWrite {
+    pub command: Bytes,
+    pub reply: WriteReply,
+}
+
+/// A client asks for a read index.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClientRead {
+    pub reply: ReadReply,
+}
+
+/// Graceful shutdown.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown;
+
+enum RoleState {
+    Follower(Addr<Follower>),
+    Candidate { addr: Addr<Candidate>, pre_vote: bool },
+    Leader(Addr<Leader>),
+    /// Waiting for our own vote to become durable, or for the log's last
+    /// id before starting the next role.
+    Pending,
+    Stopped,
+}
+
+enum Forwarded {
+    Write(WriteReply),
+    Read(ReadReply),
+}
+
+pub(crate) struct Node {
+    cx: RoleContext,
+    hs: HardState,
+    role: RoleState,
+    /// The term the current role actor belongs to.
+    role_term: u64,
+    leader: Option<NodeId>,
+    leader_seen: Option<Instant>,
+    membership: Membership,
+    last_log_id: LogId,
+    commit_index: u64,
+    last_applied: u64,
+    applier: Recipient<Committed>,
+    waiters: Recipient<RegisterWaiter>,
+    metrics: watch::Sender<Metrics>,
+    forwarded: HashMap<u64, Forwarded>,
+    next_request: u64,
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cx: RoleContext,
+        hs: HardState,
+        membership: Membership,
+        last_log_id: LogId,
+        commit_index: u64,
+        applier: Recipient<Committed>,
+        waiters: Recipient<RegisterWaiter>,
+        metrics: watch::Sender<Metrics>,
+    ) -> Self {
+        Node {
+            cx,
+            hs,
+            role: RoleState::Pending,
+            role_term: 0,
+            leader: None,
+            leader_seen: None,
+            membership,
+            last_log_id,
+            commit_index,
+            last_applied: commit_index,
+            applier,
+            waiters,
+            metrics,
+            forwarded: HashMap::new(),
+            next_request: 1,
+        }
+    }
+
+    fn id(&self) -> NodeId {
+        self.cx.id
+    }
+
+    fn publish(&self) {
+        let role = match &self.role {
+            RoleState::Leader(_) => Role::Leader,
+            RoleState::Candidate { .. } | RoleState::Pending => Role::Candidate,
+            RoleState::Stopped => Role::Shutdown,
+            RoleState::Follower(_) if !self.membership.is_voter(self.id()) => Role::Learner,
+            RoleState::Follower(_) => Role::Follower,
+        };
+        let m = Metrics {
+            id: self.id(),
+            role,
+            term: self.hs.term,
+            leader: self.leader,
+            last_log_index: self.last_log_id.index,
+            commit_index: self.commit_index,
+            last_applied: self.last_applied,
+            snapshot_index: 0,
+            membership: self.membership.clone(),
+        };
+        self.metrics.send_if_modified(|old| {
+            if *old != m {
+                *old = m;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn stop_role(&mut self) {
+        match std::mem::replace(&mut self.role, RoleState::Pending) {
+            RoleState::Follower(a) => a.do_send(StopRole),
+            RoleState::Candidate { addr, .. } => addr.do_send(StopRole),
+            RoleState::Leader(a) => a.do_send(StopRole),
+            RoleState::Pending | RoleState::Stopped => {}
+        }
+    }
+
+    fn persist_term(&mut self, term: u64) {
+        if term > self.hs.term {
+            self.hs = HardState {
+                term,
+                voted_for: None,
+            };
+            // Not waited for: every later acknowledgement in this term waits
+            // for a later write, and writes become durable in order.
+            self.cx.log.do_send(SaveHardState {
+                hard_state: self.hs,
+                durable: None,
+            });
+            self.leader = None;
+        }
+    }
+
+    fn become_follower(&mut self, term: u64, leader: Option<NodeId>) {
+        if matches!(self.role, RoleState::Stopped) {
+            return;
+        }
+        self.persist_term(term);
+        if leader.is_some() {
+            self.leader = leader;
+            self.leader_seen = Some(Instant::now());
+        }
+        let keep = matches!(self.role, RoleState::Follower(_)) && self.role_term == self.hs.term;
+        if !keep {
+            self.stop_role();
+            let f = Follower::new(self.cx.clone(), self.hs.term).start();
+            self.role = RoleState::Follower(f);
+            self.role_term = self.hs.term;
+        }
+        self.publish();
+    }
+
+    fn leader_alive(&self) -> bool {
+        matches!(self.role, RoleState::Leader(_))
+            || self
+                .leader_seen
+                .is_some_and(|t| t.elapsed() < self.cx.config.election_timeout_min)
+                && self.leader.is_some()
+    }
+
+    fn send(&self, to: NodeId, message: Message) {
+        self.cx.transport.send(Envelope {
+            from: self.id(),
+            to,
+            message,
+        });
+    }
+
+    fn start_pre_vote(&mut self, ctx: &mut Context<Self>) {
+        self.stop_role();
+        self.leader = None;
+        let term = self.hs.term;
+        self.role_term = term;
+        self.publish();
+        ctx.wait(self.cx.log.send(LastLogId).into_actor(self).map(move |last, act, _| {
+            let (Ok(last), RoleState::Pending) = (last, &act.role) else { return };
+            if act.hs.term != term {
+                return;
+            }
+            let c = Candidate::new(act.cx.clone(), term, true, false, act.membership.clone(), last);
+            act.role = RoleState::Candidate {
+                addr: c.start(),
+                pre_vote: true,
+            };
+        }));
+    }
+
+    fn start_election(&mut self, force: bool, ctx: &mut Context<Self>) {
+        self.stop_role();
+        self.leader = None;
+        let term = self.hs.term + 1;
+        self.hs = HardState {
+            term,
+            voted_for: Some(self.id()),
+        };
+        self.role_term = term;
+        self.publish();
+        let (durable, durable_rx) = oneshot::channel();
+        self.cx.log.do_send(SaveHardState {
+            hard_state: self.hs,
+            durable: Some(durable),
+        });
+        let log = self.cx.log.clone();
+        // Our own vote counts only once it is durable.
+        ctx.spawn(
+            async move {
+                durable_rx.await.ok()?;
+                log.send(LastLogId).await.ok()
+            }
+            .into_actor(self)
+            .map(move |last, act, _| {
+                let Some(last) = last else { return };
+                if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
+                    return;
+                }
+                let c =
+                    Candidate::new(act.cx.clone(), term, false, force, act.membership.clone(), last);
+                act.role = RoleState::Candidate {
+                    addr: c.start(),
+                    pre_vote: false,
+                };
+            }),
+        );
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        req: VoteRequest,
+        force: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let alive = self.leader_alive() && !force;
+        ctx.wait(self.cx.log.send(LastLogId).into_actor(self).map(move |last, act, ctx| {
+            let Ok(last) = last else { return };
+            let decision = decide_vote(&act.hs, last, &req, alive);
+            let reply_term = if req.pre_vote && decision.granted { req.term } else { act.hs.term };
+            let reply = Message::RequestVoteResponse {
+                term: reply_term,
+                granted: decision.granted,
+                pre_vote: req.pre_vote,
+            };
+            if decision.granted && !req.pre_vote {
+                if let RoleState::Follower(f) = &act.role {
+                    f.do_send(ResetElectionTimer);
+                }
+            }
+            match decision.persist {
+                Some(hs) => {
+                    act.hs = hs;
+                    let (durable, durable_rx) = oneshot::channel();
+                    act.cx.log.do_send(SaveHardState {
+                        hard_state: hs,
+                        durable: Some(durable),
+                    });
+                    let transport = act.cx.transport.clone();
+                    let id = act.id();
+                    ctx.spawn(
+                        async move {
+                            if durable_rx.await.is_ok() {
+                                transport.send(Envelope {
+                                    from: id,
+                                    to: from,
+                                    message: reply,
+                                });
+                            }
+                        }
+                        .into_actor(act),
+                    );
+                    act.publish();
+                }
+                None => act.send(from, reply),
+            }
+        }));
+    }
+
+    fn forward(&mut self, ctx: &mut Context<Self>, pending: Forwarded, make: impl FnOnce(u64) -> Message) {
+        let Some(leader) = self.leader.filter(|l| *l != self.id()) else {
+            match pending {
+                Forwarded::Write(r) => drop(r.send(Err(RaftError::NotLeader(None)))),
+                Forwarded::Read(r) => drop(r.send(Err(RaftError::NotLeader(None)))),
+            }
+            return;
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        self.forwarded.insert(id, pending);
+        self.send(leader, make(id));
+        ctx.run_later(self.cx.config.client_timeout, move |act, _| {
+            match act.forwarded.remove(&id) {
+                // The leader may have applied it; we cannot tell.
+                Some(Forwarded::Write(r)) => drop(r.send(Err(RaftError::Indeterminate))),
+                Some(Forwarded::Read(r)) => drop(r.send(Err(RaftError::Timeout))),
+                None => {}
+            }
+        });
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<Self>) {
+        if matches!(self.role, RoleState::Stopped) {
+            return;
+        }
+        self.stop_role();
+        self.role = RoleState::Stopped;
+        for (_, f) in self.forwarded.drain() {
+            match f {
+                Forwarded::Write(r) => drop(r.send(Err(RaftError::ShuttingDown))),
+                Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
+            }
+        }
+        self.publish();
+        ctx.stop();
+    }
+}
+
+impl Actor for Node {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        tracing::info!(node = self.id(), term = self.hs.term, last_index = self.last_log_id.index, "node started");
+        self.become_follower(self.hs.term, None);
+    }
+}
+
+impl Handler<Inbound> for Node {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(env): Inbound, ctx: &mut Context<Self>) {
+        if matches!(self.role, RoleState::Stopped) || env.to != self.id() {
+            return;
+        }
+        let from = env.from;
+        if let Some(term) = env.message.term() {
+            // A node that hears a live leader ignores vote requests without
+            // adopting their term: a rejoining node cannot disrupt it.
+            if let Message::RequestVote { pre_vote, force: false, .. } = &env.message {
+                if term > self.hs.term && self.leader_alive() {
+                    let reply = Message::RequestVoteResponse {
+                        term: self.hs.term,
+                        granted: false,
+                        pre_vote: *pre_vote,
+                    };
+                    self.send(from, reply);
+                    return;
+                }
+            }
+            let adopts = !matches!(
+                env.message,
+                Message::RequestVote { pre_vote: true, .. }
+                    | Message::RequestVoteResponse {
+                        pre_vote: true,
+                        granted: true,
+                        ..
+                    }
+            );
+            if adopts && term > self.hs.term {
+                let leader = matches!(env.message, Message::AppendEntries { .. }).then_some(from);
+                tracing::debug!(node = self.id(), term, from, "newer term seen");
+                self.become_follower(term, leader);
+            } else if term < self.hs.term {
+                // Tell the stale sender about the newer term.
+                match env.message {
+                    Message::AppendEntries { prev, round, .. } => self.send(
+                        from,
+                        Message::AppendEntriesResponse {
+                            term: self.hs.term,
+                            result: Err(ConflictHint {
+                                conflict_term: None,
+                                first_index: 0,
+                            }),
+                            prev_index: prev.index,
+                            round,
+                        },
+                    ),
+                    Message::RequestVote { pre_vote, .. } => self.send(
+                        from,
+                        Message::RequestVoteResponse {
+                            term: self.hs.term,
+                            granted: false,
+                            pre_vote,
+                        },
+                    ),
+                    _ => {}
+                }
+                return;
+            }
+        }
+        match env.message {
+            Message::AppendEntries {
+                term: _,
+                prev,
+                entries,
+                leader_commit,
+                round,
+            } => {
+                if let RoleState::Leader(_) = self.role {
+                    tracing::error!(node = self.id(), term = self.hs.term, from, "AppendEntries from another leader of our term");
+                    return;
+                }
+                if self.leader != Some(from) {
+                    tracing::info!(node = self.id(), term = self.hs.term, leader = from, "following leader");
+                }
+                self.become_follower(self.hs.term, Some(from));
+                if let RoleState::Follower(f) = &self.role {
+                    f.do_send(AppendEntriesRequest {
+                        from,
+                        prev,
+                        entries,
+                        leader_commit,
+                        round,
+                    });
+                }
+            }
+            Message::AppendEntriesResponse {
+                result,
+                prev_index,
+                round,
+                ..
+            } => {
+                if let RoleState::Leader(l) = &self.role {
+                    l.do_send(RouteAppendReply {
+                        from,
+                        reply: AppendReply {
+                            result,
+                            prev_index,
+                            round,
+                        },
+                    });
+                }
+            }
+            Message::RequestVote {
+                term,
+                last_log_id,
+                pre_vote,
+                force,
+            } => {
+                let req = VoteRequest {
+                    term,
+                    candidate: from,
+                    last_log_id,
+                    pre_vote,
+                };
+                self.handle_vote_request(from, req, force, ctx);
+            }
+            Message::RequestVoteResponse {
+                term,
+                granted,
+                pre_vote,
+            } => {
+                if let RoleState::Candidate { addr, pre_vote: p } = &self.role {
+                    let expected = if *p { self.hs.term + 1 } else { self.hs.term };
+                    if *p == pre_vote && (term == expected || (!granted && term <= expected)) {
+                        addr.do_send(VoteReply { from, granted });
+                    }
+                }
+            }
+            Message::TimeoutNow { .. } => {
+                if self.membership.is_voter(self.id()) && !matches!(self.role, RoleState::Leader(_)) {
+                    tracing::info!(node = self.id(), term = self.hs.term, "TimeoutNow: campaigning at once");
+                    self.start_election(true, ctx);
+                }
+            }
+            Message::ForwardWrite { id, command } => {
+                let (tx, rx) = oneshot::channel();
+                match &self.role {
+                    RoleState::Leader(l) => l.do_send(Propose { command, reply: tx }),
+                    _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
+                }
+                let transport = self.cx.transport.clone();
+                let me = self.id();
+                actix::spawn(async move {
+                    let result = match rx.await {
+                        Ok(r) => r.map_err(RemoteError::from),
+                        Err(_) => Err(RemoteError::Indeterminate),
+                    };
+                    transport.send(Envelope {
+                        from: me,
+                        to: from,
+                        message: Message::ForwardWriteResponse { id, result },
+                    });
+                });
+            }
+            Message::ForwardWriteResponse { id, result } => {
+                if let Some(Forwarded::Write(r)) = self.forwarded.remove(&id) {
+                    let _ = r.send(result.map_err(RaftError::from));
+                }
+            }
+            Message::ReadIndexRequest { id } => {
+                let (tx, rx) = oneshot::channel();
+                match &self.role {
+                    RoleState::Leader(l) => l.do_send(ReadIndex { reply: tx }),
+                    _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
+                }
+                let transport = self.cx.transport.clone();
+                let me = self.id();
+                actix::spawn(async move {
+                    let result = match rx.await {
+                        Ok(r) => r.map_err(RemoteError::from),
+                        Err(_) => Err(RemoteError::NotLeader(None)),
+                    };
+                    transport.send(Envelope {
+                        from: me,
+                        to: from,
+                        message: Message::ReadIndexResponse { id, result },
+                    });
+                });
+            }
+            Message::ReadIndexResponse { id, result } => {
+                if let Some(Forwarded::Read(r)) = self.forwarded.remove(&id) {
+                    let _ = r.send(result.map_err(RaftError::from));
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ElectionTimeout> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ElectionTimeout, ctx: &mut Context<Self>) {
+        if msg.term != self.hs.term || msg.term != self.role_term {
+            return;
+        }
+        match self.role {
+            RoleState::Follower(_) | RoleState::Candidate { .. } => {}
+            _ => return,
+        }
+        if !self.membership.is_voter(self.id()) {
+            // Learners and removed nodes never campaign.
+            return;
+        }
+        tracing::info!(node = self.id(), term = self.hs.term, "election timeout");
+        if self.cx.config.pre_vote {
+            self.start_pre_vote(ctx);
+        } else {
+            self.start_election(false, ctx);
+        }
+    }
+}
+
+impl Handler<PreVoteWon> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: PreVoteWon, ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term
+            && matches!(self.role, RoleState::Candidate { pre_vote: true, .. })
+        {
+            self.start_election(false, ctx);
+        }
+    }
+}
+
+impl Handler<ElectionWon> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ElectionWon, ctx: &mut Context<Self>) {
+        if msg.term != self.hs.term
+            || !matches!(self.role, RoleState::Candidate { pre_vote: false, .. })
+        {
+            return;
+        }
+        self.stop_role();
+        self.leader = Some(self.id());
+        let term = msg.term;
+        ctx.wait(self.cx.log.send(LastLogId).into_actor(self).map(move |last, act, _| {
+            let Ok(last) = last else { return };
+            if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
+                return;
+            }
+            let l = Leader::new(
+                act.cx.clone(),
+                term,
+                act.membership.clone(),
+                last,
+                act.commit_index,
+                act.waiters.clone(),
+            );
+            act.role = RoleState::Leader(l.start());
+            act.role_term = term;
+            act.publish();
+        }));
+    }
+}
+
+impl Handler<StepDown> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: StepDown, _ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term && matches!(self.role, RoleState::Leader(_)) {
+            self.stop_role();
+            self.leader = None;
+            self.become_follower(self.hs.term, None);
+        }
+    }
+}
+
+impl Handler<CommitTo> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: CommitTo, _ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term && msg.index > self.commit_index {
+            self.commit_index = msg.index;
+            self.applier.do_send(Committed(msg.index));
+            self.publish();
+        }
+    }
+}
+
+impl Handler<LogChanged> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: LogChanged, _ctx: &mut Context<Self>) {
+        self.last_log_id = msg.last_log_id;
+        self.membership = msg.membership;
+        for (id, addr) in &self.membership.addresses {
+            if *id != self.id() {
+                self.cx.transport.set_address(*id, addr);
+            }
+        }
+        self.publish();
+    }
+}
+
+impl Handler<Applied> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: Applied, _ctx: &mut Context<Self>) {
+        self.last_applied = self.last_applied.max(msg.0);
+        self.publish();
+    }
+}
+
+impl Handler<StorageFailed> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: StorageFailed, ctx: &mut Context<Self>) {
+        tracing::error!(node = self.id(), error = %msg.0, "stopping after a storage failure");
+        self.shutdown(ctx);
+    }
+}
+
+impl Handler<ClientWrite> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientWrite, ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => l.do_send(Propose {
+                command: msg.command,
+                reply: msg.reply,
+            }),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => {
+                let command = msg.command;
+                self.forward(ctx, Forwarded::Write(msg.reply), move |id| Message::ForwardWrite { id, command });
+            }
+        }
+    }
+}
+
+impl Handler<ClientRead> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientRead, ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => l.do_send(ReadIndex { reply: msg.reply }),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => self.forward(ctx, Forwarded::Read(msg.reply), |id| Message::ReadIndexRequest { id }),
+        }
+    }
+}
+
+impl Handler<Shutdown> for Node {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        tracing::info!(node = self.id(), term = self.hs.term, "shutting down");
+        self.stop_role();
+        let close = self.cx.log.send(Close);
+        Box::pin(async move {
+            let _ = close.await;
+        }
+        .into_actor(self)
+        .map(|_, act, ctx| act.shutdown(ctx)))
+    }
+}

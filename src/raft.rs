@@ -1,0 +1,284 @@
+//! [`Raft`]: the cloneable handle through which an application starts a
+//! node, writes, reads and watches it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::applier::Applier;
+use crate::config::Config;
+use crate::core::types::{Membership, NodeId};
+use crate::error::RaftError;
+use crate::log_store::{LogStore, Subscribe, WriterThread};
+use crate::message::Envelope;
+use crate::metrics::{Metrics, Role};
+use crate::node::{ClientRead, ClientWrite, Inbound, Node, RoleContext, Shutdown};
+use crate::state_machine::StateMachine;
+use crate::storage::{LogStorage, StorageError};
+use crate::transport::Transport;
+
+/// A handle to a running node. Cheap to clone and usable from any thread.
+pub struct Raft<SM: StateMachine> {
+    id: NodeId,
+    node: Addr<Node>,
+    sm: Addr<SM>,
+    metrics: watch::Receiver<Metrics>,
+    config: Arc<Config>,
+    writer: WriterThread,
+}
+
+impl<SM: StateMachine> Clone for Raft<SM> {
+    fn clone(&self) -> Self {
+        Raft {
+            id: self.id,
+            node: self.node.clone(),
+            sm: self.sm.clone(),
+            metrics: self.metrics.clone(),
+            config: self.config.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Starts node `id` on the current actix arbiter: loads `storage`,
+    /// replays the committed log into the state machine `sm` as the commit
+    /// index is learned, and begins as a follower.
+    ///
+    /// `initial_members` founds a new cluster: it is used only when the
+    /// storage is empty, and every founding member must pass the same
+    /// configuration. A node started on empty storage with `None` waits to
+    /// be added by a leader.
+    pub fn start(
+        id: NodeId,
+        config: Config,
+        storage: impl LogStorage,
+        transport: Arc<dyn Transport>,
+        initial_members: Option<Membership>,
+        sm: Addr<SM>,
+    ) -> Result<Self, StorageError> {
+        let config = Arc::new(config);
+        let (log, writer, loaded) = LogStore::start(id, Box::new(storage), initial_members)?;
+        let (metrics_tx, metrics_rx) = watch::channel(Metrics {
+            id,
+            role: Role::Follower,
+            term: loaded.hard_state.term,
+            leader: None,
+            last_log_index: loaded.last_log_id.index,
+            commit_index: 0,
+            last_applied: 0,
+            snapshot_index: 0,
+            membership: loaded.membership.clone(),
+        });
+        let sm_for_node = sm.clone();
+        let node = Node::create(|ctx| {
+            let node_addr = ctx.address();
+            let applier = Applier::new(
+                id,
+                sm_for_node,
+                log.clone(),
+                node_addr.clone().recipient(),
+                0,
+                config.max_apply_batch,
+            )
+            .start();
+            log.do_send(Subscribe {
+                changes: node_addr.clone().recipient(),
+                failures: node_addr.clone().recipient(),
+            });
+            if loaded.commit_index > 0 {
+                applier.do_send(crate::applier::Committed(loaded.commit_index));
+            }
+            let cx = RoleContext {
+                id,
+                config: config.clone(),
+                node: node_addr,
+                log: log.clone(),
+                transport,
+            };
+            Node::new(
+                cx,
+                loaded.hard_state,
+                loaded.membership,
+                loaded.last_log_id,
+                loaded.commit_index,
+                applier.clone().recipient(),
+                applier.recipient(),
+                metrics_tx,
+            )
+        });
+        Ok(Raft {
+            id,
+            node,
+            sm,
+            metrics: metrics_rx,
+            config,
+            writer,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Hands a message received from the network to this node. Transports
+    /// call this for every inbound message.
+    pub fn deliver(&self, envelope: Envelope) {
+        self.node.do_send(Inbound(envelope));
+    }
+
+    /// The address of the user's state machine actor.
+    pub fn state_machine(&self) -> &Addr<SM> {
+        &self.sm
+    }
+
+    /// Proposes `command` and returns the state machine's response once it
+    /// is committed and applied. Any node accepts writes: a follower
+    /// forwards them to the leader. While no leader is known the call waits
+    /// (up to the client timeout) for one.
+    ///
+    /// On [`RaftError::Timeout`] or [`RaftError::Indeterminate`] the command
+    /// may or may not have been applied.
+    pub async fn write(&self, command: SM::Command) -> Result<SM::Response, RaftError> {
+        let bytes = rmp_serde::to_vec(&command).map_err(|e| RaftError::Codec(e.to_string()))?;
+        let bytes = bytes::Bytes::from(bytes);
+        let deadline = Instant::now() + self.config.client_timeout;
+        let response = self
+            .retry_until_leader(deadline, |reply| ClientWrite {
+                command: bytes.clone(),
+                reply,
+            })
+            .await?;
+        rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))
+    }
+
+    /// Waits until this node's state machine reflects every write committed
+    /// before the call (ReadIndex: the leader confirms its leadership with
+    /// one heartbeat round, then this node waits to apply up to the leader's
+    /// commit index). Returns that index.
+    pub async fn read_barrier(&self) -> Result<u64, RaftError> {
+        let deadline = Instant::now() + self.config.client_timeout;
+        let index = self
+            .retry_until_leader(deadline, |reply| ClientRead { reply })
+            .await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.wait_for(remaining, |m| m.last_applied >= index)
+            .await
+            .map_err(|_| RaftError::Timeout)?;
+        Ok(index)
+    }
+
+    /// A linearizable read: passes the [`Raft::read_barrier`], then sends
+    /// `query` to the local state machine. Works on any node.
+    pub async fn read<M>(&self, query: M) -> Result<M::Result, RaftError>
+    where
+        SM: Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.read_barrier().await?;
+        self.sm
+            .send(query)
+            .await
+            .map_err(|_| RaftError::ShuttingDown)
+    }
+
+    async fn retry_until_leader<T, M>(
+        &self,
+        deadline: Instant,
+        make: impl Fn(oneshot::Sender<Result<T, RaftError>>) -> M,
+    ) -> Result<T, RaftError>
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        Node: Handler<M>,
+    {
+        let mut metrics = self.metrics.clone();
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.node
+                .send(make(tx))
+                .await
+                .map_err(|_| RaftError::ShuttingDown)?;
+            let outcome = match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) => return Err(RaftError::Timeout),
+                // The node dropped the request: it stopped.
+                Ok(Err(_)) => return Err(RaftError::Indeterminate),
+                Ok(Ok(r)) => r,
+            };
+            match outcome {
+                Err(RaftError::NotLeader(hint)) => {
+                    // Nothing was submitted: wait for news of a leader and
+                    // try again, until the deadline.
+                    let pause = (self.config.election_timeout_min / 4).max(Duration::from_millis(5));
+                    let wait_until = (Instant::now() + pause).min(deadline);
+                    if Instant::now() >= deadline {
+                        return Err(RaftError::NotLeader(hint));
+                    }
+                    let _ = tokio::time::timeout_at(wait_until, metrics.changed()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The node's metrics, updated on every change.
+    pub fn metrics(&self) -> watch::Receiver<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Waits until the metrics satisfy `condition`, up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&Metrics) -> bool,
+    ) -> Result<Metrics, RaftError> {
+        let mut rx = self.metrics.clone();
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    if condition(&m) {
+                        return Ok(m.clone());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(RaftError::ShuttingDown);
+                }
+            }
+        })
+        .await;
+        result.map_err(|_| RaftError::Timeout)?
+    }
+
+    /// Waits until this node knows a leader; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<NodeId, RaftError> {
+        let m = self.wait_for(timeout, |m| m.leader.is_some()).await?;
+        m.leader.ok_or(RaftError::Timeout)
+    }
+
+    /// Waits until this node has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Metrics, RaftError> {
+        self.wait_for(timeout, |m| m.last_applied >= index).await
+    }
+
+    /// Stops the node gracefully: pending client calls fail with
+    /// [`RaftError::ShuttingDown`], queued log writes are made durable,
+    /// then every actor of the node stops.
+    pub async fn shutdown(&self) {
+        let _ = self.node.send(Shutdown).await;
+        self.join_writer();
+    }
+
+    /// Blocks until the log writer thread has exited (after the node's
+    /// actors are gone), so the storage can be reopened.
+    pub(crate) fn join_writer(&self) {
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}

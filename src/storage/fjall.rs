@@ -1,0 +1,450 @@
+//! A durable [`LogStorage`] on [fjall](https://docs.rs/fjall), an LSM-tree
+//! key-value store with an atomic, checksummed write-ahead journal.
+//!
+//! # Layout
+//!
+//! One fjall database per node, holding one keyspace named `log`. Record
+//! kinds are told apart by a key prefix, so a single atomic fjall batch can
+//! touch entries, hard state and metadata at once:
+//!
+//! | key                        | value                                        |
+//! |----------------------------|----------------------------------------------|
+//! | `m/format`                 | format version, `u32` big-endian             |
+//! | `m/cluster`                | cluster id, UTF-8                            |
+//! | `m/snapshot`               | framed `(LogId, Membership)`: snapshot point |
+//! | `h/state`                  | framed [`HardState`]                         |
+//! | `e/` + index (`u64` BE)    | framed [`Entry`]                             |
+//!
+//! Entry keys use the big-endian index so that byte order is log order and a
+//! range scan returns the log in sequence.
+//!
+//! A *framed* value is `crc32 (u32 little-endian) ++ rmp-serde bytes`, the
+//! checksum (crc32fast) being taken over the rmp-serde bytes. fjall already
+//! checksums its journal and tables; ours additionally covers the path from
+//! our encoder to the decoder at start-up and catches data written by a buggy
+//! or foreign writer.
+//!
+//! # Durability
+//!
+//! Every mutation is one fjall write batch committed with
+//! [`PersistMode::SyncAll`]; see [`FjallStorage`] for why.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{InitialState, LogStorage, StorageError, WriteBatch};
+use crate::core::types::{Entry, HardState, LogId, Membership};
+
+/// The on-disk format written by this code. Bump it on any change to the key
+/// layout or value encoding: an old binary must refuse a newer directory
+/// rather than misread it.
+const FORMAT_VERSION: u32 = 1;
+
+/// Name of the single keyspace holding everything of one node.
+const KEYSPACE: &str = "log";
+
+const KEY_FORMAT: &[u8] = b"m/format";
+const KEY_CLUSTER: &[u8] = b"m/cluster";
+const KEY_SNAPSHOT: &[u8] = b"m/snapshot";
+const KEY_HARD_STATE: &[u8] = b"h/state";
+const ENTRY_PREFIX: &[u8] = b"e/";
+const ENTRY_KEY_LEN: usize = 2 + 8;
+
+/// Length of the checksum that starts every framed value.
+const CRC_LEN: usize = 4;
+
+/// The key of the entry at `index`.
+fn entry_key(index: u64) -> [u8; ENTRY_KEY_LEN] {
+    let mut key = [0u8; ENTRY_KEY_LEN];
+    key[..2].copy_from_slice(ENTRY_PREFIX);
+    key[2..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The index encoded in an entry key, or `None` if the key is malformed.
+fn entry_index(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(ENTRY_PREFIX)?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
+/// Encodes `value` and prefixes it with its checksum.
+fn frame<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    let body = rmp_serde::to_vec(value).map_err(|e| StorageError::Io(format!("encode: {e}")))?;
+    let mut out = Vec::with_capacity(CRC_LEN + body.len());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Verifies the checksum of a framed value and decodes it. The error is a
+/// human-readable reason, turned into [`StorageError::Corrupt`] by the caller
+/// (which knows the index). Never panics, whatever the bytes.
+fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.len() < CRC_LEN {
+        return Err(format!(
+            "value is {} bytes, shorter than its checksum",
+            bytes.len()
+        ));
+    }
+    let (crc, body) = bytes.split_at(CRC_LEN);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {actual:#010x})"
+        ));
+    }
+    rmp_serde::from_slice(body).map_err(|e| format!("undecodable value: {e}"))
+}
+
+/// Maps any fjall failure to [`StorageError::Io`]. fjall poisons itself after
+/// a failed fsync, so every later call fails too — which is what Raft needs.
+fn io(e: ::fjall::Error) -> StorageError {
+    StorageError::Io(e.to_string())
+}
+
+/// The stored snapshot point: the last index a snapshot covers and the
+/// membership in effect there.
+type SnapshotRecord = (LogId, Membership);
+
+/// A [`LogStorage`] backed by a fjall database in one directory.
+///
+/// # Durability
+///
+/// [`LogStorage::write`] and [`LogStorage::purge`] each commit exactly one
+/// fjall write batch with [`PersistMode::SyncAll`] (group commit: one fsync
+/// per call, however many entries the batch holds). `SyncAll` fsyncs the
+/// journal's data *and* metadata (file length included); the weaker modes
+/// either leave data in OS buffers (`Buffer`) or skip the metadata
+/// (`SyncData`), and Raft acknowledges entries and votes on the strength of
+/// `Ok`, so an `Ok` must survive a power loss. fjall batches are atomic, so a
+/// crash leaves either none or all of a batch.
+///
+/// # Start-up
+///
+/// Call [`LogStorage::load`] once after [`FjallStorage::open`] and before
+/// writing: it verifies the log and repairs a corrupt tail entry.
+pub struct FjallStorage {
+    /// Kept for error messages and `Debug`.
+    dir: PathBuf,
+    db: Database,
+    log: Keyspace,
+    /// The persisted snapshot point; entries at or below it are gone.
+    snapshot: LogId,
+    /// Index of the last entry, or `snapshot.index` when there is none. Kept
+    /// in memory because fjall has no range delete: truncation must name
+    /// every key it removes.
+    last_index: u64,
+}
+
+impl fmt::Debug for FjallStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FjallStorage")
+            .field("dir", &self.dir)
+            .field("snapshot", &self.snapshot)
+            .field("last_index", &self.last_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FjallStorage {
+    /// Opens (creating if needed) the store in `dir`. A store created for
+    /// another cluster id or with another format version is refused with
+    /// [`StorageError::Incompatible`] naming both values.
+    ///
+    /// fjall locks the directory: a second handle on the same directory fails
+    /// with [`StorageError::Io`] until the first is dropped.
+    pub fn open(dir: impl AsRef<Path>, cluster_id: &str) -> Result<Self, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = Database::builder(&dir).open().map_err(io)?;
+        let log = db
+            .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(io)?;
+
+        let format = log.get(KEY_FORMAT).map_err(io)?;
+        let cluster = log.get(KEY_CLUSTER).map_err(io)?;
+        match (format, cluster) {
+            (None, None) => {
+                // A fresh store must really be empty: data without the
+                // identity records was not written by us, and adopting it
+                // would attach a foreign log to this cluster.
+                if log.first_key_value().is_some() {
+                    return Err(StorageError::Incompatible(format!(
+                        "{} holds data but no format version or cluster id",
+                        dir.display()
+                    )));
+                }
+                let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+                batch.insert(&log, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
+                batch.insert(&log, KEY_CLUSTER, cluster_id.as_bytes().to_vec());
+                batch.commit().map_err(io)?;
+            }
+            (Some(format), cluster) => {
+                // The format is checked first: under another format even the
+                // cluster id record may mean something else.
+                let found = <[u8; 4]>::try_from(&*format)
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| {
+                        StorageError::Incompatible(format!(
+                            "{}: unreadable format version record ({} bytes); this build writes format version {FORMAT_VERSION}",
+                            dir.display(),
+                            format.len()
+                        ))
+                    })?;
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::Incompatible(format!(
+                        "{} has format version {found}, this build reads format version {FORMAT_VERSION}",
+                        dir.display()
+                    )));
+                }
+                let Some(cluster) = cluster else {
+                    return Err(StorageError::Incompatible(format!(
+                        "{} has no cluster id; expected cluster id {cluster_id:?}",
+                        dir.display()
+                    )));
+                };
+                if &*cluster != cluster_id.as_bytes() {
+                    return Err(StorageError::Incompatible(format!(
+                        "{} belongs to cluster id {:?}, not to cluster id {cluster_id:?}",
+                        dir.display(),
+                        String::from_utf8_lossy(&cluster)
+                    )));
+                }
+            }
+            (None, Some(_)) => {
+                return Err(StorageError::Incompatible(format!(
+                    "{} has a cluster id but no format version; this build writes format version {FORMAT_VERSION}",
+                    dir.display()
+                )));
+            }
+        }
+
+        let mut store = FjallStorage {
+            dir,
+            db,
+            log,
+            snapshot: LogId::default(),
+            last_index: 0,
+        };
+        if let Some((snapshot, _)) = store.read_snapshot()? {
+            store.snapshot = snapshot;
+        }
+        // Cheap bound for truncation until `load` has verified the log: the
+        // highest entry key present (verification may lower it).
+        store.last_index = match store.entry_range(0).next_back() {
+            Some(guard) => {
+                let key = guard.key().map_err(io)?;
+                entry_index(&key).ok_or_else(|| StorageError::Corrupt {
+                    index: 0,
+                    reason: format!("malformed entry key {key:?}"),
+                })?
+            }
+            None => 0,
+        }
+        .max(store.snapshot.index);
+        Ok(store)
+    }
+
+    /// All entry keys from `from` on, in index order.
+    fn entry_range(&self, from: u64) -> ::fjall::Iter {
+        self.log.range(entry_key(from)..=entry_key(u64::MAX))
+    }
+
+    /// A batch that is durable (fsynced, data and metadata) once committed.
+    fn durable_batch(&self) -> ::fjall::OwnedWriteBatch {
+        self.db.batch().durability(Some(PersistMode::SyncAll))
+    }
+
+    /// Reads a framed metadata record. Corruption there is reported at index
+    /// 0, since it belongs to no entry.
+    fn read_record<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.log.get(key).map_err(io)? {
+            None => Ok(None),
+            Some(bytes) => unframe(&bytes)
+                .map(Some)
+                .map_err(|reason| StorageError::Corrupt {
+                    index: 0,
+                    reason: format!("{what} record: {reason}"),
+                }),
+        }
+    }
+
+    fn read_snapshot(&self) -> Result<Option<SnapshotRecord>, StorageError> {
+        self.read_record(KEY_SNAPSHOT, "snapshot")
+    }
+
+    /// Checks that `value`, stored under the key of `index`, is a sound entry
+    /// for that index.
+    fn decode_entry(index: u64, value: &[u8]) -> Result<Entry, String> {
+        let entry: Entry = unframe(value)?;
+        if entry.log_id.index != index {
+            return Err(format!(
+                "entry stored under index {index} claims index {}",
+                entry.log_id.index
+            ));
+        }
+        Ok(entry)
+    }
+}
+
+impl LogStorage for FjallStorage {
+    /// Reads hard state, snapshot point and every entry after the snapshot,
+    /// verifying each entry's checksum, its index and the contiguity of the
+    /// log.
+    ///
+    /// A bad *last* entry is removed durably (with a warning naming its
+    /// index) and the log loads without it: it is treated as a torn final
+    /// write, whose batch never returned `Ok` and so was never acknowledged;
+    /// refusing to start over it would turn one torn write into an outage.
+    /// A bad entry *before* the tail, or a gap, cannot be a torn write and
+    /// means acknowledged data is lost: that is refused with
+    /// [`StorageError::Corrupt`]. Metadata records (hard state, snapshot
+    /// point) that fail their checksum are refused too, reported at index 0.
+    fn load(&mut self) -> Result<InitialState, StorageError> {
+        let hard_state: HardState = self
+            .read_record(KEY_HARD_STATE, "hard state")?
+            .unwrap_or_default();
+        let (snapshot, snapshot_membership) = match self.read_snapshot()? {
+            Some((point, membership)) => (point, Some(membership)),
+            None => (LogId::default(), None),
+        };
+        self.snapshot = snapshot;
+
+        let mut entries = Vec::new();
+        let mut expected = snapshot.index + 1;
+        let mut iter = self.entry_range(expected).peekable();
+        while let Some(guard) = iter.next() {
+            let (key, value) = guard.into_inner().map_err(io)?;
+            let Some(index) = entry_index(&key) else {
+                return Err(StorageError::Corrupt {
+                    index: expected,
+                    reason: format!("malformed entry key {key:?}"),
+                });
+            };
+            if index != expected {
+                // A gap loses entries before this one, whatever its position.
+                return Err(StorageError::Corrupt {
+                    index: expected,
+                    reason: format!("entry {expected} is missing (next stored entry is {index})"),
+                });
+            }
+            match Self::decode_entry(index, &value) {
+                Ok(entry) => entries.push(entry),
+                Err(reason) if iter.peek().is_none() => {
+                    tracing::warn!(
+                        index,
+                        %reason,
+                        dir = %self.dir.display(),
+                        "removing corrupt last log entry (torn tail)"
+                    );
+                    let mut batch = self.durable_batch();
+                    batch.remove(&self.log, key);
+                    batch.commit().map_err(io)?;
+                }
+                Err(reason) => return Err(StorageError::Corrupt { index, reason }),
+            }
+            expected += 1;
+        }
+
+        self.last_index = entries.last().map_or(snapshot.index, |e| e.log_id.index);
+        Ok(InitialState {
+            hard_state,
+            snapshot,
+            snapshot_membership,
+            entries,
+        })
+    }
+
+    /// Applies truncation, appends and the hard state as one atomic fjall
+    /// batch, durable ([`PersistMode::SyncAll`]) when this returns `Ok`.
+    ///
+    /// A non-contiguous append is refused with [`StorageError::Io`] before
+    /// anything is written.
+    fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+        // Where the log ends once the truncation is applied; entries at or
+        // below the snapshot point are already gone and cannot be truncated.
+        let kept_last = match batch.truncate_from {
+            Some(from) => self
+                .last_index
+                .min(from.saturating_sub(1))
+                .max(self.snapshot.index),
+            None => self.last_index,
+        };
+
+        // Validate everything before building the batch, so a bad request
+        // leaves the store untouched.
+        let mut next = kept_last + 1;
+        let mut encoded = Vec::with_capacity(batch.entries.len());
+        for entry in &batch.entries {
+            if entry.log_id.index != next {
+                return Err(StorageError::Io(format!(
+                    "non-contiguous append: got index {}, expected {next}",
+                    entry.log_id.index
+                )));
+            }
+            encoded.push((entry_key(next), frame(entry)?));
+            next += 1;
+        }
+        let new_last = next - 1;
+
+        let mut fb = self.durable_batch();
+        // Remove only the truncated keys the appends do not overwrite (those
+        // past `new_last`): a remove and an insert of one key in one batch
+        // would share a sequence number, leaving which one wins up to the
+        // engine.
+        for index in new_last + 1..=self.last_index {
+            fb.remove(&self.log, entry_key(index));
+        }
+        for (key, value) in encoded {
+            fb.insert(&self.log, key, value);
+        }
+        if let Some(hard_state) = &batch.hard_state {
+            fb.insert(&self.log, KEY_HARD_STATE, frame(hard_state)?);
+        }
+        fb.commit().map_err(io)?;
+
+        self.last_index = new_last;
+        Ok(())
+    }
+
+    /// Removes entries up to `upto.index` and records the snapshot point
+    /// with its membership, in one atomic durable batch. A point at or before
+    /// the current snapshot is ignored.
+    fn purge(&mut self, upto: LogId, membership: &Membership) -> Result<(), StorageError> {
+        if upto.index <= self.snapshot.index {
+            return Ok(());
+        }
+        let mut fb = self.durable_batch();
+        for index in self.snapshot.index + 1..=upto.index.min(self.last_index) {
+            fb.remove(&self.log, entry_key(index));
+        }
+        let record: SnapshotRecord = (upto, membership.clone());
+        fb.insert(&self.log, KEY_SNAPSHOT, frame(&record)?);
+        fb.commit().map_err(io)?;
+
+        self.snapshot = upto;
+        // A snapshot beyond the log (installed from a leader) empties it; the
+        // next entry then follows the snapshot.
+        self.last_index = self.last_index.max(upto.index);
+        Ok(())
+    }
+
+    /// fjall's disk usage for the whole database: journal plus tables. Space
+    /// of removed entries is reclaimed only as fjall compacts, so this lags
+    /// behind truncation and purges.
+    fn size_bytes(&self) -> u64 {
+        // A metrics call must not fail the node; the keyspace's table size
+        // is a lower bound when the journal size cannot be read.
+        self.db
+            .disk_space()
+            .unwrap_or_else(|_| self.log.disk_space())
+    }
+}
