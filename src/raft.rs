@@ -213,7 +213,8 @@ impl<SM: StateMachine> Raft<SM> {
                 Err(RaftError::NotLeader(hint)) => {
                     // Nothing was submitted: wait for news of a leader and
                     // try again, until the deadline.
-                    let pause = (self.config.election_timeout_min / 4).max(Duration::from_millis(5));
+                    let pause =
+                        (self.config.election_timeout_min / 4).max(Duration::from_millis(5));
                     let wait_until = (Instant::now() + pause).min(deadline);
                     if Instant::now() >= deadline {
                         return Err(RaftError::NotLeader(hint));

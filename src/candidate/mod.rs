@@ -57,8 +57,17 @@ impl Candidate {
 impl Actor for Candidate {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let asked_term = if self.pre_vote { self.term + 1 } else { self.term };
-        tracing::debug!(node = self.cx.id, term = asked_term, pre_vote = self.pre_vote, "campaigning");
+        let asked_term = if self.pre_vote {
+            self.term + 1
+        } else {
+            self.term
+        };
+        tracing::debug!(
+            node = self.cx.id,
+            term = asked_term,
+            pre_vote = self.pre_vote,
+            "campaigning"
+        );
         let voters = self.tally.voters();
         for peer in voters.into_iter().filter(|p| *p != self.cx.id) {
             self.cx.transport.send(Envelope {
@@ -107,7 +116,11 @@ impl Handler<VoteReply> for Candidate {
     type Result = ();
     fn handle(&mut self, msg: VoteReply, _ctx: &mut Context<Self>) {
         if self.tally.record(msg.from, msg.granted) == ElectionResult::Lost {
-            tracing::debug!(node = self.cx.id, term = self.term, "election lost; waiting for the next timeout");
+            tracing::debug!(
+                node = self.cx.id,
+                term = self.term,
+                "election lost; waiting for the next timeout"
+            );
         }
         self.check();
     }

@@ -105,10 +105,12 @@ impl RaftLog {
                 });
             }
             let rest_prev = entries[covered - 1].log_id;
-            return self.plan_append(rest_prev, &entries[covered..]).map(|mut p| {
-                p.skip += covered;
-                p
-            });
+            return self
+                .plan_append(rest_prev, &entries[covered..])
+                .map(|mut p| {
+                    p.skip += covered;
+                    p
+                });
         }
         match self.term_at(prev.index) {
             None => {
@@ -220,11 +222,10 @@ impl RaftLog {
         max_bytes: usize,
     ) -> Result<(LogId, Vec<Entry>), ReadError> {
         let prev_index = from.saturating_sub(1);
-        let Some(prev_term) = self.term_at(prev_index).or(if prev_index == 0 {
-            Some(0)
-        } else {
-            None
-        }) else {
+        let Some(prev_term) =
+            self.term_at(prev_index)
+                .or(if prev_index == 0 { Some(0) } else { None })
+        else {
             return if prev_index < self.snapshot.index {
                 Err(ReadError::Compacted)
             } else {
@@ -309,12 +310,12 @@ mod tests {
         // Leader of term 8 in Figure 7 (its log before appending new entries).
         let leader = log_of(&[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
         let followers: [&[u64]; 6] = [
-            &[1, 1, 1, 4, 4, 5, 5, 6, 6],             // (a) missing one
-            &[1, 1, 1, 4],                            // (b) missing many
-            &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],       // (c) extra uncommitted
-            &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],    // (d) extra of later term
-            &[1, 1, 1, 4, 4, 4, 4],                   // (e) missing + extra
-            &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],       // (f) many extra old terms
+            &[1, 1, 1, 4, 4, 5, 5, 6, 6],          // (a) missing one
+            &[1, 1, 1, 4],                         // (b) missing many
+            &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],    // (c) extra uncommitted
+            &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], // (d) extra of later term
+            &[1, 1, 1, 4, 4, 4, 4],                // (e) missing + extra
+            &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],    // (f) many extra old terms
         ];
         for (name, f) in ["a", "b", "c", "d", "e", "f"].iter().zip(followers) {
             let mut follower = log_of(f);
@@ -330,12 +331,30 @@ mod tests {
         let log = log_of(&[1, 1, 2]);
         // prev beyond our log: hint says how long we are.
         let err = log.plan_append(LogId::new(2, 5), &[]).unwrap_err();
-        assert_eq!(err, ConflictHint { conflict_term: None, first_index: 4 });
+        assert_eq!(
+            err,
+            ConflictHint {
+                conflict_term: None,
+                first_index: 4
+            }
+        );
         // prev with a different term: hint names our term and its first index.
         let err = log.plan_append(LogId::new(3, 3), &[]).unwrap_err();
-        assert_eq!(err, ConflictHint { conflict_term: Some(2), first_index: 3 });
+        assert_eq!(
+            err,
+            ConflictHint {
+                conflict_term: Some(2),
+                first_index: 3
+            }
+        );
         let err = log.plan_append(LogId::new(3, 2), &[]).unwrap_err();
-        assert_eq!(err, ConflictHint { conflict_term: Some(1), first_index: 1 });
+        assert_eq!(
+            err,
+            ConflictHint {
+                conflict_term: Some(1),
+                first_index: 1
+            }
+        );
         // Matching prev is accepted.
         assert!(log.plan_append(LogId::new(1, 2), &[]).is_ok());
         assert!(log.plan_append(LogId::default(), &[]).is_ok());
@@ -345,8 +364,14 @@ mod tests {
     fn follower_deletes_conflicting_entry_and_all_that_follow() {
         let mut log = log_of(&[1, 1, 2, 2, 2]);
         let new = vec![
-            Entry { log_id: LogId::new(1, 2), payload: Payload::Blank },
-            Entry { log_id: LogId::new(3, 3), payload: Payload::Blank },
+            Entry {
+                log_id: LogId::new(1, 2),
+                payload: Payload::Blank,
+            },
+            Entry {
+                log_id: LogId::new(3, 3),
+                payload: Payload::Blank,
+            },
         ];
         let plan = log.plan_append(LogId::new(1, 1), &new).unwrap();
         assert_eq!(plan.truncate_from, Some(3));
@@ -360,7 +385,10 @@ mod tests {
         // A delayed AppendEntries carrying a prefix of what we already hold
         // must not delete the newer entries after it.
         let mut log = log_of(&[1, 1, 1, 1]);
-        let old = vec![Entry { log_id: LogId::new(1, 2), payload: Payload::Blank }];
+        let old = vec![Entry {
+            log_id: LogId::new(1, 2),
+            payload: Payload::Blank,
+        }];
         let plan = log.plan_append(LogId::new(1, 1), &old).unwrap();
         assert_eq!(plan.truncate_from, None);
         log.apply_plan(&plan, &old);

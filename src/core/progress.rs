@@ -64,7 +64,11 @@ impl Progress {
     /// The follower stores everything up to `index`. Returns whether this
     /// was news (a stale or duplicated reply is not).
     pub fn on_success(&mut self, index: u64) -> bool {
-        while self.inflight.front().is_some_and(|(last, _)| *last <= index) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|(last, _)| *last <= index)
+        {
             self.inflight.pop_front();
         }
         if index <= self.match_index && self.state == ProgressState::Replicate {
@@ -95,9 +99,7 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.inflight.clear();
         // Always move back, never below what is known to match.
-        self.next_index = suggested_next
-            .min(rejected_prev)
-            .max(self.match_index + 1);
+        self.next_index = suggested_next.min(rejected_prev).max(self.match_index + 1);
         true
     }
 

@@ -118,19 +118,17 @@ impl Handler<AppendEntriesRequest> for Follower {
                     let envelope = reply(Ok(matched));
                     // Acknowledge only once durable: the leader counts this
                     // reply towards committing.
-                    ctx.spawn(
-                        async move { durable_rx.await.is_ok() }
-                            .into_actor(act)
-                            .map(move |durable, act, _| {
-                                if durable {
-                                    act.cx.transport.send(envelope);
-                                    act.cx.node.do_send(CommitTo {
-                                        term,
-                                        index: leader_commit.min(matched.index),
-                                    });
-                                }
-                            }),
-                    );
+                    ctx.spawn(async move { durable_rx.await.is_ok() }.into_actor(act).map(
+                        move |durable, act, _| {
+                            if durable {
+                                act.cx.transport.send(envelope);
+                                act.cx.node.do_send(CommitTo {
+                                    term,
+                                    index: leader_commit.min(matched.index),
+                                });
+                            }
+                        },
+                    ));
                 }
                 Err(_) => {} // log store gone: the node is stopping
             }

@@ -133,7 +133,9 @@ impl Leader {
         let mut i = 0;
         while i < self.reads.len() {
             let round = self.reads[i].0;
-            if is_quorum(membership, |n| n == id || acked.get(&n).is_some_and(|r| *r >= round)) {
+            if is_quorum(membership, |n| {
+                n == id || acked.get(&n).is_some_and(|r| *r >= round)
+            }) {
                 let (_, index, reply) = self.reads.swap_remove(i);
                 let _ = reply.send(Ok(index));
             } else {
@@ -176,7 +178,11 @@ impl Actor for Leader {
                 if !is_quorum(&act.membership, |n| {
                     n == id || heard.get(&n).is_some_and(|t| *t >= cutoff)
                 }) {
-                    tracing::warn!(node = id, term = act.term, "no quorum heard within an election timeout; stepping down");
+                    tracing::warn!(
+                        node = id,
+                        term = act.term,
+                        "no quorum heard within an election timeout; stepping down"
+                    );
                     act.cx.node.do_send(StepDown { term: act.term });
                 }
             });
@@ -249,17 +255,23 @@ impl Handler<FlushProposals> for Leader {
         // Replicate while our own copy is being made durable (thesis
         // §10.2.1); we count ourselves only once it is.
         self.wake_all();
-        ctx.spawn(async move { durable_rx.await.is_ok() }.into_actor(self).map(
-            move |durable, act, _ctx| {
-                if durable {
-                    act.self_durable = act.self_durable.max(last);
-                    act.update_commit();
-                } else {
-                    tracing::error!(node = act.cx.id, term = act.term, "own append was not stored");
-                    act.cx.node.do_send(StepDown { term: act.term });
-                }
-            },
-        ));
+        ctx.spawn(
+            async move { durable_rx.await.is_ok() }
+                .into_actor(self)
+                .map(move |durable, act, _ctx| {
+                    if durable {
+                        act.self_durable = act.self_durable.max(last);
+                        act.update_commit();
+                    } else {
+                        tracing::error!(
+                            node = act.cx.id,
+                            term = act.term,
+                            "own append was not stored"
+                        );
+                        act.cx.node.do_send(StepDown { term: act.term });
+                    }
+                }),
+        );
     }
 }
 

@@ -126,7 +126,9 @@ impl LogStore {
         let loaded = Loaded {
             hard_state: state.hard_state,
             last_log_id: log.last_log_id(),
-            membership: configs.last().map_or(base_membership.clone(), |(_, m)| m.clone()),
+            membership: configs
+                .last()
+                .map_or(base_membership.clone(), |(_, m)| m.clone()),
             // A founding configuration at index 1 is committed by
             // construction; otherwise the commit index is learned anew.
             commit_index: if bootstrapped { 1 } else { 0 },
@@ -190,7 +192,8 @@ impl LogStore {
         let first_queued = self.queued.entries.first().map(|e| e.log_id.index);
         self.queued.entries.retain(|e| e.log_id.index < from);
         if first_queued.is_none_or(|f| from < f) {
-            self.queued.truncate_from = Some(self.queued.truncate_from.map_or(from, |t| t.min(from)));
+            self.queued.truncate_from =
+                Some(self.queued.truncate_from.map_or(from, |t| t.min(from)));
         }
     }
 
@@ -295,10 +298,18 @@ impl Handler<LeaderAppend> for LogStore {
     type Result = ();
     fn handle(&mut self, msg: LeaderAppend, _ctx: &mut Context<Self>) {
         let expected = self.log.last_log_id().index + 1;
-        if msg.entries.first().is_some_and(|e| e.log_id.index != expected) {
+        if msg
+            .entries
+            .first()
+            .is_some_and(|e| e.log_id.index != expected)
+        {
             // A leader out of step with the log (a stale leader actor):
             // refuse; dropping `durable` tells it nothing was stored.
-            tracing::warn!(node = self.node_id, expected, "leader append out of order, ignored");
+            tracing::warn!(
+                node = self.node_id,
+                expected,
+                "leader append out of order, ignored"
+            );
             return;
         }
         self.append(&msg.entries);
@@ -325,7 +336,11 @@ impl Handler<FollowerAppend> for LogStore {
         let plan = self.log.plan_append(msg.prev, &msg.entries)?;
         let changed = plan.truncate_from.is_some() || plan.skip < msg.entries.len();
         if let Some(from) = plan.truncate_from {
-            tracing::info!(node = self.node_id, from, "truncating conflicting log suffix");
+            tracing::info!(
+                node = self.node_id,
+                from,
+                "truncating conflicting log suffix"
+            );
             self.truncate(from);
         }
         self.append(&msg.entries[plan.skip..]);

@@ -105,7 +105,10 @@ pub(crate) struct Shutdown;
 
 enum RoleState {
     Follower(Addr<Follower>),
-    Candidate { addr: Addr<Candidate>, pre_vote: bool },
+    Candidate {
+        addr: Addr<Candidate>,
+        pre_vote: bool,
+    },
     Leader(Addr<Leader>),
     /// Waiting for our own vote to become durable, or for the log's last
     /// id before starting the next role.
@@ -267,17 +270,32 @@ impl Node {
         let term = self.hs.term;
         self.role_term = term;
         self.publish();
-        ctx.wait(self.cx.log.send(LastLogId).into_actor(self).map(move |last, act, _| {
-            let (Ok(last), RoleState::Pending) = (last, &act.role) else { return };
-            if act.hs.term != term {
-                return;
-            }
-            let c = Candidate::new(act.cx.clone(), term, true, false, act.membership.clone(), last);
-            act.role = RoleState::Candidate {
-                addr: c.start(),
-                pre_vote: true,
-            };
-        }));
+        ctx.wait(
+            self.cx
+                .log
+                .send(LastLogId)
+                .into_actor(self)
+                .map(move |last, act, _| {
+                    let (Ok(last), RoleState::Pending) = (last, &act.role) else {
+                        return;
+                    };
+                    if act.hs.term != term {
+                        return;
+                    }
+                    let c = Candidate::new(
+                        act.cx.clone(),
+                        term,
+                        true,
+                        false,
+                        act.membership.clone(),
+                        last,
+                    );
+                    act.role = RoleState::Candidate {
+                        addr: c.start(),
+                        pre_vote: true,
+                    };
+                }),
+        );
     }
 
     fn start_election(&mut self, force: bool, ctx: &mut Context<Self>) {
@@ -308,8 +326,14 @@ impl Node {
                 if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
                     return;
                 }
-                let c =
-                    Candidate::new(act.cx.clone(), term, false, force, act.membership.clone(), last);
+                let c = Candidate::new(
+                    act.cx.clone(),
+                    term,
+                    false,
+                    force,
+                    act.membership.clone(),
+                    last,
+                );
                 act.role = RoleState::Candidate {
                     addr: c.start(),
                     pre_vote: false,
@@ -326,50 +350,65 @@ impl Node {
         ctx: &mut Context<Self>,
     ) {
         let alive = self.leader_alive() && !force;
-        ctx.wait(self.cx.log.send(LastLogId).into_actor(self).map(move |last, act, ctx| {
-            let Ok(last) = last else { return };
-            let decision = decide_vote(&act.hs, last, &req, alive);
-            let reply_term = if req.pre_vote && decision.granted { req.term } else { act.hs.term };
-            let reply = Message::RequestVoteResponse {
-                term: reply_term,
-                granted: decision.granted,
-                pre_vote: req.pre_vote,
-            };
-            if decision.granted && !req.pre_vote {
-                if let RoleState::Follower(f) = &act.role {
-                    f.do_send(ResetElectionTimer);
-                }
-            }
-            match decision.persist {
-                Some(hs) => {
-                    act.hs = hs;
-                    let (durable, durable_rx) = oneshot::channel();
-                    act.cx.log.do_send(SaveHardState {
-                        hard_state: hs,
-                        durable: Some(durable),
-                    });
-                    let transport = act.cx.transport.clone();
-                    let id = act.id();
-                    ctx.spawn(
-                        async move {
-                            if durable_rx.await.is_ok() {
-                                transport.send(Envelope {
-                                    from: id,
-                                    to: from,
-                                    message: reply,
-                                });
-                            }
+        ctx.wait(
+            self.cx
+                .log
+                .send(LastLogId)
+                .into_actor(self)
+                .map(move |last, act, ctx| {
+                    let Ok(last) = last else { return };
+                    let decision = decide_vote(&act.hs, last, &req, alive);
+                    let reply_term = if req.pre_vote && decision.granted {
+                        req.term
+                    } else {
+                        act.hs.term
+                    };
+                    let reply = Message::RequestVoteResponse {
+                        term: reply_term,
+                        granted: decision.granted,
+                        pre_vote: req.pre_vote,
+                    };
+                    if decision.granted && !req.pre_vote {
+                        if let RoleState::Follower(f) = &act.role {
+                            f.do_send(ResetElectionTimer);
                         }
-                        .into_actor(act),
-                    );
-                    act.publish();
-                }
-                None => act.send(from, reply),
-            }
-        }));
+                    }
+                    match decision.persist {
+                        Some(hs) => {
+                            act.hs = hs;
+                            let (durable, durable_rx) = oneshot::channel();
+                            act.cx.log.do_send(SaveHardState {
+                                hard_state: hs,
+                                durable: Some(durable),
+                            });
+                            let transport = act.cx.transport.clone();
+                            let id = act.id();
+                            ctx.spawn(
+                                async move {
+                                    if durable_rx.await.is_ok() {
+                                        transport.send(Envelope {
+                                            from: id,
+                                            to: from,
+                                            message: reply,
+                                        });
+                                    }
+                                }
+                                .into_actor(act),
+                            );
+                            act.publish();
+                        }
+                        None => act.send(from, reply),
+                    }
+                }),
+        );
     }
 
-    fn forward(&mut self, ctx: &mut Context<Self>, pending: Forwarded, make: impl FnOnce(u64) -> Message) {
+    fn forward(
+        &mut self,
+        ctx: &mut Context<Self>,
+        pending: Forwarded,
+        make: impl FnOnce(u64) -> Message,
+    ) {
         let Some(leader) = self.leader.filter(|l| *l != self.id()) else {
             match pending {
                 Forwarded::Write(r) => drop(r.send(Err(RaftError::NotLeader(None)))),
@@ -412,7 +451,12 @@ impl Actor for Node {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
-        tracing::info!(node = self.id(), term = self.hs.term, last_index = self.last_log_id.index, "node started");
+        tracing::info!(
+            node = self.id(),
+            term = self.hs.term,
+            last_index = self.last_log_id.index,
+            "node started"
+        );
         self.become_follower(self.hs.term, None);
     }
 }
@@ -428,7 +472,12 @@ impl Handler<Inbound> for Node {
         if let Some(term) = env.message.term() {
             // A node that hears a live leader ignores vote requests without
             // adopting their term: a rejoining node cannot disrupt it.
-            if let Message::RequestVote { pre_vote, force: false, .. } = &env.message {
+            if let Message::RequestVote {
+                pre_vote,
+                force: false,
+                ..
+            } = &env.message
+            {
                 if term > self.hs.term && self.leader_alive() {
                     let reply = Message::RequestVoteResponse {
                         term: self.hs.term,
@@ -489,11 +538,21 @@ impl Handler<Inbound> for Node {
                 round,
             } => {
                 if let RoleState::Leader(_) = self.role {
-                    tracing::error!(node = self.id(), term = self.hs.term, from, "AppendEntries from another leader of our term");
+                    tracing::error!(
+                        node = self.id(),
+                        term = self.hs.term,
+                        from,
+                        "AppendEntries from another leader of our term"
+                    );
                     return;
                 }
                 if self.leader != Some(from) {
-                    tracing::info!(node = self.id(), term = self.hs.term, leader = from, "following leader");
+                    tracing::info!(
+                        node = self.id(),
+                        term = self.hs.term,
+                        leader = from,
+                        "following leader"
+                    );
                 }
                 self.become_follower(self.hs.term, Some(from));
                 if let RoleState::Follower(f) = &self.role {
@@ -550,8 +609,13 @@ impl Handler<Inbound> for Node {
                 }
             }
             Message::TimeoutNow { .. } => {
-                if self.membership.is_voter(self.id()) && !matches!(self.role, RoleState::Leader(_)) {
-                    tracing::info!(node = self.id(), term = self.hs.term, "TimeoutNow: campaigning at once");
+                if self.membership.is_voter(self.id()) && !matches!(self.role, RoleState::Leader(_))
+                {
+                    tracing::info!(
+                        node = self.id(),
+                        term = self.hs.term,
+                        "TimeoutNow: campaigning at once"
+                    );
                     self.start_election(true, ctx);
                 }
             }
@@ -647,30 +711,42 @@ impl Handler<ElectionWon> for Node {
     type Result = ();
     fn handle(&mut self, msg: ElectionWon, ctx: &mut Context<Self>) {
         if msg.term != self.hs.term
-            || !matches!(self.role, RoleState::Candidate { pre_vote: false, .. })
+            || !matches!(
+                self.role,
+                RoleState::Candidate {
+                    pre_vote: false,
+                    ..
+                }
+            )
         {
             return;
         }
         self.stop_role();
         self.leader = Some(self.id());
         let term = msg.term;
-        ctx.wait(self.cx.log.send(LastLogId).into_actor(self).map(move |last, act, _| {
-            let Ok(last) = last else { return };
-            if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
-                return;
-            }
-            let l = Leader::new(
-                act.cx.clone(),
-                term,
-                act.membership.clone(),
-                last,
-                act.commit_index,
-                act.waiters.clone(),
-            );
-            act.role = RoleState::Leader(l.start());
-            act.role_term = term;
-            act.publish();
-        }));
+        ctx.wait(
+            self.cx
+                .log
+                .send(LastLogId)
+                .into_actor(self)
+                .map(move |last, act, _| {
+                    let Ok(last) = last else { return };
+                    if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
+                        return;
+                    }
+                    let l = Leader::new(
+                        act.cx.clone(),
+                        term,
+                        act.membership.clone(),
+                        last,
+                        act.commit_index,
+                        act.waiters.clone(),
+                    );
+                    act.role = RoleState::Leader(l.start());
+                    act.role_term = term;
+                    act.publish();
+                }),
+        );
     }
 }
 
@@ -737,7 +813,9 @@ impl Handler<ClientWrite> for Node {
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
             _ => {
                 let command = msg.command;
-                self.forward(ctx, Forwarded::Write(msg.reply), move |id| Message::ForwardWrite { id, command });
+                self.forward(ctx, Forwarded::Write(msg.reply), move |id| {
+                    Message::ForwardWrite { id, command }
+                });
             }
         }
     }
@@ -749,7 +827,9 @@ impl Handler<ClientRead> for Node {
         match &self.role {
             RoleState::Leader(l) => l.do_send(ReadIndex { reply: msg.reply }),
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
-            _ => self.forward(ctx, Forwarded::Read(msg.reply), |id| Message::ReadIndexRequest { id }),
+            _ => self.forward(ctx, Forwarded::Read(msg.reply), |id| {
+                Message::ReadIndexRequest { id }
+            }),
         }
     }
 }
@@ -760,10 +840,12 @@ impl Handler<Shutdown> for Node {
         tracing::info!(node = self.id(), term = self.hs.term, "shutting down");
         self.stop_role();
         let close = self.cx.log.send(Close);
-        Box::pin(async move {
-            let _ = close.await;
-        }
-        .into_actor(self)
-        .map(|_, act, ctx| act.shutdown(ctx)))
+        Box::pin(
+            async move {
+                let _ = close.await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| act.shutdown(ctx)),
+        )
     }
 }

@@ -115,7 +115,12 @@ impl Replicator {
                         act.pump(ctx);
                     }
                     Ok(Err(_compacted)) => {
-                        tracing::warn!(node = act.cx.id, peer = act.peer, from, "entries compacted; follower needs a snapshot");
+                        tracing::warn!(
+                            node = act.cx.id,
+                            peer = act.peer,
+                            from,
+                            "entries compacted; follower needs a snapshot"
+                        );
                     }
                     Err(_) => ctx.stop(),
                 }
@@ -137,7 +142,12 @@ impl Replicator {
             act.backtracking = false;
             if let Ok(next) = res {
                 if act.progress.on_reject(prev_index, next) {
-                    tracing::debug!(node = act.cx.id, peer = act.peer, next = act.progress.next_index, "backtracking");
+                    tracing::debug!(
+                        node = act.cx.id,
+                        peer = act.peer,
+                        next = act.progress.next_index,
+                        "backtracking"
+                    );
                 }
             }
             act.pump(ctx);
@@ -157,7 +167,11 @@ impl Actor for Replicator {
                 .now_ms()
                 .saturating_sub(act.cx.config.rpc_timeout().as_millis() as u64);
             if act.progress.expire(deadline) {
-                tracing::debug!(node = act.cx.id, peer = act.peer, "AppendEntries reply lost; probing again");
+                tracing::debug!(
+                    node = act.cx.id,
+                    peer = act.peer,
+                    "AppendEntries reply lost; probing again"
+                );
             }
             if !act.sent_since_tick {
                 act.heartbeat();

@@ -43,7 +43,11 @@ impl LogStorage for MemStorage {
             s.entries.truncate(keep);
         }
         for e in batch.entries {
-            let expected = s.entries.last().map_or(s.snapshot.index, |l| l.log_id.index) + 1;
+            let expected = s
+                .entries
+                .last()
+                .map_or(s.snapshot.index, |l| l.log_id.index)
+                + 1;
             if e.log_id.index != expected {
                 return Err(StorageError::Io(format!(
                     "non-contiguous append: got index {}, expected {expected}",

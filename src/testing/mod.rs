@@ -67,7 +67,10 @@ impl<SM: StateMachine> Cluster<SM> {
 
     /// Starts (or restarts) node `id` on its storage.
     pub async fn start(&mut self, id: NodeId) {
-        assert!(!self.running.contains_key(&id), "node {id} is already running");
+        assert!(
+            !self.running.contains_key(&id),
+            "node {id} is already running"
+        );
         let arbiter = Arbiter::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let storage = self.storages.entry(id).or_default().clone();
@@ -77,7 +80,14 @@ impl<SM: StateMachine> Cluster<SM> {
         let factory = self.factory.clone();
         arbiter.spawn_fn(move || {
             let sm = factory(id).start();
-            let _ = tx.send(Raft::start(id, config, storage, transport, Some(members), sm));
+            let _ = tx.send(Raft::start(
+                id,
+                config,
+                storage,
+                transport,
+                Some(members),
+                sm,
+            ));
         });
         let raft = rx
             .await
@@ -112,7 +122,11 @@ impl<SM: StateMachine> Cluster<SM> {
 
     /// The handle of running node `id`.
     pub fn raft(&self, id: NodeId) -> &Raft<SM> {
-        &self.running.get(&id).unwrap_or_else(|| panic!("node {id} is not running")).raft
+        &self
+            .running
+            .get(&id)
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .raft
     }
 
     /// Ids of the running nodes.
@@ -149,20 +163,31 @@ impl<SM: StateMachine> Cluster<SM> {
 
     /// Waits until exactly one of `among` leads and every one of them
     /// follows it in its term; returns the leader.
-    pub async fn wait_leader_among(&self, among: &[NodeId], timeout: Duration) -> Result<NodeId, String> {
+    pub async fn wait_leader_among(
+        &self,
+        among: &[NodeId],
+        timeout: Duration,
+    ) -> Result<NodeId, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let metrics = self.metrics();
             let ms: Vec<&Metrics> = among.iter().filter_map(|id| metrics.get(id)).collect();
             let leaders: Vec<&&Metrics> = ms.iter().filter(|m| m.role == Role::Leader).collect();
             if let [l] = leaders.as_slice() {
-                if ms.iter().all(|m| m.term == l.term && m.leader == Some(l.id)) {
+                if ms
+                    .iter()
+                    .all(|m| m.term == l.term && m.leader == Some(l.id))
+                {
                     return Ok(l.id);
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!("no agreed leader among {among:?} within {timeout:?}: {:?}",
-                    ms.iter().map(|m| (m.id, m.role, m.term, m.leader)).collect::<Vec<_>>()));
+                return Err(format!(
+                    "no agreed leader among {among:?} within {timeout:?}: {:?}",
+                    ms.iter()
+                        .map(|m| (m.id, m.role, m.term, m.leader))
+                        .collect::<Vec<_>>()
+                ));
             }
             self.wait_any_change(Duration::from_millis(20)).await;
         }
@@ -176,7 +201,12 @@ impl<SM: StateMachine> Cluster<SM> {
     }
 
     /// Waits until every node in `among` has applied at least `index`.
-    pub async fn wait_applied(&self, among: &[NodeId], index: u64, timeout: Duration) -> Result<(), RaftError> {
+    pub async fn wait_applied(
+        &self,
+        among: &[NodeId],
+        index: u64,
+        timeout: Duration,
+    ) -> Result<(), RaftError> {
         for id in among {
             self.raft(*id).wait_applied(index, timeout).await?;
         }
@@ -203,7 +233,11 @@ impl<SM: StateMachine> Cluster<SM> {
     }
 
     /// Writes through node `via`.
-    pub async fn write(&self, via: NodeId, command: SM::Command) -> Result<SM::Response, RaftError> {
+    pub async fn write(
+        &self,
+        via: NodeId,
+        command: SM::Command,
+    ) -> Result<SM::Response, RaftError> {
         self.raft(via).write(command).await
     }
 

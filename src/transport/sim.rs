@@ -190,11 +190,13 @@ impl SimNetwork {
     /// The sum over all nodes.
     pub fn total_counters(&self) -> Counters {
         let s = self.lock();
-        s.counters.values().fold(Counters::default(), |a, c| Counters {
-            requests: a.requests + c.requests,
-            messages: a.messages + c.messages,
-            bytes: a.bytes + c.bytes,
-        })
+        s.counters
+            .values()
+            .fold(Counters::default(), |a, c| Counters {
+                requests: a.requests + c.requests,
+                messages: a.messages + c.messages,
+                bytes: a.bytes + c.bytes,
+            })
     }
 
     fn send(&self, envelope: Envelope) {
@@ -218,9 +220,15 @@ impl SimNetwork {
             if group(envelope.from) != group(envelope.to) || !s.nodes.contains_key(&envelope.from) {
                 return;
             }
-            let Some(deliver) = s.nodes.get(&envelope.to).cloned() else { return };
+            let Some(deliver) = s.nodes.get(&envelope.to).cloned() else {
+                return;
+            };
             let link = s.link.clone();
-            let drop_p = if is_request { link.drop_requests } else { link.drop_replies };
+            let drop_p = if is_request {
+                link.drop_requests
+            } else {
+                link.drop_replies
+            };
             if s.rng.f64() < drop_p {
                 return;
             }
