@@ -4,6 +4,7 @@
 use crate::message::Envelope;
 
 pub mod sim;
+pub mod tcp;
 
 /// Sends messages to other nodes.
 ///
