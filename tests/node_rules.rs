@@ -44,7 +44,11 @@ impl Harness {
             Counter::default().start(),
         )
         .unwrap();
-        Harness { raft, sent, storage }
+        Harness {
+            raft,
+            sent,
+            storage,
+        }
     }
 
     /// Waits for a sent message matching `pred`, removing everything before it.
@@ -65,7 +69,11 @@ impl Harness {
     }
 
     fn inject(&self, from: u64, message: Message) {
-        self.raft.deliver(Envelope { from, to: 1, message });
+        self.raft.deliver(Envelope {
+            from,
+            to: 1,
+            message,
+        });
     }
 
     fn clear(&self) {
@@ -82,9 +90,22 @@ fn no_pre_vote() -> Config {
 
 /// Makes node 1 leader of term 2 with votes from node 2.
 async fn elect(h: &Harness) {
-    h.expect("RequestVote", |e| matches!(e.message, Message::RequestVote { .. })).await;
-    h.inject(2, Message::RequestVoteResponse { term: 2, granted: true, pre_vote: false });
-    h.raft.wait_for(SECS(5), |m| m.role == Role::Leader).await.unwrap();
+    h.expect("RequestVote", |e| {
+        matches!(e.message, Message::RequestVote { .. })
+    })
+    .await;
+    h.inject(
+        2,
+        Message::RequestVoteResponse {
+            term: 2,
+            granted: true,
+            pre_vote: false,
+        },
+    );
+    h.raft
+        .wait_for(SECS(5), |m| m.role == Role::Leader)
+        .await
+        .unwrap();
 }
 
 #[actix_rt::test]
@@ -98,18 +119,32 @@ async fn starts_as_follower_then_campaigns_on_timeout() {
         // carrying its last log id.
         for peer in [2, 3] {
             let e = h
-                .expect("RequestVote to each peer", |e| e.to == peer && matches!(e.message, Message::RequestVote { .. }))
+                .expect("RequestVote to each peer", |e| {
+                    e.to == peer && matches!(e.message, Message::RequestVote { .. })
+                })
                 .await;
             assert_eq!(
                 e.message,
-                Message::RequestVote { term: 2, last_log_id: LogId::new(1, 1), pre_vote: false, force: false }
+                Message::RequestVote {
+                    term: 2,
+                    last_log_id: LogId::new(1, 1),
+                    pre_vote: false,
+                    force: false
+                }
             );
         }
         let m = h.raft.metrics().borrow().clone();
         assert_eq!((m.role, m.term), (Role::Candidate, 2));
-        assert_eq!(h.storage.contents().hard_state.voted_for, Some(1), "own vote persisted");
+        assert_eq!(
+            h.storage.contents().hard_state.voted_for,
+            Some(1),
+            "own vote persisted"
+        );
         // With no answer, a candidate times out and starts a new election.
-        h.expect("a second election", |e| matches!(e.message, Message::RequestVote { term: 3, .. })).await;
+        h.expect("a second election", |e| {
+            matches!(e.message, Message::RequestVote { term: 3, .. })
+        })
+        .await;
     })
     .await;
 }
@@ -119,13 +154,45 @@ async fn pre_vote_does_not_bump_the_term() {
     init_tracing();
     bounded(SECS(30), async {
         let h = Harness::start(test_config());
-        let e = h.expect("pre-vote", |e| matches!(e.message, Message::RequestVote { .. })).await;
-        assert!(matches!(e.message, Message::RequestVote { term: 2, pre_vote: true, .. }));
-        assert_eq!(h.raft.metrics().borrow().term, 1, "a pre-vote changes no term");
+        let e = h
+            .expect("pre-vote", |e| {
+                matches!(e.message, Message::RequestVote { .. })
+            })
+            .await;
+        assert!(matches!(
+            e.message,
+            Message::RequestVote {
+                term: 2,
+                pre_vote: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            h.raft.metrics().borrow().term,
+            1,
+            "a pre-vote changes no term"
+        );
         assert_eq!(h.storage.contents().hard_state.term, 1);
         // Granted by a majority: now the real election in term 2.
-        h.inject(2, Message::RequestVoteResponse { term: 2, granted: true, pre_vote: true });
-        h.expect("vote", |e| matches!(e.message, Message::RequestVote { term: 2, pre_vote: false, .. })).await;
+        h.inject(
+            2,
+            Message::RequestVoteResponse {
+                term: 2,
+                granted: true,
+                pre_vote: true,
+            },
+        );
+        h.expect("vote", |e| {
+            matches!(
+                e.message,
+                Message::RequestVote {
+                    term: 2,
+                    pre_vote: false,
+                    ..
+                }
+            )
+        })
+        .await;
         assert_eq!(h.raft.metrics().borrow().term, 2);
     })
     .await;
@@ -137,19 +204,60 @@ async fn higher_term_makes_any_role_follower_and_stale_terms_are_rejected() {
     bounded(SECS(30), async {
         let h = Harness::start(no_pre_vote());
         // Candidate → follower on a higher term.
-        h.expect("RequestVote", |e| matches!(e.message, Message::RequestVote { .. })).await;
-        h.inject(3, Message::RequestVoteResponse { term: 7, granted: false, pre_vote: false });
+        h.expect("RequestVote", |e| {
+            matches!(e.message, Message::RequestVote { .. })
+        })
+        .await;
+        h.inject(
+            3,
+            Message::RequestVoteResponse {
+                term: 7,
+                granted: false,
+                pre_vote: false,
+            },
+        );
         let m = h.raft.wait_for(SECS(5), |m| m.term == 7).await.unwrap();
         assert_eq!(m.role, Role::Follower);
 
         // Stale AppendEntries and RequestVote are refused with our term.
         h.clear();
-        h.inject(2, Message::AppendEntries { term: 3, prev: LogId::new(1, 1), entries: vec![], leader_commit: 1, round: 0 });
+        h.inject(
+            2,
+            Message::AppendEntries {
+                term: 3,
+                prev: LogId::new(1, 1),
+                entries: vec![],
+                leader_commit: 1,
+                round: 0,
+            },
+        );
         let e = h.expect("stale AE answered", |e| e.to == 2).await;
-        assert!(matches!(e.message, Message::AppendEntriesResponse { term: 7, result: Err(_), .. }));
-        h.inject(3, Message::RequestVote { term: 5, last_log_id: LogId::new(9, 9), pre_vote: false, force: false });
+        assert!(matches!(
+            e.message,
+            Message::AppendEntriesResponse {
+                term: 7,
+                result: Err(_),
+                ..
+            }
+        ));
+        h.inject(
+            3,
+            Message::RequestVote {
+                term: 5,
+                last_log_id: LogId::new(9, 9),
+                pre_vote: false,
+                force: false,
+            },
+        );
         let e = h.expect("stale vote answered", |e| e.to == 3).await;
-        assert_eq!(e.message, Message::RequestVoteResponse { term: 7, granted: false, pre_vote: false });
+        assert_eq!(
+            e.message,
+            Message::RequestVoteResponse {
+                term: 7,
+                granted: false,
+                pre_vote: false
+            }
+        );
         assert_eq!(h.raft.metrics().borrow().term, 7);
     })
     .await;
@@ -199,29 +307,88 @@ async fn candidate_yields_to_append_entries_of_its_term_and_follower_commits() {
     init_tracing();
     bounded(SECS(30), async {
         let h = Harness::start(no_pre_vote());
-        h.expect("RequestVote", |e| matches!(e.message, Message::RequestVote { .. })).await;
+        h.expect("RequestVote", |e| {
+            matches!(e.message, Message::RequestVote { .. })
+        })
+        .await;
         assert_eq!(h.raft.metrics().borrow().role, Role::Candidate);
         // Node 2 won term 2: its AppendEntries turns us into its follower.
         let entries: Vec<Entry> = (2..=4)
-            .map(|i| Entry { log_id: LogId::new(2, i), payload: Payload::Blank })
+            .map(|i| Entry {
+                log_id: LogId::new(2, i),
+                payload: Payload::Blank,
+            })
             .collect();
-        h.inject(2, Message::AppendEntries { term: 2, prev: LogId::new(1, 1), entries, leader_commit: 3, round: 1 });
+        h.inject(
+            2,
+            Message::AppendEntries {
+                term: 2,
+                prev: LogId::new(1, 1),
+                entries,
+                leader_commit: 3,
+                round: 1,
+            },
+        );
         let e = h.expect("AE reply", |e| e.to == 2).await;
         assert_eq!(
             e.message,
-            Message::AppendEntriesResponse { term: 2, result: Ok(LogId::new(2, 4)), prev_index: 1, round: 1 }
+            Message::AppendEntriesResponse {
+                term: 2,
+                result: Ok(LogId::new(2, 4)),
+                prev_index: 1,
+                round: 1
+            }
         );
-        let m = h.raft.wait_for(SECS(5), |m| m.commit_index == 3).await.unwrap();
+        let m = h
+            .raft
+            .wait_for(SECS(5), |m| m.commit_index == 3)
+            .await
+            .unwrap();
         assert_eq!((m.role, m.leader), (Role::Follower, Some(2)));
-        assert_eq!(h.storage.contents().entries.len(), 4, "acknowledged entries are durable");
+        assert_eq!(
+            h.storage.contents().entries.len(),
+            4,
+            "acknowledged entries are durable"
+        );
         // The follower commits up to the leader's commit index, never past
         // what it holds.
-        h.inject(2, Message::AppendEntries { term: 2, prev: LogId::new(2, 4), entries: vec![], leader_commit: 10, round: 2 });
-        h.raft.wait_for(SECS(5), |m| m.commit_index == 4).await.unwrap();
+        h.inject(
+            2,
+            Message::AppendEntries {
+                term: 2,
+                prev: LogId::new(2, 4),
+                entries: vec![],
+                leader_commit: 10,
+                round: 2,
+            },
+        );
+        h.raft
+            .wait_for(SECS(5), |m| m.commit_index == 4)
+            .await
+            .unwrap();
         // A mismatching prev is refused with a conflict hint.
-        h.inject(2, Message::AppendEntries { term: 2, prev: LogId::new(2, 9), entries: vec![], leader_commit: 4, round: 3 });
-        let e = h.expect("refusal", |e| matches!(e.message, Message::AppendEntriesResponse { result: Err(_), .. })).await;
-        if let Message::AppendEntriesResponse { result: Err(hint), .. } = e.message {
+        h.inject(
+            2,
+            Message::AppendEntries {
+                term: 2,
+                prev: LogId::new(2, 9),
+                entries: vec![],
+                leader_commit: 4,
+                round: 3,
+            },
+        );
+        let e = h
+            .expect("refusal", |e| {
+                matches!(
+                    e.message,
+                    Message::AppendEntriesResponse { result: Err(_), .. }
+                )
+            })
+            .await;
+        if let Message::AppendEntriesResponse {
+            result: Err(hint), ..
+        } = e.message
+        {
             assert_eq!(hint.first_index, 5);
         }
     })
@@ -237,18 +404,67 @@ async fn one_vote_per_term_persisted_before_the_reply() {
         config.election_timeout_min = SECS(20);
         config.election_timeout_max = SECS(21);
         let h = Harness::start(config);
-        h.inject(2, Message::RequestVote { term: 4, last_log_id: LogId::new(1, 1), pre_vote: false, force: false });
+        h.inject(
+            2,
+            Message::RequestVote {
+                term: 4,
+                last_log_id: LogId::new(1, 1),
+                pre_vote: false,
+                force: false,
+            },
+        );
         let e = h.expect("vote reply", |e| e.to == 2).await;
-        assert_eq!(e.message, Message::RequestVoteResponse { term: 4, granted: true, pre_vote: false });
+        assert_eq!(
+            e.message,
+            Message::RequestVoteResponse {
+                term: 4,
+                granted: true,
+                pre_vote: false
+            }
+        );
         let hs = h.storage.contents().hard_state;
-        assert_eq!((hs.term, hs.voted_for), (4, Some(2)), "vote durable before the reply");
-        h.inject(3, Message::RequestVote { term: 4, last_log_id: LogId::new(1, 1), pre_vote: false, force: false });
+        assert_eq!(
+            (hs.term, hs.voted_for),
+            (4, Some(2)),
+            "vote durable before the reply"
+        );
+        h.inject(
+            3,
+            Message::RequestVote {
+                term: 4,
+                last_log_id: LogId::new(1, 1),
+                pre_vote: false,
+                force: false,
+            },
+        );
         let e = h.expect("second candidate", |e| e.to == 3).await;
-        assert_eq!(e.message, Message::RequestVoteResponse { term: 4, granted: false, pre_vote: false });
+        assert_eq!(
+            e.message,
+            Message::RequestVoteResponse {
+                term: 4,
+                granted: false,
+                pre_vote: false
+            }
+        );
         // A less up-to-date candidate in a newer term is refused too.
-        h.inject(3, Message::RequestVote { term: 5, last_log_id: LogId::new(0, 0), pre_vote: false, force: false });
+        h.inject(
+            3,
+            Message::RequestVote {
+                term: 5,
+                last_log_id: LogId::new(0, 0),
+                pre_vote: false,
+                force: false,
+            },
+        );
         let e = h.expect("stale log", |e| e.to == 3).await;
-        assert_eq!(e.message, Message::RequestVoteResponse { term: 5, granted: false, pre_vote: false });
+        assert_eq!(
+            e.message,
+            Message::RequestVoteResponse {
+                term: 5,
+                granted: false,
+                pre_vote: false
+            }
+        );
     })
     .await;
 }

@@ -4,7 +4,7 @@
 //! change. Messages from role actors carry their term, and the node drops
 //! those of an older term, so a stale continuation can never act.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,7 +138,15 @@ pub(crate) struct Node {
     metrics: watch::Sender<Metrics>,
     forwarded: HashMap<u64, Forwarded>,
     next_request: u64,
+    /// Forwarded writes already proposed, by (forwarding node, request id):
+    /// the network may duplicate a ForwardWrite, and proposing it twice
+    /// would apply the write twice.
+    seen_forwards: HashSet<(NodeId, u64)>,
+    seen_order: VecDeque<(NodeId, u64)>,
 }
+
+/// How many forwarded request ids are remembered for deduplication.
+const SEEN_FORWARDS: usize = 65_536;
 
 impl Node {
     #[allow(clippy::too_many_arguments)]
@@ -167,7 +175,11 @@ impl Node {
             waiters,
             metrics,
             forwarded: HashMap::new(),
-            next_request: 1,
+            // Random start: ids of a restarted node must not collide with
+            // those of its previous incarnation in the leader's memory.
+            next_request: fastrand::u64(1..u64::MAX / 2),
+            seen_forwards: HashSet::new(),
+            seen_order: VecDeque::new(),
         }
     }
 
@@ -620,6 +632,23 @@ impl Handler<Inbound> for Node {
                 }
             }
             Message::ForwardWrite { id, command } => {
+                // Whatever our role, a duplicate gets no second answer: a
+                // "not leader" to a copy must not race the real outcome.
+                if !self.seen_forwards.insert((from, id)) {
+                    tracing::debug!(
+                        node = self.id(),
+                        from,
+                        id,
+                        "duplicate forwarded write ignored"
+                    );
+                    return;
+                }
+                self.seen_order.push_back((from, id));
+                if self.seen_order.len() > SEEN_FORWARDS {
+                    if let Some(old) = self.seen_order.pop_front() {
+                        self.seen_forwards.remove(&old);
+                    }
+                }
                 let (tx, rx) = oneshot::channel();
                 match &self.role {
                     RoleState::Leader(l) => l.do_send(Propose { command, reply: tx }),

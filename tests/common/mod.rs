@@ -130,3 +130,168 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use regatta::testing::Cluster;
+use regatta::{Raft, RaftError};
+
+/// One client-visible operation.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub client: u64,
+    /// `Some(n)`: Add(n); `None`: a read.
+    pub add: Option<u64>,
+    pub call: u64,
+    /// `None` when the outcome is unknown (timeout / indeterminate).
+    pub ret: Option<u64>,
+    pub output: Option<u64>,
+}
+
+/// Handles of the running nodes, updated by the test as nodes crash and
+/// restart, shared with the client tasks.
+#[derive(Clone, Default)]
+pub struct Handles(Arc<Mutex<BTreeMap<u64, Raft<Counter>>>>);
+
+impl Handles {
+    pub fn sync(&self, c: &Cluster<Counter>) {
+        let mut m = self.0.lock().unwrap();
+        m.clear();
+        for id in c.running() {
+            m.insert(id, c.raft(id).clone());
+        }
+    }
+    fn pick(&self, rng: &mut fastrand::Rng) -> Option<Raft<Counter>> {
+        let m = self.0.lock().unwrap();
+        if m.is_empty() {
+            return None;
+        }
+        let i = rng.usize(..m.len());
+        m.values().nth(i).cloned()
+    }
+}
+
+/// Concurrent clients writing unique amounts (and, optionally, reading)
+/// through random nodes until stopped; every outcome is recorded.
+pub struct Workload {
+    pub history: Arc<Mutex<Vec<Op>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<actix_rt::task::JoinHandle<()>>,
+}
+
+impl Workload {
+    pub fn start(handles: &Handles, clients: u64, reads: bool, seed: u64) -> Workload {
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let epoch = std::time::Instant::now();
+        let tasks = (0..clients)
+            .map(|client| {
+                let (handles, history, stop) = (handles.clone(), history.clone(), stop.clone());
+                actix_rt::spawn(async move {
+                    let mut rng = fastrand::Rng::with_seed(seed ^ (client + 1) * 7919);
+                    let mut seq = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Some(raft) = handles.pick(&mut rng) else {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        seq += 1;
+                        // Unique amounts identify each write in the logs.
+                        let add = (!reads || rng.bool()).then_some((client + 1) * 1_000_000 + seq);
+                        let call = epoch.elapsed().as_nanos() as u64;
+                        let result = match add {
+                            Some(n) => raft.write(Add(n)).await,
+                            None => raft.read(Get).await,
+                        };
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        let (ret, output) = match result {
+                            Ok(v) => (Some(now), Some(v)),
+                            Err(e) if e.is_indeterminate() => (None, None),
+                            // Not submitted (no leader, node stopped): it
+                            // did not happen.
+                            Err(RaftError::NotLeader(_)) | Err(RaftError::ShuttingDown) => {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                continue;
+                            }
+                            Err(e) => panic!("unexpected client error: {e}"),
+                        };
+                        history.lock().unwrap().push(Op {
+                            client,
+                            add,
+                            call,
+                            ret,
+                            output,
+                        });
+                    }
+                })
+            })
+            .collect();
+        Workload {
+            history,
+            stop,
+            tasks,
+        }
+    }
+
+    pub async fn stop(self) -> Vec<Op> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let h = self.history.lock().unwrap().clone();
+        h
+    }
+}
+
+/// Checks every acknowledged write is applied exactly once on every node,
+/// and all nodes applied the same sequence. Returns the final value.
+pub async fn check_acknowledged_writes(c: &Cluster<Counter>, history: &[Op]) -> u64 {
+    let ids = c.running();
+    let leader = c
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("leader at the end");
+    c.write(leader, Add(0)).await.expect("final write");
+    let target = c.metrics()[&leader].commit_index;
+    c.wait_applied(&ids, target, Duration::from_secs(20))
+        .await
+        .expect("all nodes catch up");
+    let mut logs = Vec::new();
+    for id in &ids {
+        logs.push(c.raft(*id).state_machine().send(History).await.unwrap());
+    }
+    for (id, log) in ids.iter().zip(&logs) {
+        let n = log.len().min(logs[0].len());
+        assert_eq!(
+            &log[..n],
+            &logs[0][..n],
+            "node {id} applied a different sequence"
+        );
+    }
+    let applied: BTreeMap<u64, usize> = logs[0].iter().fold(BTreeMap::new(), |mut m, (_, n)| {
+        *m.entry(*n).or_default() += 1;
+        m
+    });
+    let mut acked = 0;
+    for op in history {
+        if let (Some(n), Some(_)) = (op.add, op.output) {
+            acked += 1;
+            assert_eq!(
+                applied.get(&n),
+                Some(&1),
+                "acknowledged write {n} applied {:?} times",
+                applied.get(&n)
+            );
+        }
+    }
+    assert!(
+        applied.iter().all(|(n, k)| *n == 0 || *k == 1),
+        "a write was applied twice"
+    );
+    eprintln!(
+        "{acked} acknowledged writes, all present once on {} nodes",
+        ids.len()
+    );
+    c.raft(leader).read(Get).await.unwrap()
+}
