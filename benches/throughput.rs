@@ -61,7 +61,10 @@ struct Sample {
 
 async fn run(clients: usize) -> Sample {
     let c = Cluster::new(3, Config::default(), 1, |_| Counter::default()).await;
-    let leader = c.wait_leader(Duration::from_secs(10)).await.expect("leader");
+    let leader = c
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
     let raft = c.raft(leader).clone();
     // Warm up.
     for _ in 0..100 {
@@ -103,7 +106,10 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let counts: Vec<usize> = match args.first().and_then(|a| a.parse().ok()) {
         Some(n) => vec![n],
         None => vec![1, 16, 64, 256],

@@ -64,7 +64,9 @@ impl Handler<Snapshot> for Counter {
 impl Handler<Restore> for Counter {
     type Result = Result<(), String>;
     fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
-        let bytes: [u8; 8] = r.data[..].try_into().map_err(|_| "snapshot is not 8 bytes")?;
+        let bytes: [u8; 8] = r.data[..]
+            .try_into()
+            .map_err(|_| "snapshot is not 8 bytes")?;
         self.value = u64::from_be_bytes(bytes);
         Ok(())
     }
@@ -91,7 +93,11 @@ struct DemoNode {
     transport: TcpTransport,
 }
 
-async fn start_node(id: NodeId, dir: std::path::PathBuf, members: Membership) -> Result<DemoNode, String> {
+async fn start_node(
+    id: NodeId,
+    dir: std::path::PathBuf,
+    members: Membership,
+) -> Result<DemoNode, String> {
     let arbiter = Arbiter::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     arbiter.spawn_fn(move || {
@@ -110,7 +116,8 @@ async fn start_node(id: NodeId, dir: std::path::PathBuf, members: Membership) ->
                 )
                 .await
                 .map_err(|e| format!("node {id}: cannot listen: {e}"))?;
-                let storage = FjallStorage::open(&dir, CLUSTER_ID).map_err(|e| format!("node {id}: {e}"))?;
+                let storage =
+                    FjallStorage::open(&dir, CLUSTER_ID).map_err(|e| format!("node {id}: {e}"))?;
                 let raft = Raft::start(
                     id,
                     Config::default(),
@@ -127,13 +134,23 @@ async fn start_node(id: NodeId, dir: std::path::PathBuf, members: Membership) ->
             let _ = tx.send(result);
         });
     });
-    let (raft, transport) = rx.await.map_err(|_| "node start-up did not report".to_string())??;
-    Ok(DemoNode { arbiter, raft, transport })
+    let (raft, transport) = rx
+        .await
+        .map_err(|_| "node start-up did not report".to_string())??;
+    Ok(DemoNode {
+        arbiter,
+        raft,
+        transport,
+    })
 }
 
 async fn demo() -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    println!("regatta counter demo: 3 nodes, fjall logs under {}", dir.path().display());
+    let dir =
+        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    println!(
+        "regatta counter demo: 3 nodes, fjall logs under {}",
+        dir.path().display()
+    );
     let members = Membership::new([1, 2, 3]);
     let mut nodes: BTreeMap<NodeId, DemoNode> = BTreeMap::new();
     for id in 1..=3 {
@@ -142,7 +159,10 @@ async fn demo() -> Result<(), String> {
         nodes.insert(id, node);
     }
     // Tell every node where its peers listen.
-    let addrs: Vec<(NodeId, SocketAddr)> = nodes.iter().map(|(id, n)| (*id, n.transport.local_addr())).collect();
+    let addrs: Vec<(NodeId, SocketAddr)> = nodes
+        .iter()
+        .map(|(id, n)| (*id, n.transport.local_addr()))
+        .collect();
     for node in nodes.values() {
         for (id, addr) in &addrs {
             regatta::transport::Transport::set_address(&node.transport, *id, &addr.to_string());
@@ -150,11 +170,19 @@ async fn demo() -> Result<(), String> {
     }
 
     let timeout = Duration::from_secs(10);
-    let leader = nodes[&1].raft.wait_leader(timeout).await.map_err(|e| format!("no leader: {e}"))?;
+    let leader = nodes[&1]
+        .raft
+        .wait_leader(timeout)
+        .await
+        .map_err(|e| format!("no leader: {e}"))?;
     println!("\nnode {leader} was elected leader");
     for (i, via) in [1, 2, 3, 1, 2].into_iter().enumerate() {
         let by = i as u64 + 1;
-        let value = nodes[&via].raft.write(Incr(by)).await.map_err(|e| format!("write: {e}"))?;
+        let value = nodes[&via]
+            .raft
+            .write(Incr(by))
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         println!("  incr {by} via node {via} -> {value}");
     }
 
@@ -174,13 +202,21 @@ async fn demo() -> Result<(), String> {
         .expect("a leader");
     println!("node {new_leader} took over as leader");
     for via in nodes.keys().copied().collect::<Vec<_>>() {
-        let value = nodes[&via].raft.write(Incr(10)).await.map_err(|e| format!("write: {e}"))?;
+        let value = nodes[&via]
+            .raft
+            .write(Incr(10))
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         println!("  incr 10 via node {via} -> {value}");
     }
     println!("\nlinearizable reads:");
     let mut values = Vec::new();
     for (id, node) in &nodes {
-        let v = node.raft.read(Get).await.map_err(|e| format!("read: {e}"))?;
+        let v = node
+            .raft
+            .read(Get)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         println!("  node {id}: value = {v}");
         values.push(v);
     }
@@ -197,10 +233,14 @@ async fn demo() -> Result<(), String> {
 
 fn main() {
     if std::env::args().len() > 1 {
-        eprintln!("usage: counter\n\n  with no arguments, runs a 3-node demo cluster in this process");
+        eprintln!(
+            "usage: counter\n\n  with no arguments, runs a 3-node demo cluster in this process"
+        );
         std::process::exit(2);
     }
-    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::ERROR).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .try_init();
     let system = actix::System::new();
     match system.block_on(demo()) {
         Ok(()) => {}

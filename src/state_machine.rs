@@ -28,7 +28,7 @@ pub trait StateMachine:
 }
 
 /// A batch of committed commands, in log order.
-pub struct Apply<SM: StateMachine + ?Sized> {
+pub struct Apply<SM: StateMachine> {
     /// Each command with the log position it was committed at.
     pub entries: Vec<(LogId, SM::Command)>,
 }

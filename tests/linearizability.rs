@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use regatta::testing::linearizability::{check, CheckResult, CounterInput, CounterModel, Operation};
+use regatta::testing::linearizability::{
+    check, CheckResult, CounterInput, CounterModel, Operation,
+};
 use regatta::testing::Cluster;
 use regatta::transport::sim::LinkConfig;
 
@@ -38,7 +40,11 @@ async fn counter_history_is_linearizable_under_faults() {
                         c.crash(running[rng.usize(..running.len())]);
                     }
                 }
-                3 => c.net().set_link(if rng.bool() { LinkConfig::unreliable() } else { LinkConfig::reliable() }),
+                3 => c.net().set_link(if rng.bool() {
+                    LinkConfig::unreliable()
+                } else {
+                    LinkConfig::reliable()
+                }),
                 _ => c.net().heal(),
             }
             for id in c.ids() {
@@ -74,11 +80,18 @@ async fn counter_history_is_linearizable_under_faults() {
             .collect();
         let completed = ops.iter().filter(|o| o.ret.is_some()).count();
         eprintln!("{} operations, {completed} completed", ops.len());
-        assert!(completed > 50, "the workload made too little progress: {completed} operations");
+        assert!(
+            completed > 50,
+            "the workload made too little progress: {completed} operations"
+        );
         let started = std::time::Instant::now();
         let result = check(&CounterModel, &ops, SECS(60));
         eprintln!("checked in {:?}", started.elapsed());
-        assert_eq!(result, CheckResult::Ok, "history is not linearizable (seed {seed})");
+        assert_eq!(
+            result,
+            CheckResult::Ok,
+            "history is not linearizable (seed {seed})"
+        );
         check_acknowledged_writes(&c, &history).await;
     })
     .await;

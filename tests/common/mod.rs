@@ -189,7 +189,7 @@ impl Workload {
             .map(|client| {
                 let (handles, history, stop) = (handles.clone(), history.clone(), stop.clone());
                 actix_rt::spawn(async move {
-                    let mut rng = fastrand::Rng::with_seed(seed ^ (client + 1) * 7919);
+                    let mut rng = fastrand::Rng::with_seed(seed ^ ((client + 1) * 7919));
                     let mut seq = 0;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let Some(raft) = handles.pick(&mut rng) else {
