@@ -506,7 +506,7 @@ impl<'a, M: Model> Search<'a, M> {
     /// Counts one model step and reports whether the budget still allows more.
     fn tick(&mut self) -> bool {
         self.work += 1;
-        if self.work % CLOCK_INTERVAL == 0 && self.start.elapsed() > self.budget {
+        if self.work.is_multiple_of(CLOCK_INTERVAL) && self.start.elapsed() > self.budget {
             self.timed_out = true;
         }
         !self.timed_out
