@@ -19,19 +19,24 @@
 //!   operation is assumed to have taken effect only when an observed output needs it.
 //! * Unknown-outcome operations the model declares interchangeable (see
 //!   [`Model::interchangeable`]) are used in invocation order only, which reduces the choice
-//!   among `k` of them from `2^k` subsets to `k + 1` prefixes. Among configurations that differ
-//!   only in which unknown-outcome operations were used, one that used a subset of another's
+//!   among `k` of them from `2^k` subsets to `k + 1` prefixes. Of two configurations that
+//!   differ only in the unknown-outcome operations used, one that used a subset of the other's
 //!   makes exploring the other pointless.
 //! * A completed read-only operation (see [`Model::is_read_only`]) is linearized as soon as it
 //!   is legal, without branching, and an unknown-outcome operation that would not change the
 //!   state is never linearized: in both cases the alternatives cannot do better.
 //! * Which unknown-outcome operations explain a jump in the observed state is often ambiguous
-//!   (a counter jumping by 3: one `Incr(3)`, or `Incr(1)` and `Incr(2)`), and keeping every
-//!   combination apart multiplies the search. A first, incomplete pass explores each state with
-//!   only the first combination that reached it; a linearization it finds is genuine. Only if
-//!   it fails after discarding some combination does the complete search run. Proving a
-//!   history with many timed-out operations of several kinds illegal can therefore take long,
-//!   which the budget bounds.
+//!   (a counter jumping by 3: one `Incr(3)`, or `Incr(1)` and `Incr(2)`; with unique amounts,
+//!   two subsets can still have equal sums), and keeping every combination apart multiplies
+//!   the search. So several passes run until one is conclusive. Quick passes keep only the
+//!   first combination(s) reaching each state: a linearization they find is genuine, and they
+//!   decide most correct histories. A relaxed pass lets unknown-outcome operations take effect
+//!   more than once and forgets which were used: every real linearization is also a relaxed
+//!   one, so its failure is genuine, and it refutes most incorrect histories. Only when these
+//!   are inconclusive does the exact search run, which may need the whole budget. In
+//!   particular, proving a history illegal when many operations with distinct effects timed out
+//!   (a counter incremented by unique amounts) is exponential in how many are pending at once,
+//!   and may end in [`CheckResult::Timeout`].
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::fmt::{Debug, Write as _};
@@ -88,8 +93,8 @@ pub trait Model {
 /// One client operation as observed by the client.
 #[derive(Clone, Debug)]
 pub struct Operation<I, O> {
-    /// The client that issued the operation; only used in explanations, since clients are
-    /// assumed to be sequential only through the timestamps below.
+    /// The client that issued the operation. Only shown in explanations: the order of
+    /// operations comes from the timestamps alone.
     pub client: u64,
     /// What the client asked for.
     pub input: I,
@@ -119,7 +124,13 @@ pub enum CheckResult {
 /// Operations are compared by timestamps only: `a` precedes `b` iff `a.ret < b.call`, so equal
 /// timestamps count as concurrent. An operation with `ret: None` may be linearized anywhere
 /// after its `call`, or omitted; if it nevertheless has an `output`, that output must match
-/// when it is linearized.
+/// when it is linearized. An operation with `ret: Some(_)` but no `output` did take effect.
+///
+/// The search is exponential in the worst case, hence the budget. Correct histories are
+/// usually fast even with hundreds of timed-out operations; proving a history illegal can take
+/// long when many timed-out operations with distinct effects (say, increments by unique
+/// amounts) are pending at once, and [`Model::interchangeable`] and [`Model::is_read_only`]
+/// matter a lot for speed.
 ///
 /// # Panics
 ///
@@ -190,6 +201,8 @@ impl Model for CounterModel {
 /// `Search::unknown`) in order, then the completed operation `done` (invocation-order index).
 struct Step {
     run: Vec<u32>,
+    /// The run's length, which the relaxed pass tracks without the run itself.
+    run_len: u32,
     done: u32,
 }
 
@@ -218,6 +231,10 @@ struct Level<S> {
     /// The longest runs of unknown-outcome operations built so far, with the states they reach.
     /// Runs one longer are only built once every move with the current length has failed.
     layer: Vec<(S, Vec<u32>)>,
+    /// The length of the runs in `layer` (which the relaxed pass leaves empty).
+    run_len: u32,
+    /// How many unknown-outcome operations the path to this node linearized.
+    used: u32,
     /// Every state reached by a run so far, with the sets of operations (sorted positions)
     /// that reached it.
     reached: HashMap<S, Vec<Vec<u32>>, FxBuild>,
@@ -234,6 +251,8 @@ impl<S> Level<S> {
             ready: Vec::new(),
             cands: Vec::new(),
             layer: Vec::new(),
+            run_len: 0,
+            used: 0,
             reached: HashMap::default(),
         }
     }
@@ -288,10 +307,10 @@ impl Hasher for FxHasher {
 }
 
 /// The kinds of search pass; see [`Search::run`].
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Pass {
-    /// Explores each (completed set, state) with only the first combination of unknown-outcome
-    /// operations that reached it. A linearization it finds is genuine.
+    /// Explores each (completed set, state) with only the first few combinations of
+    /// unknown-outcome operations that reached it. A linearization it finds is genuine.
     Quick,
     /// Lets unknown-outcome operations take effect any number of times, in runs no longer than
     /// the number of them invoked so far, and never tracks which were used. This collapses the
@@ -302,14 +321,85 @@ enum Pass {
     Complete,
 }
 
+/// How one search pass runs. A pass that hits a limit can no longer prove a history illegal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct PassConfig {
+    pass: Pass,
+    /// How many unknown-outcome operations may be linearized in a row.
+    max_run: u32,
+    /// In the quick pass, how many mutually incomparable sets of unknown-outcome operations
+    /// are explored per (completed set, state), and kept per state reached by runs.
+    variants: usize,
+    /// How many states runs may reach from one node.
+    max_reached: usize,
+    /// After how many model steps per history operation the pass gives up.
+    work_per_op: u64,
+}
+
+const UNLIMITED: PassConfig = PassConfig {
+    pass: Pass::Complete,
+    max_run: u32::MAX,
+    variants: usize::MAX,
+    max_reached: usize::MAX,
+    work_per_op: u64::MAX,
+};
+
+/// Finds a linearization of most correct histories fast: a few hundred model steps per
+/// operation suffice even with hundreds of timed-out operations, while failing can take a
+/// hundred times more, which the cap avoids wasting on incorrect histories.
+const QUICK: PassConfig = PassConfig {
+    pass: Pass::Quick,
+    variants: 1,
+    work_per_op: 2000,
+    ..UNLIMITED
+};
+
+/// Refutes most incorrect histories fast. When unknown-outcome operations have distinct
+/// effects (a counter incremented by unique amounts), reuse makes the states reachable from a
+/// node grow combinatorially; the pass then stops at once, as it can no longer decide.
+const RELAXED: PassConfig = PassConfig {
+    pass: Pass::Relaxed,
+    max_reached: 4096,
+    ..UNLIMITED
+};
+
+/// For operations with distinct effects, different sets of them can coincide in effect (with
+/// unique amounts, two subsets can still have equal sums), and keeping only the first set
+/// that explains a state may leave the wrong operations for later. Keeping several sets is
+/// affordable if runs are short, which they are when a timed-out operation that took effect
+/// is observed soon after.
+const QUICK_SHORT_RUNS: PassConfig = PassConfig {
+    pass: Pass::Quick,
+    max_run: 2,
+    variants: 8,
+    ..UNLIMITED
+};
+
+/// [`QUICK`] again, without a work cap, if that is what stopped it.
+const QUICK_UNCAPPED: PassConfig = PassConfig {
+    pass: Pass::Quick,
+    variants: 1,
+    ..UNLIMITED
+};
+
+const COMPLETE: PassConfig = UNLIMITED;
+
 /// How many model steps pass between clock reads.
 const CLOCK_INTERVAL: u64 = 1024;
 
+/// How many operations of the longest linearizable prefix an explanation shows.
+const SHOWN: usize = 10;
+
 /// The deepest configuration reached, kept for the explanation of an illegal history.
 struct Best<S> {
+    /// Completed operations linearized.
     linearized: usize,
-    path: Vec<usize>,
+    /// Length of the prefix, including unknown-outcome operations.
+    len: usize,
+    /// The last [`SHOWN`] operations of the prefix (history indices).
+    tail: Vec<usize>,
     state: S,
+    /// The earliest-returning completed operation the prefix lacks.
     blocked: usize,
 }
 
@@ -318,6 +408,8 @@ enum Outcome<S> {
     Linearizable,
     Illegal(Best<S>),
     Timeout,
+    /// The pass stopped early: it reached its work cap, or could no longer be conclusive.
+    Abandoned,
 }
 
 /// Explored configurations: for each (linearized completed operations, state), the sets of
@@ -365,13 +457,21 @@ struct Search<'a, M: Model> {
     taken: Vec<u32>,
     /// Per unknown operation: linearized on the current search path.
     unknown_bits: Vec<u32>,
+    /// The current search path, as history indices.
+    path: Vec<usize>,
     cache: Cache<M::State>,
-    pass: Pass,
-    /// Whether the quick pass discarded a combination, which makes its failure inconclusive.
+    /// The current pass.
+    cfg: PassConfig,
+    /// Whether the current pass hit a limit, which makes its failure inconclusive.
     limited: bool,
+    /// Per class, zero between uses: counts the class's operations in a run.
+    scratch: Vec<u32>,
     start: Instant,
     budget: Duration,
+    /// Model steps taken so far, over all passes.
     work: u64,
+    /// The value of `work` at which the current pass gives up.
+    work_limit: u64,
     timed_out: bool,
 }
 
@@ -447,17 +547,20 @@ impl<'a, M: Model> Search<'a, M> {
             rank_ret,
             rank_op: by_ret,
             taken: vec![0; classes.len()],
+            scratch: vec![0; classes.len()],
             unknown_bits: vec![0; pending.len().div_ceil(32)],
+            path: Vec::new(),
             unknown,
             unknown_call,
             unknown_class,
             class_start,
             cache: Cache::default(),
-            pass: Pass::Complete,
+            cfg: COMPLETE,
             limited: false,
             start,
             budget,
             work: 0,
+            work_limit: u64::MAX,
             timed_out: false,
         }
     }
@@ -465,69 +568,92 @@ impl<'a, M: Model> Search<'a, M> {
     /// Runs the search passes until one is conclusive.
     ///
     /// Without unknown-outcome operations only the complete pass runs, as there are no
-    /// combinations to collapse. Otherwise the quick pass usually finds a linearization of a
-    /// correct history fast, the relaxed pass usually refutes an incorrect one fast (unless the
-    /// refutation hinges on a timed-out operation taking effect at most once), and the
-    /// complete pass decides the rest, possibly slowly.
-    fn run(mut self) -> CheckResult {
-        if self.done.is_empty() {
-            return CheckResult::Ok;
-        }
-        if !self.unknown.is_empty() {
-            let quick_best;
-            self.pass = Pass::Quick;
-            match self.search() {
-                Outcome::Linearizable => return CheckResult::Ok,
-                Outcome::Timeout => return CheckResult::Timeout,
-                Outcome::Illegal(best) if !self.limited => {
-                    return CheckResult::Illegal(self.explain(&best))
-                }
-                // The relaxed pass's prefixes may use an operation twice, so a failure is
-                // explained with the quick pass's genuine one.
-                Outcome::Illegal(best) => quick_best = best,
-            }
-            self.cache.clear();
-            self.pass = Pass::Relaxed;
-            match self.search() {
-                Outcome::Linearizable => {}
-                Outcome::Timeout => return CheckResult::Timeout,
-                Outcome::Illegal(_) => return CheckResult::Illegal(self.explain(&quick_best)),
-            }
-            self.cache.clear();
-            self.pass = Pass::Complete;
-        }
-        match self.search() {
-            Outcome::Linearizable => CheckResult::Ok,
-            Outcome::Timeout => CheckResult::Timeout,
-            Outcome::Illegal(best) => CheckResult::Illegal(self.explain(&best)),
+    /// combinations to collapse. Otherwise the passes try cheap, one-sided searches first; see
+    /// the `PassConfig` constants for what each is good at.
+    fn run(self) -> CheckResult {
+        if self.unknown.is_empty() {
+            self.run_passes(&[COMPLETE])
+        } else {
+            self.run_passes(&[QUICK, RELAXED, QUICK_SHORT_RUNS, QUICK_UNCAPPED, COMPLETE])
         }
     }
 
-    /// Counts one model step and reports whether the budget still allows more.
+    /// Runs `passes` in order until one is conclusive; the last one must be [`COMPLETE`].
+    fn run_passes(mut self, passes: &[PassConfig]) -> CheckResult {
+        if self.done.is_empty() {
+            return CheckResult::Ok;
+        }
+        let mut quick_finished = false;
+        for &cfg in passes {
+            if cfg == QUICK_UNCAPPED && quick_finished {
+                continue;
+            }
+            let outcome = self.search(cfg);
+            quick_finished |= cfg == QUICK && !matches!(outcome, Outcome::Abandoned);
+            if let Some(verdict) = self.verdict(outcome) {
+                return verdict;
+            }
+        }
+        unreachable!("the complete pass is conclusive")
+    }
+
+    /// The verdict implied by the outcome of the pass just run, if it is conclusive.
+    fn verdict(&self, outcome: Outcome<M::State>) -> Option<CheckResult> {
+        match outcome {
+            Outcome::Timeout => Some(CheckResult::Timeout),
+            Outcome::Linearizable if self.cfg.pass != Pass::Relaxed => Some(CheckResult::Ok),
+            Outcome::Illegal(best) if !self.limited => {
+                Some(CheckResult::Illegal(self.explain(&best)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts one model step and reports whether the pass may go on.
     fn tick(&mut self) -> bool {
         self.work += 1;
         if self.work.is_multiple_of(CLOCK_INTERVAL) && self.start.elapsed() > self.budget {
             self.timed_out = true;
         }
-        !self.timed_out
+        !self.timed_out && self.work <= self.work_limit
     }
 
     /// One depth-first pass over the configurations, starting from the initial state.
-    fn search(&mut self) -> Outcome<M::State> {
+    fn search(&mut self, cfg: PassConfig) -> Outcome<M::State> {
+        self.cfg = cfg;
+        self.limited = false;
+        let cap = cfg.work_per_op.saturating_mul(self.history.len() as u64);
+        self.work_limit = self.work.saturating_add(cap);
+        // A pass that succeeds returns without unwinding its path.
+        self.lin.fill(false);
+        self.taken.fill(0);
+        self.unknown_bits.fill(0);
+        self.path.clear();
+        self.cache.clear();
         let total = self.done.len();
         let mut root = Level::new(self.model.init(), 0, 0, Vec::new(), None);
         self.expand(&mut root);
         let mut best = Best {
             linearized: 0,
-            path: Vec::new(),
+            len: 0,
+            tail: Vec::new(),
             state: root.state.clone(),
             blocked: self.done[self.rank_op[0] as usize],
         };
         let mut stack = vec![root];
 
         loop {
+            if self.cfg.pass == Pass::Relaxed && self.limited {
+                // A relaxed pass is only useful for a conclusive failure, which this can no
+                // longer be.
+                return Outcome::Abandoned;
+            }
             if !self.tick() {
-                return Outcome::Timeout;
+                return if self.timed_out {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Abandoned
+                };
             }
             let top = stack
                 .last_mut()
@@ -557,18 +683,10 @@ impl<'a, M: Model> Search<'a, M> {
             self.expand(&mut child);
             let linearized = child.frontier as usize + child.extras.len();
             if linearized > best.linearized {
-                let mut path = Vec::new();
-                for step in stack[1..]
-                    .iter()
-                    .chain(std::iter::once(&child))
-                    .filter_map(|l| l.via.as_ref())
-                {
-                    path.extend(step.run.iter().map(|&u| self.unknown[u as usize]));
-                    path.push(self.done[step.done as usize]);
-                }
                 best = Best {
                     linearized,
-                    path,
+                    len: self.path.len(),
+                    tail: self.path[self.path.len().saturating_sub(SHOWN)..].to_vec(),
                     state: child.state.clone(),
                     blocked: self.done[self.rank_op[child.frontier as usize] as usize],
                 };
@@ -584,15 +702,17 @@ impl<'a, M: Model> Search<'a, M> {
 
     /// Applies `step` (legal in `parent`, leading to `state`) to the search path.
     fn apply(&mut self, step: Step, parent: &Level<M::State>, state: M::State) -> Level<M::State> {
-        let relaxed = self.pass == Pass::Relaxed;
-        for &u in step.run.iter().filter(|_| !relaxed) {
+        // The relaxed pass leaves runs empty: it does not track which operations were used.
+        for &u in &step.run {
             let c = self.unknown_class[u as usize] as usize;
             debug_assert_eq!(u, self.class_start[c] + self.taken[c]);
             self.taken[c] += 1;
             self.unknown_bits[(u / 32) as usize] ^= 1 << (u % 32);
+            self.path.push(self.unknown[u as usize]);
         }
         let d = step.done;
         self.lin[d as usize] = true;
+        self.path.push(self.done[d as usize]);
         let mut frontier = parent.frontier;
         let mut extras = parent.extras.clone();
         let rank = self.done_rank[d as usize];
@@ -613,16 +733,20 @@ impl<'a, M: Model> Search<'a, M> {
         while (first_call as usize) < self.lin.len() && self.lin[first_call as usize] {
             first_call += 1;
         }
-        Level::new(state, frontier, first_call, extras, Some(step))
+        let used = parent.used + step.run_len;
+        let mut level = Level::new(state, frontier, first_call, extras, Some(step));
+        level.used = used;
+        level
     }
 
     fn undo(&mut self, step: &Step) {
         self.lin[step.done as usize] = false;
-        let relaxed = self.pass == Pass::Relaxed;
-        for &u in step.run.iter().rev().filter(|_| !relaxed) {
+        self.path.pop();
+        for &u in step.run.iter().rev() {
             let c = self.unknown_class[u as usize] as usize;
             self.taken[c] -= 1;
             self.unknown_bits[(u / 32) as usize] ^= 1 << (u % 32);
+            self.path.pop();
         }
     }
 
@@ -634,27 +758,38 @@ impl<'a, M: Model> Search<'a, M> {
         let mut done = Vec::with_capacity(1 + level.extras.len());
         done.push(level.frontier);
         done.extend_from_slice(&level.extras);
-        let bits = &self.unknown_bits;
+        // The relaxed pass cannot tell unknown-outcome operations apart, only count them, and
+        // fewer used leaves more room.
+        let relaxed = self.cfg.pass == Pass::Relaxed;
+        let used = [level.used];
+        let bits: &[u32] = if relaxed { &used } else { &self.unknown_bits };
+        let subset = |a: &[u32], b: &[u32]| {
+            if relaxed {
+                a[0] <= b[0]
+            } else {
+                bits_subset(a, b)
+            }
+        };
         match self
             .cache
             .entry((done.into_boxed_slice(), level.state.clone()))
         {
             Entry::Vacant(entry) => {
-                entry.insert(vec![bits.clone().into_boxed_slice()]);
+                entry.insert(vec![bits.into()]);
                 true
             }
             Entry::Occupied(mut entry) => {
                 let seen = entry.get_mut();
-                if seen.iter().any(|s| bits_subset(s, bits)) {
+                if seen.iter().any(|s| subset(s, bits)) {
                     return false;
                 }
                 let before = seen.len();
-                seen.retain(|s| !bits_subset(bits, s));
-                if seen.len() == before && self.pass == Pass::Quick {
+                seen.retain(|s| !subset(bits, s));
+                if seen.len() == before && seen.len() >= self.cfg.variants {
                     self.limited = true;
                     return false;
                 }
-                seen.push(bits.clone().into_boxed_slice());
+                seen.push(bits.into());
                 true
             }
         }
@@ -690,6 +825,7 @@ impl<'a, M: Model> Search<'a, M> {
             };
             let step = Step {
                 run: Vec::new(),
+                run_len: 0,
                 done: d,
             };
             if self.done_read_only[d as usize] {
@@ -706,7 +842,6 @@ impl<'a, M: Model> Search<'a, M> {
         }
         level.cands.reverse();
         if !self.unknown.is_empty() {
-            level.reached.insert(level.state.clone(), vec![Vec::new()]);
             level.layer.push((level.state.clone(), Vec::new()));
         }
     }
@@ -718,22 +853,33 @@ impl<'a, M: Model> Search<'a, M> {
     fn extend(&mut self, level: &mut Level<M::State>) {
         let deadline = self.rank_ret[level.frontier as usize];
         let layer = std::mem::take(&mut level.layer);
-        let relaxed = self.pass == Pass::Relaxed;
-        // The relaxed pass reuses operations, so it needs another bound on run length.
-        let max_run = if relaxed {
-            (0..self.taken.len())
+        let relaxed = self.cfg.pass == Pass::Relaxed;
+        if relaxed {
+            // Reuse makes runs unbounded, so bound the operations used so far by how many a
+            // real linearization could have used: those invoked by now.
+            let invoked: usize = (0..self.taken.len())
                 .map(|c| {
                     let members = &self.unknown_call
                         [self.class_start[c] as usize..self.class_start[c + 1] as usize];
                     members.partition_point(|&call| call <= deadline)
                 })
-                .sum()
-        } else {
-            usize::MAX
-        };
+                .sum();
+            if (level.used + level.run_len) as usize >= invoked {
+                return;
+            }
+        }
+        if level.run_len >= self.cfg.max_run {
+            self.limited = true;
+            return;
+        }
+        if level.run_len == 0 {
+            // The empty run reaches the level's own state, with the smallest possible set.
+            level.reached.insert(level.state.clone(), vec![Vec::new()]);
+        }
+        level.run_len += 1;
         for (state, run) in &layer {
-            if run.len() >= max_run {
-                break;
+            for &u in run {
+                self.scratch[self.unknown_class[u as usize] as usize] += 1;
             }
             for c in 0..self.taken.len() {
                 let start = self.class_start[c];
@@ -741,20 +887,18 @@ impl<'a, M: Model> Search<'a, M> {
                 if self.unknown_call[start as usize] > deadline {
                     break;
                 }
+                // The relaxed pass always uses a class's first operation, which has the same
+                // effect as any other and is available the longest.
                 let u = if relaxed {
                     start
                 } else {
-                    let used = run
-                        .iter()
-                        .filter(|&&u| self.unknown_class[u as usize] == c as u32)
-                        .count() as u32;
-                    start + self.taken[c] + used
+                    start + self.taken[c] + self.scratch[c]
                 };
                 if u == self.class_start[c + 1] || self.unknown_call[u as usize] > deadline {
                     continue;
                 }
                 if !self.tick() {
-                    return;
+                    break;
                 }
                 let (input, output) = self.input_output(self.unknown[u as usize]);
                 let Some(next) = self.model.step(state, input, output) else {
@@ -763,93 +907,120 @@ impl<'a, M: Model> Search<'a, M> {
                 if next == *state {
                     continue;
                 }
-                let mut longer = run.clone();
-                longer.push(u);
+                if level.reached.len() >= self.cfg.max_reached {
+                    self.limited = true;
+                    break;
+                }
+                let mut longer = Vec::new();
+                if !relaxed {
+                    longer.reserve_exact(run.len() + 1);
+                    longer.extend_from_slice(run);
+                    longer.push(u);
+                }
                 if !self.reach(&mut level.reached, &next, &longer) {
                     continue;
                 }
+                // As in `expand`, a legal read-only operation is the only move after this run.
+                let moves = level.cands.len();
                 for i in 0..level.ready.len() {
                     let d = level.ready[i];
                     if !self.tick() {
-                        return;
+                        break;
                     }
                     let (input, output) = self.input_output(self.done[d as usize]);
                     if let Some(after) = self.model.step(&next, input, output) {
                         let step = Step {
                             run: longer.clone(),
+                            run_len: level.run_len,
                             done: d,
                         };
+                        if self.done_read_only[d as usize] {
+                            level.cands.truncate(moves);
+                            level.cands.push((step, after));
+                            break;
+                        }
                         level.cands.push((step, after));
                     }
                 }
                 level.layer.push((next, longer));
             }
+            for &u in run {
+                self.scratch[self.unknown_class[u as usize] as usize] = 0;
+            }
         }
         level.cands.reverse();
     }
 
-    /// Records that `run` reaches `state`, or returns false if a run using a subset of its
-    /// operations already did (or, in the quick and relaxed passes, any other run did: the
-    /// relaxed pass does not care which operations a run used, and runs are built shortest
-    /// first, so the first one to reach a state leaves the most room for longer ones).
+    /// Records that `run` reaches `state`, or returns false if exploring it is pointless (a
+    /// run using a subset of its operations already reached the state) or beyond the pass's
+    /// limits. Runs are built shortest first, so no earlier run can use a strict superset. The
+    /// relaxed pass does not care which operations a run used, so the first run to reach a
+    /// state, being shortest, leaves the most room for longer ones.
     fn reach(
         &mut self,
         reached: &mut HashMap<M::State, Vec<Vec<u32>>, FxBuild>,
         state: &M::State,
         run: &[u32],
     ) -> bool {
+        let relaxed = self.cfg.pass == Pass::Relaxed;
+        let single = relaxed || self.cfg.variants == 1;
+        let seen = match reached.entry(state.clone()) {
+            Entry::Vacant(entry) => entry.insert(Vec::new()),
+            Entry::Occupied(_) if single => {
+                self.limited |= !relaxed;
+                return false;
+            }
+            Entry::Occupied(entry) => entry.into_mut(),
+        };
+        if single {
+            return true;
+        }
         let mut set = run.to_vec();
         set.sort_unstable();
-        match reached.entry(state.clone()) {
-            Entry::Vacant(entry) => {
-                entry.insert(vec![set]);
-                true
-            }
-            Entry::Occupied(mut entry) => {
-                let seen = entry.get_mut();
-                // Runs are built shortest first, so no earlier run can be a strict superset.
-                if seen.iter().any(|s| sorted_subset(s, &set)) {
-                    return false;
-                }
-                match self.pass {
-                    Pass::Quick => {
-                        self.limited = true;
-                        return false;
-                    }
-                    Pass::Relaxed => return false,
-                    Pass::Complete => {}
-                }
-                seen.push(set);
-                true
-            }
+        if seen.iter().any(|s| sorted_subset(s, &set)) {
+            return false;
         }
+        if seen.len() >= self.cfg.variants {
+            self.limited = true;
+            return false;
+        }
+        seen.push(set);
+        true
     }
 
     fn explain(&self, best: &Best<M::State>) -> String {
-        const SHOWN: usize = 10;
-        let mut out = format!(
-            "not linearizable: at most {} of {} completed operations could be linearized.",
-            best.linearized,
-            self.done.len()
-        );
-        let skipped = best.path.len().saturating_sub(SHOWN);
-        let _ = write!(
-            out,
-            "\nlongest linearizable prefix found ({} operations{}), ending in state {:?}:",
-            best.path.len(),
-            if skipped > 0 {
-                format!(", first {skipped} omitted")
-            } else {
-                String::new()
-            },
-            best.state
-        );
-        for &i in &best.path[skipped..] {
+        let mut out = if self.cfg.pass == Pass::Relaxed {
+            // The prefix may need timed-out operations to take effect more than once, so it
+            // is no genuine linearization, and the path does not record them.
+            format!(
+                "not linearizable: at most {} of {} completed operations can be linearized, even \
+                 letting timed-out operations take effect more than once.\nthe last {} of {} \
+                 completed operations of the longest such prefix (timed-out ones not shown), \
+                 ending in state {:?}:",
+                best.linearized,
+                self.done.len(),
+                best.tail.len(),
+                best.len,
+                best.state
+            )
+        } else {
+            format!(
+                "not linearizable: at most {} of {} completed operations can be linearized.\nthe \
+                 last {} of {} operations of the longest linearizable prefix, ending in state \
+                 {:?}:",
+                best.linearized,
+                self.done.len(),
+                best.tail.len(),
+                best.len,
+                best.state
+            )
+        };
+        for &i in &best.tail {
             let _ = write!(out, "\n  {}", self.describe(i));
         }
         let _ = write!(
             out,
-            "\nno continuation can linearize this operation before it returned:\n  {}",
+            "\nno extension of it linearizes this operation before it returned:\n  {}",
             self.describe(best.blocked)
         );
         out
@@ -983,6 +1154,20 @@ mod tests {
     }
 
     #[test]
+    fn completed_op_without_output_must_take_effect() {
+        let mut incr = op(0, Incr(1), 0, 1, 0);
+        incr.output = None;
+        assert_illegal(&[incr.clone(), op(1, Read, 2, 3, 0)]);
+        assert_eq!(verdict(&[incr, op(1, Read, 2, 3, 1)]), CheckResult::Ok);
+    }
+
+    #[test]
+    #[should_panic(expected = "before its invocation")]
+    fn rejects_malformed_operation() {
+        verdict(&[op(0, Read, 5, 4, 0)]);
+    }
+
+    #[test]
     fn unknown_op_that_must_have_happened() {
         let h = [
             lost(0, Incr(5), 0),
@@ -1058,12 +1243,13 @@ mod tests {
 
     #[test]
     fn gives_up_when_the_budget_runs_out() {
-        // 40 timed-out increments of 1 cannot explain reading 41. Without the interchangeability
-        // hint the search has to rule out every subset of them (only the relaxed pass, which
-        // lets each run reuse them, could shortcut that, but two runs of 20 and 21 pass it).
-        let mut h: Vec<_> = (0..40).map(|c| lost(c, Incr(1), c)).collect();
-        h.push(op(99, Read, 100, 101, 20));
-        h.push(op(99, Read, 102, 103, 41));
+        // One timed-out Incr(1) and thirty timed-out Incr(10)s cannot explain reading 2.
+        // Without the interchangeability hint the exact search has to rule out every subset of
+        // the Incr(10)s (the relaxed pass cannot help: it may use the Incr(1) twice); with it,
+        // only how many of each were used matters.
+        let mut h = vec![lost(0, Incr(1), 0)];
+        h.extend((1..=30).map(|c| lost(c, Incr(10), c)));
+        h.push(op(99, Read, 100, 101, 2));
         let budget = Duration::from_millis(50);
         assert_eq!(check(&OpaqueCounter, &h, budget), CheckResult::Timeout);
         assert!(matches!(
@@ -1093,13 +1279,14 @@ mod tests {
 
     /// Simulates sequential clients of a real atomic counter: each operation takes effect at a
     /// random instant inside its interval, so the history is linearizable by construction.
-    /// Timed-out operations take effect at some later instant, or never.
+    /// Timed-out operations take effect at some later instant, or never. Increments are by up
+    /// to `max_incr`, or by unique amounts if None.
     fn simulate(
         rng: &mut Rng,
         clients: u64,
         ops: usize,
         timeout_percent: u64,
-        max_incr: u64,
+        max_incr: Option<u64>,
     ) -> Vec<Operation<CounterInput, u64>> {
         let mut clock: Vec<u64> = (0..clients).map(|_| rng.below(10)).collect();
         let mut history = Vec::with_capacity(ops);
@@ -1108,21 +1295,19 @@ mod tests {
             let client = rng.below(clients);
             let call = clock[client as usize] + rng.below(5);
             let duration = 1 + rng.below(30);
-            let input = if rng.chance(50) {
-                Incr(1 + rng.below(max_incr))
-            } else {
-                Read
+            let input = match max_incr {
+                _ if rng.chance(50) => Read,
+                Some(max) => Incr(1 + rng.below(max)),
+                None => Incr((client + 1) * 1_000_000 + i as u64),
             };
             let timed_out = rng.chance(timeout_percent);
-            if timed_out {
-                if rng.chance(50) {
-                    effects.push((call + rng.below(1000), rng.next(), i));
-                }
-                clock[client as usize] = call + duration;
-            } else {
+            if !timed_out {
                 effects.push((call + rng.below(duration + 1), rng.next(), i));
-                clock[client as usize] = call + duration;
+            } else if rng.chance(50) {
+                // The client gave up, but the request still took effect, possibly much later.
+                effects.push((call + rng.below(1000), rng.next(), i));
             }
+            clock[client as usize] = call + duration;
             history.push(Operation {
                 client,
                 input,
@@ -1159,11 +1344,7 @@ mod tests {
         };
         let reads = completed(&h, true);
         let incrs = completed(&h, false);
-        let kind = rng.below(3);
-        if std::env::var("DBG").is_ok() {
-            eprintln!("mutation {kind}");
-        }
-        match kind {
+        match rng.below(3) {
             0 => {
                 // A read of a value above every increment ever attempted.
                 let &r = reads.get(rng.below(reads.len().max(1) as u64) as usize)?;
@@ -1223,10 +1404,17 @@ mod tests {
         let mut rng = Rng(seed);
         let mut mutants = 0;
         for round in 0..60 {
+            // With unique amounts, refuting a broken history takes time exponential in the
+            // timed-out increments pending at once, so those rounds have fewer timeouts.
+            let (amounts, max_timeouts) = if round % 2 == 0 {
+                (Some(3), 20)
+            } else {
+                (None, 6)
+            };
             let clients = 2 + rng.below(8);
             let ops = 20 + rng.below(150) as usize;
-            let timeout_percent = rng.below(20);
-            let h = simulate(&mut rng, clients, ops, timeout_percent, 3);
+            let timeout_percent = rng.below(max_timeouts);
+            let h = simulate(&mut rng, clients, ops, timeout_percent, amounts);
             assert_eq!(
                 verdict(&h),
                 CheckResult::Ok,
@@ -1234,66 +1422,237 @@ mod tests {
             );
             if let Some(m) = mutate(&mut rng, h) {
                 mutants += 1;
+                let v = verdict(&m);
                 assert!(
-                    matches!(verdict(&m), CheckResult::Illegal(_)),
-                    "seed {seed} round {round}: mutant accepted: {m:?}"
+                    matches!(v, CheckResult::Illegal(_)),
+                    "seed {seed} round {round}: mutant not rejected ({v:?}): {m:?}"
                 );
             }
         }
         assert!(mutants >= 20, "seed {seed}: only {mutants} mutants");
     }
 
-    #[test]
-    #[ignore]
-    fn stress() {
-        let args: Vec<u64> = std::env::var("STRESS")
-            .unwrap()
-            .split(',')
-            .map(|x| x.parse().unwrap())
-            .collect();
-        let (n, clients, timeout, max_incr, rounds) =
-            (args[0] as usize, args[1], args[2], args[3], args[4]);
-        let mut worst_ok = Duration::ZERO;
-        let mut worst_bad = Duration::ZERO;
-        let mut timeouts = 0;
-        let first: u64 = std::env::var("FIRST")
-            .map(|x| x.parse().unwrap())
-            .unwrap_or(0);
-        for seed in first..first + rounds {
-            let mut rng = Rng(seed);
-            let h = simulate(&mut rng, clients, n, timeout, max_incr);
-            let t = Instant::now();
-            let r = check(&CounterModel, &h, Duration::from_secs(5));
-            assert_eq!(r, CheckResult::Ok, "seed {seed}");
-            worst_ok = worst_ok.max(t.elapsed());
-            if let Some(m) = mutate(&mut rng, h) {
-                let t = Instant::now();
-                let r = check(&CounterModel, &m, Duration::from_secs(5));
-                let e = t.elapsed();
-                if e > worst_bad {
-                    eprintln!("seed {seed} bad took {e:?}");
+    /// The definition, executed: tries every order consistent with real time, with every
+    /// subset of the unknown-outcome operations. Exponential; for tiny histories only.
+    fn brute_force<M: Model>(model: &M, history: &[Operation<M::Input, M::Output>]) -> bool {
+        fn go<M: Model>(
+            model: &M,
+            h: &[Operation<M::Input, M::Output>],
+            used: &mut Vec<bool>,
+            state: &M::State,
+        ) -> bool {
+            let pending_done = |used: &[bool], i: usize| !used[i] && h[i].ret.is_some();
+            if !(0..h.len()).any(|i| pending_done(used, i)) {
+                return true;
+            }
+            for x in 0..h.len() {
+                let blocked = (0..h.len())
+                    .any(|y| pending_done(used, y) && h[y].ret.is_some_and(|r| r < h[x].call));
+                if used[x] || blocked {
+                    continue;
                 }
-                worst_bad = worst_bad.max(e);
-                match r {
-                    CheckResult::Illegal(_) => {}
-                    CheckResult::Timeout => {
-                        timeouts += 1;
-                        eprintln!("timeout seed {seed}");
+                if let Some(next) = model.step(state, &h[x].input, h[x].output.as_ref()) {
+                    used[x] = true;
+                    let ok = go(model, h, used, &next);
+                    used[x] = false;
+                    if ok {
+                        return true;
                     }
-                    CheckResult::Ok => panic!("seed {seed} mutant ok"),
                 }
             }
+            false
         }
-        eprintln!("worst ok {worst_ok:?} worst bad {worst_bad:?} timeouts {timeouts}");
+        go(
+            model,
+            history,
+            &mut vec![false; history.len()],
+            &model.init(),
+        )
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum RegIn {
+        Write(u8),
+        Read,
+        Cas(u8, u8),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum RegOut {
+        Ack,
+        Value(u8),
+        Swapped(bool),
+    }
+
+    /// A register with compare-and-set: unlike the counter, states recur and some operations
+    /// leave the state unchanged without being read-only.
+    struct Register {
+        hints: bool,
+    }
+
+    impl Model for Register {
+        type State = u8;
+        type Input = RegIn;
+        type Output = RegOut;
+        fn init(&self) -> u8 {
+            0
+        }
+        fn step(&self, s: &u8, i: &RegIn, o: Option<&RegOut>) -> Option<u8> {
+            let (next, out) = match *i {
+                RegIn::Write(v) => (v, RegOut::Ack),
+                RegIn::Read => (*s, RegOut::Value(*s)),
+                RegIn::Cas(from, to) if *s == from => (to, RegOut::Swapped(true)),
+                RegIn::Cas(..) => (*s, RegOut::Swapped(false)),
+            };
+            match o {
+                Some(o) if *o != out => None,
+                _ => Some(next),
+            }
+        }
+        fn interchangeable(&self, a: &RegIn, b: &RegIn) -> bool {
+            self.hints && a == b
+        }
+        fn is_read_only(&self, i: &RegIn) -> bool {
+            self.hints && *i == RegIn::Read
+        }
+    }
+
+    /// Random tiny histories with random outputs, so that both verdicts are common.
+    fn tiny<I, O>(
+        rng: &mut Rng,
+        mut input: impl FnMut(&mut Rng) -> I,
+        mut output: impl FnMut(&mut Rng, &I) -> O,
+    ) -> Vec<Operation<I, O>> {
+        let n = 1 + rng.below(7) as usize;
+        (0..n)
+            .map(|i| {
+                let call = rng.below(12);
+                let input = input(rng);
+                let known = rng.chance(70);
+                Operation {
+                    client: i as u64,
+                    ret: known.then(|| call + rng.below(6)),
+                    output: (known || rng.chance(20)).then(|| output(rng, &input)),
+                    input,
+                    call,
+                }
+            })
+            .collect()
+    }
+
+    /// Checks that `check`, and each pass on its own, agree with the brute force on `h`.
+    fn agrees<M: Model>(model: &M, h: &[Operation<M::Input, M::Output>]) -> bool {
+        let expected = brute_force(model, h);
+        let verdicts = [QUICK, RELAXED, QUICK_SHORT_RUNS, QUICK_UNCAPPED, COMPLETE].map(|pass| {
+            let search = Search::new(model, h, Instant::now(), BUDGET);
+            (pass, search.run_passes(&[pass, COMPLETE]))
+        });
+        for (pass, verdict) in std::iter::once((None, check(model, h, BUDGET)))
+            .chain(verdicts.map(|(pass, verdict)| (Some(pass.pass), verdict)))
+        {
+            match verdict {
+                CheckResult::Ok => assert!(expected, "{pass:?} accepted an illegal {h:?}"),
+                CheckResult::Illegal(_) => assert!(!expected, "{pass:?} rejected a legal {h:?}"),
+                CheckResult::Timeout => panic!("{pass:?} timed out on {h:?}"),
+            }
+        }
+        expected
+    }
+
+    #[test]
+    fn agrees_with_brute_force() {
+        let seed = seed();
+        let mut rng = Rng(seed);
+        let mut linearizable = [0; 2];
+        for _ in 0..1500 {
+            let h = tiny(
+                &mut rng,
+                |r| {
+                    if r.chance(50) {
+                        Incr(1 + r.below(3))
+                    } else {
+                        Read
+                    }
+                },
+                |r, _| r.below(8),
+            );
+            linearizable[usize::from(agrees(&CounterModel, &h))] += 1;
+            agrees(&OpaqueCounter, &h);
+            // Varied amounts make different sets of timed-out increments coincide in effect.
+            let h = tiny(
+                &mut rng,
+                |r| {
+                    if r.chance(70) {
+                        Incr(1 + r.below(12))
+                    } else {
+                        Read
+                    }
+                },
+                |r, _| r.below(24),
+            );
+            agrees(&CounterModel, &h);
+            let h = tiny(
+                &mut rng,
+                |r| match r.below(3) {
+                    0 => RegIn::Write(r.below(3) as u8),
+                    1 => RegIn::Read,
+                    _ => RegIn::Cas(r.below(3) as u8, r.below(3) as u8),
+                },
+                |r, i| match i {
+                    RegIn::Write(_) => RegOut::Ack,
+                    RegIn::Read => RegOut::Value(r.below(3) as u8),
+                    RegIn::Cas(..) => RegOut::Swapped(r.chance(50)),
+                },
+            );
+            linearizable[usize::from(agrees(&Register { hints: true }, &h))] += 1;
+            agrees(&Register { hints: false }, &h);
+        }
+        assert!(
+            linearizable.iter().all(|&n| n > 300),
+            "seed {seed}: {linearizable:?}"
+        );
+    }
+
+    /// Checks a big linearizable history within a budget a test can afford. The seeds are
+    /// fixed to keep the test's running time predictable.
+    fn check_large(seed: u64, clients: u64, timeout_percent: u64, max_incr: Option<u64>) {
+        let h = simulate(&mut Rng(seed), clients, 2000, timeout_percent, max_incr);
+        let timed_out = h.iter().filter(|o| o.ret.is_none()).count();
+        let started = Instant::now();
+        let verdict = check(&CounterModel, &h, Duration::from_secs(5));
+        println!(
+            "{timed_out} of 2000 timed out; checked in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(verdict, CheckResult::Ok, "seed {seed}");
     }
 
     #[test]
     fn large_history_with_many_timeouts() {
+        check_large(1, 10, 15, Some(3));
+    }
+
+    #[test]
+    fn large_history_with_unique_amounts() {
+        // Unique amounts make every set of timed-out increments a distinct state, the hardest
+        // case for the search, and are what a test identifying writes by amount produces.
+        check_large(2, 6, 10, None);
+        check_large(3, 10, 15, None);
+    }
+
+    #[test]
+    fn medium_mutants_are_refuted() {
         let seed = seed();
         let mut rng = Rng(seed);
-        let h = simulate(&mut rng, 10, 2000, 15, 1);
-        let started = Instant::now();
-        assert_eq!(verdict(&h), CheckResult::Ok, "seed {seed}");
-        println!("2000 operations checked in {:?}", started.elapsed());
+        let h = simulate(&mut rng, 8, 400, 15, Some(3));
+        let m = std::iter::repeat_with(|| mutate(&mut rng, h.clone()))
+            .flatten()
+            .next()
+            .expect("400 operations always offer some mutation");
+        let budget = Duration::from_secs(5);
+        assert!(
+            matches!(check(&CounterModel, &m, budget), CheckResult::Illegal(_)),
+            "seed {seed}"
+        );
     }
 }
