@@ -121,6 +121,15 @@ enum Forwarded {
     Read(ReadReply),
 }
 
+impl Forwarded {
+    fn fail(self, error: RaftError) {
+        match self {
+            Forwarded::Write(r) => drop(r.send(Err(error))),
+            Forwarded::Read(r) => drop(r.send(Err(error))),
+        }
+    }
+}
+
 pub(crate) struct Node {
     cx: RoleContext,
     hs: HardState,
@@ -291,23 +300,20 @@ impl Node {
                     let (Ok(last), RoleState::Pending) = (last, &act.role) else {
                         return;
                     };
-                    if act.hs.term != term {
-                        return;
+                    if act.hs.term == term {
+                        act.start_candidate(term, true, false, last);
                     }
-                    let c = Candidate::new(
-                        act.cx.clone(),
-                        term,
-                        true,
-                        false,
-                        act.membership.clone(),
-                        last,
-                    );
-                    act.role = RoleState::Candidate {
-                        addr: c.start(),
-                        pre_vote: true,
-                    };
                 }),
         );
+    }
+
+    fn start_candidate(&mut self, term: u64, pre_vote: bool, force: bool, last: LogId) {
+        let membership = self.membership.clone();
+        let c = Candidate::new(self.cx.clone(), term, pre_vote, force, membership, last);
+        self.role = RoleState::Candidate {
+            addr: c.start(),
+            pre_vote,
+        };
     }
 
     fn start_election(&mut self, force: bool, ctx: &mut Context<Self>) {
@@ -335,21 +341,9 @@ impl Node {
             .into_actor(self)
             .map(move |last, act, _| {
                 let Some(last) = last else { return };
-                if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
-                    return;
+                if act.hs.term == term && matches!(act.role, RoleState::Pending) {
+                    act.start_candidate(term, false, force, last);
                 }
-                let c = Candidate::new(
-                    act.cx.clone(),
-                    term,
-                    false,
-                    force,
-                    act.membership.clone(),
-                    last,
-                );
-                act.role = RoleState::Candidate {
-                    addr: c.start(),
-                    pre_vote: false,
-                };
             }),
         );
     }
@@ -422,10 +416,7 @@ impl Node {
         make: impl FnOnce(u64) -> Message,
     ) {
         let Some(leader) = self.leader.filter(|l| *l != self.id()) else {
-            match pending {
-                Forwarded::Write(r) => drop(r.send(Err(RaftError::NotLeader(None)))),
-                Forwarded::Read(r) => drop(r.send(Err(RaftError::NotLeader(None)))),
-            }
+            pending.fail(RaftError::NotLeader(None));
             return;
         };
         let id = self.next_request;
@@ -442,6 +433,30 @@ impl Node {
         });
     }
 
+    /// Sends `to` the outcome of a request it forwarded, once `rx` has it;
+    /// `lost` is the answer if the request was dropped (role change).
+    fn answer_remote<T: Send + 'static>(
+        &self,
+        to: NodeId,
+        rx: oneshot::Receiver<Result<T, RaftError>>,
+        lost: RemoteError,
+        make: impl FnOnce(Result<T, RemoteError>) -> Message + Send + 'static,
+    ) {
+        let transport = self.cx.transport.clone();
+        let from = self.id();
+        actix::spawn(async move {
+            let result = match rx.await {
+                Ok(r) => r.map_err(RemoteError::from),
+                Err(_) => Err(lost),
+            };
+            transport.send(Envelope {
+                from,
+                to,
+                message: make(result),
+            });
+        });
+    }
+
     fn shutdown(&mut self, ctx: &mut Context<Self>) {
         if matches!(self.role, RoleState::Stopped) {
             return;
@@ -449,10 +464,7 @@ impl Node {
         self.stop_role();
         self.role = RoleState::Stopped;
         for (_, f) in self.forwarded.drain() {
-            match f {
-                Forwarded::Write(r) => drop(r.send(Err(RaftError::ShuttingDown))),
-                Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
-            }
+            f.fail(RaftError::ShuttingDown);
         }
         self.publish();
         ctx.stop();
@@ -654,18 +666,8 @@ impl Handler<Inbound> for Node {
                     RoleState::Leader(l) => l.do_send(Propose { command, reply: tx }),
                     _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
                 }
-                let transport = self.cx.transport.clone();
-                let me = self.id();
-                actix::spawn(async move {
-                    let result = match rx.await {
-                        Ok(r) => r.map_err(RemoteError::from),
-                        Err(_) => Err(RemoteError::Indeterminate),
-                    };
-                    transport.send(Envelope {
-                        from: me,
-                        to: from,
-                        message: Message::ForwardWriteResponse { id, result },
-                    });
+                self.answer_remote(from, rx, RemoteError::Indeterminate, move |result| {
+                    Message::ForwardWriteResponse { id, result }
                 });
             }
             Message::ForwardWriteResponse { id, result } => {
@@ -679,18 +681,8 @@ impl Handler<Inbound> for Node {
                     RoleState::Leader(l) => l.do_send(ReadIndex { reply: tx }),
                     _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
                 }
-                let transport = self.cx.transport.clone();
-                let me = self.id();
-                actix::spawn(async move {
-                    let result = match rx.await {
-                        Ok(r) => r.map_err(RemoteError::from),
-                        Err(_) => Err(RemoteError::NotLeader(None)),
-                    };
-                    transport.send(Envelope {
-                        from: me,
-                        to: from,
-                        message: Message::ReadIndexResponse { id, result },
-                    });
+                self.answer_remote(from, rx, RemoteError::NotLeader(None), move |result| {
+                    Message::ReadIndexResponse { id, result }
                 });
             }
             Message::ReadIndexResponse { id, result } => {
