@@ -8,17 +8,25 @@
 //! ```text
 //! cargo run --release --example counter
 //! ```
+//!
+//! With `serve`: one node of a multi-process cluster with an HTTP API
+//! (`POST /counter/incr` `{"by": N}`, `GET /counter`, `GET /cluster/status`);
+//! see README.md.
+//!
+//! ```text
+//! cargo run --release --example counter -- serve --id 1 --data-dir /tmp/c1 \
+//!     --raft-addr 127.0.0.1:7001 --http-addr 127.0.0.1:8001 \
+//!     --initial-cluster 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+//! ```
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod service;
 
 use actix::prelude::*;
-use regatta::storage::FjallStorage;
-use regatta::transport::tcp::{TcpConfig, TcpTransport};
-use regatta::{Apply, Config, Membership, NodeId, Raft, Restore, Snapshot, StateMachine};
+use actix_web::{web, HttpResponse};
+use regatta::{Apply, Raft, Restore, Snapshot, StateMachine};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use service::{read_json, ApiError, DemoCluster, Service};
 
 /// The replicated state: one number.
 #[derive(Default)]
@@ -26,7 +34,9 @@ struct Counter {
     value: u64,
 }
 
-/// Increment by N; the response is the value after the increment.
+/// Increment by N. The response is the value after the increment, or
+/// `None` when it would overflow (then nothing changes). The check runs
+/// when the entry is applied, so every node rejects the same entries.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Incr(u64);
 
@@ -36,18 +46,19 @@ impl Actor for Counter {
 
 impl StateMachine for Counter {
     type Command = Incr;
-    type Response = u64;
+    type Response = Option<u64>;
 }
 
 impl Handler<Apply<Counter>> for Counter {
-    type Result = Vec<u64>;
-    fn handle(&mut self, batch: Apply<Counter>, _: &mut Context<Self>) -> Vec<u64> {
+    type Result = Vec<Option<u64>>;
+    fn handle(&mut self, batch: Apply<Counter>, _: &mut Context<Self>) -> Self::Result {
         batch
             .entries
             .into_iter()
             .map(|(_, Incr(n))| {
-                self.value += n;
-                self.value
+                let next = self.value.checked_add(n)?;
+                self.value = next;
+                Some(next)
             })
             .collect()
     }
@@ -84,169 +95,83 @@ impl Handler<Get> for Counter {
     }
 }
 
-const CLUSTER_ID: &str = "regatta-counter-demo";
-
-/// One node of the demo: its arbiter (thread), handle and transport.
-struct DemoNode {
-    arbiter: Arbiter,
-    raft: Raft<Counter>,
-    transport: TcpTransport,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrBody {
+    by: u64,
 }
 
-async fn start_node(
-    id: NodeId,
-    dir: std::path::PathBuf,
-    members: Membership,
-) -> Result<DemoNode, String> {
-    let arbiter = Arbiter::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    arbiter.spawn_fn(move || {
-        actix_rt::spawn(async move {
-            let result: Result<(Raft<Counter>, TcpTransport), String> = async {
-                let handle: Arc<OnceLock<Raft<Counter>>> = Arc::new(OnceLock::new());
-                let inbound = handle.clone();
-                let listen: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-                let transport = TcpTransport::start(
-                    TcpConfig::new(id, CLUSTER_ID, listen),
-                    Arc::new(move |env| {
-                        if let Some(r) = inbound.get() {
-                            r.deliver(env)
-                        }
-                    }),
-                )
-                .await
-                .map_err(|e| format!("node {id}: cannot listen: {e}"))?;
-                let storage =
-                    FjallStorage::open(&dir, CLUSTER_ID).map_err(|e| format!("node {id}: {e}"))?;
-                let raft = Raft::start(
-                    id,
-                    Config::default(),
-                    storage,
-                    Arc::new(transport.clone()),
-                    Some(members),
-                    Counter::default().start(),
-                )
-                .map_err(|e| format!("node {id}: {e}"))?;
-                let _ = handle.set(raft.clone());
-                Ok((raft, transport))
-            }
-            .await;
-            let _ = tx.send(result);
-        });
-    });
-    let (raft, transport) = rx
-        .await
-        .map_err(|_| "node start-up did not report".to_string())??;
-    Ok(DemoNode {
-        arbiter,
-        raft,
-        transport,
-    })
-}
-
-async fn demo() -> Result<(), String> {
-    let dir =
-        tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    println!(
-        "regatta counter demo: 3 nodes, fjall logs under {}",
-        dir.path().display()
-    );
-    let members = Membership::new([1, 2, 3]);
-    let mut nodes: BTreeMap<NodeId, DemoNode> = BTreeMap::new();
-    for id in 1..=3 {
-        let node = start_node(id, dir.path().join(format!("node-{id}")), members.clone()).await?;
-        println!("  node {id}: raft on {}", node.transport.local_addr());
-        nodes.insert(id, node);
+/// `POST /counter/incr`, body `{"by": N}` (optional, default 1).
+async fn incr(
+    raft: web::Data<Raft<Counter>>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let IncrBody { by } = read_json(body, Some(IncrBody { by: 1 })).await?;
+    match raft.write(Incr(by)).await.map_err(ApiError::write)? {
+        Some(value) => Ok(HttpResponse::Ok().json(json!({ "value": value }))),
+        None => Err(ApiError::bad_request("the counter would overflow")),
     }
-    // Tell every node where its peers listen.
-    let addrs: Vec<(NodeId, SocketAddr)> = nodes
-        .iter()
-        .map(|(id, n)| (*id, n.transport.local_addr()))
-        .collect();
-    for node in nodes.values() {
-        for (id, addr) in &addrs {
-            regatta::transport::Transport::set_address(&node.transport, *id, &addr.to_string());
+}
+
+/// `GET /counter`: a linearizable read.
+async fn get(raft: web::Data<Raft<Counter>>) -> Result<HttpResponse, ApiError> {
+    let value = raft.read(Get).await.map_err(ApiError::read)?;
+    Ok(HttpResponse::Ok().json(json!({ "value": value })))
+}
+
+impl Service for Counter {
+    const NAME: &'static str = "counter";
+
+    fn routes(cfg: &mut web::ServiceConfig) {
+        cfg.route("/counter/incr", web::post().to(incr))
+            .route("/counter", web::get().to(get));
+    }
+
+    async fn demo(cluster: &mut DemoCluster<Self>) -> Result<(), String> {
+        let leader = cluster.wait_leader(None).await?;
+        println!("\nnode {leader} was elected leader");
+        for (i, via) in [1, 2, 3, 1, 2].into_iter().enumerate() {
+            let by = i as u64 + 1;
+            let value = write(cluster.raft(via), by).await?;
+            println!("  incr {by} via node {via} -> {value}");
         }
-    }
 
-    let timeout = Duration::from_secs(10);
-    let leader = nodes[&1]
-        .raft
-        .wait_leader(timeout)
+        println!("\nkilling the leader, node {leader}");
+        cluster.kill(leader);
+        let new_leader = cluster.wait_leader(Some(leader)).await?;
+        println!("node {new_leader} took over as leader");
+        let survivors: Vec<_> = cluster.nodes.keys().copied().collect();
+        for &via in &survivors {
+            let value = write(cluster.raft(via), 10).await?;
+            println!("  incr 10 via node {via} -> {value}");
+        }
+
+        println!("\nlinearizable reads:");
+        let mut values = Vec::new();
+        for &id in &survivors {
+            let v = cluster
+                .raft(id)
+                .read(Get)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            println!("  node {id}: value = {v}");
+            values.push(v);
+        }
+        if values.windows(2).any(|w| w[0] != w[1]) {
+            return Err(format!("nodes disagree: {values:?}"));
+        }
+        println!("\ndone: every surviving node reads {}", values[0]);
+        Ok(())
+    }
+}
+
+async fn write(raft: &Raft<Counter>, by: u64) -> Result<u64, String> {
+    raft.write(Incr(by))
         .await
-        .map_err(|e| format!("no leader: {e}"))?;
-    println!("\nnode {leader} was elected leader");
-    for (i, via) in [1, 2, 3, 1, 2].into_iter().enumerate() {
-        let by = i as u64 + 1;
-        let value = nodes[&via]
-            .raft
-            .write(Incr(by))
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        println!("  incr {by} via node {via} -> {value}");
-    }
-
-    println!("\nkilling the leader, node {leader}");
-    let killed = nodes.remove(&leader).expect("leader is running");
-    killed.transport.shutdown();
-    killed.arbiter.stop();
-    let _ = killed.arbiter.join();
-
-    let survivor = *nodes.keys().next().expect("two nodes left");
-    let new_leader = nodes[&survivor]
-        .raft
-        .wait_for(timeout, |m| m.leader.is_some_and(|l| l != leader))
-        .await
-        .map_err(|e| format!("no failover: {e}"))?
-        .leader
-        .expect("a leader");
-    println!("node {new_leader} took over as leader");
-    for via in nodes.keys().copied().collect::<Vec<_>>() {
-        let value = nodes[&via]
-            .raft
-            .write(Incr(10))
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        println!("  incr 10 via node {via} -> {value}");
-    }
-    println!("\nlinearizable reads:");
-    let mut values = Vec::new();
-    for (id, node) in &nodes {
-        let v = node
-            .raft
-            .read(Get)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        println!("  node {id}: value = {v}");
-        values.push(v);
-    }
-    if values.windows(2).any(|w| w[0] != w[1]) {
-        return Err(format!("nodes disagree: {values:?}"));
-    }
-    for node in nodes.values() {
-        node.raft.shutdown().await;
-        node.transport.shutdown();
-    }
-    println!("\ndone: every surviving node reads {}", values[0]);
-    Ok(())
+        .map_err(|e| format!("write: {e}"))?
+        .ok_or_else(|| "counter overflow".to_string())
 }
 
 fn main() {
-    if std::env::args().len() > 1 {
-        eprintln!(
-            "usage: counter\n\n  with no arguments, runs a 3-node demo cluster in this process"
-        );
-        std::process::exit(2);
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::ERROR)
-        .try_init();
-    let system = actix::System::new();
-    match system.block_on(demo()) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    }
+    service::main::<Counter>()
 }

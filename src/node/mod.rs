@@ -471,6 +471,18 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Tells the transport where every member listens: addresses travel in
+    /// the configuration, so a restarted node needs no address flags.
+    fn learn_addresses(&self) {
+        for (id, addr) in &self.membership.addresses {
+            if *id != self.id() {
+                self.cx.transport.set_address(*id, addr);
+            }
+        }
+    }
+}
+
 impl Actor for Node {
     type Context = Context<Self>;
 
@@ -481,6 +493,7 @@ impl Actor for Node {
             last_index = self.last_log_id.index,
             "node started"
         );
+        self.learn_addresses();
         self.become_follower(self.hs.term, None);
     }
 }
@@ -798,11 +811,7 @@ impl Handler<LogChanged> for Node {
     fn handle(&mut self, msg: LogChanged, _ctx: &mut Context<Self>) {
         self.last_log_id = msg.last_log_id;
         self.membership = msg.membership;
-        for (id, addr) in &self.membership.addresses {
-            if *id != self.id() {
-                self.cx.transport.set_address(*id, addr);
-            }
-        }
+        self.learn_addresses();
         self.publish();
     }
 }

@@ -1,0 +1,691 @@
+//! Durable write throughput and latency, in two parts:
+//!
+//! - **raw**: the disk limit. [`FjallStorage`] (one fjall write batch plus
+//!   an fsync, `PersistMode::SyncAll`, per call) in a temporary directory,
+//!   written through [`LogStorage::write`] exactly as a node's log writer
+//!   thread does: batches of 1, 64 and 256 entries carrying 256-byte
+//!   commands (consecutive indices, term 1), back-to-back. A fresh store per
+//!   run. Prints, per batch size, the median over runs of batches/s,
+//!   entries/s and the per-run p50 and p99 latency of one `write` call.
+//! - **cluster**: end to end. Three nodes in one process, each on its own
+//!   actix Arbiter with its own [`FjallStorage`] and a real [`TcpTransport`]
+//!   on 127.0.0.1; clients 1, 16, 64 and 256, each writing back-to-back
+//!   through the leader's [`Raft::write`]. One cluster per client count,
+//!   warmed up with that many clients, then measured over several runs.
+//!   Prints the median over runs of writes/s and of per-run p50 and p99.
+//!
+//! ```text
+//! cargo bench --bench durable                   # both parts, 5 runs each
+//! cargo bench --bench durable -- raw            # raw part only, 5 runs
+//! cargo bench --bench durable -- raw 3          # raw part, 3 runs
+//! cargo bench --bench durable -- raw 3 64       # raw part, batches of 64 only, 3 runs
+//! cargo bench --bench durable -- cluster        # cluster part only, 5 runs
+//! cargo bench --bench durable -- cluster 64 3   # cluster part, 64 clients, 3 runs
+//! cargo bench --bench durable -- all 3          # both parts, 3 runs
+//! ```
+//!
+//! Environment (seconds, fractions allowed):
+//!
+//! - `DURABLE_RAW_SECS`: length of one raw run (default 2);
+//! - `DURABLE_CLUSTER_SECS`: length of one cluster run (default 3);
+//! - `DURABLE_WARMUP_SECS`: warm-up before every raw run and before the
+//!   runs of every client count, not measured (default 1).
+//!
+//! A smoke test: `DURABLE_RAW_SECS=0.2 DURABLE_CLUSTER_SECS=0.5
+//! DURABLE_WARMUP_SECS=0.1 cargo bench --bench durable -- all 1`.
+//!
+//! The temporary directories are created under `$TMPDIR` (else `/tmp`); the
+//! raw numbers mean something only on the disk under test, so the directory
+//! and, on Linux, its file system are printed with the results (a `tmpfs`
+//! makes fsync free).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use regatta::storage::{FjallStorage, LogStorage, WriteBatch};
+use regatta::transport::tcp::{TcpConfig, TcpTransport};
+use regatta::transport::Transport;
+use regatta::{
+    Apply, Config, Entry, LogId, Membership, NodeId, Payload, Raft, Restore, Role, Snapshot,
+    StateMachine,
+};
+
+const CLUSTER_ID: &str = "regatta-durable-bench";
+const RAW_BATCHES: [usize; 3] = [1, 64, 256];
+const CLIENT_COUNTS: [usize; 4] = [1, 16, 64, 256];
+const DEFAULT_RUNS: usize = 5;
+const PAYLOAD_BYTES: usize = 256;
+/// Random bytes the raw payloads are cut from, so that consecutive entries
+/// carry different data (no help from any compression).
+const PAYLOAD_POOL: usize = 1 << 20;
+
+const USAGE: &str = "\
+usage: cargo bench --bench durable -- [PART]
+
+parts:
+  (none) | all [RUNS]        both parts (default 5 runs)
+  raw [RUNS [BATCH]]         FjallStorage::write alone, batches of 1, 64, 256
+                             entries (or BATCH only)
+  cluster [CLIENTS [RUNS]]   3 nodes, fjall + TCP, clients 1, 16, 64, 256
+                             (or CLIENTS only)
+
+RUNS, BATCH and CLIENTS are positive integers.
+
+environment (seconds, fractions allowed):
+  DURABLE_RAW_SECS       one raw run (default 2)
+  DURABLE_CLUSTER_SECS   one cluster run (default 3)
+  DURABLE_WARMUP_SECS    warm-up per raw run and per client count (default 1)";
+
+// ---------------------------------------------------------------------------
+// Command line
+
+enum Part {
+    Raw,
+    Cluster,
+}
+
+struct Plan {
+    parts: Vec<Part>,
+    runs: usize,
+    batches: Vec<usize>,
+    clients: Vec<usize>,
+    raw_run: Duration,
+    cluster_run: Duration,
+    warmup: Duration,
+}
+
+fn positive(arg: &str, what: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{what} must be a positive integer, got {arg:?}")),
+    }
+}
+
+fn seconds_from_env(name: &str, default: f64) -> Result<Duration, String> {
+    let value = match std::env::var(name) {
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => return Ok(Duration::from_secs_f64(default)),
+        Err(e) => return Err(format!("{name}: {e}")),
+    };
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{name} must be a number of seconds between 0 and 86400, got {value:?}"
+        )),
+    }
+}
+
+fn parse_plan(args: &[String]) -> Result<Plan, String> {
+    let mut plan = Plan {
+        parts: vec![Part::Raw, Part::Cluster],
+        runs: DEFAULT_RUNS,
+        batches: RAW_BATCHES.to_vec(),
+        clients: CLIENT_COUNTS.to_vec(),
+        raw_run: seconds_from_env("DURABLE_RAW_SECS", 2.0)?,
+        cluster_run: seconds_from_env("DURABLE_CLUSTER_SECS", 3.0)?,
+        warmup: seconds_from_env("DURABLE_WARMUP_SECS", 1.0)?,
+    };
+    let Some((part, rest)) = args.split_first() else {
+        return Ok(plan);
+    };
+    match (part.as_str(), rest) {
+        ("all", []) => {}
+        ("all", [runs]) => plan.runs = positive(runs, "RUNS")?,
+        ("raw", rest) if rest.len() <= 2 => {
+            plan.parts = vec![Part::Raw];
+            if let Some(runs) = rest.first() {
+                plan.runs = positive(runs, "RUNS")?;
+            }
+            if let Some(batch) = rest.get(1) {
+                plan.batches = vec![positive(batch, "BATCH")?];
+            }
+        }
+        ("cluster", rest) if rest.len() <= 2 => {
+            plan.parts = vec![Part::Cluster];
+            if let Some(clients) = rest.first() {
+                plan.clients = vec![positive(clients, "CLIENTS")?];
+            }
+            if let Some(runs) = rest.get(1) {
+                plan.runs = positive(runs, "RUNS")?;
+            }
+        }
+        ("all" | "raw" | "cluster", _) => return Err(format!("too many arguments after {part}")),
+        _ => return Err(format!("unknown part {part:?}")),
+    }
+    Ok(plan)
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+/// The element at quantile `p` of a sorted, non-empty slice (same rule as
+/// benches/throughput.rs).
+fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// The median (upper median for an even count), or `None` when empty.
+fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
+/// Median rate of `samples` and medians of their percentiles, formatted.
+fn medians(rates: Vec<f64>, p50: Vec<Duration>, p99: Vec<Duration>) -> (String, String, String) {
+    let rate = median(rates).map_or("-".into(), |r| format!("{r:.0}"));
+    let p50 = median(p50).map_or("-".into(), |d| format!("{d:.2?}"));
+    let p99 = median(p99).map_or("-".into(), |d| format!("{d:.2?}"));
+    (rate, p50, p99)
+}
+
+/// Throughput and latency percentiles of one run.
+struct Sample {
+    /// Operations (batches or writes) per second.
+    per_sec: f64,
+    /// `None` when not one operation succeeded.
+    p50: Option<Duration>,
+    p99: Option<Duration>,
+    errors: u64,
+}
+
+impl Sample {
+    fn from_latencies(mut lat: Vec<Duration>, elapsed: Duration, errors: u64) -> Sample {
+        lat.sort_unstable();
+        let (p50, p99) = if lat.is_empty() {
+            (None, None)
+        } else {
+            (Some(quantile(&lat, 0.50)), Some(quantile(&lat, 0.99)))
+        };
+        Sample {
+            per_sec: lat.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            p50,
+            p99,
+            errors,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Where the data goes
+
+/// `$TMPDIR` or `/tmp`.
+fn temp_base() -> PathBuf {
+    std::env::temp_dir()
+}
+
+fn temp_dir() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("regatta-durable-")
+        .tempdir_in(temp_base())
+        .map_err(|e| {
+            format!(
+                "cannot create a temporary directory under {}: {e}",
+                temp_base().display()
+            )
+        })
+}
+
+/// The file system type and device holding `path`, from /proc/mounts
+/// (Linux; `None` elsewhere or when unreadable).
+fn file_system_of(path: &Path) -> Option<String> {
+    let path = path.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.next()?;
+            // Spaces in mount points are escaped as \040.
+            let point = PathBuf::from(fields.next()?.replace("\\040", " "));
+            let kind = fields.next()?;
+            path.starts_with(&point)
+                .then(|| (point.components().count(), format!("{kind} ({device})")))
+        })
+        // The last of the longest matches: later mounts shadow earlier ones.
+        .fold(
+            None,
+            |best: Option<(usize, String)>, (depth, what)| match &best {
+                Some((d, _)) if *d > depth => best,
+                _ => Some((depth, what)),
+            },
+        )
+        .map(|(_, what)| what)
+}
+
+// ---------------------------------------------------------------------------
+// Part (a): the raw disk limit
+
+/// One raw run on a fresh store: warm up, then write `batch`-entry batches
+/// back-to-back for `run`.
+fn raw_run(batch: usize, run: Duration, warmup: Duration, pool: &Bytes) -> Result<Sample, String> {
+    let dir = temp_dir()?;
+    let mut store = FjallStorage::open(dir.path().join("log"), CLUSTER_ID)
+        .map_err(|e| format!("FjallStorage::open: {e}"))?;
+    // The storage contract: load once before the first write.
+    store
+        .load()
+        .map_err(|e| format!("FjallStorage::load: {e}"))?;
+
+    let slots = (pool.len() - PAYLOAD_BYTES) / PAYLOAD_BYTES;
+    let mut next_index = 1u64;
+    let mut make_batch = || WriteBatch {
+        entries: (0..batch)
+            .map(|_| {
+                let index = next_index;
+                next_index += 1;
+                let at = (index as usize % slots) * PAYLOAD_BYTES;
+                Entry {
+                    log_id: LogId::new(1, index),
+                    payload: Payload::Command(pool.slice(at..at + PAYLOAD_BYTES)),
+                }
+            })
+            .collect(),
+        ..WriteBatch::default()
+    };
+
+    let started = Instant::now();
+    while started.elapsed() < warmup {
+        store
+            .write(make_batch())
+            .map_err(|e| format!("LogStorage::write (warm-up): {e}"))?;
+    }
+
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < run {
+        let b = make_batch();
+        let t = Instant::now();
+        store
+            .write(b)
+            .map_err(|e| format!("LogStorage::write: {e}"))?;
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    drop(store);
+    drop(dir);
+    Ok(Sample::from_latencies(latencies, elapsed, 0))
+}
+
+fn raw_part(plan: &Plan) -> Result<(), String> {
+    let base = temp_base();
+    println!("## Raw disk limit: FjallStorage::write (fjall batch + fsync, SyncAll)\n");
+    println!(
+        "{PAYLOAD_BYTES}-byte command payloads, term 1, consecutive indices; a fresh store per \
+         run under {} on {}; {:?} warm-up + {:?} per run; medians of {} runs.\n",
+        base.display(),
+        file_system_of(&base).unwrap_or_else(|| "an unknown file system".into()),
+        plan.warmup,
+        plan.raw_run,
+        plan.runs,
+    );
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let pool: Bytes = (0..PAYLOAD_POOL + PAYLOAD_BYTES)
+        .map(|_| rng.u8(..))
+        .collect::<Vec<u8>>()
+        .into();
+
+    println!("| entries/batch | batches/s | entries/s | p50 batch latency | p99 batch latency |");
+    println!("|--------------:|----------:|----------:|------------------:|------------------:|");
+    for &batch in &plan.batches {
+        let mut samples = Vec::with_capacity(plan.runs);
+        for _ in 0..plan.runs {
+            samples.push(raw_run(batch, plan.raw_run, plan.warmup, &pool)?);
+        }
+        let batches_per_sec = median(samples.iter().map(|s| s.per_sec).collect());
+        let (rate, p50, p99) = medians(
+            samples.iter().map(|s| s.per_sec).collect(),
+            samples.iter().filter_map(|s| s.p50).collect(),
+            samples.iter().filter_map(|s| s.p99).collect(),
+        );
+        let entries = batches_per_sec.map_or("-".into(), |r| format!("{:.0}", r * batch as f64));
+        println!("| {batch:>13} | {rate:>9} | {entries:>9} | {p50:>17} | {p99:>17} |");
+    }
+    println!();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Part (b): end to end, 3 nodes with fjall and TCP
+
+#[derive(Default)]
+struct Counter(u64);
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+}
+impl StateMachine for Counter {
+    type Command = u64;
+    type Response = u64;
+}
+impl Handler<Apply<Counter>> for Counter {
+    type Result = Vec<u64>;
+    fn handle(&mut self, b: Apply<Counter>, _: &mut Context<Self>) -> Vec<u64> {
+        b.entries
+            .into_iter()
+            .map(|(_, n)| {
+                self.0 += n;
+                self.0
+            })
+            .collect()
+    }
+}
+impl Handler<Snapshot> for Counter {
+    type Result = Result<bytes::Bytes, String>;
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.0.to_be_bytes().to_vec().into())
+    }
+}
+impl Handler<Restore> for Counter {
+    type Result = Result<(), String>;
+    fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
+        self.0 = u64::from_be_bytes(r.data[..].try_into().map_err(|_| "bad")?);
+        Ok(())
+    }
+}
+
+/// One node: its arbiter (thread), handle and transport.
+struct BenchNode {
+    arbiter: Arbiter,
+    raft: Raft<Counter>,
+    transport: TcpTransport,
+}
+
+/// Starts node `id` on a new arbiter, with fjall in `dir` and TCP on an
+/// ephemeral port of 127.0.0.1 (peer addresses are set by the caller).
+async fn start_node(id: NodeId, dir: PathBuf, members: Membership) -> Result<BenchNode, String> {
+    let arbiter = Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            let result: Result<(Raft<Counter>, TcpTransport), String> = async {
+                let handle: Arc<OnceLock<Raft<Counter>>> = Arc::new(OnceLock::new());
+                let inbound = handle.clone();
+                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+                let transport = TcpTransport::start(
+                    TcpConfig::new(id, CLUSTER_ID, listen),
+                    Arc::new(move |env| {
+                        if let Some(r) = inbound.get() {
+                            r.deliver(env)
+                        }
+                    }),
+                )
+                .await
+                .map_err(|e| format!("node {id}: cannot listen: {e}"))?;
+                let storage =
+                    FjallStorage::open(&dir, CLUSTER_ID).map_err(|e| format!("node {id}: {e}"))?;
+                let raft = Raft::start(
+                    id,
+                    Config::default(),
+                    storage,
+                    Arc::new(transport.clone()),
+                    Some(members),
+                    Counter::default().start(),
+                )
+                .map_err(|e| format!("node {id}: {e}"))?;
+                let _ = handle.set(raft.clone());
+                Ok((raft, transport))
+            }
+            .await;
+            let _ = tx.send(result);
+        });
+    });
+    if !spawned {
+        return Err(format!("node {id}: its arbiter is not running"));
+    }
+    let (raft, transport) = rx
+        .await
+        .map_err(|_| format!("node {id}: start-up did not report"))??;
+    Ok(BenchNode {
+        arbiter,
+        raft,
+        transport,
+    })
+}
+
+struct BenchCluster {
+    nodes: Vec<BenchNode>,
+    /// Position of the leader in `nodes`.
+    leader: usize,
+    /// Removed after the nodes are stopped.
+    _dir: tempfile::TempDir,
+}
+
+impl BenchCluster {
+    async fn start() -> Result<BenchCluster, String> {
+        let dir = temp_dir()?;
+        let members = Membership::new([1, 2, 3]);
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let node_dir = dir.path().join(format!("node-{id}"));
+            match start_node(id, node_dir, members.clone()).await {
+                Ok(node) => nodes.push(node),
+                Err(e) => {
+                    stop_nodes(nodes).await;
+                    return Err(e);
+                }
+            }
+        }
+        let addrs: Vec<(NodeId, SocketAddr)> = nodes
+            .iter()
+            .map(|n| (n.raft.id(), n.transport.local_addr()))
+            .collect();
+        for node in &nodes {
+            for (id, addr) in &addrs {
+                node.transport.set_address(*id, &addr.to_string());
+            }
+        }
+        match Self::find_leader(&nodes).await {
+            Ok(leader) => Ok(BenchCluster {
+                nodes,
+                leader,
+                _dir: dir,
+            }),
+            Err(e) => {
+                stop_nodes(nodes).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for an elected leader that knows it is leader.
+    async fn find_leader(nodes: &[BenchNode]) -> Result<usize, String> {
+        let timeout = Duration::from_secs(10);
+        let id = nodes[0]
+            .raft
+            .wait_leader(timeout)
+            .await
+            .map_err(|e| format!("no leader elected: {e}"))?;
+        let leader = nodes
+            .iter()
+            .position(|n| n.raft.id() == id)
+            .ok_or_else(|| format!("leader {id} is not a node of the cluster"))?;
+        nodes[leader]
+            .raft
+            .wait_for(timeout, |m| m.role == Role::Leader)
+            .await
+            .map_err(|e| format!("node {id} never took office: {e}"))?;
+        Ok(leader)
+    }
+
+    fn leader(&self) -> &Raft<Counter> {
+        &self.nodes[self.leader].raft
+    }
+
+    fn dropped_messages(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| n.transport.dropped_messages())
+            .sum()
+    }
+
+    async fn shutdown(self) {
+        stop_nodes(self.nodes).await;
+    }
+}
+
+/// Stops every node cleanly: Raft first (queued log writes made durable,
+/// writer threads joined), then transports, then arbiters.
+async fn stop_nodes(nodes: Vec<BenchNode>) {
+    for node in &nodes {
+        node.raft.shutdown().await;
+    }
+    for node in &nodes {
+        node.transport.shutdown();
+    }
+    for node in nodes {
+        node.arbiter.stop();
+        let _ = node.arbiter.join();
+    }
+}
+
+/// `clients` tasks writing back-to-back through `raft` for `run`.
+async fn cluster_run(raft: &Raft<Counter>, clients: usize, run: Duration) -> Sample {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let r = raft.clone();
+            actix_rt::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                while start.elapsed() < run {
+                    let t = Instant::now();
+                    match r.write(1).await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok((lat, e)) => {
+                all.extend(lat);
+                errors += e;
+            }
+            // A client task that died counts as one failed write.
+            Err(_) => errors += 1,
+        }
+    }
+    Sample::from_latencies(all, start.elapsed(), errors)
+}
+
+/// Starts a cluster, warms it up with `clients` clients, measures `runs`
+/// runs, stops it.
+async fn measure_clients(
+    plan: &Plan,
+    clients: usize,
+) -> Result<(Vec<Sample>, Vec<String>), String> {
+    let cluster = BenchCluster::start().await?;
+    let leader_id = cluster.leader().id();
+    let mut notes = Vec::new();
+    // One write proves the cluster commits before anything is timed.
+    if let Err(e) = cluster.leader().write(1).await {
+        cluster.shutdown().await;
+        return Err(format!("first write failed: {e}"));
+    }
+    let _ = cluster_run(cluster.leader(), clients, plan.warmup).await;
+    let mut samples = Vec::with_capacity(plan.runs);
+    for _ in 0..plan.runs {
+        samples.push(cluster_run(cluster.leader(), clients, plan.cluster_run).await);
+    }
+    let metrics = cluster.leader().metrics().borrow().clone();
+    if metrics.role != Role::Leader {
+        notes.push(format!(
+            "{clients} clients: node {leader_id} lost leadership during the runs (now {:?}, \
+             term {}); writes were forwarded",
+            metrics.role, metrics.term
+        ));
+    }
+    let dropped = cluster.dropped_messages();
+    if dropped > 0 {
+        notes.push(format!(
+            "{clients} clients: the transports dropped {dropped} messages"
+        ));
+    }
+    cluster.shutdown().await;
+    Ok((samples, notes))
+}
+
+async fn cluster_part(plan: &Plan) -> Result<(), String> {
+    let base = temp_base();
+    println!("## End to end: 3 nodes, FjallStorage + TcpTransport on 127.0.0.1\n");
+    println!(
+        "One process, one actix Arbiter per node, logs under {} on {}; clients write \
+         back-to-back through the leader's Raft::write; a fresh cluster per client count, \
+         {:?} warm-up, then {} runs of {:?}; medians over runs.\n",
+        base.display(),
+        file_system_of(&base).unwrap_or_else(|| "an unknown file system".into()),
+        plan.warmup,
+        plan.runs,
+        plan.cluster_run,
+    );
+    println!("| clients | writes/s | p50 latency | p99 latency | failed writes |");
+    println!("|--------:|---------:|------------:|------------:|--------------:|");
+    let mut notes = Vec::new();
+    for &clients in &plan.clients {
+        let (samples, n) = measure_clients(plan, clients)
+            .await
+            .map_err(|e| format!("{clients} clients: {e}"))?;
+        notes.extend(n);
+        let (rate, p50, p99) = medians(
+            samples.iter().map(|s| s.per_sec).collect(),
+            samples.iter().filter_map(|s| s.p50).collect(),
+            samples.iter().filter_map(|s| s.p99).collect(),
+        );
+        let errors: u64 = samples.iter().map(|s| s.errors).sum();
+        println!("| {clients:>7} | {rate:>8} | {p50:>11} | {p99:>11} | {errors:>13} |");
+    }
+    println!();
+    for note in notes {
+        println!("note: {note}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let all_args: Vec<String> = std::env::args().skip(1).collect();
+    if all_args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
+    // `cargo bench` appends `--bench`; ignore it and any other flag.
+    let args: Vec<String> = all_args
+        .into_iter()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let plan = match parse_plan(&args) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .try_init();
+
+    let mut outcome = Ok(());
+    for part in &plan.parts {
+        outcome = match part {
+            Part::Raw => raw_part(&plan),
+            Part::Cluster => actix::System::new().block_on(cluster_part(&plan)),
+        };
+        if outcome.is_err() {
+            break;
+        }
+    }
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

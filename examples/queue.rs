@@ -1,0 +1,212 @@
+//! A replicated FIFO queue of text items.
+//!
+//! With no arguments: a self-contained demo — three nodes in one process,
+//! each with its own fjall directory under a fresh temporary directory and
+//! real TCP on 127.0.0.1 — that pushes and pops through every node, kills
+//! the leader, and reads the queue back from every surviving node.
+//!
+//! ```text
+//! cargo run --release --example queue
+//! ```
+//!
+//! With `serve`: one node of a multi-process cluster with an HTTP API
+//! (`POST /queue/push` `{"item": "text"}`, `POST /queue/pop`, `GET /queue`,
+//! `GET /cluster/status`); see README.md.
+
+mod service;
+
+use std::collections::VecDeque;
+
+use actix::prelude::*;
+use actix_web::{web, HttpResponse};
+use regatta::{Apply, Raft, Restore, Snapshot, StateMachine};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use service::{read_json, ApiError, DemoCluster, Service};
+
+/// The replicated state: the items, oldest first.
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum QueueCommand {
+    /// Append an item; answers the new length.
+    Push(String),
+    /// Remove the oldest item; answers it, or `None` when empty.
+    Pop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum QueueResponse {
+    Len(usize),
+    Item(Option<String>),
+}
+
+impl Actor for Queue {
+    type Context = Context<Self>;
+}
+
+impl StateMachine for Queue {
+    type Command = QueueCommand;
+    type Response = QueueResponse;
+}
+
+impl Handler<Apply<Queue>> for Queue {
+    type Result = Vec<QueueResponse>;
+    fn handle(&mut self, batch: Apply<Queue>, _: &mut Context<Self>) -> Self::Result {
+        batch
+            .entries
+            .into_iter()
+            .map(|(_, command)| match command {
+                QueueCommand::Push(item) => {
+                    self.items.push_back(item);
+                    QueueResponse::Len(self.items.len())
+                }
+                QueueCommand::Pop => QueueResponse::Item(self.items.pop_front()),
+            })
+            .collect()
+    }
+}
+
+impl Handler<Snapshot> for Queue {
+    type Result = Result<bytes::Bytes, String>;
+    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+        rmp_serde::to_vec(&self.items)
+            .map(Into::into)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Handler<Restore> for Queue {
+    type Result = Result<(), String>;
+    fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
+        self.items = rmp_serde::from_slice(&r.data).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// A read of the length and the oldest item; linearizable through
+/// `Raft::read`.
+#[derive(Message)]
+#[rtype(result = "QueueView")]
+struct Peek;
+
+/// What `Peek` sees.
+#[derive(Debug, PartialEq, Eq, MessageResponse)]
+struct QueueView {
+    len: usize,
+    head: Option<String>,
+}
+
+impl Handler<Peek> for Queue {
+    type Result = QueueView;
+    fn handle(&mut self, _: Peek, _: &mut Context<Self>) -> Self::Result {
+        QueueView {
+            len: self.items.len(),
+            head: self.items.front().cloned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    item: String,
+}
+
+/// `POST /queue/push`, body `{"item": "text"}`.
+async fn push(raft: web::Data<Raft<Queue>>, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let PushBody { item } = read_json(body, None).await?;
+    match raft
+        .write(QueueCommand::Push(item))
+        .await
+        .map_err(ApiError::write)?
+    {
+        QueueResponse::Len(len) => Ok(HttpResponse::Ok().json(json!({ "len": len }))),
+        other => unreachable_response(other),
+    }
+}
+
+/// `POST /queue/pop`: the oldest item, or `null` when empty.
+async fn pop(raft: web::Data<Raft<Queue>>) -> Result<HttpResponse, ApiError> {
+    match raft
+        .write(QueueCommand::Pop)
+        .await
+        .map_err(ApiError::write)?
+    {
+        QueueResponse::Item(item) => Ok(HttpResponse::Ok().json(json!({ "item": item }))),
+        other => unreachable_response(other),
+    }
+}
+
+/// A response of the wrong kind would mean a bug in `Apply` above; answer
+/// it as an error rather than bring the server down.
+fn unreachable_response(response: QueueResponse) -> Result<HttpResponse, ApiError> {
+    tracing::error!(?response, "state machine answered with the wrong kind");
+    Err(ApiError::bad_request("internal error: unexpected response"))
+}
+
+/// `GET /queue`: a linearizable read of the length and the head.
+async fn peek(raft: web::Data<Raft<Queue>>) -> Result<HttpResponse, ApiError> {
+    let QueueView { len, head } = raft.read(Peek).await.map_err(ApiError::read)?;
+    Ok(HttpResponse::Ok().json(json!({ "len": len, "head": head })))
+}
+
+impl Service for Queue {
+    const NAME: &'static str = "queue";
+
+    fn routes(cfg: &mut web::ServiceConfig) {
+        cfg.route("/queue/push", web::post().to(push))
+            .route("/queue/pop", web::post().to(pop))
+            .route("/queue", web::get().to(peek));
+    }
+
+    async fn demo(cluster: &mut DemoCluster<Self>) -> Result<(), String> {
+        let leader = cluster.wait_leader(None).await?;
+        println!("\nnode {leader} was elected leader");
+        for (i, via) in [1, 2, 3, 1, 2].into_iter().enumerate() {
+            let item = format!("job-{}", i + 1);
+            let response = write(cluster.raft(via), QueueCommand::Push(item.clone())).await?;
+            println!("  push {item:?} via node {via} -> {response:?}");
+        }
+        let response = write(cluster.raft(3), QueueCommand::Pop).await?;
+        println!("  pop via node 3 -> {response:?}");
+
+        println!("\nkilling the leader, node {leader}");
+        cluster.kill(leader);
+        let new_leader = cluster.wait_leader(Some(leader)).await?;
+        println!("node {new_leader} took over as leader");
+        let survivors: Vec<_> = cluster.nodes.keys().copied().collect();
+        for &via in &survivors {
+            let response = write(cluster.raft(via), QueueCommand::Pop).await?;
+            println!("  pop via node {via} -> {response:?}");
+        }
+
+        println!("\nlinearizable reads:");
+        let mut views = Vec::new();
+        for &id in &survivors {
+            let view = cluster
+                .raft(id)
+                .read(Peek)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            println!("  node {id}: len = {}, head = {:?}", view.len, view.head);
+            views.push(view);
+        }
+        if views.windows(2).any(|w| w[0] != w[1]) {
+            return Err(format!("nodes disagree: {views:?}"));
+        }
+        println!("\ndone: every surviving node reads the same queue");
+        Ok(())
+    }
+}
+
+async fn write(raft: &Raft<Queue>, command: QueueCommand) -> Result<QueueResponse, String> {
+    raft.write(command).await.map_err(|e| format!("write: {e}"))
+}
+
+fn main() {
+    service::main::<Queue>()
+}
