@@ -111,7 +111,7 @@ pub fn main<S: Service>() {
     let cli = command
         .try_get_matches_from_mut(std::env::args_os())
         .and_then(|m| Cli::from_arg_matches(&m))
-        .unwrap_or_else(|e| e.format(&mut command).exit());
+        .unwrap_or_else(|e| usage_error(e.format(&mut command), &mut command));
     let result = match cli.command {
         None => {
             let _ = tracing_subscriber::fmt()
@@ -122,12 +122,11 @@ pub fn main<S: Service>() {
         }
         Some(Command::Serve(args)) => {
             if let Err(msg) = check_serve_args(&args) {
-                let serve = command
+                let e = command
                     .find_subcommand_mut("serve")
-                    .expect("serve is a subcommand");
-                serve
-                    .error(clap::error::ErrorKind::ArgumentConflict, msg)
-                    .exit();
+                    .expect("serve is a subcommand")
+                    .error(clap::error::ErrorKind::ArgumentConflict, msg);
+                usage_error(e, &mut command);
             }
             let _ = tracing_subscriber::fmt()
                 .with_max_level(args.log)
@@ -141,6 +140,27 @@ pub fn main<S: Service>() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// Exits on a command-line error: the message and the usage of the
+/// (sub)command at fault on stderr, exit code 2. `--help` and `--version`
+/// print to stdout and exit 0, as clap does.
+fn usage_error(e: clap::Error, command: &mut clap::Command) -> ! {
+    if !e.use_stderr() {
+        e.exit();
+    }
+    let serving = std::env::args().nth(1).as_deref() == Some("serve");
+    let usage = match command.find_subcommand_mut("serve") {
+        Some(serve) if serving => serve.render_usage(),
+        _ => command.render_usage(),
+    };
+    let message = e.render().to_string();
+    if message.contains("Usage:") {
+        eprint!("{message}");
+    } else {
+        eprint!("{message}\n{usage}\n");
+    }
+    std::process::exit(2);
 }
 
 /// Checks what clap cannot: the flags must agree with each other.
@@ -361,6 +381,11 @@ pub async fn read_json<T: DeserializeOwned>(
     }
     match empty {
         Some(default) if body.iter().all(u8::is_ascii_whitespace) => Ok(default),
+        // serde would also take a struct from a JSON array; the API is
+        // objects only.
+        _ if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
+            Err(ApiError::bad_request("the body must be a JSON object"))
+        }
         _ => serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}"))),
     }

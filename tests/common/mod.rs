@@ -1,6 +1,8 @@
 //! Shared by the cluster tests: a counter state machine and helpers.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::future::Future;
 use std::time::Duration;
 

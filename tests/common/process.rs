@@ -1,0 +1,329 @@
+//! Process-level harness: runs the examples' `serve` mode as real OS
+//! processes on loopback and talks to them over HTTP.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one HTTP exchange may take. Longer than the services' request
+/// timeout (5 s) so their own 503 answers arrive, and longer than any
+/// SIGSTOP pause in the tests.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why an HTTP exchange failed.
+#[derive(Debug)]
+pub enum HttpError {
+    /// Could not connect: nothing was sent.
+    Connect(std::io::Error),
+    /// Failed after connecting: the request may have been received.
+    AfterConnect(String),
+}
+
+/// One HTTP/1.1 exchange on a fresh connection; returns the status and the
+/// JSON body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, Value), HttpError> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(HttpError::Connect)?;
+    let after = |e: std::io::Error| HttpError::AfterConnect(e.to_string());
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(after)?;
+    stream
+        .set_write_timeout(Some(HTTP_TIMEOUT))
+        .map_err(after)?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).map_err(after)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(after)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| HttpError::AfterConnect(format!("no header end in {text:?}")))?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| HttpError::AfterConnect(format!("bad status line in {head:?}")))?;
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body)
+            .map_err(|e| HttpError::AfterConnect(format!("bad JSON {body:?}: {e}")))?
+    };
+    Ok((status, json))
+}
+
+/// What became of a write request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// 200 with this body.
+    Acked(Value),
+    /// It may or may not have been applied.
+    Maybe,
+    /// It was certainly not applied.
+    NotApplied,
+}
+
+/// Sends a write and classifies the answer. Panics on answers that no
+/// correct service gives (4xx to a well-formed request, malformed 503s).
+pub fn write(addr: SocketAddr, path: &str, body: Option<&str>) -> WriteOutcome {
+    match http(addr, "POST", path, body) {
+        Ok((200, v)) => WriteOutcome::Acked(v),
+        Ok((503, v)) if v["indeterminate"] == Value::Bool(true) => WriteOutcome::Maybe,
+        Ok((503, v)) if v["error"].is_string() => WriteOutcome::NotApplied,
+        Ok((status, v)) => panic!("POST {path} on {addr}: unexpected {status} {v}"),
+        Err(HttpError::Connect(_)) => WriteOutcome::NotApplied,
+        Err(HttpError::AfterConnect(_)) => WriteOutcome::Maybe,
+    }
+}
+
+/// Picks a port outside Linux's ephemeral range (32768–60999), so no
+/// outgoing connection can take it between this check and the bind.
+pub fn free_port() -> u16 {
+    loop {
+        let port = 20_000 + fastrand::u16(..10_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Path of an example binary built by `cargo test` (next to the test binary's
+/// `deps` directory).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the whole suite with `cargo test` (it builds the examples), \
+         or `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
+
+/// One `serve` process.
+pub struct ServeProcess {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub raft: SocketAddr,
+}
+
+/// A cluster of `serve` processes of one example, with data directories and
+/// logs under a temporary directory (kept, with its path printed, when a
+/// test fails).
+pub struct ProcessCluster {
+    binary: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    initial_cluster: String,
+    pub nodes: BTreeMap<u64, ServeProcess>,
+}
+
+impl ProcessCluster {
+    /// Starts `size` nodes of example `name`.
+    pub fn start(name: &str, size: u64) -> ProcessCluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        println!("process cluster under {}", dir.path().display());
+        let mut nodes = BTreeMap::new();
+        for id in 1..=size {
+            let raft = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            nodes.insert(
+                id,
+                ServeProcess {
+                    child: None,
+                    http,
+                    raft,
+                },
+            );
+        }
+        let initial_cluster = nodes
+            .iter()
+            .map(|(id, p)| format!("{id}={}", p.raft))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = ProcessCluster {
+            binary: example_binary(name),
+            dir: Some(dir),
+            initial_cluster,
+            nodes,
+        };
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("directory kept")
+            .path()
+            .to_path_buf()
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.root().join(format!("node-{id}"))
+    }
+
+    /// Starts (or restarts, on its existing directory) node `id`.
+    pub fn spawn(&mut self, id: u64) {
+        let log_path = self.root().join(format!("node-{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
+        let node = &self.nodes[&id];
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(["--raft-addr", &node.raft.to_string()])
+            .args(["--http-addr", &node.http.to_string()])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve process");
+        self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    /// HTTP address of node `id`.
+    pub fn http(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].http
+    }
+
+    fn signal(&self, id: u64, signal: libc::c_int) {
+        let child = self.nodes[&id].child.as_ref().expect("node is running");
+        // SAFETY: kill(2) with the pid of a child we have not yet reaped.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({id}, {signal}) failed");
+    }
+
+    /// SIGKILL: the process dies at once, mid-whatever.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).expect("known node").child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process freezes (its sockets stay open).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`ProcessCluster::pause`].
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns its code.
+    pub fn terminate(&mut self, id: u64, limit: Duration) -> Option<i32> {
+        self.signal(id, libc::SIGTERM);
+        let mut child = self.nodes.get_mut(&id).expect("known node").child.take()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node {id} did not exit within {limit:?} of SIGTERM");
+    }
+
+    /// `GET /cluster/status` of node `id`, if it answers.
+    pub fn status(&self, id: u64) -> Option<Value> {
+        match http(self.http(id), "GET", "/cluster/status", None) {
+            Ok((200, v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Polls until `condition` holds, panicking after `limit`.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !condition(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every node in `among` answers and all agree on one
+    /// leader from `among`; returns it.
+    pub fn wait_leader(&self, among: &[u64], limit: Duration) -> u64 {
+        let mut leader = 0;
+        self.wait_until("an agreed leader", limit, |c| {
+            let seen: Option<Vec<u64>> = among
+                .iter()
+                .map(|id| c.status(*id).and_then(|s| s["leader"].as_u64()))
+                .collect();
+            match seen {
+                Some(seen) if seen.windows(2).all(|w| w[0] == w[1]) && among.contains(&seen[0]) => {
+                    leader = seen[0];
+                    true
+                }
+                _ => false,
+            }
+        });
+        leader
+    }
+
+    /// Waits until every node in `among` has applied at least `index`.
+    pub fn wait_applied(&self, among: &[u64], index: u64, limit: Duration) {
+        self.wait_until(&format!("nodes {among:?} to apply {index}"), limit, |c| {
+            among.iter().all(|id| {
+                c.status(*id)
+                    .and_then(|s| s["last_applied"].as_u64())
+                    .is_some_and(|a| a >= index)
+            })
+        });
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                println!("keeping logs and data in {}", dir.keep().display());
+            }
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Process-level tests: three `serve` processes of the counter and queue
+//! examples on loopback, driven over HTTP while nodes are SIGKILLed,
+//! restarted on their data directories, and frozen with SIGSTOP.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::process::{http, write, ProcessCluster, WriteOutcome};
+use serde_json::Value;
+
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+const PROGRESS_WAIT: Duration = Duration::from_secs(60);
+
+/// Client threads writing through every running node in turn.
+struct Clients<T> {
+    stop: Arc<AtomicBool>,
+    /// Nodes the clients must not use (dead or frozen).
+    avoid: Arc<Mutex<BTreeSet<u64>>>,
+    acked: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<Vec<T>>>,
+}
+
+impl<T: Send + 'static> Clients<T> {
+    /// `op(client, node address, sequence number)` performs one request and
+    /// returns what to record and whether it was acknowledged.
+    fn start(
+        cluster: &ProcessCluster,
+        count: usize,
+        op: impl Fn(usize, std::net::SocketAddr, u64) -> (T, bool) + Send + Sync + 'static,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let avoid = Arc::new(Mutex::new(BTreeSet::new()));
+        let acked = Arc::new(AtomicU64::new(0));
+        let nodes: Vec<(u64, std::net::SocketAddr)> =
+            cluster.nodes.iter().map(|(id, p)| (*id, p.http)).collect();
+        let op = Arc::new(op);
+        let threads = (0..count)
+            .map(|client| {
+                let (stop, avoid, acked, nodes, op) = (
+                    stop.clone(),
+                    avoid.clone(),
+                    acked.clone(),
+                    nodes.clone(),
+                    op.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut log = Vec::new();
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (id, addr) = nodes[(client + seq as usize) % nodes.len()];
+                        seq += 1;
+                        if avoid.lock().unwrap().contains(&id) {
+                            continue;
+                        }
+                        let (record, ok) = op(client, addr, seq);
+                        if ok {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        log.push(record);
+                    }
+                    log
+                })
+            })
+            .collect();
+        Clients {
+            stop,
+            avoid,
+            acked,
+            threads,
+        }
+    }
+
+    fn avoid(&self, id: u64, yes: bool) {
+        let mut avoid = self.avoid.lock().unwrap();
+        if yes {
+            avoid.insert(id);
+        } else {
+            avoid.remove(&id);
+        }
+    }
+
+    /// Waits until `more` further requests have been acknowledged.
+    fn wait_progress(&self, cluster: &ProcessCluster, more: u64) {
+        let target = self.acked.load(Ordering::Relaxed) + more;
+        cluster.wait_until(
+            &format!("{target} acknowledged writes"),
+            PROGRESS_WAIT,
+            |_| self.acked.load(Ordering::Relaxed) >= target,
+        );
+    }
+
+    fn stop(self) -> Vec<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect()
+    }
+}
+
+/// The fault schedule both services go through, with clients writing all
+/// along: SIGKILL the leader, restart it on its directory, SIGSTOP a
+/// follower, SIGCONT it.
+fn run_faults<T: Send + 'static>(cluster: &mut ProcessCluster, clients: &Clients<T>) {
+    let all: Vec<u64> = cluster.nodes.keys().copied().collect();
+    clients.wait_progress(cluster, 30);
+
+    let leader = cluster.wait_leader(&all, LEADER_WAIT);
+    println!("SIGKILL leader {leader}");
+    clients.avoid(leader, true);
+    cluster.kill(leader);
+    let others: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
+    let new_leader = cluster.wait_leader(&others, LEADER_WAIT);
+    println!("node {new_leader} took over");
+    clients.wait_progress(cluster, 30);
+
+    println!("restarting node {leader} on its directory");
+    cluster.spawn(leader);
+    cluster.wait_until("the restarted node to answer", LEADER_WAIT, |c| {
+        c.status(leader).is_some()
+    });
+    clients.avoid(leader, false);
+    let commit = cluster
+        .status(new_leader)
+        .and_then(|s| s["commit_index"].as_u64())
+        .unwrap_or(0);
+    cluster.wait_applied(&[leader], commit, PROGRESS_WAIT);
+    clients.wait_progress(cluster, 30);
+
+    let leader = cluster.wait_leader(&all, LEADER_WAIT);
+    let follower = *all.iter().find(|id| **id != leader).expect("a follower");
+    println!("SIGSTOP follower {follower}");
+    clients.avoid(follower, true);
+    cluster.pause(follower);
+    clients.wait_progress(cluster, 30);
+    println!("SIGCONT follower {follower}");
+    cluster.resume(follower);
+    clients.avoid(follower, false);
+    clients.wait_progress(cluster, 30);
+}
+
+/// A linearizable GET on every node, retried while it answers 503.
+fn read_all(cluster: &ProcessCluster, path: &str) -> BTreeMap<u64, Value> {
+    let mut views = BTreeMap::new();
+    for &id in cluster.nodes.keys() {
+        let mut answer = None;
+        cluster.wait_until(
+            &format!("GET {path} on node {id}"),
+            LEADER_WAIT,
+            |c| match http(c.http(id), "GET", path, None) {
+                Ok((200, v)) => {
+                    answer = Some(v);
+                    true
+                }
+                _ => false,
+            },
+        );
+        views.insert(id, answer.expect("answered"));
+    }
+    views
+}
+
+fn shut_down(cluster: &mut ProcessCluster) {
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for id in ids {
+        let code = cluster.terminate(id, Duration::from_secs(30));
+        assert_eq!(code, Some(0), "node {id} exit code after SIGTERM");
+    }
+}
+
+#[test]
+fn counter_processes_lose_no_acknowledged_increment() {
+    let mut cluster = ProcessCluster::start("counter", 3);
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    // Every increment is by 1, so the values answered are all different and
+    // the final value counts the increments that took effect.
+    let clients = Clients::start(&cluster, 4, |_, addr, _| {
+        let outcome = write(addr, "/counter/incr", None);
+        let ok = matches!(outcome, WriteOutcome::Acked(_));
+        (outcome, ok)
+    });
+    run_faults(&mut cluster, &clients);
+    let outcomes = clients.stop();
+
+    let mut values = BTreeSet::new();
+    let mut maybe = 0;
+    for outcome in &outcomes {
+        match outcome {
+            WriteOutcome::Acked(v) => {
+                let value = v["value"].as_u64().expect("value in the answer");
+                assert!(values.insert(value), "two increments answered {value}");
+            }
+            WriteOutcome::Maybe => maybe += 1,
+            WriteOutcome::NotApplied => {}
+        }
+    }
+    let views = read_all(&cluster, "/counter");
+    let finals: BTreeSet<u64> = views
+        .values()
+        .map(|v| v["value"].as_u64().expect("value"))
+        .collect();
+    assert_eq!(finals.len(), 1, "nodes disagree: {views:?}");
+    let fin = *finals.first().expect("one value");
+    let acked = values.len() as u64;
+    println!("{acked} acknowledged, {maybe} indeterminate, final value {fin}");
+    assert!(
+        fin >= acked,
+        "lost increments: {acked} acknowledged, value {fin}"
+    );
+    assert!(
+        fin <= acked + maybe,
+        "more increments than requests: {fin} > {acked} + {maybe}"
+    );
+    assert!(
+        values.last().is_some_and(|max| *max <= fin),
+        "an answered value exceeds the final value"
+    );
+    shut_down(&mut cluster);
+}
+
+/// What a queue client did.
+#[derive(Debug)]
+enum QueueOp {
+    Push(String, WriteOutcome),
+    Pop(WriteOutcome),
+}
+
+#[test]
+fn queue_processes_lose_no_push_and_pop_nothing_twice() {
+    let mut cluster = ProcessCluster::start("queue", 3);
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    // Clients 0 and 1 push unique items, 2 and 3 pop.
+    let clients = Clients::start(&cluster, 4, |client, addr, seq| {
+        if client < 2 {
+            let item = format!("c{client}-{seq}");
+            let outcome = write(
+                addr,
+                "/queue/push",
+                Some(&format!("{{\"item\":\"{item}\"}}")),
+            );
+            let ok = matches!(outcome, WriteOutcome::Acked(_));
+            (QueueOp::Push(item, outcome), ok)
+        } else {
+            let outcome = write(addr, "/queue/pop", None);
+            let ok = matches!(outcome, WriteOutcome::Acked(_));
+            (QueueOp::Pop(outcome), ok)
+        }
+    });
+    run_faults(&mut cluster, &clients);
+    let mut ops = clients.stop();
+
+    // Drain what is left, so every item that took effect is accounted for.
+    let addr = cluster.http(1);
+    for _ in 0..100_000 {
+        let outcome = write(addr, "/queue/pop", None);
+        let empty = matches!(&outcome, WriteOutcome::Acked(v) if v["item"].is_null());
+        ops.push(QueueOp::Pop(outcome));
+        if empty {
+            break;
+        }
+    }
+
+    let mut pushed = BTreeSet::new();
+    let mut maybe_pushed = BTreeSet::new();
+    for op in &ops {
+        match op {
+            QueueOp::Push(item, WriteOutcome::Acked(_)) => pushed.insert(item.clone()),
+            QueueOp::Push(item, WriteOutcome::Maybe) => maybe_pushed.insert(item.clone()),
+            _ => false,
+        };
+    }
+    let mut popped = BTreeSet::new();
+    let mut maybe_pops = 0;
+    for op in &ops {
+        match op {
+            QueueOp::Pop(WriteOutcome::Acked(v)) => {
+                if let Some(item) = v["item"].as_str() {
+                    assert!(popped.insert(item.to_string()), "{item} popped twice");
+                    assert!(
+                        pushed.contains(item) || maybe_pushed.contains(item),
+                        "{item} popped but never pushed"
+                    );
+                }
+            }
+            QueueOp::Pop(WriteOutcome::Maybe) => maybe_pops += 1,
+            _ => {}
+        }
+    }
+    // An indeterminate pop may have taken an item nobody saw; nothing else
+    // may go missing.
+    let missing: Vec<&String> = pushed.difference(&popped).collect();
+    println!(
+        "{} pushes acknowledged, {} popped, {maybe_pops} indeterminate pops, {} missing",
+        pushed.len(),
+        popped.len(),
+        missing.len()
+    );
+    assert!(
+        missing.len() <= maybe_pops,
+        "acknowledged pushes lost: {missing:?} (only {maybe_pops} indeterminate pops)"
+    );
+    for (id, view) in read_all(&cluster, "/queue") {
+        assert_eq!(view["len"], 0, "node {id} after draining: {view}");
+    }
+    shut_down(&mut cluster);
+}
+
+#[test]
+fn serve_rejects_bad_flags_with_usage_and_exit_code_2() {
+    let binary = common::process::example_binary("counter");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let good = [
+        "serve",
+        "--id",
+        "1",
+        "--data-dir",
+        data,
+        "--raft-addr",
+        "127.0.0.1:7001",
+        "--http-addr",
+        "127.0.0.1:8001",
+        "--initial-cluster",
+        "1=127.0.0.1:7001,2=127.0.0.1:7002",
+    ];
+    let with = |flag: &str, value: &str| -> Vec<String> {
+        let mut args: Vec<String> = good.iter().map(|s| s.to_string()).collect();
+        let at = args.iter().position(|a| a == flag).expect("known flag");
+        args[at + 1] = value.to_string();
+        args
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["bogus".into()], "unrecognized subcommand"),
+        (vec!["serve".into(), "--id".into(), "1".into()], "required"),
+        (with("--id", "0"), "--id"),
+        (with("--id", "x"), "--id"),
+        (with("--raft-addr", "nowhere"), "--raft-addr"),
+        (
+            with("--initial-cluster", "1=127.0.0.1:7001,1=127.0.0.1:7002"),
+            "listed twice",
+        ),
+        (
+            with("--initial-cluster", "1:127.0.0.1:7001"),
+            "ID=HOST:PORT",
+        ),
+        (
+            with("--initial-cluster", "2=127.0.0.1:7002"),
+            "does not list this node",
+        ),
+        (with("--raft-addr", "127.0.0.1:7009"), "differs"),
+    ];
+    for (args, expected) in cases {
+        let out = std::process::Command::new(&binary)
+            .args(&args)
+            .output()
+            .expect("run the example");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage"), "{args:?}: {stderr}");
+    }
+    // A new data directory needs --initial-cluster.
+    let out = std::process::Command::new(&binary)
+        .args(&good[..9])
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs --initial-cluster"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_another_services_data_directory() {
+    // A queue node's directory handed to the counter: the cluster id
+    // stamped in it differs, and the node must refuse to start.
+    let mut queue = ProcessCluster::start("queue", 1);
+    queue.wait_leader(&[1], LEADER_WAIT);
+    let dir = queue.data_dir(1);
+    assert_eq!(queue.terminate(1, Duration::from_secs(30)), Some(0));
+    let port = |_| common::process::free_port().to_string();
+    let out = std::process::Command::new(common::process::example_binary("counter"))
+        .arg("serve")
+        .args(["--id", "1", "--data-dir"])
+        .arg(&dir)
+        .args(["--raft-addr", &format!("127.0.0.1:{}", port(()))])
+        .args(["--http-addr", &format!("127.0.0.1:{}", port(()))])
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("incompatible data directory"), "{stderr}");
+}
+
+#[test]
+fn http_api_answers_bad_requests_with_json_errors() {
+    let cluster = ProcessCluster::start("queue", 1);
+    cluster.wait_leader(&[1], LEADER_WAIT);
+    let addr = cluster.http(1);
+    let big = format!("{{\"item\":\"{}\"}}", "x".repeat(100_000));
+    for (path, body) in [
+        ("/queue/push", ""),
+        ("/queue/push", "{"),
+        ("/queue/push", "{\"item\": 5}"),
+        ("/queue/push", "{\"itme\": \"a\"}"),
+        ("/queue/push", "[\"a\"]"),
+        ("/queue/push", big.as_str()),
+    ] {
+        let (status, v) = http(addr, "POST", path, Some(body)).expect("answer");
+        assert_eq!(status, 400, "{path} {body:.40}: {v}");
+        assert!(v["error"].is_string(), "{path} {body:.40}: {v}");
+    }
+    let (status, v) = http(addr, "GET", "/no/such/thing", None).expect("answer");
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].is_string());
+
+    // Nothing above was applied; the well-formed requests work.
+    let (_, v) = http(addr, "POST", "/queue/pop", None).expect("answer");
+    assert_eq!(v, serde_json::json!({"item": null}));
+    let (_, v) = http(addr, "POST", "/queue/push", Some("{\"item\": \"a\"}")).expect("answer");
+    assert_eq!(v, serde_json::json!({"len": 1}));
+    let (_, v) = http(addr, "GET", "/queue", None).expect("answer");
+    assert_eq!(v, serde_json::json!({"len": 1, "head": "a"}));
+    let status = cluster.status(1).expect("status");
+    for field in [
+        "id",
+        "role",
+        "term",
+        "leader",
+        "commit_index",
+        "last_applied",
+        "last_log_index",
+        "snapshot_index",
+        "voters",
+        "learners",
+        "joint",
+    ] {
+        assert!(status.get(field).is_some(), "{field} missing in {status}");
+    }
+    assert_eq!(status["role"], "leader");
+    assert_eq!(status["voters"], serde_json::json!([1]));
+    assert_eq!(status["joint"], false);
+}
