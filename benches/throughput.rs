@@ -38,7 +38,7 @@ impl Handler<Apply<Counter>> for Counter {
     }
 }
 impl Handler<Snapshot> for Counter {
-    type Result = Result<bytes::Bytes, String>;
+    type Result = Result<regatta::SnapshotData, String>;
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
         Ok(self.0.to_be_bytes().to_vec().into())
     }

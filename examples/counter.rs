@@ -65,7 +65,7 @@ impl Handler<Apply<Counter>> for Counter {
 }
 
 impl Handler<Snapshot> for Counter {
-    type Result = Result<bytes::Bytes, String>;
+    type Result = Result<regatta::SnapshotData, String>;
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
         // The whole state is eight bytes: copying it is instant.
         Ok(self.value.to_be_bytes().to_vec().into())

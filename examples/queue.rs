@@ -71,7 +71,7 @@ impl Handler<Apply<Queue>> for Queue {
 }
 
 impl Handler<Snapshot> for Queue {
-    type Result = Result<bytes::Bytes, String>;
+    type Result = Result<regatta::SnapshotData, String>;
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
         rmp_serde::to_vec(&self.items)
             .map(Into::into)

@@ -27,6 +27,19 @@ pub struct Config {
     pub pre_vote: bool,
     /// A leader that hears from no quorum for an election timeout steps down.
     pub check_quorum: bool,
+    /// Take a snapshot every this many applied entries (0: only on
+    /// request, [`crate::Raft::snapshot`]).
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so a follower slightly
+    /// behind gets entries rather than the whole snapshot.
+    pub snapshot_keep_entries: u64,
+    /// Bytes per InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// How long a leader waits for a follower to acknowledge one snapshot
+    /// chunk before starting the transfer over. Separate from the
+    /// heartbeat-scaled AppendEntries timeout, so a large snapshot can
+    /// finish on a slow link.
+    pub snapshot_chunk_timeout: Duration,
 }
 
 impl Default for Config {
@@ -42,6 +55,10 @@ impl Default for Config {
             client_timeout: Duration::from_secs(5),
             pre_vote: true,
             check_quorum: true,
+            snapshot_every: 10_000,
+            snapshot_keep_entries: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunk_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum RaftError {
     /// The node is shutting down or has stopped.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A snapshot could not be taken or stored.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
     /// A command or response could not be encoded or decoded.
     #[error("codec error: {0}")]
     Codec(String),
@@ -49,6 +52,7 @@ impl From<RaftError> for RemoteError {
             RaftError::NotLeader(h) => RemoteError::NotLeader(h),
             RaftError::ShuttingDown => RemoteError::ShuttingDown,
             RaftError::Codec(s) => RemoteError::BadCommand(s),
+            RaftError::Snapshot(_) => RemoteError::ShuttingDown,
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
     }

@@ -28,7 +28,7 @@
 //!     }
 //! }
 //! impl Handler<Snapshot> for Counter {
-//!     type Result = Result<bytes::Bytes, String>;
+//!     type Result = Result<regatta::SnapshotData, String>;
 //!     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
 //!         Ok(self.0.to_be_bytes().to_vec().into())
 //!     }
@@ -89,6 +89,7 @@ pub mod metrics;
 mod node;
 mod raft;
 mod replicator;
+mod snapshotter;
 pub mod state_machine;
 pub mod storage;
 pub mod testing;
@@ -99,4 +100,4 @@ pub use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, Payloa
 pub use crate::error::RaftError;
 pub use crate::metrics::{Metrics, Role};
 pub use crate::raft::Raft;
-pub use crate::state_machine::{Apply, Restore, Snapshot, StateMachine};
+pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::log::ConflictHint;
 use crate::core::types::{Entry, LogId, NodeId};
+use crate::storage::snapshot::SnapshotMeta;
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +82,30 @@ pub enum Message {
         /// Whether it answers a pre-vote.
         pre_vote: bool,
     },
+    /// Leader → follower: one chunk of a snapshot, for a follower that
+    /// needs entries the leader has compacted.
+    InstallSnapshot {
+        /// Leader's term.
+        term: u64,
+        /// The snapshot being sent (the same in every chunk).
+        meta: SnapshotMeta,
+        /// Where `data` starts in the snapshot.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+    },
+    /// Follower → leader.
+    InstallSnapshotResponse {
+        /// Follower's term.
+        term: u64,
+        /// The snapshot answered.
+        last_included: LogId,
+        /// Bytes the follower holds (where the next chunk should start).
+        received: u64,
+        /// The follower has installed the snapshot (or already had its
+        /// contents).
+        done: bool,
+    },
     /// Leader → transfer target: start an election now.
     TimeoutNow {
         /// Leader's term.
@@ -123,6 +148,8 @@ impl Message {
             | Message::AppendEntriesResponse { term, .. }
             | Message::RequestVote { term, .. }
             | Message::RequestVoteResponse { term, .. }
+            | Message::InstallSnapshot { term, .. }
+            | Message::InstallSnapshotResponse { term, .. }
             | Message::TimeoutNow { term } => Some(*term),
             _ => None,
         }
@@ -133,6 +160,7 @@ impl Message {
         matches!(
             self,
             Message::AppendEntries { .. }
+                | Message::InstallSnapshot { .. }
                 | Message::RequestVote { .. }
                 | Message::TimeoutNow { .. }
                 | Message::ForwardWrite { .. }

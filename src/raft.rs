@@ -10,12 +10,13 @@ use tokio::time::Instant;
 
 use crate::applier::Applier;
 use crate::config::Config;
-use crate::core::types::{Membership, NodeId};
+use crate::core::types::{LogId, Membership, NodeId};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Metrics, Role};
-use crate::node::{ClientRead, ClientWrite, Inbound, Node, RoleContext, Shutdown};
+use crate::node::{ClientRead, ClientWrite, Inbound, Node, RoleContext, Shutdown, SnapshotPorts};
+use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStorage, StorageError};
 use crate::transport::Transport;
@@ -28,6 +29,7 @@ pub struct Raft<SM: StateMachine> {
     metrics: watch::Receiver<Metrics>,
     config: Arc<Config>,
     writer: WriterThread,
+    snapshotter: Addr<Snapshotter>,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -39,6 +41,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             metrics: self.metrics.clone(),
             config: self.config.clone(),
             writer: self.writer.clone(),
+            snapshotter: self.snapshotter.clone(),
         }
     }
 }
@@ -61,19 +64,26 @@ impl<SM: StateMachine> Raft<SM> {
         sm: Addr<SM>,
     ) -> Result<Self, StorageError> {
         let config = Arc::new(config);
+        let snapshots = storage.snapshots();
         let (log, writer, loaded) = LogStore::start(id, Box::new(storage), initial_members)?;
+        let snapshot_id = loaded
+            .snapshot
+            .as_ref()
+            .map_or(LogId::default(), |(m, _)| m.last_included);
         let (metrics_tx, metrics_rx) = watch::channel(Metrics {
             id,
             role: Role::Follower,
             term: loaded.hard_state.term,
             leader: None,
             last_log_index: loaded.last_log_id.index,
-            commit_index: 0,
+            commit_index: loaded.commit_index,
             last_applied: 0,
-            snapshot_index: 0,
+            snapshot_index: snapshot_id.index,
             membership: loaded.membership.clone(),
         });
+        let snapshot_data = loaded.snapshot.map(|(m, data)| (m.last_included, data));
         let sm_for_node = sm.clone();
+        let mut snapshotter = None;
         let node = Node::create(|ctx| {
             let node_addr = ctx.address();
             let applier = Applier::new(
@@ -81,10 +91,22 @@ impl<SM: StateMachine> Raft<SM> {
                 sm_for_node,
                 log.clone(),
                 node_addr.clone().recipient(),
-                0,
+                snapshot_data,
                 config.max_apply_batch,
             )
             .start();
+            let snapshotter_addr = Snapshotter::new(
+                id,
+                config.clone(),
+                snapshots.clone(),
+                log.clone(),
+                applier.clone().recipient(),
+                node_addr.clone().recipient(),
+                metrics_rx.clone(),
+                snapshot_id,
+            )
+            .start();
+            snapshotter = Some(snapshotter_addr.clone());
             log.do_send(Subscribe {
                 changes: node_addr.clone().recipient(),
                 failures: node_addr.clone().recipient(),
@@ -98,6 +120,11 @@ impl<SM: StateMachine> Raft<SM> {
                 node: node_addr,
                 log: log.clone(),
                 transport,
+                snapshots: SnapshotPorts {
+                    store: snapshots,
+                    restore: applier.clone().recipient(),
+                    installed: snapshotter_addr.recipient(),
+                },
             };
             Node::new(
                 cx,
@@ -105,6 +132,7 @@ impl<SM: StateMachine> Raft<SM> {
                 loaded.membership,
                 loaded.last_log_id,
                 loaded.commit_index,
+                snapshot_id.index,
                 applier.clone().recipient(),
                 applier.recipient(),
                 metrics_tx,
@@ -117,6 +145,7 @@ impl<SM: StateMachine> Raft<SM> {
             metrics: metrics_rx,
             config,
             writer,
+            snapshotter: snapshotter.expect("created with the node"),
         })
     }
 
@@ -224,6 +253,19 @@ impl<SM: StateMachine> Raft<SM> {
                 other => return other,
             }
         }
+    }
+
+    /// Takes a snapshot of the state machine now (besides the automatic
+    /// ones every [`Config::snapshot_every`] applied entries), makes it
+    /// durable and compacts the log behind it. Returns the last entry the
+    /// snapshot covers; if a snapshot is already being taken, its result.
+    pub async fn snapshot(&self) -> Result<LogId, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.snapshotter
+            .send(TakeSnapshot(tx))
+            .await
+            .map_err(|_| RaftError::ShuttingDown)?;
+        rx.await.map_err(|_| RaftError::ShuttingDown)?
     }
 
     /// The node's metrics, updated on every change.

@@ -37,14 +37,61 @@ impl<SM: StateMachine> Message for Apply<SM> {
     type Result = Vec<SM::Response>;
 }
 
-/// Asks for the whole state as bytes. Sent between two `Apply` batches, so
-/// the snapshot reflects exactly the entries applied so far. A state machine
-/// with a large state should copy-on-write (or clone cheaply) and serialize
-/// off its mailbox so applying is not stopped for long.
+/// Asks for the whole state. Sent between two `Apply` batches, so the
+/// snapshot reflects exactly the entries applied so far.
+///
+/// Applying stops while the handler runs, so a state machine with a large
+/// state should answer with [`SnapshotData::deferred`]: take a cheap,
+/// immutable copy of its state in the handler (clone `Arc`s, or use a
+/// persistent data structure) and return a closure that serializes that
+/// copy; regatta runs the closure on a background thread while applying
+/// goes on. A small state can answer [`SnapshotData::ready`] bytes.
 pub struct Snapshot;
 
 impl Message for Snapshot {
-    type Result = Result<Bytes, String>;
+    type Result = Result<SnapshotData, String>;
+}
+
+/// A state machine's answer to [`Snapshot`]: its state as bytes, now or
+/// from a closure run off the state machine's thread.
+pub struct SnapshotData(Produce);
+
+enum Produce {
+    Ready(Bytes),
+    Deferred(Box<dyn FnOnce() -> Result<Bytes, String> + Send>),
+}
+
+impl SnapshotData {
+    /// The state, already serialized.
+    pub fn ready(bytes: impl Into<Bytes>) -> Self {
+        SnapshotData(Produce::Ready(bytes.into()))
+    }
+
+    /// A closure that serializes a copy of the state; run on a background
+    /// thread.
+    pub fn deferred(serialize: impl FnOnce() -> Result<Bytes, String> + Send + 'static) -> Self {
+        SnapshotData(Produce::Deferred(Box::new(serialize)))
+    }
+
+    /// The bytes (running the closure, if deferred, on this thread).
+    pub(crate) fn produce(self) -> Result<Bytes, String> {
+        match self.0 {
+            Produce::Ready(bytes) => Ok(bytes),
+            Produce::Deferred(serialize) => serialize(),
+        }
+    }
+}
+
+impl From<Bytes> for SnapshotData {
+    fn from(bytes: Bytes) -> Self {
+        Self::ready(bytes)
+    }
+}
+
+impl From<Vec<u8>> for SnapshotData {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::ready(bytes)
+    }
 }
 
 /// Replaces the whole state with one produced by [`Snapshot`].

@@ -237,7 +237,7 @@ impl actix::Handler<regatta::Apply<Blobs>> for Blobs {
     }
 }
 impl actix::Handler<regatta::Snapshot> for Blobs {
-    type Result = Result<bytes::Bytes, String>;
+    type Result = Result<regatta::SnapshotData, String>;
     fn handle(&mut self, _: regatta::Snapshot, _: &mut actix::Context<Self>) -> Self::Result {
         Ok(self.0.to_be_bytes().to_vec().into())
     }

@@ -229,7 +229,10 @@ fn entry_key(index: u64) -> Vec<u8> {
 
 /// Applies `f` to the store's keyspace with a raw fjall handle, durably.
 fn tamper(dir: &Path, f: impl FnOnce(&fjall::Keyspace, &mut fjall::OwnedWriteBatch)) {
-    let db = fjall::Database::builder(dir).open().expect("raw open");
+    // The fjall database lives in the data directory's `log` folder.
+    let db = fjall::Database::builder(dir.join("log"))
+        .open()
+        .expect("raw open");
     let ks = db
         .keyspace("log", fjall::KeyspaceCreateOptions::default)
         .expect("raw keyspace");

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::core::types::{LogId, NodeId, Payload};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
-use crate::state_machine::{Apply, StateMachine};
+use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 
 /// The commit index advanced.
 #[derive(Message, Clone, Copy, Debug)]
@@ -39,12 +39,21 @@ pub(crate) struct Applier<SM: StateMachine> {
     sm: Addr<SM>,
     log: Addr<LogStore>,
     applied_to: Recipient<Applied>,
-    last_applied: u64,
+    /// The last applied entry (or the snapshot restored last).
+    last_applied: LogId,
     commit_index: u64,
     busy: bool,
     max_batch: usize,
     waiters: BTreeMap<u64, (u64, WriteReply)>,
+    /// Snapshot requests, served between two batches.
+    snapshot_requests: Vec<SnapshotReply>,
+    /// A snapshot to restore before applying anything more.
+    restore: Option<(LogId, Bytes)>,
 }
+
+/// Where a snapshot of the state machine goes: the last applied entry and
+/// the state machine's data at that point.
+pub(crate) type SnapshotReply = oneshot::Sender<Result<(LogId, SnapshotData), String>>;
 
 impl<SM: StateMachine> Applier<SM> {
     pub(crate) fn new(
@@ -52,36 +61,52 @@ impl<SM: StateMachine> Applier<SM> {
         sm: Addr<SM>,
         log: Addr<LogStore>,
         applied_to: Recipient<Applied>,
-        last_applied: u64,
+        snapshot: Option<(LogId, Bytes)>,
         max_batch: usize,
     ) -> Self {
+        let last_applied = snapshot.as_ref().map_or(LogId::default(), |(id, _)| *id);
         Applier {
             node_id,
             sm,
             log,
             applied_to,
             last_applied,
-            commit_index: last_applied,
+            commit_index: last_applied.index,
             busy: false,
             max_batch,
             waiters: BTreeMap::new(),
+            snapshot_requests: Vec::new(),
+            restore: snapshot,
         }
     }
 
+    /// Starts the next piece of work, one at a time and in this order: a
+    /// pending restore, pending snapshot requests, the next batch.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.commit_index <= self.last_applied {
+        if self.busy {
+            return;
+        }
+        if let Some((id, data)) = self.restore.take() {
+            self.restore(id, data, ctx);
+            return;
+        }
+        if !self.snapshot_requests.is_empty() {
+            self.snapshot(ctx);
+            return;
+        }
+        if self.commit_index <= self.last_applied.index {
             return;
         }
         self.busy = true;
         let read = self.log.send(ReadRange {
-            from: self.last_applied + 1,
+            from: self.last_applied.index + 1,
             to: self.commit_index,
             max: self.max_batch,
         });
         let fut = async move { read.await.unwrap_or_default() }
             .into_actor(self)
             .then(|entries, act, _ctx| {
-                let last = entries.last().map(|e| e.log_id.index);
+                let last = entries.last().map(|e| e.log_id);
                 let mut commands = Vec::new();
                 let mut failed = Vec::new();
                 for e in entries {
@@ -109,7 +134,10 @@ impl<SM: StateMachine> Applier<SM> {
             })
             .map(|(last, ids, responses), act, ctx| {
                 act.busy = false;
-                let Some(last) = last else { return };
+                let Some(last) = last else {
+                    act.pump(ctx);
+                    return;
+                };
                 let Some(responses) = responses else {
                     // The state machine is gone: the node is shutting down.
                     tracing::error!(node = act.node_id, "state machine stopped; applier stops");
@@ -125,12 +153,65 @@ impl<SM: StateMachine> Applier<SM> {
                         .map_err(|e| RaftError::Codec(e.to_string()));
                     act.respond(id, encoded);
                 }
-                act.settle_upto(last);
+                act.settle_upto(last.index);
                 act.last_applied = last;
-                act.applied_to.do_send(Applied(last));
+                act.applied_to.do_send(Applied(last.index));
                 act.pump(ctx);
             });
         ctx.spawn(fut);
+    }
+
+    /// Replaces the state machine's state with a snapshot's; entries after
+    /// it are applied next.
+    fn restore(&mut self, id: LogId, data: Bytes, ctx: &mut Context<Self>) {
+        self.busy = true;
+        let restore = self.sm.send(Restore { data });
+        ctx.spawn(restore.into_actor(self).map(move |res, act, ctx| {
+            act.busy = false;
+            match res {
+                Ok(Ok(())) => {
+                    tracing::info!(node = act.node_id, index = id.index, term = id.term, "restored snapshot");
+                    act.settle_upto(id.index);
+                    act.last_applied = id;
+                    act.commit_index = act.commit_index.max(id.index);
+                    act.applied_to.do_send(Applied(id.index));
+                    act.pump(ctx);
+                }
+                Ok(Err(e)) => {
+                    // Applying on top of a state we could not restore would
+                    // diverge from the other replicas: stop instead.
+                    tracing::error!(node = act.node_id, index = id.index, error = %e, "state machine refused the snapshot; applier stops");
+                    ctx.stop();
+                }
+                Err(_) => ctx.stop(),
+            }
+        }));
+    }
+
+    /// Asks the state machine for its state between two batches.
+    fn snapshot(&mut self, ctx: &mut Context<Self>) {
+        self.busy = true;
+        let at = self.last_applied;
+        let requests = std::mem::take(&mut self.snapshot_requests);
+        let snapshot = self.sm.send(Snapshot);
+        ctx.spawn(snapshot.into_actor(self).map(move |res, act, ctx| {
+            act.busy = false;
+            let mut result = match res {
+                Ok(r) => r.map(|data| (at, data)),
+                Err(_) => Err("the state machine stopped".to_string()),
+            };
+            // One snapshot answers every request made meanwhile; the data is
+            // produced once, so only the first gets it, the rest learn where
+            // it was taken.
+            for reply in requests {
+                let this = std::mem::replace(
+                    &mut result,
+                    Err(format!("snapshot at {} already handed out", at.index)),
+                );
+                let _ = reply.send(this);
+            }
+            act.pump(ctx);
+        }));
     }
 
     fn respond(&mut self, log_id: LogId, result: Result<Bytes, RaftError>) {
@@ -157,6 +238,9 @@ impl<SM: StateMachine> Applier<SM> {
 
 impl<SM: StateMachine> Actor for Applier<SM> {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
 }
 
 impl<SM: StateMachine> Handler<Committed> for Applier<SM> {
@@ -172,7 +256,7 @@ impl<SM: StateMachine> Handler<Committed> for Applier<SM> {
 impl<SM: StateMachine> Handler<RegisterWaiter> for Applier<SM> {
     type Result = ();
     fn handle(&mut self, msg: RegisterWaiter, _ctx: &mut Context<Self>) {
-        if msg.log_id.index <= self.last_applied {
+        if msg.log_id.index <= self.last_applied.index {
             let _ = msg.reply.send(Err(RaftError::Indeterminate));
             return;
         }
@@ -181,6 +265,37 @@ impl<SM: StateMachine> Handler<RegisterWaiter> for Applier<SM> {
             .insert(msg.log_id.index, (msg.log_id.term, msg.reply))
         {
             let _ = old.send(Err(RaftError::Indeterminate));
+        }
+    }
+}
+
+/// Takes a snapshot of the state machine at the next batch boundary.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct BuildSnapshot(pub SnapshotReply);
+
+impl<SM: StateMachine> Handler<BuildSnapshot> for Applier<SM> {
+    type Result = ();
+    fn handle(&mut self, msg: BuildSnapshot, ctx: &mut Context<Self>) {
+        self.snapshot_requests.push(msg.0);
+        self.pump(ctx);
+    }
+}
+
+/// Restores a snapshot received from the leader.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RestoreSnapshot {
+    pub last_included: LogId,
+    pub data: Bytes,
+}
+
+impl<SM: StateMachine> Handler<RestoreSnapshot> for Applier<SM> {
+    type Result = ();
+    fn handle(&mut self, msg: RestoreSnapshot, ctx: &mut Context<Self>) {
+        if msg.last_included.index > self.last_applied.index {
+            self.restore = Some((msg.last_included, msg.data));
+            self.pump(ctx);
         }
     }
 }

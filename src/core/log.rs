@@ -221,6 +221,9 @@ impl RaftLog {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<(LogId, Vec<Entry>), ReadError> {
+        if from <= self.snapshot.index {
+            return Err(ReadError::Compacted);
+        }
         let prev_index = from.saturating_sub(1);
         let Some(prev_term) =
             self.term_at(prev_index)
@@ -406,6 +409,8 @@ mod tests {
         assert_eq!(log.read(2, 10, 1).unwrap().1.len(), 1);
         log.purge_upto(LogId::new(2, 3));
         assert_eq!(log.read(2, 10, 100), Err(ReadError::Compacted));
+        // Reading from the very start after compaction needs the snapshot too.
+        assert_eq!(log.read(1, 10, 100), Err(ReadError::Compacted));
         let (prev, e) = log.read(4, 10, usize::MAX).unwrap();
         assert_eq!(prev, LogId::new(2, 3));
         assert_eq!(e.len(), 2);

@@ -316,6 +316,23 @@ impl Handler<RouteAppendReply> for Leader {
     }
 }
 
+/// An InstallSnapshot reply from a follower, for its replicator.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RouteSnapshotReply {
+    pub from: NodeId,
+    pub reply: crate::replicator::SnapshotReply,
+}
+
+impl Handler<RouteSnapshotReply> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: RouteSnapshotReply, _ctx: &mut Context<Self>) {
+        if let Some(r) = self.replicators.get(&msg.from) {
+            r.do_send(msg.reply);
+        }
+    }
+}
+
 /// Asks for a read index (ReadIndex, thesis §6.4).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::core::log::{ConflictHint, RaftLog, ReadError};
 use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, Payload};
+use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 
 /// Fires once a write is durable.
@@ -36,6 +37,9 @@ pub(crate) struct Loaded {
     pub last_log_id: LogId,
     pub membership: Membership,
     pub commit_index: u64,
+    /// The latest snapshot, to restore into the state machine before
+    /// applying anything.
+    pub snapshot: Option<(SnapshotMeta, bytes::Bytes)>,
 }
 
 /// Told to the node whenever the last log id or the configuration changes.
@@ -61,6 +65,8 @@ pub(crate) struct LogStore {
     writer: Option<mpsc::Sender<WriteJob>>,
     writer_busy: bool,
     queued: WriteBatch,
+    /// A compaction to persist after the queued batch.
+    queued_purge: Option<(LogId, Membership)>,
     queued_waiters: Vec<Durable>,
     listener: Option<Recipient<LogChanged>>,
     on_failure: Option<Recipient<StorageFailed>>,
@@ -69,6 +75,7 @@ pub(crate) struct LogStore {
 
 struct WriteJob {
     batch: WriteBatch,
+    purge: Option<(LogId, Membership)>,
     waiters: Vec<Durable>,
 }
 
@@ -115,6 +122,7 @@ impl LogStore {
             storage.write(batch)?;
             bootstrapped = true;
         }
+        let snapshot = reconcile_with_snapshot(&mut *storage, &mut state)?;
         let base_membership = state.snapshot_membership.clone().unwrap_or_default();
         let mut configs = Vec::new();
         for e in &state.entries {
@@ -129,9 +137,13 @@ impl LogStore {
             membership: configs
                 .last()
                 .map_or(base_membership.clone(), |(_, m)| m.clone()),
-            // A founding configuration at index 1 is committed by
-            // construction; otherwise the commit index is learned anew.
-            commit_index: if bootstrapped { 1 } else { 0 },
+            // A snapshot holds only committed entries, and a founding
+            // configuration at index 1 is committed by construction;
+            // beyond that the commit index is learned anew.
+            commit_index: snapshot
+                .as_ref()
+                .map_or(bootstrapped as u64, |(m, _)| m.last_included.index),
+            snapshot,
         };
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let store = LogStore {
@@ -142,6 +154,7 @@ impl LogStore {
             writer: Some(tx),
             writer_busy: false,
             queued: WriteBatch::default(),
+            queued_purge: None,
             queued_waiters: Vec::new(),
             listener: None,
             on_failure: None,
@@ -153,7 +166,14 @@ impl LogStore {
             .name(format!("regatta-log-{node_id}"))
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    let result = storage.write(job.batch).map_err(|e| e.to_string());
+                    let mut result = Ok(());
+                    if !job.batch.is_empty() {
+                        result = storage.write(job.batch);
+                    }
+                    if let (Ok(()), Some((upto, membership))) = (&result, &job.purge) {
+                        result = storage.purge(*upto, membership);
+                    }
+                    let result = result.map_err(|e| e.to_string());
                     let failed = result.is_err();
                     done_addr.do_send(BatchDone {
                         result,
@@ -169,10 +189,26 @@ impl LogStore {
     }
 
     fn membership(&self) -> Membership {
-        match self.configs.last() {
+        self.membership_at(u64::MAX)
+    }
+
+    /// The configuration in force at `index`: the latest configuration
+    /// entry at or before it (or the one at the compaction point).
+    fn membership_at(&self, index: u64) -> Membership {
+        match self.configs.iter().rev().find(|(id, _)| id.index <= index) {
             Some((_, m)) => m.clone(),
             None => self.base_membership.clone(),
         }
+    }
+
+    /// Drops entries up to `upto` from memory and queues the same on disk;
+    /// the configuration at `upto` becomes the base.
+    fn purge(&mut self, upto: LogId) {
+        let membership = self.membership_at(upto.index);
+        self.log.purge_upto(upto);
+        self.configs.retain(|(id, _)| id.index > upto.index);
+        self.base_membership = membership.clone();
+        self.queued_purge = Some((upto, membership));
     }
 
     fn notify_changed(&self) {
@@ -209,7 +245,7 @@ impl LogStore {
 
     fn enqueue_waiter(&mut self, waiter: Option<Durable>) {
         if let Some(w) = waiter {
-            if !self.writer_busy && self.queued.is_empty() {
+            if !self.writer_busy && self.queued.is_empty() && self.queued_purge.is_none() {
                 let _ = w.send(());
             } else {
                 self.queued_waiters.push(w);
@@ -221,7 +257,7 @@ impl LogStore {
         if self.writer_busy || self.failed {
             return;
         }
-        if self.queued.is_empty() {
+        if self.queued.is_empty() && self.queued_purge.is_none() {
             for w in self.queued_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -229,6 +265,7 @@ impl LogStore {
         }
         let job = WriteJob {
             batch: std::mem::take(&mut self.queued),
+            purge: self.queued_purge.take(),
             waiters: std::mem::take(&mut self.queued_waiters),
         };
         if let Some(w) = &self.writer {
@@ -457,4 +494,117 @@ impl Handler<Close> for LogStore {
             }),
         )
     }
+}
+
+/// A snapshot now covers the log up to `snapshot`: drop entries before
+/// `snapshot.index - keep` (the trailing `keep` entries stay so a follower
+/// slightly behind still gets entries rather than the whole snapshot).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Compact {
+    pub snapshot: LogId,
+    pub keep: u64,
+    /// Fires once the compaction is durable.
+    pub durable: Durable,
+}
+
+impl Handler<Compact> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: Compact, _ctx: &mut Context<Self>) {
+        let upto = msg.snapshot.index.saturating_sub(msg.keep);
+        if upto > self.log.snapshot_id().index {
+            if let Some(term) = self.log.term_at(upto) {
+                tracing::debug!(node = self.node_id, upto, "compacting the log");
+                self.purge(LogId::new(term, upto));
+            }
+        }
+        self.enqueue_waiter(Some(msg.durable));
+        self.kick();
+    }
+}
+
+/// The configuration in force at an index.
+#[derive(Message)]
+#[rtype(result = "Membership")]
+pub(crate) struct MembershipAt(pub u64);
+
+impl Handler<MembershipAt> for LogStore {
+    type Result = MessageResult<MembershipAt>;
+    fn handle(&mut self, msg: MembershipAt, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.membership_at(msg.0))
+    }
+}
+
+/// A snapshot from the leader was installed: keep the log after it if the
+/// log holds the snapshot's last entry (same index and term), else replace
+/// the whole log by the snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct InstallSnapshotLog {
+    pub meta: SnapshotMeta,
+    pub durable: Durable,
+}
+
+impl Handler<InstallSnapshotLog> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: InstallSnapshotLog, _ctx: &mut Context<Self>) {
+        let last = msg.meta.last_included;
+        if self.log.term_at(last.index) != Some(last.term) {
+            let first = self.log.snapshot_id().index + 1;
+            if self.log.last_log_id().index >= first {
+                self.truncate(first);
+            }
+            self.base_membership = msg.meta.membership.clone();
+            self.configs.clear();
+        }
+        if last.index > self.log.snapshot_id().index {
+            let membership = msg.meta.membership.clone();
+            self.log.purge_upto(last);
+            self.configs.retain(|(id, _)| id.index > last.index);
+            self.base_membership = membership.clone();
+            self.queued_purge = Some((last, membership));
+        }
+        self.enqueue_waiter(Some(msg.durable));
+        self.notify_changed();
+        self.kick();
+    }
+}
+
+/// Loads the latest snapshot and makes the loaded log agree with it. The
+/// log's compaction point must be covered by a snapshot, or entries are
+/// missing: that is refused. A log that does not hold the snapshot's last
+/// entry (a crash while a leader's snapshot was being installed) is
+/// superseded by the snapshot and dropped.
+fn reconcile_with_snapshot(
+    storage: &mut dyn LogStorage,
+    state: &mut InitialState,
+) -> Result<Option<(SnapshotMeta, bytes::Bytes)>, StorageError> {
+    let snapshot = storage.snapshots().latest()?;
+    let covered = snapshot.as_ref().map_or(0, |(m, _)| m.last_included.index);
+    if state.snapshot.index > covered {
+        return Err(StorageError::Corrupt {
+            index: state.snapshot.index,
+            reason: format!(
+                "the log was compacted up to index {} but the latest snapshot covers only {covered}: the snapshot file is missing",
+                state.snapshot.index
+            ),
+        });
+    }
+    let Some((meta, _)) = &snapshot else {
+        return Ok(None);
+    };
+    let last = meta.last_included;
+    let holds = last.index == state.snapshot.index && last.term == state.snapshot.term
+        || state.entries.iter().any(|e| e.log_id == last);
+    if !holds {
+        storage.write(WriteBatch {
+            truncate_from: Some(state.snapshot.index + 1),
+            ..WriteBatch::default()
+        })?;
+        storage.purge(last, &meta.membership)?;
+        state.entries.clear();
+        state.snapshot = last;
+        state.snapshot_membership = Some(meta.membership.clone());
+    }
+    Ok(snapshot)
 }

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
+use crate::applier::RestoreSnapshot;
 use crate::applier::{Applied, Committed, RegisterWaiter, WriteReply};
 use crate::candidate::{Candidate, VoteReply};
 use crate::config::Config;
@@ -19,12 +20,14 @@ use crate::core::log::ConflictHint;
 use crate::core::types::{HardState, LogId, Membership, NodeId};
 use crate::core::vote::{decide_vote, VoteRequest};
 use crate::error::RaftError;
-use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer};
-use crate::leader::{Leader, Propose, ReadIndex, ReadReply, RouteAppendReply};
+use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
+use crate::leader::{Leader, Propose, ReadIndex, ReadReply, RouteAppendReply, RouteSnapshotReply};
 use crate::log_store::{Close, LastLogId, LogChanged, LogStore, SaveHardState, StorageFailed};
 use crate::message::{Envelope, Message, RemoteError};
 use crate::metrics::{Metrics, Role};
-use crate::replicator::AppendReply;
+use crate::replicator::{AppendReply, SnapshotReply};
+use crate::snapshotter::{SnapshotInstalled, SnapshotTaken};
+use crate::storage::snapshot::SnapshotStore;
 use crate::transport::Transport;
 
 /// What every role actor needs from its node.
@@ -35,6 +38,16 @@ pub(crate) struct RoleContext {
     pub node: Addr<Node>,
     pub log: Addr<LogStore>,
     pub transport: Arc<dyn Transport>,
+    pub snapshots: SnapshotPorts,
+}
+
+/// What the roles need for snapshots: the store (a leader sends from it, a
+/// follower receives into it), and who hears of an installed one.
+#[derive(Clone)]
+pub(crate) struct SnapshotPorts {
+    pub store: Arc<dyn SnapshotStore>,
+    pub restore: Recipient<RestoreSnapshot>,
+    pub installed: Recipient<SnapshotInstalled>,
 }
 
 /// Stops a role actor.
@@ -142,6 +155,8 @@ pub(crate) struct Node {
     last_log_id: LogId,
     commit_index: u64,
     last_applied: u64,
+    /// Last index covered by a durable snapshot.
+    snapshot_index: u64,
     applier: Recipient<Committed>,
     waiters: Recipient<RegisterWaiter>,
     metrics: watch::Sender<Metrics>,
@@ -165,6 +180,7 @@ impl Node {
         membership: Membership,
         last_log_id: LogId,
         commit_index: u64,
+        snapshot_index: u64,
         applier: Recipient<Committed>,
         waiters: Recipient<RegisterWaiter>,
         metrics: watch::Sender<Metrics>,
@@ -179,7 +195,10 @@ impl Node {
             membership,
             last_log_id,
             commit_index,
-            last_applied: commit_index,
+            // Learned from the applier once it has restored the snapshot
+            // and applied: a read must not run against an empty state.
+            last_applied: 0,
+            snapshot_index,
             applier,
             waiters,
             metrics,
@@ -212,7 +231,7 @@ impl Node {
             last_log_index: self.last_log_id.index,
             commit_index: self.commit_index,
             last_applied: self.last_applied,
-            snapshot_index: 0,
+            snapshot_index: self.snapshot_index,
             membership: self.membership.clone(),
         };
         self.metrics.send_if_modified(|old| {
@@ -561,6 +580,15 @@ impl Handler<Inbound> for Node {
                             pre_vote,
                         },
                     ),
+                    Message::InstallSnapshot { meta, .. } => self.send(
+                        from,
+                        Message::InstallSnapshotResponse {
+                            term: self.hs.term,
+                            last_included: meta.last_included,
+                            received: 0,
+                            done: false,
+                        },
+                    ),
                     _ => {}
                 }
                 return;
@@ -599,6 +627,46 @@ impl Handler<Inbound> for Node {
                         entries,
                         leader_commit,
                         round,
+                    });
+                }
+            }
+            Message::InstallSnapshot {
+                meta, offset, data, ..
+            } => {
+                if let RoleState::Leader(_) = self.role {
+                    tracing::error!(
+                        node = self.id(),
+                        term = self.hs.term,
+                        from,
+                        "InstallSnapshot from another leader of our term"
+                    );
+                    return;
+                }
+                self.become_follower(self.hs.term, Some(from));
+                if let RoleState::Follower(f) = &self.role {
+                    f.do_send(SnapshotChunk {
+                        from,
+                        meta,
+                        offset,
+                        data,
+                        commit_index: self.commit_index,
+                    });
+                }
+            }
+            Message::InstallSnapshotResponse {
+                last_included,
+                received,
+                done,
+                ..
+            } => {
+                if let RoleState::Leader(l) = &self.role {
+                    l.do_send(RouteSnapshotReply {
+                        from,
+                        reply: SnapshotReply {
+                            last_included,
+                            received,
+                            done,
+                        },
                     });
                 }
             }
@@ -813,6 +881,16 @@ impl Handler<LogChanged> for Node {
         self.membership = msg.membership;
         self.learn_addresses();
         self.publish();
+    }
+}
+
+impl Handler<SnapshotTaken> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotTaken, _ctx: &mut Context<Self>) {
+        if msg.0.index > self.snapshot_index {
+            self.snapshot_index = msg.0.index;
+            self.publish();
+        }
     }
 }
 

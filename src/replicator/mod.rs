@@ -13,6 +13,8 @@ use crate::leader::{Leader, PeerReply};
 use crate::log_store::{NextIndexAfterConflict, ReadForPeer};
 use crate::message::{Envelope, Message};
 use crate::node::{RoleContext, StopRole};
+use crate::storage::snapshot::SnapshotMeta;
+use bytes::Bytes;
 
 pub(crate) struct Replicator {
     cx: RoleContext,
@@ -33,6 +35,19 @@ pub(crate) struct Replicator {
     backtracking: bool,
     sent_since_tick: bool,
     epoch: Instant,
+    /// A snapshot being sent because the entries the follower needs are
+    /// compacted. AppendEntries wait until it is installed.
+    transfer: Option<Transfer>,
+    /// The snapshot is being loaded from the store.
+    loading: bool,
+}
+
+struct Transfer {
+    meta: SnapshotMeta,
+    data: Bytes,
+    /// Where the chunk in flight starts.
+    offset: u64,
+    sent_at: Instant,
 }
 
 impl Replicator {
@@ -60,6 +75,8 @@ impl Replicator {
             backtracking: false,
             sent_since_tick: false,
             epoch: Instant::now(),
+            transfer: None,
+            loading: false,
         }
     }
 
@@ -89,7 +106,10 @@ impl Replicator {
 
     /// Sends whatever can be sent now.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.reading || self.backtracking {
+        if self.reading || self.backtracking || self.loading || self.transfer.is_some() {
+            if self.round > self.sent_round {
+                self.heartbeat();
+            }
             return;
         }
         if self.progress.can_send() && self.progress.next_index <= self.last_index {
@@ -114,14 +134,7 @@ impl Replicator {
                         }
                         act.pump(ctx);
                     }
-                    Ok(Err(_compacted)) => {
-                        tracing::warn!(
-                            node = act.cx.id,
-                            peer = act.peer,
-                            from,
-                            "entries compacted; follower needs a snapshot"
-                        );
-                    }
+                    Ok(Err(_compacted)) => act.start_transfer(ctx),
                     Err(_) => ctx.stop(),
                 }
             }));
@@ -132,8 +145,72 @@ impl Replicator {
         }
     }
 
+    /// Loads the latest snapshot (off the actor thread) and starts sending
+    /// it.
+    fn start_transfer(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(
+            node = self.cx.id,
+            peer = self.peer,
+            "loading the snapshot to send"
+        );
+        self.loading = true;
+        let store = self.cx.snapshots.store.clone();
+        let load = actix_rt::task::spawn_blocking(move || store.latest());
+        ctx.spawn(load.into_actor(self).map(|res, act, ctx| {
+            act.loading = false;
+            match res {
+                Ok(Ok(Some((meta, data)))) => {
+                    tracing::info!(
+                        node = act.cx.id,
+                        peer = act.peer,
+                        term = act.term,
+                        index = meta.last_included.index,
+                        bytes = meta.size,
+                        "follower needs compacted entries; sending a snapshot"
+                    );
+                    act.transfer = Some(Transfer {
+                        meta,
+                        data,
+                        offset: 0,
+                        sent_at: Instant::now(),
+                    });
+                    act.send_chunk();
+                }
+                Ok(Ok(None)) => {
+                    tracing::error!(node = act.cx.id, peer = act.peer, "entries compacted but no snapshot found")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(node = act.cx.id, peer = act.peer, error = %e, "cannot load the snapshot to send")
+                }
+                Err(e) => tracing::error!(node = act.cx.id, error = %e, "snapshot loading thread failed"),
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    /// Sends the chunk at the transfer's offset (one chunk in flight: the
+    /// next goes when this one is acknowledged).
+    fn send_chunk(&mut self) {
+        let Some(t) = &mut self.transfer else { return };
+        let start = t.offset.min(t.data.len() as u64) as usize;
+        let end = (start + self.cx.config.snapshot_chunk_bytes.max(1)).min(t.data.len());
+        t.sent_at = Instant::now();
+        let message = Message::InstallSnapshot {
+            term: self.term,
+            meta: t.meta.clone(),
+            offset: start as u64,
+            data: t.data.slice(start..end),
+        };
+        self.sent_since_tick = true;
+        self.cx.transport.send(Envelope {
+            from: self.cx.id,
+            to: self.peer,
+            message,
+        });
+    }
+
     fn on_reject(&mut self, hint: ConflictHint, prev_index: u64, ctx: &mut Context<Self>) {
-        if self.backtracking {
+        if self.backtracking || self.transfer.is_some() || self.loading {
             return;
         }
         self.backtracking = true;
@@ -172,6 +249,30 @@ impl Actor for Replicator {
                     peer = act.peer,
                     "AppendEntries reply lost; probing again"
                 );
+            }
+            tracing::trace!(
+                node = act.cx.id,
+                peer = act.peer,
+                reading = act.reading,
+                backtracking = act.backtracking,
+                loading = act.loading,
+                transfer = act.transfer.is_some(),
+                next = act.progress.next_index,
+                matched = act.progress.match_index,
+                last = act.last_index,
+                "tick"
+            );
+            let chunk_lost = act
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.sent_at.elapsed() >= act.cx.config.snapshot_chunk_timeout);
+            if chunk_lost {
+                tracing::debug!(
+                    node = act.cx.id,
+                    peer = act.peer,
+                    "snapshot chunk unacknowledged; resending"
+                );
+                act.send_chunk();
             }
             if !act.sent_since_tick {
                 act.heartbeat();
@@ -236,5 +337,45 @@ impl Handler<AppendReply> for Replicator {
             round: msg.round,
         });
         self.pump(ctx);
+    }
+}
+
+/// The follower's reply to an InstallSnapshot chunk.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SnapshotReply {
+    pub last_included: LogId,
+    pub received: u64,
+    pub done: bool,
+}
+
+impl Handler<SnapshotReply> for Replicator {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotReply, ctx: &mut Context<Self>) {
+        let Some(t) = &mut self.transfer else { return };
+        if t.meta.last_included != msg.last_included {
+            return; // about another transfer
+        }
+        if msg.done {
+            tracing::info!(
+                node = self.cx.id,
+                peer = self.peer,
+                index = msg.last_included.index,
+                "snapshot installed on the follower"
+            );
+            self.transfer = None;
+            self.progress.on_success(msg.last_included.index);
+            self.matched = msg.last_included;
+            self.leader.do_send(PeerReply {
+                peer: self.peer,
+                match_index: self.progress.match_index,
+                round: 0,
+            });
+            self.pump(ctx);
+        } else if msg.received != t.offset || t.sent_at.elapsed() >= self.cx.config.rpc_timeout() {
+            // Next chunk (or where the follower wants us to resume).
+            t.offset = msg.received;
+            self.send_chunk();
+        }
     }
 }

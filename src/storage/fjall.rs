@@ -31,11 +31,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::snapshot::{FileSnapshotStore, SnapshotStore};
 use super::{InitialState, LogStorage, StorageError, WriteBatch};
 use crate::core::types::{Entry, HardState, LogId, Membership};
 
@@ -131,6 +133,7 @@ type SnapshotRecord = (LogId, Membership);
 pub struct FjallStorage {
     /// Kept for error messages and `Debug`.
     dir: PathBuf,
+    snapshots: Arc<FileSnapshotStore>,
     db: Database,
     log: Keyspace,
     /// The persisted snapshot point; entries at or below it are gone.
@@ -159,7 +162,9 @@ impl FjallStorage {
     /// fjall locks the directory: a second handle on the same directory fails
     /// with [`StorageError::Io`] until the first is dropped.
     pub fn open(dir: impl AsRef<Path>, cluster_id: &str) -> Result<Self, StorageError> {
-        let dir = dir.as_ref().to_path_buf();
+        let root = dir.as_ref();
+        let snapshots = Arc::new(FileSnapshotStore::open(root.join("snapshots"))?);
+        let dir = root.join("log");
         let db = Database::builder(&dir).open().map_err(io)?;
         let log = db
             .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
@@ -225,6 +230,7 @@ impl FjallStorage {
 
         let mut store = FjallStorage {
             dir,
+            snapshots,
             db,
             log,
             snapshot: LogId::default(),
@@ -440,6 +446,10 @@ impl LogStorage for FjallStorage {
     /// fjall's disk usage for the whole database: journal plus tables. Space
     /// of removed entries is reclaimed only as fjall compacts, so this lags
     /// behind truncation and purges.
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.snapshots.clone()
+    }
+
     fn size_bytes(&self) -> u64 {
         // A metrics call must not fail the node; the keyspace's table size
         // is a lower bound when the journal size cannot be read.

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::snapshot::{MemSnapshotStore, SnapshotStore};
 use super::{InitialState, LogStorage, StorageError, WriteBatch};
 use crate::core::types::{LogId, Membership};
 
@@ -11,6 +12,7 @@ use crate::core::types::{LogId, Membership};
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     inner: Arc<Mutex<InitialState>>,
+    snapshots: MemSnapshotStore,
 }
 
 impl MemStorage {
@@ -71,6 +73,10 @@ impl LogStorage for MemStorage {
         s.snapshot = upto;
         s.snapshot_membership = Some(membership.clone());
         Ok(())
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(self.snapshots.clone())
     }
 
     fn size_bytes(&self) -> u64 {

@@ -4,9 +4,11 @@ use crate::core::types::{Entry, HardState, LogId, Membership};
 
 pub mod fjall;
 pub mod memory;
+pub mod snapshot;
 
 pub use self::fjall::FjallStorage;
 pub use memory::MemStorage;
+pub use snapshot::{FileSnapshotStore, MemSnapshotStore, SnapshotMeta, SnapshotStore};
 
 /// A storage failure. After an error the node stops: Raft cannot continue
 /// safely on a log whose state is unknown.
@@ -90,6 +92,10 @@ pub trait LogStorage: Send + 'static {
     /// Drops entries up to and including `upto` (a snapshot covers them) and
     /// records `upto` with its membership as the new snapshot point.
     fn purge(&mut self, upto: LogId, membership: &Membership) -> Result<(), StorageError>;
+
+    /// Where this storage keeps its snapshots (shared with the node's
+    /// snapshotter, which writes them on its own thread).
+    fn snapshots(&self) -> std::sync::Arc<dyn SnapshotStore>;
 
     /// Bytes the log and hard state take on disk (or in memory), for
     /// metrics and bounded-size tests.

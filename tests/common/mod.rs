@@ -46,7 +46,7 @@ impl Handler<Apply<Counter>> for Counter {
 }
 
 impl Handler<Snapshot> for Counter {
-    type Result = Result<bytes::Bytes, String>;
+    type Result = Result<regatta::SnapshotData, String>;
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
         rmp_serde::to_vec(&(self.value, &self.applied))
             .map(Into::into)
@@ -124,11 +124,15 @@ pub fn seed(test: &str) -> u64 {
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_max_level(if std::env::var("REGATTA_LOG").is_ok() {
-            tracing::Level::DEBUG
-        } else {
-            tracing::Level::WARN
-        })
+        .with_max_level(
+            if std::env::var("REGATTA_LOG").is_ok_and(|v| v == "trace") {
+                tracing::Level::TRACE
+            } else if std::env::var("REGATTA_LOG").is_ok() {
+                tracing::Level::DEBUG
+            } else {
+                tracing::Level::WARN
+            },
+        )
         .with_test_writer()
         .try_init();
 }

@@ -1,0 +1,434 @@
+//! Durable snapshots: the [`SnapshotStore`] trait, a directory of files
+//! ([`FileSnapshotStore`]) and an in-memory store ([`MemSnapshotStore`]).
+//!
+//! A snapshot is written through a [`SnapshotSink`], chunk by chunk, both
+//! when a node snapshots its own state machine (one chunk) and when it
+//! receives one from a leader (InstallSnapshot); one path for both.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::StorageError;
+use crate::core::types::{LogId, Membership};
+
+/// What a snapshot covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last log entry whose effect the snapshot includes.
+    pub last_included: LogId,
+    /// The configuration in force at `last_included`.
+    pub membership: Membership,
+    /// Length of the data, in bytes.
+    pub size: u64,
+    /// CRC-32 of the data.
+    pub checksum: u32,
+}
+
+/// A durable home for the latest snapshot.
+///
+/// The contract: a snapshot becomes the latest only once its sink's
+/// [`SnapshotSink::finish`] has returned `Ok`, and then it survives a
+/// crash; older snapshots may be deleted from then on. [`SnapshotStore::latest`]
+/// verifies what it returns and reports a missing or damaged snapshot as an
+/// error, never as "no snapshot".
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Starts writing a snapshot described by `meta`.
+    fn sink(&self, meta: SnapshotMeta) -> Result<Box<dyn SnapshotSink>, StorageError>;
+
+    /// The latest complete snapshot and its data, if any.
+    fn latest(&self) -> Result<Option<(SnapshotMeta, Bytes)>, StorageError>;
+}
+
+/// A snapshot being written, in order, from offset 0.
+pub trait SnapshotSink: Send {
+    /// Bytes written so far (where the next chunk must start).
+    fn written(&self) -> u64;
+
+    /// Appends `chunk`.
+    fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError>;
+
+    /// Checks size and checksum against the meta, makes the snapshot durable
+    /// and the latest, and returns its data.
+    fn finish(self: Box<Self>) -> Result<Bytes, StorageError>;
+}
+
+/// Writes `data` as one snapshot.
+pub fn save(
+    store: &dyn SnapshotStore,
+    meta: SnapshotMeta,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    let mut sink = store.sink(meta)?;
+    sink.write(data)?;
+    sink.finish().map(|_| ())
+}
+
+/// The meta of a snapshot of `data`.
+pub fn describe(last_included: LogId, membership: Membership, data: &[u8]) -> SnapshotMeta {
+    SnapshotMeta {
+        last_included,
+        membership,
+        size: data.len() as u64,
+        checksum: crc32fast::hash(data),
+    }
+}
+
+fn check(meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    if data.len() as u64 != meta.size {
+        return Err(format!(
+            "snapshot holds {} bytes, its meta says {}",
+            data.len(),
+            meta.size
+        ));
+    }
+    let crc = crc32fast::hash(data);
+    if crc != meta.checksum {
+        return Err(format!(
+            "snapshot checksum {crc:08x} does not match {:08x}",
+            meta.checksum
+        ));
+    }
+    Ok(())
+}
+
+fn corrupt(meta: &SnapshotMeta, reason: String) -> StorageError {
+    StorageError::Corrupt {
+        index: meta.last_included.index,
+        reason,
+    }
+}
+
+/// Snapshots as files in one directory: `<term>-<index>.data` holds the
+/// state machine's bytes, `<term>-<index>.meta` the [`SnapshotMeta`]
+/// (MessagePack) followed by its own CRC-32. Each is written under a
+/// temporary name, fsynced and renamed, the meta last: a snapshot exists
+/// once its meta does. Older snapshots are deleted after a newer one is
+/// complete, meta first.
+#[derive(Debug)]
+pub struct FileSnapshotStore {
+    dir: PathBuf,
+}
+
+impl FileSnapshotStore {
+    /// Opens (creating) the directory; removes leftovers of interrupted
+    /// writes.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        for entry in fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let path = entry.map_err(|e| io(&dir, e))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+        Ok(FileSnapshotStore { dir })
+    }
+
+    fn stem(meta: &SnapshotMeta) -> String {
+        format!(
+            "{:020}-{:020}",
+            meta.last_included.term, meta.last_included.index
+        )
+    }
+
+    /// Stems of every complete snapshot (those with a meta file), ordered by
+    /// (index, term) ascending.
+    fn complete(&self) -> Result<Vec<(LogId, String)>, StorageError> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
+            let path = entry.map_err(|e| io(&self.dir, e))?.path();
+            if path.extension().is_none_or(|e| e != "meta") {
+                continue;
+            }
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let parsed = stem
+                .split_once('-')
+                .and_then(|(t, i)| Some(LogId::new(t.parse().ok()?, i.parse().ok()?)));
+            match parsed {
+                Some(id) => found.push((id, stem.to_string())),
+                None => {
+                    return Err(StorageError::Incompatible(format!(
+                        "unexpected file {} in the snapshot directory",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        found.sort_by_key(|(id, _)| (id.index, id.term));
+        Ok(found)
+    }
+
+    fn read_meta(&self, stem: &str) -> Result<SnapshotMeta, StorageError> {
+        let path = self.dir.join(format!("{stem}.meta"));
+        let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+        let bad = |reason: String| StorageError::Corrupt {
+            index: stem
+                .split_once('-')
+                .and_then(|(_, i)| i.parse().ok())
+                .unwrap_or(0),
+            reason: format!("{}: {reason}", path.display()),
+        };
+        if bytes.len() < 4 {
+            return Err(bad("truncated snapshot meta".into()));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let crc = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
+        if crc32fast::hash(body) != crc {
+            return Err(bad("snapshot meta fails its checksum".into()));
+        }
+        rmp_serde::from_slice(body).map_err(|e| bad(format!("undecodable snapshot meta: {e}")))
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Io(format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` durably: temporary file, fsync, rename.
+fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| io(&tmp, e))?;
+    file.sync_all().map_err(|e| io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+impl SnapshotStore for FileSnapshotStore {
+    fn sink(&self, meta: SnapshotMeta) -> Result<Box<dyn SnapshotSink>, StorageError> {
+        let stem = Self::stem(&meta);
+        let tmp = self.dir.join(format!("{stem}.data.tmp"));
+        let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        Ok(Box::new(FileSink {
+            dir: self.dir.clone(),
+            stem,
+            tmp,
+            file,
+            meta,
+            written: 0,
+            hasher: crc32fast::Hasher::new(),
+        }))
+    }
+
+    fn latest(&self) -> Result<Option<(SnapshotMeta, Bytes)>, StorageError> {
+        let Some((_, stem)) = self.complete()?.pop() else {
+            return Ok(None);
+        };
+        let meta = self.read_meta(&stem)?;
+        let path = self.dir.join(format!("{stem}.data"));
+        let mut data = Vec::with_capacity(meta.size as usize);
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|e| {
+                corrupt(
+                    &meta,
+                    format!("snapshot data {} unreadable: {e}", path.display()),
+                )
+            })?;
+        check(&meta, &data).map_err(|r| corrupt(&meta, format!("{}: {r}", path.display())))?;
+        Ok(Some((meta, data.into())))
+    }
+}
+
+struct FileSink {
+    dir: PathBuf,
+    stem: String,
+    tmp: PathBuf,
+    file: File,
+    meta: SnapshotMeta,
+    written: u64,
+    hasher: crc32fast::Hasher,
+}
+
+impl SnapshotSink for FileSink {
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        if self.written + chunk.len() as u64 > self.meta.size {
+            return Err(corrupt(
+                &self.meta,
+                "snapshot data longer than announced".into(),
+            ));
+        }
+        self.file.write_all(chunk).map_err(|e| io(&self.tmp, e))?;
+        self.hasher.update(chunk);
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
+        let FileSink {
+            dir,
+            stem,
+            tmp,
+            file,
+            meta,
+            written,
+            hasher,
+        } = *self;
+        if written != meta.size || hasher.finalize() != meta.checksum {
+            let _ = fs::remove_file(&tmp);
+            return Err(corrupt(
+                &meta,
+                format!(
+                    "received snapshot fails its check ({written} of {} bytes)",
+                    meta.size
+                ),
+            ));
+        }
+        file.sync_all().map_err(|e| io(&tmp, e))?;
+        drop(file);
+        let data_path = dir.join(format!("{stem}.data"));
+        fs::rename(&tmp, &data_path).map_err(|e| io(&data_path, e))?;
+        let mut meta_bytes = rmp_serde::to_vec(&meta)
+            .map_err(|e| StorageError::Io(format!("cannot encode snapshot meta: {e}")))?;
+        meta_bytes.extend_from_slice(&crc32fast::hash(&meta_bytes).to_be_bytes());
+        write_file_durably(&dir.join(format!("{stem}.meta")), &meta_bytes)?;
+        sync_dir(&dir)?;
+
+        let store = FileSnapshotStore { dir: dir.clone() };
+        for (id, old) in store.complete()? {
+            // Only older ones: a newer snapshot (installed from a leader
+            // meanwhile) stays the latest.
+            if id.index < meta.last_included.index
+                || (id.index == meta.last_included.index && old != stem)
+            {
+                // Meta first: a crash in between leaves data without meta,
+                // which is ignored and overwritten, never a meta without data.
+                let _ = fs::remove_file(dir.join(format!("{old}.meta")));
+                let _ = fs::remove_file(dir.join(format!("{old}.data")));
+            }
+        }
+        let data = fs::read(&data_path).map_err(|e| io(&data_path, e))?;
+        Ok(data.into())
+    }
+}
+
+/// Snapshots in memory, shared between clones so that a test harness can
+/// crash a node and restart it on the same state.
+#[derive(Clone, Debug, Default)]
+pub struct MemSnapshotStore {
+    latest: Arc<Mutex<Option<(SnapshotMeta, Bytes)>>>,
+}
+
+impl SnapshotStore for MemSnapshotStore {
+    fn sink(&self, meta: SnapshotMeta) -> Result<Box<dyn SnapshotSink>, StorageError> {
+        Ok(Box::new(MemSink {
+            store: self.clone(),
+            meta,
+            data: Vec::new(),
+        }))
+    }
+
+    fn latest(&self) -> Result<Option<(SnapshotMeta, Bytes)>, StorageError> {
+        Ok(self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+}
+
+struct MemSink {
+    store: MemSnapshotStore,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl SnapshotSink for MemSink {
+    fn written(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        self.data.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
+        check(&self.meta, &self.data).map_err(|r| corrupt(&self.meta, r))?;
+        let data = Bytes::from(self.data);
+        *self.store.latest.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((self.meta, data.clone()));
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_of(index: u64, data: &[u8]) -> SnapshotMeta {
+        describe(LogId::new(2, index), Membership::new([1, 2, 3]), data)
+    }
+
+    #[test]
+    fn file_store_keeps_the_latest_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        assert_eq!(store.latest().unwrap(), None);
+        save(&store, meta_of(10, b"ten"), b"ten").unwrap();
+        save(&store, meta_of(20, b"twenty"), b"twenty").unwrap();
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        let (meta, data) = store.latest().unwrap().unwrap();
+        assert_eq!(meta.last_included, LogId::new(2, 20));
+        assert_eq!(&data[..], b"twenty");
+        // The older snapshot is gone.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        save(&store, meta_of(7, b"seven"), b"seven").unwrap();
+        let data = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "data"))
+            .unwrap();
+        fs::write(&data, b"SEVEN").unwrap();
+        match store.latest() {
+            Err(StorageError::Corrupt { index: 7, reason }) => {
+                assert!(reason.contains("checksum"), "{reason}")
+            }
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+        fs::remove_file(&data).unwrap();
+        assert!(matches!(
+            store.latest(),
+            Err(StorageError::Corrupt { index: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn an_interrupted_or_wrong_transfer_never_becomes_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        save(&store, meta_of(5, b"five"), b"five").unwrap();
+        let mut sink = store.sink(meta_of(9, b"ninenine")).unwrap();
+        sink.write(b"nine").unwrap();
+        drop(sink); // interrupted
+        let mut sink = store.sink(meta_of(9, b"ninenine")).unwrap();
+        sink.write(b"nineNINE").unwrap();
+        assert!(sink.finish().is_err()); // checksum mismatch
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        assert_eq!(store.latest().unwrap().unwrap().0.last_included.index, 5);
+        let mut sink = store.sink(meta_of(9, b"ninenine")).unwrap();
+        assert!(sink.write(b"ninenine!").is_err()); // longer than announced
+    }
+}
