@@ -671,7 +671,7 @@ fn main() {
         }
     };
     let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::ERROR)
+        .with_max_level(tracing::Level::WARN)
         .try_init();
 
     let mut outcome = Ok(());

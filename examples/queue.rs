@@ -16,6 +16,7 @@
 mod service;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::{web, HttpResponse};
@@ -24,10 +25,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use service::{read_json, ApiError, DemoCluster, Service};
 
-/// The replicated state: the items, oldest first.
+/// The replicated state: the items, oldest first. Items are shared
+/// (`Arc<str>`) so that a snapshot can copy the queue in a few
+/// milliseconds and serialize the copy off the actor (see `Snapshot`).
 #[derive(Default)]
 struct Queue {
-    items: VecDeque<String>,
+    items: VecDeque<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,10 +64,12 @@ impl Handler<Apply<Queue>> for Queue {
             .into_iter()
             .map(|(_, command)| match command {
                 QueueCommand::Push(item) => {
-                    self.items.push_back(item);
+                    self.items.push_back(item.into());
                     QueueResponse::Len(self.items.len())
                 }
-                QueueCommand::Pop => QueueResponse::Item(self.items.pop_front()),
+                QueueCommand::Pop => {
+                    QueueResponse::Item(self.items.pop_front().map(|item| item.to_string()))
+                }
             })
             .collect()
     }
@@ -73,16 +78,23 @@ impl Handler<Apply<Queue>> for Queue {
 impl Handler<Snapshot> for Queue {
     type Result = Result<regatta::SnapshotData, String>;
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        rmp_serde::to_vec(&self.items)
-            .map(Into::into)
-            .map_err(|e| e.to_string())
+        // Applying waits only for this copy of pointers; the serialization
+        // runs on a background thread.
+        let items = self.items.clone();
+        Ok(regatta::SnapshotData::deferred(move || {
+            let items: Vec<&str> = items.iter().map(|item| &**item).collect();
+            rmp_serde::to_vec(&items)
+                .map(Into::into)
+                .map_err(|e| e.to_string())
+        }))
     }
 }
 
 impl Handler<Restore> for Queue {
     type Result = Result<(), String>;
     fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
-        self.items = rmp_serde::from_slice(&r.data).map_err(|e| e.to_string())?;
+        let items: Vec<String> = rmp_serde::from_slice(&r.data).map_err(|e| e.to_string())?;
+        self.items = items.into_iter().map(Arc::from).collect();
         Ok(())
     }
 }
@@ -105,7 +117,7 @@ impl Handler<Peek> for Queue {
     fn handle(&mut self, _: Peek, _: &mut Context<Self>) -> Self::Result {
         QueueView {
             len: self.items.len(),
-            head: self.items.front().cloned(),
+            head: self.items.front().map(|item| item.to_string()),
         }
     }
 }

@@ -446,3 +446,114 @@ fn http_api_answers_bad_requests_with_json_errors() {
     assert_eq!(status["voters"], serde_json::json!([1]));
     assert_eq!(status["joint"], false);
 }
+
+#[test]
+fn a_stopped_node_catches_up_by_snapshot_and_directories_stay_bounded() {
+    const INCREMENTS: u64 = 50_000;
+    const CLIENTS: u64 = 16;
+    let mut cluster = ProcessCluster::start_with(
+        "counter",
+        3,
+        &["--snapshot-every", "5000", "--snapshot-keep", "500"],
+    );
+    let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    let stopped = if leader == 3 { 2 } else { 3 };
+    assert_eq!(
+        cluster.terminate(stopped, Duration::from_secs(30)),
+        Some(0),
+        "graceful stop"
+    );
+    let stopped_size = common::process::dir_size(&cluster.data_dir(stopped));
+
+    // Keep-alive clients through the two running nodes.
+    let running: Vec<std::net::SocketAddr> = [1, 2, 3]
+        .into_iter()
+        .filter(|id| *id != stopped)
+        .map(|id| cluster.http(id))
+        .collect();
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let addr = running[client as usize % running.len()];
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                let mut connection = None;
+                for _ in 0..INCREMENTS / CLIENTS {
+                    let conn = match &mut connection {
+                        Some(c) => c,
+                        None => connection.insert(
+                            common::process::HttpConnection::connect(addr).expect("connect"),
+                        ),
+                    };
+                    let answer = conn.request("POST", "/counter/incr", None);
+                    if answer.is_err() {
+                        connection = None;
+                    }
+                    if let WriteOutcome::Acked(_) =
+                        common::process::classify("/counter/incr", answer)
+                    {
+                        acked += 1;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: u64 = threads.into_iter().map(|t| t.join().expect("client")).sum();
+    assert_eq!(
+        acked, INCREMENTS,
+        "every increment acknowledged (no faults)"
+    );
+
+    let leader = cluster.wait_leader(
+        &[1, 2, 3]
+            .into_iter()
+            .filter(|id| *id != stopped)
+            .collect::<Vec<_>>(),
+        LEADER_WAIT,
+    );
+    let leader_status = cluster.status(leader).expect("status");
+    let compacted_past = leader_status["snapshot_index"].as_u64().expect("index");
+    assert!(
+        compacted_past > 10_000,
+        "the leader snapshotted: {leader_status}"
+    );
+
+    cluster.spawn(stopped);
+    let commit = leader_status["commit_index"].as_u64().expect("commit");
+    cluster.wait_applied(&[stopped], commit, Duration::from_secs(120));
+    let log = std::fs::read_to_string(cluster.log_path(stopped)).expect("log file");
+    assert!(
+        log.contains("installing snapshot from the leader"),
+        "node {stopped} caught up without a snapshot"
+    );
+    for (id, view) in read_all(&cluster, "/counter") {
+        assert_eq!(view["value"], INCREMENTS, "node {id}");
+    }
+    // The log behind the snapshots was dropped: each directory holds one
+    // snapshot and a log of at most a few thousand entries, whatever the
+    // number of commands.
+    for id in [1, 2, 3] {
+        let dir = cluster.data_dir(id);
+        let snapshots = std::fs::read_dir(dir.join("snapshots"))
+            .expect("snapshot directory")
+            .count();
+        assert_eq!(snapshots, 2, "node {id}: one snapshot (data + meta)");
+        let size = common::process::dir_size(&dir);
+        println!("node {id}: data directory {size} bytes (stopped node's before: {stopped_size})");
+        assert!(size < 16 << 20, "node {id}: data directory {size} bytes");
+    }
+    shut_down(&mut cluster);
+
+    // A snapshot that went missing is a start-up error, not an empty state.
+    for entry in std::fs::read_dir(cluster.data_dir(1).join("snapshots")).expect("dir") {
+        std::fs::remove_file(entry.expect("entry").path()).expect("remove");
+    }
+    cluster.spawn(1);
+    assert_eq!(cluster.wait_exit(1, Duration::from_secs(30)), Some(1));
+    let log = std::fs::read_to_string(cluster.log_path(1)).expect("log file");
+    assert!(
+        log.contains("the snapshot file is missing"),
+        "{}",
+        &log[log.len().saturating_sub(500)..]
+    );
+}

@@ -75,6 +75,13 @@ struct ServeArgs {
     /// How long a request may wait for a leader and its commit, in ms.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
+    /// Take a snapshot (and compact the log) every this many applied
+    /// entries; 0 for only on request (`POST /cluster/snapshot`).
+    #[arg(long, default_value_t = Config::default().snapshot_every)]
+    snapshot_every: u64,
+    /// Log entries kept behind a snapshot for slightly slow followers.
+    #[arg(long, default_value_t = Config::default().snapshot_keep_entries)]
+    snapshot_keep: u64,
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log: tracing::Level,
@@ -416,6 +423,21 @@ async fn status<S: Service>(raft: web::Data<Raft<S>>) -> HttpResponse {
     }))
 }
 
+/// `POST /cluster/snapshot`: snapshot this node now and compact its log.
+async fn snapshot<S: Service>(raft: web::Data<Raft<S>>) -> Result<HttpResponse, ApiError> {
+    match raft.snapshot().await {
+        Ok(at) => Ok(HttpResponse::Ok().json(json!({
+            "snapshot_index": at.index,
+            "snapshot_term": at.term,
+        }))),
+        Err(e) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+            indeterminate: false,
+        }),
+    }
+}
+
 async fn not_found() -> HttpResponse {
     ApiError {
         status: StatusCode::NOT_FOUND,
@@ -431,6 +453,8 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     let config = Config {
         client_timeout: Duration::from_millis(args.request_timeout_ms),
+        snapshot_every: args.snapshot_every,
+        snapshot_keep_entries: args.snapshot_keep,
         ..Config::default()
     };
     let node = LocalNode::<S>::start(
@@ -446,6 +470,7 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
         App::new()
             .app_data(raft.clone())
             .route("/cluster/status", web::get().to(status::<S>))
+            .route("/cluster/snapshot", web::post().to(snapshot::<S>))
             .configure(S::routes)
             .default_service(web::to(not_found))
     })

@@ -135,7 +135,10 @@ impl<SM: StateMachine> Applier<SM> {
             .map(|(last, ids, responses), act, ctx| {
                 act.busy = false;
                 let Some(last) = last else {
-                    act.pump(ctx);
+                    // Nothing to read yet (a snapshot being installed has
+                    // emptied the log; the restore comes next): look again
+                    // shortly rather than spin.
+                    ctx.run_later(std::time::Duration::from_millis(5), |act, ctx| act.pump(ctx));
                     return;
                 };
                 let Some(responses) = responses else {

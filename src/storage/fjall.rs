@@ -165,7 +165,14 @@ impl FjallStorage {
         let root = dir.as_ref();
         let snapshots = Arc::new(FileSnapshotStore::open(root.join("snapshots"))?);
         let dir = root.join("log");
-        let db = Database::builder(&dir).open().map_err(io)?;
+        // Journals are fjall's only space that grows with write volume
+        // rather than with live data (a compacted log holds few entries);
+        // fjall's smallest cap keeps the directory bounded at ~64 MiB plus
+        // the live log, where the default would let it reach 512 MiB.
+        let db = Database::builder(&dir)
+            .max_journaling_size(64 * 1024 * 1024)
+            .open()
+            .map_err(io)?;
         let log = db
             .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(io)?;

@@ -2,7 +2,7 @@
 //! processes on loopback and talks to them over HTTP.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,46 +24,109 @@ pub enum HttpError {
     AfterConnect(String),
 }
 
-/// One HTTP/1.1 exchange on a fresh connection; returns the status and the
-/// JSON body.
+/// A keep-alive HTTP/1.1 connection.
+pub struct HttpConnection {
+    stream: BufReader<TcpStream>,
+    addr: SocketAddr,
+}
+
+impl HttpConnection {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Result<Self, HttpError> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(HttpError::Connect)?;
+        let after = |e: std::io::Error| HttpError::AfterConnect(e.to_string());
+        stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(after)?;
+        stream
+            .set_write_timeout(Some(HTTP_TIMEOUT))
+            .map_err(after)?;
+        stream.set_nodelay(true).map_err(after)?;
+        Ok(HttpConnection {
+            stream: BufReader::new(stream),
+            addr,
+        })
+    }
+
+    /// One exchange; returns the status and the JSON body. After an error
+    /// the connection is unusable.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Value), HttpError> {
+        let after = |e: std::io::Error| HttpError::AfterConnect(e.to_string());
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        self.stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(after)?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).map_err(after)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| HttpError::AfterConnect(format!("bad status line {line:?}")))?;
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).map_err(after)?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().map_err(|_| {
+                        HttpError::AfterConnect(format!("bad content-length {value:?}"))
+                    })?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).map_err(after)?;
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                HttpError::AfterConnect(format!(
+                    "bad JSON {:?}: {e}",
+                    String::from_utf8_lossy(&body)
+                ))
+            })?
+        };
+        Ok((status, json))
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection.
 pub fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, Value), HttpError> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(HttpError::Connect)?;
-    let after = |e: std::io::Error| HttpError::AfterConnect(e.to_string());
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(after)?;
-    stream
-        .set_write_timeout(Some(HTTP_TIMEOUT))
-        .map_err(after)?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).map_err(after)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(after)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| HttpError::AfterConnect(format!("no header end in {text:?}")))?;
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HttpError::AfterConnect(format!("bad status line in {head:?}")))?;
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body)
-            .map_err(|e| HttpError::AfterConnect(format!("bad JSON {body:?}: {e}")))?
-    };
-    Ok((status, json))
+    HttpConnection::connect(addr)?.request(method, path, body)
+}
+
+/// Classifies the answer to a write. Panics on answers that no correct
+/// service gives (4xx to a well-formed request, malformed 503s).
+pub fn classify(path: &str, answer: Result<(u16, Value), HttpError>) -> WriteOutcome {
+    match answer {
+        Ok((200, v)) => WriteOutcome::Acked(v),
+        Ok((503, v)) if v["indeterminate"] == Value::Bool(true) => WriteOutcome::Maybe,
+        Ok((503, v)) if v["error"].is_string() => WriteOutcome::NotApplied,
+        Ok((status, v)) => panic!("POST {path}: unexpected {status} {v}"),
+        Err(HttpError::Connect(_)) => WriteOutcome::NotApplied,
+        Err(HttpError::AfterConnect(_)) => WriteOutcome::Maybe,
+    }
 }
 
 /// What became of a write request.
@@ -77,17 +140,9 @@ pub enum WriteOutcome {
     NotApplied,
 }
 
-/// Sends a write and classifies the answer. Panics on answers that no
-/// correct service gives (4xx to a well-formed request, malformed 503s).
+/// Sends a write on a fresh connection and classifies the answer.
 pub fn write(addr: SocketAddr, path: &str, body: Option<&str>) -> WriteOutcome {
-    match http(addr, "POST", path, body) {
-        Ok((200, v)) => WriteOutcome::Acked(v),
-        Ok((503, v)) if v["indeterminate"] == Value::Bool(true) => WriteOutcome::Maybe,
-        Ok((503, v)) if v["error"].is_string() => WriteOutcome::NotApplied,
-        Ok((status, v)) => panic!("POST {path} on {addr}: unexpected {status} {v}"),
-        Err(HttpError::Connect(_)) => WriteOutcome::NotApplied,
-        Err(HttpError::AfterConnect(_)) => WriteOutcome::Maybe,
-    }
+    classify(path, http(addr, "POST", path, body))
 }
 
 /// Picks a port outside Linux's ephemeral range (32768–60999), so no
@@ -133,12 +188,19 @@ pub struct ProcessCluster {
     binary: PathBuf,
     dir: Option<tempfile::TempDir>,
     initial_cluster: String,
+    extra_args: Vec<String>,
     pub nodes: BTreeMap<u64, ServeProcess>,
 }
 
 impl ProcessCluster {
     /// Starts `size` nodes of example `name`.
     pub fn start(name: &str, size: u64) -> ProcessCluster {
+        Self::start_with(name, size, &[])
+    }
+
+    /// Starts `size` nodes of example `name`, each `serve` given `extra`
+    /// flags.
+    pub fn start_with(name: &str, size: u64, extra: &[&str]) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         println!("process cluster under {}", dir.path().display());
         let mut nodes = BTreeMap::new();
@@ -163,6 +225,7 @@ impl ProcessCluster {
             binary: example_binary(name),
             dir: Some(dir),
             initial_cluster,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             nodes,
         };
         for id in 1..=size {
@@ -186,7 +249,7 @@ impl ProcessCluster {
 
     /// Starts (or restarts, on its existing directory) node `id`.
     pub fn spawn(&mut self, id: u64) {
-        let log_path = self.root().join(format!("node-{id}.log"));
+        let log_path = self.log_path(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -201,12 +264,18 @@ impl ProcessCluster {
             .args(["--raft-addr", &node.raft.to_string()])
             .args(["--http-addr", &node.http.to_string()])
             .args(["--initial-cluster", &self.initial_cluster])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn serve process");
         self.nodes.get_mut(&id).expect("known node").child = Some(child);
+    }
+
+    /// Path of node `id`'s log file (its stderr, across restarts).
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.root().join(format!("node-{id}.log"))
     }
 
     /// HTTP address of node `id`.
@@ -242,6 +311,11 @@ impl ProcessCluster {
     /// SIGTERM, then waits (bounded) for a clean exit; returns its code.
     pub fn terminate(&mut self, id: u64, limit: Duration) -> Option<i32> {
         self.signal(id, libc::SIGTERM);
+        self.wait_exit(id, limit)
+    }
+
+    /// Waits (bounded) for node `id` to exit by itself; returns its code.
+    pub fn wait_exit(&mut self, id: u64, limit: Duration) -> Option<i32> {
         let mut child = self.nodes.get_mut(&id).expect("known node").child.take()?;
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
@@ -252,7 +326,7 @@ impl ProcessCluster {
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("node {id} did not exit within {limit:?} of SIGTERM");
+        panic!("node {id} did not exit within {limit:?}");
     }
 
     /// `GET /cluster/status` of node `id`, if it answers.
@@ -326,4 +400,21 @@ impl Drop for ProcessCluster {
             }
         }
     }
+}
+
+/// Disk space used by the files under `dir` (allocated blocks: fjall
+/// preallocates its journal, whose apparent length says little).
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => total += dir_size(&entry.path()),
+                Ok(m) => total += m.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
