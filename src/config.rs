@@ -27,6 +27,9 @@ pub struct Config {
     pub pre_vote: bool,
     /// A leader that hears from no quorum for an election timeout steps down.
     pub check_quorum: bool,
+    /// A learner becomes a voter only once it is at most this many entries
+    /// behind the leader; `change_membership` refuses before that.
+    pub learner_max_lag: u64,
     /// Take a snapshot every this many applied entries (0: only on
     /// request, [`crate::Raft::snapshot`]).
     pub snapshot_every: u64,
@@ -55,6 +58,7 @@ impl Default for Config {
             client_timeout: Duration::from_secs(5),
             pre_vote: true,
             check_quorum: true,
+            learner_max_lag: 100,
             snapshot_every: 10_000,
             snapshot_keep_entries: 1_000,
             snapshot_chunk_bytes: 1 << 20,

@@ -20,6 +20,10 @@ pub enum RaftError {
     /// The node is shutting down or has stopped.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A membership change was refused (another is in progress, a new
+    /// voter is not a caught-up learner, ...); nothing was changed.
+    #[error("membership change refused: {0}")]
+    Membership(String),
     /// A snapshot could not be taken or stored.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
@@ -52,7 +56,7 @@ impl From<RaftError> for RemoteError {
             RaftError::NotLeader(h) => RemoteError::NotLeader(h),
             RaftError::ShuttingDown => RemoteError::ShuttingDown,
             RaftError::Codec(s) => RemoteError::BadCommand(s),
-            RaftError::Snapshot(_) => RemoteError::ShuttingDown,
+            RaftError::Snapshot(_) | RaftError::Membership(_) => RemoteError::ShuttingDown,
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
     }

@@ -14,6 +14,9 @@ pub enum Role {
     Leader,
     /// Receives the log without voting.
     Learner,
+    /// Not in the latest configuration this node knows: removed from the
+    /// cluster, or started empty and not yet added.
+    Removed,
     /// Stopped (shut down or crashed on a storage error).
     Shutdown,
 }

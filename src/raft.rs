@@ -15,7 +15,10 @@ use crate::error::RaftError;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Metrics, Role};
-use crate::node::{ClientRead, ClientWrite, Inbound, Node, RoleContext, Shutdown, SnapshotPorts};
+use crate::node::{
+    ClientMembership, ClientRead, ClientWrite, Inbound, MembershipRequest, Node, RoleContext,
+    Shutdown, SnapshotPorts,
+};
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStorage, StorageError};
@@ -253,6 +256,55 @@ impl<SM: StateMachine> Raft<SM> {
                 other => return other,
             }
         }
+    }
+
+    /// Adds node `id`, listening at `address` (as the transport expects
+    /// it; may be empty for transports that route by id), as a learner: it
+    /// receives the log but does not vote. Returns once the configuration
+    /// with the learner has committed. Must be called on the leader (or
+    /// fails with [`RaftError::NotLeader`] carrying a hint).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+    ) -> Result<Membership, RaftError> {
+        let request = MembershipRequest::AddLearner {
+            id,
+            address: address.into(),
+        };
+        self.membership_request(request).await
+    }
+
+    /// Makes `voters` the voting members, by joint consensus (C_old →
+    /// C_old,new → C_new, each a log entry). Returns the new configuration
+    /// once C_new has committed. Every new voter must already be a learner
+    /// that is at most [`Config::learner_max_lag`] entries behind; otherwise,
+    /// or while another change is in progress, the change is refused with
+    /// [`RaftError::Membership`] and nothing changes. A leader that is not
+    /// in `voters` manages the change, then steps down.
+    ///
+    /// [`RaftError::Indeterminate`] means the leader was lost mid-change:
+    /// the next leader finishes a change whose joint entry it has.
+    pub async fn change_membership(
+        &self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<Membership, RaftError> {
+        let request = MembershipRequest::Change {
+            voters: voters.into_iter().collect(),
+        };
+        self.membership_request(request).await
+    }
+
+    async fn membership_request(
+        &self,
+        request: MembershipRequest,
+    ) -> Result<Membership, RaftError> {
+        let deadline = Instant::now() + self.config.client_timeout;
+        self.retry_until_leader(deadline, |reply| ClientMembership {
+            request: request.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Takes a snapshot of the state machine now (besides the automatic

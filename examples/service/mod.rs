@@ -406,6 +406,7 @@ async fn status<S: Service>(raft: web::Data<Raft<S>>) -> HttpResponse {
         Role::Follower => "follower",
         Role::Candidate => "candidate",
         Role::Learner => "learner",
+        Role::Removed => "removed",
         Role::Shutdown => "shutdown",
     };
     HttpResponse::Ok().json(json!({

@@ -42,6 +42,24 @@ pub(crate) struct Leader {
     reads: Vec<(u64, u64, ReadReply)>,
     /// Reads waiting for this term's first entry to commit.
     reads_waiting_commit: Vec<ReadReply>,
+    /// The membership change under way, if any.
+    change: Option<PendingChange>,
+    /// Set by `update_commit`, consumed where a context is at hand.
+    commit_advanced: bool,
+}
+
+/// Where the outcome of a membership change goes.
+pub(crate) type ChangeReply = oneshot::Sender<Result<Membership, RaftError>>;
+
+/// A membership change in progress (dissertation §4.3): the configuration
+/// entry whose commit it waits for and, during the joint phase, the final
+/// configuration to append once C_old,new has committed.
+struct PendingChange {
+    /// Index of the configuration entry awaited (set once appended).
+    awaiting: Option<u64>,
+    /// C_new, appended once the joint configuration commits.
+    then: Option<Membership>,
+    reply: Option<ChangeReply>,
 }
 
 impl Leader {
@@ -71,7 +89,112 @@ impl Leader {
             round: 0,
             reads: Vec::new(),
             reads_waiting_commit: Vec::new(),
+            change: None,
+            commit_advanced: false,
         }
+    }
+
+    /// Starts replicators for members that have none. Replicators of nodes
+    /// that left are stopped only once the configuration without them has
+    /// committed, so they learn they were removed.
+    /// `sent_upto`: the last index the new replicators may assume was
+    /// already sent (they start probing right after it).
+    fn add_replicators(&mut self, sent_upto: u64, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        for peer in self.membership.members() {
+            if peer == self.cx.id || self.replicators.contains_key(&peer) {
+                continue;
+            }
+            let r = Replicator::new(
+                self.cx.clone(),
+                ctx.address(),
+                self.term,
+                peer,
+                sent_upto,
+                self.commit_index,
+            )
+            .start();
+            self.replicators.insert(peer, r);
+            self.last_heard.insert(peer, now);
+        }
+    }
+
+    fn remove_replicators(&mut self) {
+        let members = self.membership.members();
+        let gone: Vec<NodeId> = self
+            .replicators
+            .keys()
+            .copied()
+            .filter(|id| !members.contains(id))
+            .collect();
+        for id in gone {
+            if let Some(r) = self.replicators.remove(&id) {
+                r.do_send(StopRole);
+            }
+            self.matches.remove(&id);
+            self.last_heard.remove(&id);
+            self.acked_round.remove(&id);
+        }
+    }
+
+    /// A configuration entry was appended: it is in force at once (a node
+    /// acts on the latest configuration in its log, committed or not).
+    fn on_config_appended(&mut self, membership: Membership, index: u64, ctx: &mut Context<Self>) {
+        tracing::info!(
+            node = self.cx.id,
+            term = self.term,
+            index,
+            voters = ?membership.voters,
+            old_voters = ?membership.old_voters,
+            learners = ?membership.learners,
+            "configuration appended"
+        );
+        self.membership = membership;
+        if let Some(change) = &mut self.change {
+            if change.awaiting.is_none() {
+                change.awaiting = Some(index);
+            }
+        }
+        // New members start from the configuration entry that adds them.
+        self.add_replicators(index - 1, ctx);
+    }
+
+    /// Moves the change on when the entry it waits for has committed.
+    fn advance_change(&mut self, ctx: &mut Context<Self>) {
+        let Some(change) = &mut self.change else {
+            return;
+        };
+        if change.awaiting.is_none_or(|i| i > self.commit_index) {
+            return;
+        }
+        if let Some(next) = change.then.take() {
+            change.awaiting = None;
+            self.propose(Payload::Membership(next), None, ctx);
+            return;
+        }
+        let change = self.change.take().expect("checked above");
+        if let Some(reply) = change.reply {
+            let _ = reply.send(Ok(self.membership.clone()));
+        }
+        self.remove_replicators();
+        if !self.membership.is_voter(self.cx.id) {
+            tracing::info!(
+                node = self.cx.id,
+                term = self.term,
+                "removed from the configuration; stepping down"
+            );
+            self.cx.node.do_send(StepDown { term: self.term });
+        }
+    }
+
+    /// Refuses a change while another is under way.
+    fn check_idle(&self) -> Result<(), RaftError> {
+        if self.change.is_some() || self.membership.is_joint() {
+            return Err(RaftError::Membership(
+                "another membership change is in progress".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn propose(&mut self, payload: Payload, reply: Option<WriteReply>, ctx: &mut Context<Self>) {
@@ -116,6 +239,7 @@ impl Leader {
                     self.start_read(reply);
                 }
             }
+            self.commit_advanced = true;
         }
     }
 
@@ -150,22 +274,19 @@ impl Actor for Leader {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(node = self.cx.id, term = self.term, "became leader");
-        let now = Instant::now();
-        for peer in self.membership.members() {
-            if peer == self.cx.id {
-                continue;
-            }
-            let r = Replicator::new(
-                self.cx.clone(),
-                ctx.address(),
-                self.term,
-                peer,
-                self.last_index,
-                self.commit_index,
-            )
-            .start();
-            self.replicators.insert(peer, r);
-            self.last_heard.insert(peer, now);
+        self.add_replicators(self.last_index, ctx);
+        if self.membership.is_joint() {
+            // A change interrupted by the previous leader: finish it once
+            // our blank entry (after C_old,new in the log) has committed.
+            let mut target = self.membership.clone();
+            target.old_voters = None;
+            let members = target.members();
+            target.addresses.retain(|id, _| members.contains(id));
+            self.change = Some(PendingChange {
+                awaiting: Some(self.first_index_of_term),
+                then: Some(target),
+                reply: None,
+            });
         }
         // The blank entry commits everything of earlier terms (§5.4.2) and
         // lets ReadIndex know this term's commit index is current.
@@ -192,6 +313,10 @@ impl Actor for Leader {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         for r in self.replicators.values() {
             r.do_send(StopRole);
+        }
+        if let Some(reply) = self.change.take().and_then(|c| c.reply) {
+            // The change may still complete under the next leader.
+            let _ = reply.send(Err(RaftError::Indeterminate));
         }
         for (_, reply) in self.proposals.drain(..) {
             if let Some(reply) = reply {
@@ -241,13 +366,20 @@ impl Handler<FlushProposals> for Leader {
             return;
         }
         let mut entries = Vec::with_capacity(self.proposals.len());
-        for (payload, reply) in self.proposals.drain(..) {
+        let mut configs = Vec::new();
+        for (payload, reply) in std::mem::take(&mut self.proposals) {
             self.last_index += 1;
             let log_id = LogId::new(self.term, self.last_index);
             if let Some(reply) = reply {
                 self.waiters.do_send(RegisterWaiter { log_id, reply });
             }
+            if let Payload::Membership(m) = &payload {
+                configs.push((m.clone(), log_id.index));
+            }
             entries.push(Entry { log_id, payload });
+        }
+        for (m, index) in configs {
+            self.on_config_appended(m, index, ctx);
         }
         let last = self.last_index;
         let (durable, durable_rx) = oneshot::channel();
@@ -258,10 +390,11 @@ impl Handler<FlushProposals> for Leader {
         ctx.spawn(
             async move { durable_rx.await.is_ok() }
                 .into_actor(self)
-                .map(move |durable, act, _ctx| {
+                .map(move |durable, act, ctx| {
                     if durable {
                         act.self_durable = act.self_durable.max(last);
                         act.update_commit();
+                        act.after_commit(ctx);
                     } else {
                         tracing::error!(
                             node = act.cx.id,
@@ -286,7 +419,7 @@ pub(crate) struct PeerReply {
 
 impl Handler<PeerReply> for Leader {
     type Result = ();
-    fn handle(&mut self, msg: PeerReply, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: PeerReply, ctx: &mut Context<Self>) {
         self.last_heard.insert(msg.peer, Instant::now());
         let round = self.acked_round.entry(msg.peer).or_default();
         *round = (*round).max(msg.round);
@@ -294,6 +427,7 @@ impl Handler<PeerReply> for Leader {
         if msg.match_index > *m {
             *m = msg.match_index;
             self.update_commit();
+            self.after_commit(ctx);
         }
         self.resolve_reads();
     }
@@ -350,5 +484,117 @@ impl Handler<ReadIndex> for Leader {
         } else {
             self.start_read(msg.reply);
         }
+    }
+}
+
+impl Leader {
+    fn after_commit(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.commit_advanced) {
+            self.advance_change(ctx);
+        }
+    }
+}
+
+/// Adds a non-voting member that receives the log.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddLearner {
+    pub id: NodeId,
+    pub address: String,
+    pub reply: ChangeReply,
+}
+
+impl Handler<AddLearner> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: AddLearner, ctx: &mut Context<Self>) {
+        if let Err(e) = self.check_idle() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        if self.membership.is_voter(msg.id) {
+            let _ = msg.reply.send(Err(RaftError::Membership(format!(
+                "node {} is already a voter",
+                msg.id
+            ))));
+            return;
+        }
+        let mut next = self.membership.clone();
+        next.learners.insert(msg.id);
+        if !msg.address.is_empty() {
+            next.addresses.insert(msg.id, msg.address);
+        }
+        if next == self.membership {
+            let _ = msg.reply.send(Ok(next));
+            return;
+        }
+        self.change = Some(PendingChange {
+            awaiting: None,
+            then: None,
+            reply: Some(msg.reply),
+        });
+        self.propose(Payload::Membership(next), None, ctx);
+    }
+}
+
+/// Changes the voters by joint consensus: C_old,new, then C_new.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChangeMembership {
+    pub voters: std::collections::BTreeSet<NodeId>,
+    pub reply: ChangeReply,
+}
+
+impl Handler<ChangeMembership> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: ChangeMembership, ctx: &mut Context<Self>) {
+        let refuse = |reply: ChangeReply, why: String| {
+            let _ = reply.send(Err(RaftError::Membership(why)));
+        };
+        if let Err(e) = self.check_idle() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        if msg.voters.is_empty() {
+            return refuse(msg.reply, "a configuration needs at least one voter".into());
+        }
+        if msg.voters == self.membership.voters {
+            let _ = msg.reply.send(Ok(self.membership.clone()));
+            return;
+        }
+        let lag = self.cx.config.learner_max_lag;
+        for id in &msg.voters {
+            if self.membership.voters.contains(id) {
+                continue;
+            }
+            if !self.membership.learners.contains(id) {
+                return refuse(
+                    msg.reply,
+                    format!("node {id} is not a member: add it as a learner first"),
+                );
+            }
+            let matched = self.matches.get(id).copied().unwrap_or(0);
+            if matched + lag < self.last_index {
+                return refuse(
+                    msg.reply,
+                    format!(
+                        "learner {id} has not caught up: {} entries behind (at most {lag} allowed)",
+                        self.last_index - matched
+                    ),
+                );
+            }
+        }
+        let mut joint = self.membership.clone();
+        joint.old_voters = Some(std::mem::replace(&mut joint.voters, msg.voters));
+        joint.learners.retain(|id| !joint.voters.contains(id));
+        let mut target = joint.clone();
+        target.old_voters = None;
+        let members = target.members();
+        target.addresses.retain(|id, _| members.contains(id));
+        self.change = Some(PendingChange {
+            awaiting: None,
+            then: Some(target),
+            reply: Some(msg.reply),
+        });
+        self.propose(Payload::Membership(joint), None, ctx);
     }
 }

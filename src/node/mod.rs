@@ -21,7 +21,10 @@ use crate::core::types::{HardState, LogId, Membership, NodeId};
 use crate::core::vote::{decide_vote, VoteRequest};
 use crate::error::RaftError;
 use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
-use crate::leader::{Leader, Propose, ReadIndex, ReadReply, RouteAppendReply, RouteSnapshotReply};
+use crate::leader::{
+    AddLearner, ChangeMembership, ChangeReply, Leader, Propose, ReadIndex, ReadReply,
+    RouteAppendReply, RouteSnapshotReply,
+};
 use crate::log_store::{Close, LastLogId, LogChanged, LogStore, SaveHardState, StorageFailed};
 use crate::message::{Envelope, Message, RemoteError};
 use crate::metrics::{Metrics, Role};
@@ -220,6 +223,9 @@ impl Node {
             RoleState::Leader(_) => Role::Leader,
             RoleState::Candidate { .. } | RoleState::Pending => Role::Candidate,
             RoleState::Stopped => Role::Shutdown,
+            RoleState::Follower(_) if !self.membership.members().contains(&self.id()) => {
+                Role::Removed
+            }
             RoleState::Follower(_) if !self.membership.is_voter(self.id()) => Role::Learner,
             RoleState::Follower(_) => Role::Follower,
         };
@@ -925,6 +931,43 @@ impl Handler<ClientWrite> for Node {
                     Message::ForwardWrite { id, command }
                 });
             }
+        }
+    }
+}
+
+/// A membership change asked of this node (served only by the leader).
+#[derive(Clone, Debug)]
+pub(crate) enum MembershipRequest {
+    AddLearner {
+        id: NodeId,
+        address: String,
+    },
+    Change {
+        voters: std::collections::BTreeSet<NodeId>,
+    },
+}
+
+/// A client's membership request.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClientMembership {
+    pub request: MembershipRequest,
+    pub reply: ChangeReply,
+}
+
+impl Handler<ClientMembership> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientMembership, _ctx: &mut Context<Self>) {
+        let reply = msg.reply;
+        match (&self.role, msg.request) {
+            (RoleState::Leader(l), MembershipRequest::AddLearner { id, address }) => {
+                l.do_send(AddLearner { id, address, reply })
+            }
+            (RoleState::Leader(l), MembershipRequest::Change { voters }) => {
+                l.do_send(ChangeMembership { voters, reply })
+            }
+            (RoleState::Stopped, _) => drop(reply.send(Err(RaftError::ShuttingDown))),
+            _ => drop(reply.send(Err(RaftError::NotLeader(self.leader)))),
         }
     }
 }

@@ -76,18 +76,17 @@ impl<SM: StateMachine> Cluster<SM> {
         let storage = self.storages.entry(id).or_default().clone();
         let transport = self.net.transport(id);
         let config = self.config.clone();
-        let members = self.members.clone();
+        // Founders bootstrap the cluster; any other node starts empty and
+        // waits to be added.
+        let members = self
+            .members
+            .voters
+            .contains(&id)
+            .then(|| self.members.clone());
         let factory = self.factory.clone();
         arbiter.spawn_fn(move || {
             let sm = factory(id).start();
-            let _ = tx.send(Raft::start(
-                id,
-                config,
-                storage,
-                transport,
-                Some(members),
-                sm,
-            ));
+            let _ = tx.send(Raft::start(id, config, storage, transport, members, sm));
         });
         let raft = rx
             .await

@@ -168,6 +168,9 @@ impl Handles {
             m.insert(id, c.raft(id).clone());
         }
     }
+    pub fn all(&self) -> Vec<Raft<Counter>> {
+        self.0.lock().unwrap().values().cloned().collect()
+    }
     fn pick(&self, rng: &mut fastrand::Rng) -> Option<Raft<Counter>> {
         let m = self.0.lock().unwrap();
         if m.is_empty() {

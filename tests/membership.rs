@@ -1,0 +1,370 @@
+//! Membership changes by joint consensus on the simulated harness, with
+//! clients writing throughout and a monitor checking that no term ever has
+//! two leaders.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use regatta::testing::Cluster;
+use regatta::{RaftError, Role};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// Samples every running node's metrics and fails if two nodes ever claim
+/// leadership of the same term.
+struct LeaderMonitor {
+    stop: Arc<AtomicBool>,
+    task: actix_rt::task::JoinHandle<BTreeMap<u64, BTreeSet<u64>>>,
+}
+
+impl LeaderMonitor {
+    fn start(handles: &Handles) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (handles, flag) = (handles.clone(), stop.clone());
+        let task = actix_rt::spawn(async move {
+            let mut leaders: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            while !flag.load(Ordering::Relaxed) {
+                for raft in handles.all() {
+                    let m = raft.metrics().borrow().clone();
+                    if m.role == Role::Leader {
+                        leaders.entry(m.term).or_default().insert(m.id);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            leaders
+        });
+        LeaderMonitor { stop, task }
+    }
+
+    async fn check(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let leaders = self.task.await.expect("monitor");
+        for (term, ids) in &leaders {
+            assert!(ids.len() <= 1, "term {term} had leaders {ids:?}");
+        }
+        eprintln!("leaders by term: {leaders:?}");
+    }
+}
+
+/// The leader agreed on by the voters `among`.
+async fn leader_among(c: &Cluster<Counter>, among: &[u64]) -> u64 {
+    c.wait_leader_among(among, SECS(30)).await.expect("leader")
+}
+
+async fn add_and_catch_up(c: &mut Cluster<Counter>, handles: &Handles, ids: &[u64]) {
+    let voters: Vec<u64> = c
+        .metrics()
+        .values()
+        .next()
+        .expect("a node")
+        .membership
+        .voters
+        .iter()
+        .copied()
+        .collect();
+    for &id in ids {
+        c.start(id).await;
+        handles.sync(c);
+        let leader = leader_among(c, &voters).await;
+        c.raft(leader)
+            .add_learner(id, "")
+            .await
+            .unwrap_or_else(|e| panic!("add learner {id}: {e}"));
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[id], commit, SECS(30))
+            .await
+            .expect("learner catches up");
+        assert_eq!(c.metrics()[&id].role, Role::Learner);
+    }
+}
+
+async fn change(c: &Cluster<Counter>, from: &[u64], voters: &[u64]) -> regatta::Membership {
+    // The leader may change under load; a refused or indeterminate change
+    // is retried (a change whose joint entry survives is finished by the
+    // next leader, and asking again for the same voters is then a no-op).
+    for _ in 0..10 {
+        let leader = leader_among(c, from).await;
+        match c
+            .raft(leader)
+            .change_membership(voters.iter().copied())
+            .await
+        {
+            Ok(m) => return m,
+            Err(e @ (RaftError::NotLeader(_) | RaftError::Indeterminate | RaftError::Timeout)) => {
+                eprintln!("change to {voters:?}: {e}; retrying");
+            }
+            Err(RaftError::Membership(e)) if e.contains("in progress") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("change to {voters:?}: {e}"),
+        }
+    }
+    panic!("change to {voters:?} never completed");
+}
+
+async fn wait_config(c: &Cluster<Counter>, voters: &[u64]) {
+    let want: BTreeSet<u64> = voters.iter().copied().collect();
+    for id in c.running() {
+        c.raft(id)
+            .wait_for(SECS(30), |m| {
+                m.membership.voters == want && !m.membership.is_joint()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("node {id} never saw voters {want:?}: {e}"));
+    }
+}
+
+#[actix_rt::test]
+async fn grow_from_three_to_five_and_shrink_back_under_load() {
+    init_tracing();
+    let seed = seed("grow_and_shrink");
+    bounded(SECS(180), async {
+        let mut c = Cluster::new(3, test_config(), seed, |_| Counter::default()).await;
+        let handles = Handles::default();
+        handles.sync(&c);
+        c.wait_leader(SECS(30)).await.expect("leader");
+        let monitor = LeaderMonitor::start(&handles);
+        let load = Workload::start(&handles, 4, false, seed);
+
+        add_and_catch_up(&mut c, &handles, &[4, 5]).await;
+        let m = change(&c, &[1, 2, 3], &[1, 2, 3, 4, 5]).await;
+        assert_eq!(m.voters, (1..=5).collect());
+        assert!(m.learners.is_empty());
+        wait_config(&c, &[1, 2, 3, 4, 5]).await;
+        for id in c.running() {
+            assert_ne!(c.metrics()[&id].role, Role::Learner);
+        }
+
+        // Shrink, removing the current leader among others.
+        let leader = leader_among(&c, &[1, 2, 3, 4, 5]).await;
+        let mut keep: Vec<u64> = (1..=5).filter(|id| *id != leader).collect();
+        keep.truncate(3);
+        let m = change(&c, &[1, 2, 3, 4, 5], &keep).await;
+        assert_eq!(m.voters, keep.iter().copied().collect());
+        wait_config(&c, &keep).await;
+        let new_leader = leader_among(&c, &keep).await;
+        assert!(
+            keep.contains(&new_leader),
+            "leader {new_leader} is not a voter"
+        );
+        for id in (1..=5).filter(|id| !keep.contains(id)) {
+            let m = c.metrics()[&id].clone();
+            assert_ne!(m.role, Role::Leader, "removed node {id} leads");
+        }
+        // The removed nodes stop taking part: crash them, the rest goes on.
+        for id in (1..=5).filter(|id| !keep.contains(id)) {
+            c.crash(id);
+        }
+        handles.sync(&c);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let history = load.stop().await;
+        monitor.check().await;
+        check_acknowledged_writes(&c, &history).await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_learner_is_not_promoted_before_it_catches_up() {
+    init_tracing();
+    let seed = seed("learner_catch_up");
+    bounded(SECS(120), async {
+        let config = regatta::Config {
+            learner_max_lag: 5,
+            ..test_config()
+        };
+        let mut c = Cluster::new(3, config, seed, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(30)).await.expect("leader");
+        c.start(4).await;
+        c.raft(4)
+            .wait_for(SECS(10), |m| m.role == Role::Removed)
+            .await
+            .expect("a node not yet added reports it");
+        c.net().isolate(4);
+        c.raft(leader)
+            .add_learner(4, "")
+            .await
+            .expect("add learner");
+        for n in 0..20 {
+            c.write(leader, Add(n)).await.expect("write");
+        }
+        match c.raft(leader).change_membership([1, 2, 3, 4]).await {
+            Err(RaftError::Membership(why)) => assert!(why.contains("not caught up"), "{why}"),
+            other => panic!("a lagging learner was promoted: {other:?}"),
+        }
+        // Nothing changed.
+        assert_eq!(c.metrics()[&leader].membership.voters, (1..=3).collect());
+        // Unknown nodes are refused too.
+        assert!(matches!(
+            c.raft(leader).change_membership([1, 2, 3, 9]).await,
+            Err(RaftError::Membership(_))
+        ));
+
+        c.net().rejoin(4);
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[4], commit, SECS(30))
+            .await
+            .expect("catch up");
+        // The leader learns of the catch-up from node 4's replies, a
+        // moment after node 4 has applied: retry while it is "behind".
+        let mut promoted = None;
+        for _ in 0..100 {
+            match c.raft(leader).change_membership([1, 2, 3, 4]).await {
+                Ok(m) => {
+                    promoted = Some(m);
+                    break;
+                }
+                Err(RaftError::Membership(why)) if why.contains("not caught up") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("promotion: {e}"),
+            }
+        }
+        let m = promoted.expect("promotion after catching up");
+        assert_eq!(m.voters, (1..=4).collect());
+        c.raft(4)
+            .wait_for(SECS(30), |m| m.membership.voters.len() == 4)
+            .await
+            .expect("node 4 sees itself as a voter");
+        assert_ne!(c.metrics()[&4].role, Role::Learner);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_second_change_while_one_is_in_progress_is_refused() {
+    init_tracing();
+    let seed = seed("one_change_at_a_time");
+    bounded(SECS(120), async {
+        let mut c = Cluster::new(3, test_config(), seed, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(30)).await.expect("leader");
+        c.start(4).await;
+        c.raft(leader)
+            .add_learner(4, "")
+            .await
+            .expect("add learner");
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[4], commit, SECS(30))
+            .await
+            .expect("catch up");
+        // Polled in order: the first request reaches the leader first.
+        let (first, second) = tokio::join!(
+            c.raft(leader).change_membership([1, 2, 3, 4]),
+            c.raft(leader).change_membership([1, 2, 4]),
+        );
+        match second {
+            Err(RaftError::Membership(why)) => assert!(why.contains("in progress"), "{why}"),
+            other => panic!("second change not refused: {other:?}"),
+        }
+        let m = first.expect("first change");
+        assert_eq!(m.voters, (1..=4).collect());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn leader_crashes_in_the_middle_of_changes() {
+    init_tracing();
+    let seed = seed("crash_mid_change");
+    bounded(SECS(300), async {
+        let mut c = Cluster::new(3, test_config(), seed, |_| Counter::default()).await;
+        let handles = Handles::default();
+        handles.sync(&c);
+        c.wait_leader(SECS(30)).await.expect("leader");
+        add_and_catch_up(&mut c, &handles, &[4, 5]).await;
+        let monitor = LeaderMonitor::start(&handles);
+        let load = Workload::start(&handles, 3, false, seed);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut voters: Vec<u64> = vec![1, 2, 3];
+        let (mut finished, mut lost) = (0, 0);
+        for iteration in 0..12 {
+            let target: Vec<u64> = if voters.len() == 3 {
+                (1..=5).collect()
+            } else {
+                let mut t: Vec<u64> = (1..=5).collect();
+                rng.shuffle(&mut t);
+                t.truncate(3);
+                t.sort();
+                t
+            };
+            let leader = leader_among(&c, &voters).await;
+            if voters.len() == 3 {
+                // Removed nodes come back as learners first.
+                let back: Vec<u64> = (1..=5).filter(|id| !voters.contains(id)).collect();
+                for id in back {
+                    c.raft(leader)
+                        .add_learner(id, "")
+                        .await
+                        .expect("re-add learner");
+                }
+                let commit = c.metrics()[&leader].commit_index;
+                c.wait_applied(&c.ids(), commit, SECS(30))
+                    .await
+                    .expect("learners catch up");
+            }
+            let raft = c.raft(leader).clone();
+            let goal = target.clone();
+            let attempt = actix_rt::spawn(async move { raft.change_membership(goal).await });
+            // Crash the leader somewhere between appending C_old,new and
+            // committing C_new (or a little before or after).
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..25))).await;
+            c.crash(leader);
+            handles.sync(&c);
+            let _ = attempt.await;
+            c.start(leader).await;
+            handles.sync(&c);
+            // Whatever happened, the cluster settles on one non-joint
+            // configuration: the old one, or the target if the joint entry
+            // survived (the next leader then finishes the change).
+            let mut settled = None;
+            for _ in 0..300 {
+                let views: BTreeSet<(BTreeSet<u64>, bool)> = c
+                    .metrics()
+                    .values()
+                    .map(|m| (m.membership.voters.clone(), m.membership.is_joint()))
+                    .collect();
+                if views.len() == 1 {
+                    let (v, joint) = views.into_iter().next().expect("one view");
+                    if !joint {
+                        settled = Some(v);
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let settled: Vec<u64> = settled
+                .unwrap_or_else(|| panic!("iteration {iteration}: configuration never settled"))
+                .into_iter()
+                .collect();
+            if settled == target {
+                finished += 1;
+            } else {
+                assert_eq!(
+                    settled, voters,
+                    "iteration {iteration}: neither old nor new"
+                );
+                lost += 1;
+            }
+            voters = settled;
+        }
+        eprintln!("{finished} changes completed, {lost} lost with their leader");
+        assert!(
+            finished >= 3,
+            "too few changes survived to test finishing them"
+        );
+        for id in (1..=5).filter(|id| !voters.contains(id)) {
+            c.crash(id);
+        }
+        handles.sync(&c);
+        let history = load.stop().await;
+        monitor.check().await;
+        check_acknowledged_writes(&c, &history).await;
+    })
+    .await;
+}
