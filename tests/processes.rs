@@ -557,3 +557,112 @@ fn a_stopped_node_catches_up_by_snapshot_and_directories_stay_bounded() {
         &log[log.len().saturating_sub(500)..]
     );
 }
+
+#[test]
+fn counter_cluster_grows_to_five_and_shrinks_back_under_writes() {
+    let mut cluster = ProcessCluster::start("counter", 3);
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    // The clients write through the founding nodes, which stay.
+    let clients = Clients::start(&cluster, 2, |_, addr, _| {
+        let outcome = write(addr, "/counter/incr", None);
+        let ok = matches!(outcome, WriteOutcome::Acked(_));
+        (outcome, ok)
+    });
+    clients.wait_progress(&cluster, 20);
+
+    for id in [4, 5] {
+        cluster.spawn_joiner(id);
+        cluster.wait_until("the joining node to answer", LEADER_WAIT, |c| {
+            c.status(id).is_some_and(|s| s["role"] == "removed")
+        });
+        let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+        let body = format!(
+            "{{\"id\": {id}, \"raft_addr\": \"{}\"}}",
+            cluster.nodes[&id].raft
+        );
+        let (status, v) = http(
+            cluster.http(leader),
+            "POST",
+            "/cluster/members",
+            Some(&body),
+        )
+        .expect("answer");
+        assert_eq!(status, 200, "adding node {id}: {v}");
+        assert!(v["voters"].as_array().expect("voters").contains(&id.into()));
+        clients.wait_progress(&cluster, 10);
+    }
+    let all = [1, 2, 3, 4, 5];
+    let leader = cluster.wait_leader(&all, LEADER_WAIT);
+    for id in all {
+        cluster.wait_until("every node to see five voters", LEADER_WAIT, |c| {
+            c.status(id)
+                .is_some_and(|s| s["voters"].as_array().is_some_and(|v| v.len() == 5))
+        });
+    }
+    // A follower refuses to run a change, naming the leader.
+    let follower = *all.iter().find(|id| **id != leader).expect("follower");
+    let (status, v) =
+        http(cluster.http(follower), "DELETE", "/cluster/members/5", None).expect("answer");
+    assert_eq!(status, 421, "{v}");
+
+    // Back to three, removing the leader if it is 4 or 5.
+    for id in [4, 5] {
+        let voters: Vec<u64> = cluster
+            .status(1)
+            .and_then(|s| s["voters"].as_array().cloned())
+            .expect("voters")
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect();
+        let leader = cluster.wait_leader(&voters, LEADER_WAIT);
+        let (status, v) = http(
+            cluster.http(leader),
+            "DELETE",
+            &format!("/cluster/members/{id}"),
+            None,
+        )
+        .expect("answer");
+        assert_eq!(status, 200, "removing node {id}: {v}");
+        clients.wait_progress(&cluster, 10);
+    }
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    clients.wait_progress(&cluster, 20);
+    let outcomes = clients.stop();
+
+    let mut values = BTreeSet::new();
+    let mut maybe = 0;
+    for outcome in &outcomes {
+        match outcome {
+            WriteOutcome::Acked(v) => {
+                assert!(values.insert(v["value"].as_u64().expect("value")));
+            }
+            WriteOutcome::Maybe => maybe += 1,
+            WriteOutcome::NotApplied => {}
+        }
+    }
+    let fin = {
+        let mut answer = None;
+        cluster.wait_until("a linearizable read", LEADER_WAIT, |c| {
+            match http(c.http(1), "GET", "/counter", None) {
+                Ok((200, v)) => {
+                    answer = v["value"].as_u64();
+                    true
+                }
+                _ => false,
+            }
+        });
+        answer.expect("value")
+    };
+    let acked = values.len() as u64;
+    println!("{acked} acknowledged, {maybe} indeterminate, final value {fin}");
+    assert!(
+        fin >= acked && fin <= acked + maybe,
+        "lost or invented increments"
+    );
+    for id in [4, 5] {
+        cluster.wait_until("the removed node to know it", LEADER_WAIT, |c| {
+            c.status(id).is_some_and(|s| s["role"] == "removed")
+        });
+    }
+    shut_down(&mut cluster);
+}

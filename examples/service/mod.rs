@@ -72,6 +72,11 @@ struct ServeArgs {
     /// from its directory.
     #[arg(long, value_parser = parse_initial_cluster)]
     initial_cluster: Option<Membership>,
+    /// Start with no configuration and wait to be added to a running
+    /// cluster (`POST /cluster/members` on its leader). Instead of
+    /// --initial-cluster, for a node with an empty data directory.
+    #[arg(long, conflicts_with = "initial_cluster")]
+    join: bool,
     /// How long a request may wait for a leader and its commit, in ms.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
@@ -184,8 +189,8 @@ fn check_serve_args(args: &ServeArgs) -> Result<(), String> {
             )),
             Some(_) => Ok(()),
         },
-        None if !holds_state(&args.data_dir) => Err(format!(
-            "{} holds no state: a new node needs --initial-cluster",
+        None if !args.join && !holds_state(&args.data_dir) => Err(format!(
+            "{} holds no state: a new node needs --initial-cluster (to found a cluster) or --join (to be added to one)",
             args.data_dir.display()
         )),
         None => Ok(()),
@@ -424,6 +429,96 @@ async fn status<S: Service>(raft: web::Data<Raft<S>>) -> HttpResponse {
     }))
 }
 
+impl ApiError {
+    /// A failed membership change.
+    fn membership(e: RaftError) -> Self {
+        let (status, message) = match e {
+            RaftError::Membership(why) => (StatusCode::CONFLICT, why),
+            RaftError::NotLeader(Some(leader)) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("not the leader: send membership changes to node {leader}"),
+            ),
+            e => return Self::write(e),
+        };
+        ApiError {
+            status,
+            message,
+            indeterminate: false,
+        }
+    }
+}
+
+fn membership_json(m: &Membership) -> serde_json::Value {
+    json!({
+        "voters": m.voters,
+        "learners": m.learners,
+        "joint": m.is_joint(),
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    id: NodeId,
+    raft_addr: SocketAddr,
+}
+
+/// How long `POST /cluster/members` waits for the new node to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `POST /cluster/members` `{"id", "raft_addr"}` (on the leader): adds the
+/// node as a learner, waits until it has caught up, then makes it a voter;
+/// answers once the new configuration has committed.
+async fn add_member<S: Service>(
+    raft: web::Data<Raft<S>>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let AddMember { id, raft_addr } = read_json(body, None).await?;
+    if id == 0 {
+        return Err(ApiError::bad_request("node ids start at 1"));
+    }
+    raft.add_learner(id, raft_addr.to_string())
+        .await
+        .map_err(ApiError::membership)?;
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        let mut voters = raft.metrics().borrow().membership.voters.clone();
+        voters.insert(id);
+        match raft.change_membership(voters).await {
+            Ok(m) => return Ok(HttpResponse::Ok().json(membership_json(&m))),
+            Err(RaftError::Membership(why))
+                if why.contains("not caught up") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(ApiError::membership(e)),
+        }
+    }
+}
+
+/// `DELETE /cluster/members/{id}` (on the leader): removes a voter.
+async fn remove_member<S: Service>(
+    raft: web::Data<Raft<S>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a node id")))?;
+    let mut voters = raft.metrics().borrow().membership.voters.clone();
+    if !voters.remove(&id) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("node {id} is not a voter"),
+            indeterminate: false,
+        });
+    }
+    let m = raft
+        .change_membership(voters)
+        .await
+        .map_err(ApiError::membership)?;
+    Ok(HttpResponse::Ok().json(membership_json(&m)))
+}
+
 /// `POST /cluster/snapshot`: snapshot this node now and compact its log.
 async fn snapshot<S: Service>(raft: web::Data<Raft<S>>) -> Result<HttpResponse, ApiError> {
     match raft.snapshot().await {
@@ -472,6 +567,11 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
             .app_data(raft.clone())
             .route("/cluster/status", web::get().to(status::<S>))
             .route("/cluster/snapshot", web::post().to(snapshot::<S>))
+            .route("/cluster/members", web::post().to(add_member::<S>))
+            .route(
+                "/cluster/members/{id}",
+                web::delete().to(remove_member::<S>),
+            )
             .configure(S::routes)
             .default_service(web::to(not_found))
     })

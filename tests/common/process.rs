@@ -179,6 +179,8 @@ pub struct ServeProcess {
     child: Option<Child>,
     pub http: SocketAddr,
     pub raft: SocketAddr,
+    /// Started with `--join` rather than `--initial-cluster`.
+    joins: bool,
 }
 
 /// A cluster of `serve` processes of one example, with data directories and
@@ -213,6 +215,7 @@ impl ProcessCluster {
                     child: None,
                     http,
                     raft,
+                    joins: false,
                 },
             );
         }
@@ -256,14 +259,20 @@ impl ProcessCluster {
             .open(&log_path)
             .expect("log file");
         let node = &self.nodes[&id];
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("serve")
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(self.data_dir(id))
             .args(["--raft-addr", &node.raft.to_string()])
-            .args(["--http-addr", &node.http.to_string()])
-            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--http-addr", &node.http.to_string()]);
+        if node.joins {
+            command.arg("--join");
+        } else {
+            command.args(["--initial-cluster", &self.initial_cluster]);
+        }
+        let child = command
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -276,6 +285,22 @@ impl ProcessCluster {
     /// Path of node `id`'s log file (its stderr, across restarts).
     pub fn log_path(&self, id: u64) -> PathBuf {
         self.root().join(format!("node-{id}.log"))
+    }
+
+    /// Starts a new node `id` with `--join`, waiting to be added.
+    pub fn spawn_joiner(&mut self, id: u64) {
+        let raft = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.nodes.insert(
+            id,
+            ServeProcess {
+                child: None,
+                http,
+                raft,
+                joins: true,
+            },
+        );
+        self.spawn(id);
     }
 
     /// HTTP address of node `id`.
