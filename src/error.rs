@@ -24,6 +24,9 @@ pub enum RaftError {
     /// voter is not a caught-up learner, ...); nothing was changed.
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A leadership transfer did not happen; the leader carries on.
+    #[error("leadership transfer failed: {0}")]
+    Transfer(String),
     /// A snapshot could not be taken or stored.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
@@ -56,7 +59,9 @@ impl From<RaftError> for RemoteError {
             RaftError::NotLeader(h) => RemoteError::NotLeader(h),
             RaftError::ShuttingDown => RemoteError::ShuttingDown,
             RaftError::Codec(s) => RemoteError::BadCommand(s),
-            RaftError::Snapshot(_) | RaftError::Membership(_) => RemoteError::ShuttingDown,
+            RaftError::Snapshot(_) | RaftError::Membership(_) | RaftError::Transfer(_) => {
+                RemoteError::ShuttingDown
+            }
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
     }

@@ -16,8 +16,8 @@ use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Metrics, Role};
 use crate::node::{
-    ClientMembership, ClientRead, ClientWrite, Inbound, MembershipRequest, Node, RoleContext,
-    Shutdown, SnapshotPorts,
+    ClientMembership, ClientRead, ClientTransfer, ClientWrite, Inbound, MembershipRequest, Node,
+    RoleContext, Shutdown, SnapshotPorts,
 };
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
@@ -293,6 +293,19 @@ impl<SM: StateMachine> Raft<SM> {
             voters: voters.into_iter().collect(),
         };
         self.membership_request(request).await
+    }
+
+    /// Hands leadership to voter `to` (dissertation §3.10): the leader
+    /// stops accepting writes (clients get [`RaftError::NotLeader`] naming
+    /// `to` and retry), brings `to` up to date, and sends it TimeoutNow; `to`
+    /// campaigns at once and wins. Returns once this node has stepped down.
+    /// If `to` does not take over within an election timeout the transfer
+    /// fails with [`RaftError::Transfer`] and this leader carries on. Must
+    /// be called on the leader.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RaftError> {
+        let deadline = Instant::now() + self.config.client_timeout;
+        self.retry_until_leader(deadline, |reply| ClientTransfer { to, reply })
+            .await
     }
 
     async fn membership_request(

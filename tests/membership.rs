@@ -368,3 +368,73 @@ async fn leader_crashes_in_the_middle_of_changes() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn leadership_transfer_under_load_and_to_a_lagging_target() {
+    init_tracing();
+    let seed = seed("leadership_transfer");
+    bounded(SECS(180), async {
+        let c = Cluster::new(3, test_config(), seed, |_| Counter::default()).await;
+        let handles = Handles::default();
+        handles.sync(&c);
+        let monitor = LeaderMonitor::start(&handles);
+        let load = Workload::start(&handles, 4, false, seed);
+        for round in 0..4 {
+            let leader = c.wait_leader(SECS(30)).await.expect("leader");
+            let to = c
+                .ids()
+                .into_iter()
+                .find(|id| *id != leader)
+                .expect("target");
+            c.raft(leader)
+                .transfer_leadership(to)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: transfer {leader} → {to}: {e}"));
+            let now = c
+                .raft(to)
+                .wait_for(test_config().election_timeout_max * 2, |m| {
+                    m.role == Role::Leader
+                })
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {to} did not take over: {e}"));
+            assert!(now.term > 0);
+        }
+
+        // A target cut off from the leader cannot catch up: the transfer is
+        // given up and the old leader carries on.
+        let leader = c.wait_leader(SECS(30)).await.expect("leader");
+        let to = c
+            .ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("target");
+        c.net().isolate(to);
+        for n in 0..5 {
+            c.write(leader, Add(1_000_000_000 + n))
+                .await
+                .expect("write");
+        }
+        match c.raft(leader).transfer_leadership(to).await {
+            Err(RaftError::Transfer(why)) => eprintln!("transfer refused: {why}"),
+            other => panic!("transfer to an unreachable node: {other:?}"),
+        }
+        assert_eq!(
+            c.metrics()[&leader].role,
+            Role::Leader,
+            "the leader carries on"
+        );
+        c.write(leader, Add(2_000_000_000))
+            .await
+            .expect("writes resume");
+        c.net().rejoin(to);
+        c.raft(leader)
+            .transfer_leadership(to)
+            .await
+            .expect("transfer after rejoining");
+
+        let history = load.stop().await;
+        monitor.check().await;
+        check_acknowledged_writes(&c, &history).await;
+    })
+    .await;
+}

@@ -599,6 +599,17 @@ fn counter_cluster_grows_to_five_and_shrinks_back_under_writes() {
                 .is_some_and(|s| s["voters"].as_array().is_some_and(|v| v.len() == 5))
         });
     }
+    // Hand leadership to node 4, then carry on through it.
+    let (status, v) = http(
+        cluster.http(leader),
+        "POST",
+        "/cluster/transfer-leader",
+        Some(&format!("{{\"to\": {}}}", if leader == 4 { 5 } else { 4 })),
+    )
+    .expect("answer");
+    assert_eq!(status, 200, "transfer: {v}");
+    let leader = cluster.wait_leader(&all, LEADER_WAIT);
+    assert!(leader == 4 || leader == 5, "the target leads: {leader}");
     // A follower refuses to run a change, naming the leader.
     let follower = *all.iter().find(|id| **id != leader).expect("follower");
     let (status, v) =

@@ -519,6 +519,30 @@ async fn remove_member<S: Service>(
     Ok(HttpResponse::Ok().json(membership_json(&m)))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferTo {
+    to: NodeId,
+}
+
+/// `POST /cluster/transfer-leader` `{"to": N}` (on the leader): hands
+/// leadership to voter N; answers once this node has stepped down.
+async fn transfer_leader<S: Service>(
+    raft: web::Data<Raft<S>>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let TransferTo { to } = read_json(body, None).await?;
+    match raft.transfer_leadership(to).await {
+        Ok(()) => Ok(HttpResponse::Ok().json(json!({ "leader": to }))),
+        Err(RaftError::Transfer(why)) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: why,
+            indeterminate: false,
+        }),
+        Err(e) => Err(ApiError::membership(e)),
+    }
+}
+
 /// `POST /cluster/snapshot`: snapshot this node now and compact its log.
 async fn snapshot<S: Service>(raft: web::Data<Raft<S>>) -> Result<HttpResponse, ApiError> {
     match raft.snapshot().await {
@@ -571,6 +595,10 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
             .route(
                 "/cluster/members/{id}",
                 web::delete().to(remove_member::<S>),
+            )
+            .route(
+                "/cluster/transfer-leader",
+                web::post().to(transfer_leader::<S>),
             )
             .configure(S::routes)
             .default_service(web::to(not_found))

@@ -46,7 +46,13 @@ pub(crate) struct Leader {
     change: Option<PendingChange>,
     /// Set by `update_commit`, consumed where a context is at hand.
     commit_advanced: bool,
+    /// A leadership transfer under way: the target, whether TimeoutNow was
+    /// sent, and who waits for the outcome.
+    transfer: Option<(NodeId, bool, TransferReply)>,
 }
+
+/// Where the outcome of a leadership transfer goes.
+pub(crate) type TransferReply = oneshot::Sender<Result<(), RaftError>>;
 
 /// Where the outcome of a membership change goes.
 pub(crate) type ChangeReply = oneshot::Sender<Result<Membership, RaftError>>;
@@ -91,6 +97,7 @@ impl Leader {
             reads_waiting_commit: Vec::new(),
             change: None,
             commit_advanced: false,
+            transfer: None,
         }
     }
 
@@ -311,6 +318,16 @@ impl Actor for Leader {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let Some((to, sent, reply)) = self.transfer.take() {
+            // Leadership ended: after TimeoutNow, by the target's election.
+            let _ = reply.send(if sent {
+                Ok(())
+            } else {
+                Err(RaftError::Transfer(format!(
+                    "leadership lost before node {to} was ready"
+                )))
+            });
+        }
         for r in self.replicators.values() {
             r.do_send(StopRole);
         }
@@ -350,6 +367,12 @@ pub(crate) struct Propose {
 impl Handler<Propose> for Leader {
     type Result = ();
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
+        if let Some((to, _, _)) = &self.transfer {
+            // Handing over: nothing new is accepted, so the target can
+            // catch up; the client retries with the next leader.
+            let _ = msg.reply.send(Err(RaftError::NotLeader(Some(*to))));
+            return;
+        }
         self.propose(Payload::Command(msg.command), Some(msg.reply), ctx);
     }
 }
@@ -430,6 +453,7 @@ impl Handler<PeerReply> for Leader {
             self.after_commit(ctx);
         }
         self.resolve_reads();
+        self.try_hand_over();
     }
 }
 
@@ -596,5 +620,78 @@ impl Handler<ChangeMembership> for Leader {
             reply: Some(msg.reply),
         });
         self.propose(Payload::Membership(joint), None, ctx);
+    }
+}
+
+impl Leader {
+    /// Sends TimeoutNow once the transfer target has everything we have.
+    fn try_hand_over(&mut self) {
+        let Some((to, sent, _)) = &mut self.transfer else {
+            return;
+        };
+        let caught_up = self.matches.get(to).copied().unwrap_or(0) >= self.last_index;
+        if !*sent && caught_up {
+            *sent = true;
+            tracing::info!(
+                node = self.cx.id,
+                term = self.term,
+                to = *to,
+                "transferring leadership"
+            );
+            self.cx.transport.send(crate::message::Envelope {
+                from: self.cx.id,
+                to: *to,
+                message: crate::message::Message::TimeoutNow { term: self.term },
+            });
+        }
+    }
+}
+
+/// Hands leadership to a voter (dissertation §3.10).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TransferLeadership {
+    pub to: NodeId,
+    pub reply: TransferReply,
+}
+
+impl Handler<TransferLeadership> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: TransferLeadership, ctx: &mut Context<Self>) {
+        if msg.to == self.cx.id {
+            let _ = msg.reply.send(Ok(()));
+            return;
+        }
+        if !self.membership.is_voter(msg.to) {
+            let _ = msg.reply.send(Err(RaftError::Transfer(format!(
+                "node {} is not a voter",
+                msg.to
+            ))));
+            return;
+        }
+        if self.transfer.is_some() {
+            let _ = msg.reply.send(Err(RaftError::Transfer(
+                "a transfer is already in progress".into(),
+            )));
+            return;
+        }
+        self.transfer = Some((msg.to, false, msg.reply));
+        self.wake_all();
+        self.try_hand_over();
+        // A target that cannot catch up (or win) within an election timeout
+        // is given up on, and this leader carries on.
+        ctx.run_later(self.cx.config.election_timeout_max, move |act, _| {
+            if let Some((to, _, reply)) = act.transfer.take() {
+                tracing::warn!(
+                    node = act.cx.id,
+                    term = act.term,
+                    to,
+                    "leadership transfer gave up"
+                );
+                let _ = reply.send(Err(RaftError::Transfer(format!(
+                    "node {to} did not take over within an election timeout"
+                ))));
+            }
+        });
     }
 }

@@ -23,7 +23,7 @@ use crate::error::RaftError;
 use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
 use crate::leader::{
     AddLearner, ChangeMembership, ChangeReply, Leader, Propose, ReadIndex, ReadReply,
-    RouteAppendReply, RouteSnapshotReply,
+    RouteAppendReply, RouteSnapshotReply, TransferLeadership, TransferReply,
 };
 use crate::log_store::{Close, LastLogId, LogChanged, LogStore, SaveHardState, StorageFailed};
 use crate::message::{Envelope, Message, RemoteError};
@@ -945,6 +945,28 @@ pub(crate) enum MembershipRequest {
     Change {
         voters: std::collections::BTreeSet<NodeId>,
     },
+}
+
+/// A client asks this node (the leader) to hand leadership to `to`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClientTransfer {
+    pub to: NodeId,
+    pub reply: TransferReply,
+}
+
+impl Handler<ClientTransfer> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientTransfer, _ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => l.do_send(TransferLeadership {
+                to: msg.to,
+                reply: msg.reply,
+            }),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => drop(msg.reply.send(Err(RaftError::NotLeader(self.leader)))),
+        }
+    }
 }
 
 /// A client's membership request.
