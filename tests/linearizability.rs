@@ -6,9 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use regatta::testing::linearizability::{
-    check, CheckResult, CounterInput, CounterModel, Operation,
-};
 use regatta::testing::Cluster;
 use regatta::transport::sim::LinkConfig;
 
@@ -65,33 +62,7 @@ async fn counter_history_is_linearizable_under_faults() {
         // Let the clients see the healed cluster for a moment, then stop.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let history = work.stop().await;
-        let ops: Vec<Operation<CounterInput, u64>> = history
-            .iter()
-            .map(|op| Operation {
-                client: op.client,
-                input: match op.add {
-                    Some(n) => CounterInput::Incr(n),
-                    None => CounterInput::Read,
-                },
-                call: op.call,
-                ret: op.ret,
-                output: op.output,
-            })
-            .collect();
-        let completed = ops.iter().filter(|o| o.ret.is_some()).count();
-        eprintln!("{} operations, {completed} completed", ops.len());
-        assert!(
-            completed > 50,
-            "the workload made too little progress: {completed} operations"
-        );
-        let started = std::time::Instant::now();
-        let result = check(&CounterModel, &ops, SECS(60));
-        eprintln!("checked in {:?}", started.elapsed());
-        assert_eq!(
-            result,
-            CheckResult::Ok,
-            "history is not linearizable (seed {seed})"
-        );
+        check_linearizable(&history, 50, seed);
         check_acknowledged_writes(&c, &history).await;
     })
     .await;

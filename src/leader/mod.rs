@@ -49,6 +49,9 @@ pub(crate) struct Leader {
     /// A leadership transfer under way: the target, whether TimeoutNow was
     /// sent, and who waits for the outcome.
     transfer: Option<(NodeId, bool, TransferReply)>,
+    /// Removed nodes still being sent the configuration that removes them:
+    /// node → index of that configuration.
+    leaving: BTreeMap<NodeId, u64>,
 }
 
 /// Where the outcome of a leadership transfer goes.
@@ -98,6 +101,7 @@ impl Leader {
             change: None,
             commit_advanced: false,
             transfer: None,
+            leaving: BTreeMap::new(),
         }
     }
 
@@ -126,7 +130,10 @@ impl Leader {
         }
     }
 
-    fn remove_replicators(&mut self) {
+    /// Stops the replicators of nodes the committed configuration at
+    /// `index` left out, once each holds that configuration (so it knows it
+    /// was removed); the others are stopped as their replies show it.
+    fn remove_replicators(&mut self, index: u64) {
         let members = self.membership.members();
         let gone: Vec<NodeId> = self
             .replicators
@@ -135,13 +142,25 @@ impl Leader {
             .filter(|id| !members.contains(id))
             .collect();
         for id in gone {
-            if let Some(r) = self.replicators.remove(&id) {
-                r.do_send(StopRole);
-            }
-            self.matches.remove(&id);
-            self.last_heard.remove(&id);
-            self.acked_round.remove(&id);
+            self.leaving.insert(id, index);
+            self.retire_if_informed(id);
         }
+    }
+
+    fn retire_if_informed(&mut self, id: NodeId) {
+        let Some(&needed) = self.leaving.get(&id) else {
+            return;
+        };
+        if self.matches.get(&id).copied().unwrap_or(0) < needed {
+            return;
+        }
+        self.leaving.remove(&id);
+        if let Some(r) = self.replicators.remove(&id) {
+            r.do_send(StopRole);
+        }
+        self.matches.remove(&id);
+        self.last_heard.remove(&id);
+        self.acked_round.remove(&id);
     }
 
     /// A configuration entry was appended: it is in force at once (a node
@@ -157,6 +176,8 @@ impl Leader {
             "configuration appended"
         );
         self.membership = membership;
+        let members = self.membership.members();
+        self.leaving.retain(|id, _| !members.contains(id));
         if let Some(change) = &mut self.change {
             if change.awaiting.is_none() {
                 change.awaiting = Some(index);
@@ -183,7 +204,7 @@ impl Leader {
         if let Some(reply) = change.reply {
             let _ = reply.send(Ok(self.membership.clone()));
         }
-        self.remove_replicators();
+        self.remove_replicators(change.awaiting.unwrap_or(self.commit_index));
         if !self.membership.is_voter(self.cx.id) {
             tracing::info!(
                 node = self.cx.id,
@@ -454,6 +475,7 @@ impl Handler<PeerReply> for Leader {
         }
         self.resolve_reads();
         self.try_hand_over();
+        self.retire_if_informed(msg.peer);
     }
 }
 

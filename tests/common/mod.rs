@@ -243,6 +243,28 @@ impl Workload {
         }
     }
 
+    /// Waits (bounded) until at least `n` operations have completed.
+    pub async fn wait_completed(&self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self
+                .history
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|op| op.ret.is_some())
+                .count();
+            if done >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {done} of {n} operations completed within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(self) -> Vec<Op> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.tasks {
@@ -303,4 +325,40 @@ pub async fn check_acknowledged_writes(c: &Cluster<Counter>, history: &[Op]) -> 
         ids.len()
     );
     c.raft(leader).read(Get).await.unwrap()
+}
+
+/// Runs the linearizability checker over a client history (writes and
+/// reads of the counter); fails unless it is linearizable and at least
+/// `min_completed` operations completed.
+pub fn check_linearizable(history: &[Op], min_completed: usize, seed: u64) {
+    use regatta::testing::linearizability::{
+        check, CheckResult, CounterInput, CounterModel, Operation,
+    };
+    let ops: Vec<Operation<CounterInput, u64>> = history
+        .iter()
+        .map(|op| Operation {
+            client: op.client,
+            input: match op.add {
+                Some(n) => CounterInput::Incr(n),
+                None => CounterInput::Read,
+            },
+            call: op.call,
+            ret: op.ret,
+            output: op.output,
+        })
+        .collect();
+    let completed = ops.iter().filter(|o| o.ret.is_some()).count();
+    eprintln!("{} operations, {completed} completed", ops.len());
+    assert!(
+        completed > min_completed,
+        "the workload made too little progress: {completed} operations"
+    );
+    let started = std::time::Instant::now();
+    let result = check(&CounterModel, &ops, Duration::from_secs(60));
+    eprintln!("checked in {:?}", started.elapsed());
+    assert_eq!(
+        result,
+        CheckResult::Ok,
+        "history is not linearizable (seed {seed})"
+    );
 }
