@@ -331,7 +331,7 @@ async fn leader_crashes_in_the_middle_of_changes() {
         c.wait_leader(SECS(30)).await.expect("leader");
         add_and_catch_up(&mut c, &handles, &[4, 5]).await;
         let monitor = LeaderMonitor::start(&handles);
-        let load = Workload::start(&handles, 3, false, seed);
+        let load = Workload::start(&handles, 3, true, seed);
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut voters: Vec<u64> = vec![1, 2, 3];
         let (mut finished, mut lost) = (0, 0);
@@ -419,6 +419,7 @@ async fn leader_crashes_in_the_middle_of_changes() {
         handles.sync(&c);
         let history = load.stop().await;
         monitor.check().await;
+        check_linearizable(&history, 10, seed);
         check_acknowledged_writes(&c, &history).await;
     })
     .await;
@@ -433,7 +434,7 @@ async fn leadership_transfer_under_load_and_to_a_lagging_target() {
         let handles = Handles::default();
         handles.sync(&c);
         let monitor = LeaderMonitor::start(&handles);
-        let load = Workload::start(&handles, 4, false, seed);
+        let load = Workload::start(&handles, 4, true, seed);
         for round in 0..4 {
             let leader = c.wait_leader(SECS(30)).await.expect("leader");
             let to = c
@@ -464,11 +465,9 @@ async fn leadership_transfer_under_load_and_to_a_lagging_target() {
             .find(|id| *id != leader)
             .expect("target");
         c.net().isolate(to);
-        for n in 0..5 {
-            c.write(leader, Add(1_000_000_000 + n))
-                .await
-                .expect("write");
-        }
+        // The clients' writes (recorded, for the linearizability check)
+        // put the target behind.
+        load.wait_completed(load.completed() + 10, SECS(60)).await;
         match c.raft(leader).transfer_leadership(to).await {
             Err(RaftError::Transfer(why)) => eprintln!("transfer refused: {why}"),
             other => panic!("transfer to an unreachable node: {other:?}"),
@@ -478,17 +477,17 @@ async fn leadership_transfer_under_load_and_to_a_lagging_target() {
             Role::Leader,
             "the leader carries on"
         );
-        c.write(leader, Add(2_000_000_000))
-            .await
-            .expect("writes resume");
+        load.wait_completed(load.completed() + 10, SECS(60)).await;
         c.net().rejoin(to);
         c.raft(leader)
             .transfer_leadership(to)
             .await
             .expect("transfer after rejoining");
+        load.wait_completed(load.completed() + 10, SECS(60)).await;
 
         let history = load.stop().await;
         monitor.check().await;
+        check_linearizable(&history, 10, seed);
         check_acknowledged_writes(&c, &history).await;
     })
     .await;

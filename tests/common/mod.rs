@@ -243,17 +243,21 @@ impl Workload {
         }
     }
 
+    /// Operations completed so far.
+    pub fn completed(&self) -> usize {
+        self.history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|op| op.ret.is_some())
+            .count()
+    }
+
     /// Waits (bounded) until at least `n` operations have completed.
     pub async fn wait_completed(&self, n: usize, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let done = self
-                .history
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|op| op.ret.is_some())
-                .count();
+            let done = self.completed();
             if done >= n {
                 return;
             }
