@@ -618,10 +618,8 @@ impl Handler<ChangeMembership> for Leader {
                     format!("node {id} is not a member: add it as a learner first"),
                 );
             }
-            // A learner that has acknowledged nothing is not caught up,
-            // however short the log (it may not even be reachable).
             let matched = self.matches.get(id).copied().unwrap_or(0);
-            if matched == 0 || matched + lag < self.last_index {
+            if matched + lag < self.last_index {
                 return refuse(
                     msg.reply,
                     format!(
