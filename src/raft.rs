@@ -277,10 +277,11 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Makes `voters` the voting members, by joint consensus (C_old →
     /// C_old,new → C_new, each a log entry). Returns the new configuration
-    /// once C_new has committed. Every new voter must already be a learner
-    /// that is at most [`Config::learner_max_lag`] entries behind; otherwise,
-    /// or while another change is in progress, the change is refused with
-    /// [`RaftError::Membership`] and nothing changes. A leader that is not
+    /// once C_new has committed. Every new voter must already be a learner;
+    /// the leader waits up to an election timeout for each to be at most
+    /// [`Config::learner_max_lag`] entries behind (and to have acknowledged
+    /// something), then refuses. A refusal, or another change in progress,
+    /// gives [`RaftError::Membership`] and nothing changes. A leader that is not
     /// in `voters` manages the change, then steps down.
     ///
     /// [`RaftError::Indeterminate`] means the leader was lost mid-change:

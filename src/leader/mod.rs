@@ -52,6 +52,8 @@ pub(crate) struct Leader {
     /// Removed nodes still being sent the configuration that removes them:
     /// node → index of that configuration.
     leaving: BTreeMap<NodeId, u64>,
+    /// A change waiting for its new voters to catch up.
+    promotion: Option<(std::collections::BTreeSet<NodeId>, ChangeReply)>,
 }
 
 /// Where the outcome of a leadership transfer goes.
@@ -102,6 +104,7 @@ impl Leader {
             commit_advanced: false,
             transfer: None,
             leaving: BTreeMap::new(),
+            promotion: None,
         }
     }
 
@@ -217,7 +220,7 @@ impl Leader {
 
     /// Refuses a change while another is under way.
     fn check_idle(&self) -> Result<(), RaftError> {
-        if self.change.is_some() || self.membership.is_joint() {
+        if self.change.is_some() || self.promotion.is_some() || self.membership.is_joint() {
             return Err(RaftError::Membership(
                 "another membership change is in progress".into(),
             ));
@@ -356,6 +359,10 @@ impl Actor for Leader {
             // The change may still complete under the next leader.
             let _ = reply.send(Err(RaftError::Indeterminate));
         }
+        if let Some((_, reply)) = self.promotion.take() {
+            // Nothing was appended yet: the caller may retry elsewhere.
+            let _ = reply.send(Err(RaftError::NotLeader(None)));
+        }
         for (_, reply) in self.proposals.drain(..) {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(RaftError::NotLeader(None)));
@@ -476,6 +483,7 @@ impl Handler<PeerReply> for Leader {
         self.resolve_reads();
         self.try_hand_over();
         self.retire_if_informed(msg.peer);
+        self.try_promote(ctx);
     }
 }
 
@@ -607,30 +615,62 @@ impl Handler<ChangeMembership> for Leader {
             let _ = msg.reply.send(Ok(self.membership.clone()));
             return;
         }
-        let lag = self.cx.config.learner_max_lag;
         for id in &msg.voters {
-            if self.membership.voters.contains(id) {
-                continue;
-            }
-            if !self.membership.learners.contains(id) {
+            if !self.membership.voters.contains(id) && !self.membership.learners.contains(id) {
                 return refuse(
                     msg.reply,
                     format!("node {id} is not a member: add it as a learner first"),
                 );
             }
-            let matched = self.matches.get(id).copied().unwrap_or(0);
-            if matched + lag < self.last_index {
-                return refuse(
-                    msg.reply,
+        }
+        // New voters must have caught up; wait for that (replies arrive
+        // shortly after a learner applies), for at most an election
+        // timeout, then refuse.
+        self.promotion = Some((msg.voters, msg.reply));
+        self.try_promote(ctx);
+        if self.promotion.is_some() {
+            ctx.run_later(self.cx.config.election_timeout_max, |act, _| {
+                if let Some((voters, reply)) = act.promotion.take() {
+                    let why = act.lagging(&voters).unwrap_or_default();
+                    let _ = reply.send(Err(RaftError::Membership(why)));
+                }
+            });
+        }
+    }
+}
+
+impl Leader {
+    /// Why the new voters in `voters` may not vote yet, if any lags.
+    fn lagging(&self, voters: &std::collections::BTreeSet<NodeId>) -> Option<String> {
+        let lag = self.cx.config.learner_max_lag;
+        voters
+            .iter()
+            .filter(|id| !self.membership.voters.contains(id))
+            .find_map(|id| {
+                // A learner that has acknowledged nothing is not caught up,
+                // however short the log.
+                let matched = self.matches.get(id).copied().unwrap_or(0);
+                (matched == 0 || matched + lag < self.last_index).then(|| {
                     format!(
                         "learner {id} has not caught up: {} entries behind (at most {lag} allowed)",
                         self.last_index - matched
-                    ),
-                );
-            }
+                    )
+                })
+            })
+    }
+
+    /// Starts the waiting change once every new voter has caught up.
+    fn try_promote(&mut self, ctx: &mut Context<Self>) {
+        let ready = match &self.promotion {
+            Some((voters, _)) => self.lagging(voters).is_none(),
+            None => false,
+        };
+        if !ready {
+            return;
         }
+        let (voters, reply) = self.promotion.take().expect("checked above");
         let mut joint = self.membership.clone();
-        joint.old_voters = Some(std::mem::replace(&mut joint.voters, msg.voters));
+        joint.old_voters = Some(std::mem::replace(&mut joint.voters, voters));
         joint.learners.retain(|id| !joint.voters.contains(id));
         let mut target = joint.clone();
         target.old_voters = None;
@@ -639,7 +679,7 @@ impl Handler<ChangeMembership> for Leader {
         self.change = Some(PendingChange {
             awaiting: None,
             then: Some(target),
-            reply: Some(msg.reply),
+            reply: Some(reply),
         });
         self.propose(Payload::Membership(joint), None, ctx);
     }
