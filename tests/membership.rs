@@ -57,6 +57,22 @@ async fn leader_among(c: &Cluster<Counter>, among: &[u64]) -> u64 {
     c.wait_leader_among(among, SECS(30)).await.expect("leader")
 }
 
+/// Stops the clients and checks everything they saw: one leader per term,
+/// a linearizable history of at least `min_completed` operations, and every
+/// acknowledged write applied exactly once on every running node.
+async fn check_history(
+    c: &Cluster<Counter>,
+    load: Workload,
+    monitor: LeaderMonitor,
+    min_completed: usize,
+    seed: u64,
+) {
+    let history = load.stop().await;
+    monitor.check().await;
+    check_linearizable(&history, min_completed, seed);
+    check_acknowledged_writes(c, &history).await;
+}
+
 async fn add_and_catch_up(c: &mut Cluster<Counter>, handles: &Handles, ids: &[u64]) {
     let voters: Vec<u64> = c
         .metrics()
@@ -166,10 +182,7 @@ async fn grow_from_three_to_five_and_shrink_back_under_load() {
         }
         handles.sync(&c);
         load.wait_completed(60, SECS(60)).await;
-        let history = load.stop().await;
-        monitor.check().await;
-        check_linearizable(&history, 20, seed);
-        check_acknowledged_writes(&c, &history).await;
+        check_history(&c, load, monitor, 20, seed).await;
     })
     .await;
 }
@@ -197,10 +210,7 @@ async fn replace_a_node_under_load() {
         c.crash(3);
         handles.sync(&c);
         load.wait_completed(60, SECS(60)).await;
-        let history = load.stop().await;
-        monitor.check().await;
-        check_linearizable(&history, 20, seed);
-        check_acknowledged_writes(&c, &history).await;
+        check_history(&c, load, monitor, 20, seed).await;
     })
     .await;
 }
@@ -417,10 +427,7 @@ async fn leader_crashes_in_the_middle_of_changes() {
             c.crash(id);
         }
         handles.sync(&c);
-        let history = load.stop().await;
-        monitor.check().await;
-        check_linearizable(&history, 10, seed);
-        check_acknowledged_writes(&c, &history).await;
+        check_history(&c, load, monitor, 10, seed).await;
     })
     .await;
 }
@@ -485,10 +492,7 @@ async fn leadership_transfer_under_load_and_to_a_lagging_target() {
             .expect("transfer after rejoining");
         load.wait_completed(load.completed() + 10, SECS(60)).await;
 
-        let history = load.stop().await;
-        monitor.check().await;
-        check_linearizable(&history, 10, seed);
-        check_acknowledged_writes(&c, &history).await;
+        check_history(&c, load, monitor, 10, seed).await;
     })
     .await;
 }

@@ -534,10 +534,18 @@ fn a_stopped_node_catches_up_by_snapshot_and_directories_stay_bounded() {
     // number of commands.
     for id in [1, 2, 3] {
         let dir = cluster.data_dir(id);
-        let snapshots = std::fs::read_dir(dir.join("snapshots"))
-            .expect("snapshot directory")
-            .count();
-        assert_eq!(snapshots, 2, "node {id}: one snapshot (data + meta)");
+        // A node may be writing a newer snapshot right now (a temporary
+        // file, then briefly two before the old one is deleted): wait for
+        // it to settle on exactly one, data + meta.
+        cluster.wait_until(
+            &format!("node {id} to hold one snapshot"),
+            LEADER_WAIT,
+            |_| {
+                std::fs::read_dir(dir.join("snapshots"))
+                    .map(|entries| entries.count() == 2)
+                    .unwrap_or(false)
+            },
+        );
         let size = common::process::dir_size(&dir);
         println!("node {id}: data directory {size} bytes (stopped node's before: {stopped_size})");
         assert!(size < 16 << 20, "node {id}: data directory {size} bytes");

@@ -46,7 +46,7 @@ pub(crate) struct Applier<SM: StateMachine> {
     max_batch: usize,
     waiters: BTreeMap<u64, (u64, WriteReply)>,
     /// Snapshot requests, served between two batches.
-    snapshot_requests: Vec<SnapshotReply>,
+    snapshot_requests: std::collections::VecDeque<SnapshotReply>,
     /// A snapshot to restore before applying anything more.
     restore: Option<(LogId, Bytes)>,
 }
@@ -75,7 +75,7 @@ impl<SM: StateMachine> Applier<SM> {
             busy: false,
             max_batch,
             waiters: BTreeMap::new(),
-            snapshot_requests: Vec::new(),
+            snapshot_requests: std::collections::VecDeque::new(),
             restore: snapshot,
         }
     }
@@ -90,8 +90,8 @@ impl<SM: StateMachine> Applier<SM> {
             self.restore(id, data, ctx);
             return;
         }
-        if !self.snapshot_requests.is_empty() {
-            self.snapshot(ctx);
+        if let Some(reply) = self.snapshot_requests.pop_front() {
+            self.snapshot(reply, ctx);
             return;
         }
         if self.commit_index <= self.last_applied.index {
@@ -192,27 +192,16 @@ impl<SM: StateMachine> Applier<SM> {
     }
 
     /// Asks the state machine for its state between two batches.
-    fn snapshot(&mut self, ctx: &mut Context<Self>) {
+    fn snapshot(&mut self, reply: SnapshotReply, ctx: &mut Context<Self>) {
         self.busy = true;
         let at = self.last_applied;
-        let requests = std::mem::take(&mut self.snapshot_requests);
         let snapshot = self.sm.send(Snapshot);
         ctx.spawn(snapshot.into_actor(self).map(move |res, act, ctx| {
             act.busy = false;
-            let mut result = match res {
+            let _ = reply.send(match res {
                 Ok(r) => r.map(|data| (at, data)),
                 Err(_) => Err("the state machine stopped".to_string()),
-            };
-            // One snapshot answers every request made meanwhile; the data is
-            // produced once, so only the first gets it, the rest learn where
-            // it was taken.
-            for reply in requests {
-                let this = std::mem::replace(
-                    &mut result,
-                    Err(format!("snapshot at {} already handed out", at.index)),
-                );
-                let _ = reply.send(this);
-            }
+            });
             act.pump(ctx);
         }));
     }
@@ -280,7 +269,7 @@ pub(crate) struct BuildSnapshot(pub SnapshotReply);
 impl<SM: StateMachine> Handler<BuildSnapshot> for Applier<SM> {
     type Result = ();
     fn handle(&mut self, msg: BuildSnapshot, ctx: &mut Context<Self>) {
-        self.snapshot_requests.push(msg.0);
+        self.snapshot_requests.push_back(msg.0);
         self.pump(ctx);
     }
 }

@@ -44,8 +44,6 @@ pub(crate) struct Leader {
     reads_waiting_commit: Vec<ReadReply>,
     /// The membership change under way, if any.
     change: Option<PendingChange>,
-    /// Set by `update_commit`, consumed where a context is at hand.
-    commit_advanced: bool,
     /// A leadership transfer under way: the target, whether TimeoutNow was
     /// sent, and who waits for the outcome.
     transfer: Option<(NodeId, bool, TransferReply)>,
@@ -101,7 +99,6 @@ impl Leader {
             reads: Vec::new(),
             reads_waiting_commit: Vec::new(),
             change: None,
-            commit_advanced: false,
             transfer: None,
             leaving: BTreeMap::new(),
             promotion: None,
@@ -248,7 +245,7 @@ impl Leader {
         }
     }
 
-    fn update_commit(&mut self) {
+    fn update_commit(&mut self, ctx: &mut Context<Self>) {
         let id = self.cx.id;
         let candidate = quorum_index(&self.membership, |n| {
             if n == id {
@@ -270,7 +267,7 @@ impl Leader {
                     self.start_read(reply);
                 }
             }
-            self.commit_advanced = true;
+            self.advance_change(ctx);
         }
     }
 
@@ -444,8 +441,7 @@ impl Handler<FlushProposals> for Leader {
                 .map(move |durable, act, ctx| {
                     if durable {
                         act.self_durable = act.self_durable.max(last);
-                        act.update_commit();
-                        act.after_commit(ctx);
+                        act.update_commit(ctx);
                     } else {
                         tracing::error!(
                             node = act.cx.id,
@@ -477,8 +473,7 @@ impl Handler<PeerReply> for Leader {
         let m = self.matches.entry(msg.peer).or_default();
         if msg.match_index > *m {
             *m = msg.match_index;
-            self.update_commit();
-            self.after_commit(ctx);
+            self.update_commit(ctx);
         }
         self.resolve_reads();
         self.try_hand_over();
@@ -537,14 +532,6 @@ impl Handler<ReadIndex> for Leader {
             self.reads_waiting_commit.push(msg.reply);
         } else {
             self.start_read(msg.reply);
-        }
-    }
-}
-
-impl Leader {
-    fn after_commit(&mut self, ctx: &mut Context<Self>) {
-        if std::mem::take(&mut self.commit_advanced) {
-            self.advance_change(ctx);
         }
     }
 }

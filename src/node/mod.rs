@@ -497,6 +497,34 @@ impl Node {
 }
 
 impl Node {
+    /// A leader's request of our term arrived: follow `from` (the leader of
+    /// this term) and return the follower to hand it to. A leader hearing
+    /// from another leader of its own term refuses.
+    fn follow(&mut self, from: NodeId) -> Option<Addr<Follower>> {
+        if let RoleState::Leader(_) = self.role {
+            tracing::error!(
+                node = self.id(),
+                term = self.hs.term,
+                from,
+                "request from another leader of our term"
+            );
+            return None;
+        }
+        if self.leader != Some(from) {
+            tracing::info!(
+                node = self.id(),
+                term = self.hs.term,
+                leader = from,
+                "following leader"
+            );
+        }
+        self.become_follower(self.hs.term, Some(from));
+        match &self.role {
+            RoleState::Follower(f) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
     /// Tells the transport where every member listens: addresses travel in
     /// the configuration, so a restarted node needs no address flags.
     fn learn_addresses(&self) {
@@ -608,25 +636,7 @@ impl Handler<Inbound> for Node {
                 leader_commit,
                 round,
             } => {
-                if let RoleState::Leader(_) = self.role {
-                    tracing::error!(
-                        node = self.id(),
-                        term = self.hs.term,
-                        from,
-                        "AppendEntries from another leader of our term"
-                    );
-                    return;
-                }
-                if self.leader != Some(from) {
-                    tracing::info!(
-                        node = self.id(),
-                        term = self.hs.term,
-                        leader = from,
-                        "following leader"
-                    );
-                }
-                self.become_follower(self.hs.term, Some(from));
-                if let RoleState::Follower(f) = &self.role {
+                if let Some(f) = self.follow(from) {
                     f.do_send(AppendEntriesRequest {
                         from,
                         prev,
@@ -639,23 +649,14 @@ impl Handler<Inbound> for Node {
             Message::InstallSnapshot {
                 meta, offset, data, ..
             } => {
-                if let RoleState::Leader(_) = self.role {
-                    tracing::error!(
-                        node = self.id(),
-                        term = self.hs.term,
-                        from,
-                        "InstallSnapshot from another leader of our term"
-                    );
-                    return;
-                }
-                self.become_follower(self.hs.term, Some(from));
-                if let RoleState::Follower(f) = &self.role {
+                let commit_index = self.commit_index;
+                if let Some(f) = self.follow(from) {
                     f.do_send(SnapshotChunk {
                         from,
                         meta,
                         offset,
                         data,
-                        commit_index: self.commit_index,
+                        commit_index,
                     });
                 }
             }
