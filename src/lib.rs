@@ -82,6 +82,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 mod follower;
+mod io;
 mod leader;
 mod log_store;
 pub mod message;

@@ -12,6 +12,7 @@ use crate::applier::Applier;
 use crate::config::Config;
 use crate::core::types::{LogId, Membership, NodeId};
 use crate::error::RaftError;
+use crate::io::IoMode;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Metrics, Role};
@@ -66,9 +67,31 @@ impl<SM: StateMachine> Raft<SM> {
         initial_members: Option<Membership>,
         sm: Addr<SM>,
     ) -> Result<Self, StorageError> {
+        Self::start_with(
+            id,
+            config,
+            storage,
+            transport,
+            initial_members,
+            sm,
+            IoMode::Threads,
+        )
+    }
+
+    /// [`Raft::start`] with a choice of where blocking work runs (the
+    /// simulator runs it inline, in virtual time).
+    pub(crate) fn start_with(
+        id: NodeId,
+        config: Config,
+        storage: impl LogStorage,
+        transport: Arc<dyn Transport>,
+        initial_members: Option<Membership>,
+        sm: Addr<SM>,
+        io: IoMode,
+    ) -> Result<Self, StorageError> {
         let config = Arc::new(config);
         let snapshots = storage.snapshots();
-        let (log, writer, loaded) = LogStore::start(id, Box::new(storage), initial_members)?;
+        let (log, writer, loaded) = LogStore::start(id, Box::new(storage), initial_members, &io)?;
         let snapshot_id = loaded
             .snapshot
             .as_ref()
@@ -107,6 +130,7 @@ impl<SM: StateMachine> Raft<SM> {
                 node_addr.clone().recipient(),
                 metrics_rx.clone(),
                 snapshot_id,
+                io.clone(),
             )
             .start();
             snapshotter = Some(snapshotter_addr.clone());
@@ -128,6 +152,7 @@ impl<SM: StateMachine> Raft<SM> {
                     restore: applier.clone().recipient(),
                     installed: snapshotter_addr.recipient(),
                 },
+                io,
             };
             Node::new(
                 cx,

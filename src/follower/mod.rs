@@ -181,7 +181,7 @@ impl Follower {
         ctx: &mut Context<Self>,
     ) {
         self.installing = true;
-        let verify = actix_rt::task::spawn_blocking(move || sink.finish());
+        let verify = self.cx.io.blocking(move || sink.finish());
         ctx.spawn(verify.into_actor(self).then(move |res, act, _| {
             let (durable, durable_rx) = oneshot::channel();
             let data = match res {

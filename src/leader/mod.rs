@@ -4,7 +4,7 @@
 //! from a quorum.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;

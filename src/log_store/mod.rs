@@ -12,24 +12,23 @@
 //! The follower's consistency check runs here too, so that check and write
 //! are atomic with respect to every other append.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+mod queue;
+mod writer;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::core::log::{ConflictHint, RaftLog, ReadError};
 use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, Payload};
+use crate::io::IoMode;
 use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
+use queue::WriteQueue;
+pub(crate) use writer::WriterThread;
+use writer::{Job, JobDone, Writer};
 
 /// Fires once a write is durable.
 pub(crate) type Durable = oneshot::Sender<()>;
-
-/// A running writer thread, joinable so a restart can wait until the old
-/// incarnation's storage is no longer touched.
-pub(crate) type WriterThread = Arc<Mutex<Option<JoinHandle<()>>>>;
 
 /// What the node needs from the loaded state.
 pub(crate) struct Loaded {
@@ -62,28 +61,15 @@ pub(crate) struct LogStore {
     /// the snapshot as a base.
     configs: Vec<(LogId, Membership)>,
     base_membership: Membership,
-    writer: Option<mpsc::Sender<WriteJob>>,
+    writer: Option<Writer>,
     writer_busy: bool,
-    queued: WriteBatch,
-    /// A compaction to persist after the queued batch.
-    queued_purge: Option<(LogId, Membership)>,
+    /// Decided changes not yet handed to the writer, in order.
+    queue: WriteQueue,
+    /// Waiters for everything queued so far (a durability barrier).
     queued_waiters: Vec<Durable>,
     listener: Option<Recipient<LogChanged>>,
     on_failure: Option<Recipient<StorageFailed>>,
     failed: bool,
-}
-
-struct WriteJob {
-    batch: WriteBatch,
-    purge: Option<(LogId, Membership)>,
-    waiters: Vec<Durable>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct BatchDone {
-    result: Result<(), String>,
-    waiters: Vec<Durable>,
 }
 
 impl LogStore {
@@ -93,6 +79,7 @@ impl LogStore {
         node_id: NodeId,
         mut storage: Box<dyn LogStorage>,
         bootstrap: Option<Membership>,
+        io: &IoMode,
     ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StorageError> {
         let mut state: InitialState = storage.load()?;
         let mut initial_batch = None;
@@ -145,47 +132,22 @@ impl LogStore {
                 .map_or(bootstrapped as u64, |(m, _)| m.last_included.index),
             snapshot,
         };
-        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let ctx = Context::<LogStore>::new();
+        let (writer, thread) = Writer::start(node_id, storage, io, ctx.address())?;
         let store = LogStore {
             node_id,
             log,
             configs,
             base_membership,
-            writer: Some(tx),
+            writer: Some(writer),
             writer_busy: false,
-            queued: WriteBatch::default(),
-            queued_purge: None,
+            queue: WriteQueue::default(),
             queued_waiters: Vec::new(),
             listener: None,
             on_failure: None,
             failed: false,
         };
-        let addr = store.start();
-        let done_addr = addr.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("regatta-log-{node_id}"))
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let mut result = Ok(());
-                    if !job.batch.is_empty() {
-                        result = storage.write(job.batch);
-                    }
-                    if let (Ok(()), Some((upto, membership))) = (&result, &job.purge) {
-                        result = storage.purge(*upto, membership);
-                    }
-                    let result = result.map_err(|e| e.to_string());
-                    let failed = result.is_err();
-                    done_addr.do_send(BatchDone {
-                        result,
-                        waiters: job.waiters,
-                    });
-                    if failed {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| StorageError::Io(format!("cannot start the log writer thread: {e}")))?;
-        Ok((addr, Arc::new(Mutex::new(Some(handle))), loaded))
+        Ok((ctx.run(store), thread, loaded))
     }
 
     fn membership(&self) -> Membership {
@@ -208,7 +170,7 @@ impl LogStore {
         self.log.purge_upto(upto);
         self.configs.retain(|(id, _)| id.index > upto.index);
         self.base_membership = membership.clone();
-        self.queued_purge = Some((upto, membership));
+        self.queue.purge(upto, membership);
     }
 
     fn notify_changed(&self) {
@@ -223,14 +185,7 @@ impl LogStore {
     fn truncate(&mut self, from: u64) {
         self.log.truncate_from(from);
         self.configs.retain(|(id, _)| id.index < from);
-        // Merge into the queued batch: drop queued entries at or after
-        // `from`; if that reaches back into durable entries, truncate those.
-        let first_queued = self.queued.entries.first().map(|e| e.log_id.index);
-        self.queued.entries.retain(|e| e.log_id.index < from);
-        if first_queued.is_none_or(|f| from < f) {
-            self.queued.truncate_from =
-                Some(self.queued.truncate_from.map_or(from, |t| t.min(from)));
-        }
+        self.queue.truncate(from);
     }
 
     fn append(&mut self, entries: &[Entry]) {
@@ -239,13 +194,13 @@ impl LogStore {
                 self.configs.push((e.log_id, m.clone()));
             }
             self.log.push(e.clone());
-            self.queued.entries.push(e.clone());
         }
+        self.queue.append(entries.iter().cloned());
     }
 
     fn enqueue_waiter(&mut self, waiter: Option<Durable>) {
         if let Some(w) = waiter {
-            if !self.writer_busy && self.queued.is_empty() && self.queued_purge.is_none() {
+            if !self.writer_busy && self.queue.is_empty() {
                 let _ = w.send(());
             } else {
                 self.queued_waiters.push(w);
@@ -257,19 +212,18 @@ impl LogStore {
         if self.writer_busy || self.failed {
             return;
         }
-        if self.queued.is_empty() && self.queued_purge.is_none() {
+        if self.queue.is_empty() {
             for w in self.queued_waiters.drain(..) {
                 let _ = w.send(());
             }
             return;
         }
-        let job = WriteJob {
-            batch: std::mem::take(&mut self.queued),
-            purge: self.queued_purge.take(),
+        let job = Job {
+            ops: self.queue.take(),
             waiters: std::mem::take(&mut self.queued_waiters),
         };
         if let Some(w) = &self.writer {
-            if w.send(job).is_ok() {
+            if w.send(job) {
                 self.writer_busy = true;
             }
         }
@@ -280,9 +234,9 @@ impl Actor for LogStore {
     type Context = Context<Self>;
 }
 
-impl Handler<BatchDone> for LogStore {
+impl Handler<JobDone> for LogStore {
     type Result = ();
-    fn handle(&mut self, msg: BatchDone, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: JobDone, _ctx: &mut Context<Self>) {
         self.writer_busy = false;
         match msg.result {
             Ok(()) => {
@@ -401,7 +355,7 @@ pub(crate) struct SaveHardState {
 impl Handler<SaveHardState> for LogStore {
     type Result = ();
     fn handle(&mut self, msg: SaveHardState, _ctx: &mut Context<Self>) {
-        self.queued.hard_state = Some(msg.hard_state);
+        self.queue.hard_state(msg.hard_state);
         self.enqueue_waiter(msg.durable);
         self.kick();
     }
@@ -562,7 +516,7 @@ impl Handler<InstallSnapshotLog> for LogStore {
             self.log.purge_upto(last);
             self.configs.retain(|(id, _)| id.index > last.index);
             self.base_membership = membership.clone();
-            self.queued_purge = Some((last, membership));
+            self.queue.purge(last, membership);
         }
         self.enqueue_waiter(Some(msg.durable));
         self.notify_changed();

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use crate::core::types::{HardState, LogId, Membership, NodeId};
 use crate::core::vote::{decide_vote, VoteRequest};
 use crate::error::RaftError;
 use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
+use crate::io::IoMode;
 use crate::leader::{
     AddLearner, ChangeMembership, ChangeReply, Leader, Propose, ReadIndex, ReadReply,
     RouteAppendReply, RouteSnapshotReply, TransferLeadership, TransferReply,
@@ -42,6 +43,7 @@ pub(crate) struct RoleContext {
     pub log: Addr<LogStore>,
     pub transport: Arc<dyn Transport>,
     pub snapshots: SnapshotPorts,
+    pub io: IoMode,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a

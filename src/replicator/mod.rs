@@ -2,7 +2,7 @@
 //! AppendEntries with several in flight, backtracks fast on refusals,
 //! sends heartbeats when idle and reports every reply to the leader.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use actix::prelude::*;
 
@@ -155,7 +155,7 @@ impl Replicator {
         );
         self.loading = true;
         let store = self.cx.snapshots.store.clone();
-        let load = actix_rt::task::spawn_blocking(move || store.latest());
+        let load = self.cx.io.blocking(move || store.latest());
         ctx.spawn(load.into_actor(self).map(|res, act, ctx| {
             act.loading = false;
             match res {

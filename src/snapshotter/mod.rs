@@ -11,6 +11,7 @@ use crate::applier::BuildSnapshot;
 use crate::config::Config;
 use crate::core::types::{LogId, NodeId};
 use crate::error::RaftError;
+use crate::io::IoMode;
 use crate::log_store::{Compact, LogStore, MembershipAt};
 use crate::metrics::Metrics;
 use crate::storage::snapshot::{self, SnapshotStore};
@@ -47,6 +48,7 @@ pub(crate) struct Snapshotter {
     building: bool,
     /// Callers waiting for the snapshot being built (or the next one).
     waiting: Vec<TakeReply>,
+    io: IoMode,
 }
 
 impl Snapshotter {
@@ -60,6 +62,7 @@ impl Snapshotter {
         taken: Recipient<SnapshotTaken>,
         metrics: watch::Receiver<Metrics>,
         last: LogId,
+        io: IoMode,
     ) -> Self {
         Snapshotter {
             node_id,
@@ -73,6 +76,7 @@ impl Snapshotter {
             applied: last.index,
             building: false,
             waiting: Vec::new(),
+            io,
         }
     }
 
@@ -92,6 +96,7 @@ impl Snapshotter {
         let store = self.store.clone();
         let last = self.last;
         let keep = self.config.snapshot_keep_entries;
+        let io = self.io.clone();
         let work = async move {
             let (at, data) = rx.await.map_err(|_| "the applier stopped".to_string())??;
             if at.index <= last.index {
@@ -103,13 +108,12 @@ impl Snapshotter {
                 .map_err(|_| "the log store stopped".to_string())?;
             // Serializing a large state and fsyncing it must not hold up
             // this node's actors.
-            actix_rt::task::spawn_blocking(move || {
+            io.blocking(move || {
                 let bytes = data.produce()?;
                 let meta = snapshot::describe(at, membership, &bytes);
                 snapshot::save(&*store, meta, &bytes).map_err(|e| e.to_string())
             })
-            .await
-            .map_err(|e| format!("snapshot thread failed: {e}"))??;
+            .await??;
             // Only now that the snapshot is durable may the log shrink.
             let (durable, compacted) = oneshot::channel();
             log.do_send(Compact {

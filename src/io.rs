@@ -1,0 +1,51 @@
+//! How a node runs work that blocks (fsync, checksumming a snapshot): on
+//! threads in production, or inline in virtual time under the
+//! deterministic simulator, where another thread would make the order of
+//! events depend on the operating system's scheduler.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where blocking work runs.
+#[derive(Clone, Default)]
+pub(crate) enum IoMode {
+    /// Log writes on a dedicated writer thread, other blocking work on
+    /// tokio's blocking pool.
+    #[default]
+    Threads,
+    /// Everything on the node's own thread; a log write becomes durable
+    /// after a simulated delay drawn by `write_latency`.
+    Simulated {
+        write_latency: Arc<dyn Fn() -> Duration + Send + Sync>,
+    },
+}
+
+/// A boxed future, for handing to actix's `into_actor`.
+pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl IoMode {
+    /// Runs `work`, which may block, without blocking the node's thread
+    /// (or, simulated, at once). `Err` says the worker thread failed.
+    pub(crate) fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Boxed<Result<T, String>> {
+        match self {
+            IoMode::Threads => Box::pin(async move {
+                actix_rt::task::spawn_blocking(work)
+                    .await
+                    .map_err(|e| format!("worker thread failed: {e}"))
+            }),
+            IoMode::Simulated { .. } => {
+                let result = work();
+                Box::pin(async move { Ok(result) })
+            }
+        }
+    }
+
+    pub(crate) fn is_simulated(&self) -> bool {
+        matches!(self, IoMode::Simulated { .. })
+    }
+}

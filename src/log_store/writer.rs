@@ -1,0 +1,101 @@
+//! The log store's writer: carries out queued operations on the
+//! [`LogStorage`] off the node's thread (or, simulated, after a virtual
+//! delay) and reports back, one job at a time.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+
+use super::queue::{execute, WriteOp};
+use super::{Durable, LogStore};
+use crate::core::types::NodeId;
+use crate::io::IoMode;
+use crate::storage::{LogStorage, StorageError};
+
+/// A running writer thread, joinable so a restart can wait until the old
+/// incarnation's storage is no longer touched.
+pub(crate) type WriterThread = Arc<Mutex<Option<JoinHandle<()>>>>;
+
+/// Operations to make durable, and who waits for them.
+pub(crate) struct Job {
+    pub ops: Vec<WriteOp>,
+    pub waiters: Vec<Durable>,
+}
+
+/// The writer finished a job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct JobDone {
+    pub result: Result<(), String>,
+    pub waiters: Vec<Durable>,
+}
+
+/// Where jobs go.
+pub(crate) enum Writer {
+    Thread(std::sync::mpsc::Sender<Job>),
+    Task(tokio::sync::mpsc::UnboundedSender<Job>),
+}
+
+impl Writer {
+    /// Starts a writer owning `storage`, reporting to `done`.
+    pub(crate) fn start(
+        node_id: NodeId,
+        mut storage: Box<dyn LogStorage>,
+        io: &IoMode,
+        done: Addr<LogStore>,
+    ) -> Result<(Writer, WriterThread), StorageError> {
+        match io {
+            IoMode::Threads => {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                let handle = std::thread::Builder::new()
+                    .name(format!("regatta-log-{node_id}"))
+                    .spawn(move || {
+                        while let Ok(job) = rx.recv() {
+                            if !run(&mut *storage, job, &done) {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| {
+                        StorageError::Io(format!("cannot start the log writer thread: {e}"))
+                    })?;
+                Ok((Writer::Thread(tx), Arc::new(Mutex::new(Some(handle)))))
+            }
+            IoMode::Simulated { write_latency } => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+                let latency = write_latency.clone();
+                // On the node's own task set: a simulated crash drops this
+                // task mid-job, losing exactly what was not yet durable.
+                tokio::task::spawn_local(async move {
+                    while let Some(job) = rx.recv().await {
+                        tokio::time::sleep(latency()).await;
+                        if !run(&mut *storage, job, &done) {
+                            break;
+                        }
+                    }
+                });
+                Ok((Writer::Task(tx), Arc::new(Mutex::new(None))))
+            }
+        }
+    }
+
+    /// Hands a job over; false if the writer is gone.
+    pub(crate) fn send(&self, job: Job) -> bool {
+        match self {
+            Writer::Thread(tx) => tx.send(job).is_ok(),
+            Writer::Task(tx) => tx.send(job).is_ok(),
+        }
+    }
+}
+
+/// Runs one job and reports it; false once storage has failed.
+fn run(storage: &mut dyn LogStorage, job: Job, done: &Addr<LogStore>) -> bool {
+    let result = execute(storage, job.ops).map_err(|e| e.to_string());
+    let ok = result.is_ok();
+    done.do_send(JobDone {
+        result,
+        waiters: job.waiters,
+    });
+    ok
+}
