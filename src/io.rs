@@ -44,8 +44,4 @@ impl IoMode {
             }
         }
     }
-
-    pub(crate) fn is_simulated(&self) -> bool {
-        matches!(self, IoMode::Simulated { .. })
-    }
 }

@@ -88,6 +88,7 @@ mod log_store;
 pub mod message;
 pub mod metrics;
 mod node;
+mod probe;
 mod raft;
 mod replicator;
 mod snapshotter;

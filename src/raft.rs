@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::applier::Applier;
@@ -20,6 +20,7 @@ use crate::node::{
     ClientMembership, ClientRead, ClientTransfer, ClientWrite, Inbound, MembershipRequest, Node,
     RoleContext, Shutdown, SnapshotPorts,
 };
+use crate::probe::Probe;
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStorage, StorageError};
@@ -31,6 +32,8 @@ pub struct Raft<SM: StateMachine> {
     node: Addr<Node>,
     sm: Addr<SM>,
     metrics: watch::Receiver<Metrics>,
+    /// Woken on every metrics change, in the order waiters came.
+    changed: Arc<Notify>,
     config: Arc<Config>,
     writer: WriterThread,
     snapshotter: Addr<Snapshotter>,
@@ -43,6 +46,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             node: self.node.clone(),
             sm: self.sm.clone(),
             metrics: self.metrics.clone(),
+            changed: self.changed.clone(),
             config: self.config.clone(),
             writer: self.writer.clone(),
             snapshotter: self.snapshotter.clone(),
@@ -75,6 +79,7 @@ impl<SM: StateMachine> Raft<SM> {
             initial_members,
             sm,
             IoMode::Threads,
+            None,
         )
     }
 
@@ -88,6 +93,7 @@ impl<SM: StateMachine> Raft<SM> {
         initial_members: Option<Membership>,
         sm: Addr<SM>,
         io: IoMode,
+        probe: Probe,
     ) -> Result<Self, StorageError> {
         let config = Arc::new(config);
         let snapshots = storage.snapshots();
@@ -109,6 +115,8 @@ impl<SM: StateMachine> Raft<SM> {
         });
         let snapshot_data = loaded.snapshot.map(|(m, data)| (m.last_included, data));
         let sm_for_node = sm.clone();
+        let changed = Arc::new(Notify::new());
+        let changed_for_node = changed.clone();
         let mut snapshotter = None;
         let node = Node::create(|ctx| {
             let node_addr = ctx.address();
@@ -119,6 +127,7 @@ impl<SM: StateMachine> Raft<SM> {
                 node_addr.clone().recipient(),
                 snapshot_data,
                 config.max_apply_batch,
+                probe.clone(),
             )
             .start();
             let snapshotter_addr = Snapshotter::new(
@@ -153,6 +162,7 @@ impl<SM: StateMachine> Raft<SM> {
                     installed: snapshotter_addr.recipient(),
                 },
                 io,
+                probe,
             };
             Node::new(
                 cx,
@@ -164,6 +174,7 @@ impl<SM: StateMachine> Raft<SM> {
                 applier.clone().recipient(),
                 applier.recipient(),
                 metrics_tx,
+                changed_for_node,
             )
         });
         Ok(Raft {
@@ -171,6 +182,7 @@ impl<SM: StateMachine> Raft<SM> {
             node,
             sm,
             metrics: metrics_rx,
+            changed,
             config,
             writer,
             snapshotter: snapshotter.expect("created with the node"),
@@ -253,8 +265,12 @@ impl<SM: StateMachine> Raft<SM> {
         M: actix::Message<Result = ()> + Send + 'static,
         Node: Handler<M>,
     {
-        let mut metrics = self.metrics.clone();
         loop {
+            // Registered before asking, so news of a leader that arrives
+            // meanwhile is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let (tx, rx) = oneshot::channel();
             self.node
                 .send(make(tx))
@@ -276,7 +292,7 @@ impl<SM: StateMachine> Raft<SM> {
                     if Instant::now() >= deadline {
                         return Err(RaftError::NotLeader(hint));
                     }
-                    let _ = tokio::time::timeout_at(wait_until, metrics.changed()).await;
+                    let _ = tokio::time::timeout_at(wait_until, changed).await;
                 }
                 other => return other,
             }
@@ -370,18 +386,21 @@ impl<SM: StateMachine> Raft<SM> {
         timeout: Duration,
         condition: impl Fn(&Metrics) -> bool,
     ) -> Result<Metrics, RaftError> {
-        let mut rx = self.metrics.clone();
         let result = tokio::time::timeout(timeout, async {
             loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
                 {
-                    let m = rx.borrow_and_update();
+                    let m = self.metrics.borrow();
                     if condition(&m) {
                         return Ok(m.clone());
                     }
                 }
-                if rx.changed().await.is_err() {
+                if self.metrics.has_changed().is_err() {
                     return Err(RaftError::ShuttingDown);
                 }
+                changed.await;
             }
         })
         .await;

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::core::types::{LogId, NodeId, Payload};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
+use crate::probe::{digest, Probe, ProbeEvent};
 use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 
 /// The commit index advanced.
@@ -49,6 +50,7 @@ pub(crate) struct Applier<SM: StateMachine> {
     snapshot_requests: std::collections::VecDeque<SnapshotReply>,
     /// A snapshot to restore before applying anything more.
     restore: Option<(LogId, Bytes)>,
+    probe: Probe,
 }
 
 /// Where a snapshot of the state machine goes: the last applied entry and
@@ -63,6 +65,7 @@ impl<SM: StateMachine> Applier<SM> {
         applied_to: Recipient<Applied>,
         snapshot: Option<(LogId, Bytes)>,
         max_batch: usize,
+        probe: Probe,
     ) -> Self {
         let last_applied = snapshot.as_ref().map_or(LogId::default(), |(id, _)| *id);
         Applier {
@@ -77,6 +80,7 @@ impl<SM: StateMachine> Applier<SM> {
             waiters: BTreeMap::new(),
             snapshot_requests: std::collections::VecDeque::new(),
             restore: snapshot,
+            probe,
         }
     }
 
@@ -107,6 +111,10 @@ impl<SM: StateMachine> Applier<SM> {
             .into_actor(self)
             .then(|entries, act, _ctx| {
                 let last = entries.last().map(|e| e.log_id);
+                if let Some(probe) = &act.probe {
+                    let entries = entries.iter().map(|e| (e.log_id, digest(e))).collect();
+                    probe(act.node_id, ProbeEvent::Applied { entries });
+                }
                 let mut commands = Vec::new();
                 let mut failed = Vec::new();
                 for e in entries {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::applier::RestoreSnapshot;
 use crate::applier::{Applied, Committed, RegisterWaiter, WriteReply};
@@ -29,6 +29,7 @@ use crate::leader::{
 use crate::log_store::{Close, LastLogId, LogChanged, LogStore, SaveHardState, StorageFailed};
 use crate::message::{Envelope, Message, RemoteError};
 use crate::metrics::{Metrics, Role};
+use crate::probe::{Probe, ProbeEvent};
 use crate::replicator::{AppendReply, SnapshotReply};
 use crate::snapshotter::{SnapshotInstalled, SnapshotTaken};
 use crate::storage::snapshot::SnapshotStore;
@@ -44,6 +45,7 @@ pub(crate) struct RoleContext {
     pub transport: Arc<dyn Transport>,
     pub snapshots: SnapshotPorts,
     pub io: IoMode,
+    pub probe: Probe,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a
@@ -165,6 +167,10 @@ pub(crate) struct Node {
     applier: Recipient<Committed>,
     waiters: Recipient<RegisterWaiter>,
     metrics: watch::Sender<Metrics>,
+    /// Woken on every metrics change. Waiters are woken in the order they
+    /// began to wait, which a watch channel does not promise (it spreads
+    /// them over randomly chosen slots): the simulator needs the order.
+    changed: Arc<Notify>,
     forwarded: HashMap<u64, Forwarded>,
     next_request: u64,
     /// Forwarded writes already proposed, by (forwarding node, request id):
@@ -189,6 +195,7 @@ impl Node {
         applier: Recipient<Committed>,
         waiters: Recipient<RegisterWaiter>,
         metrics: watch::Sender<Metrics>,
+        changed: Arc<Notify>,
     ) -> Self {
         Node {
             cx,
@@ -207,6 +214,7 @@ impl Node {
             applier,
             waiters,
             metrics,
+            changed,
             forwarded: HashMap::new(),
             // Random start: ids of a restarted node must not collide with
             // those of its previous incarnation in the leader's memory.
@@ -242,7 +250,7 @@ impl Node {
             snapshot_index: self.snapshot_index,
             membership: self.membership.clone(),
         };
-        self.metrics.send_if_modified(|old| {
+        let modified = self.metrics.send_if_modified(|old| {
             if *old != m {
                 *old = m;
                 true
@@ -250,6 +258,9 @@ impl Node {
                 false
             }
         });
+        if modified {
+            self.changed.notify_waiters();
+        }
     }
 
     fn stop_role(&mut self) {
@@ -535,6 +546,13 @@ impl Node {
                 self.cx.transport.set_address(*id, addr);
             }
         }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Waiters find the metrics sender gone when they look again.
+        self.changed.notify_waiters();
     }
 }
 
@@ -856,6 +874,9 @@ impl Handler<ElectionWon> for Node {
                     act.role = RoleState::Leader(l.start());
                     act.role_term = term;
                     act.publish();
+                    if let Some(probe) = &act.cx.probe {
+                        probe(act.id(), ProbeEvent::Leader { term });
+                    }
                 }),
         );
     }

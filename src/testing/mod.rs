@@ -6,6 +6,7 @@
 
 /// A linearizability checker for client histories.
 pub mod linearizability;
+pub mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

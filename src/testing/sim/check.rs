@@ -1,0 +1,128 @@
+//! The invariants the simulator checks while a run goes on (Raft, Figure
+//! 3): election safety, leader completeness, state machine safety, and
+//! log matching over every node's durable log.
+
+use std::collections::BTreeMap;
+
+use crate::core::types::{LogId, NodeId};
+use crate::probe::{digest, ProbeEvent};
+use crate::storage::{InitialState, MemStorage};
+
+/// Everything observed so far, across crashes and restarts.
+#[derive(Default)]
+pub(super) struct Checker {
+    /// term → the node that led it.
+    leaders: BTreeMap<u64, NodeId>,
+    /// index → (entry id, digest) as first applied anywhere.
+    applied: BTreeMap<u64, (LogId, u64, NodeId)>,
+    /// The first violation found.
+    pub(super) violation: Option<String>,
+    pub(super) elections: u64,
+}
+
+impl Checker {
+    fn fail(&mut self, why: String) {
+        if self.violation.is_none() {
+            self.violation = Some(why);
+        }
+    }
+
+    /// Checks one event of `node`, whose durable log is `storage`.
+    pub(super) fn on_event(&mut self, node: NodeId, event: &ProbeEvent, storage: &MemStorage) {
+        match event {
+            ProbeEvent::Leader { term } => {
+                self.elections += 1;
+                if let Some(other) = self.leaders.insert(*term, node) {
+                    if other != node {
+                        self.fail(format!(
+                            "election safety: nodes {other} and {node} both led term {term}"
+                        ));
+                    }
+                }
+                self.leader_completeness(node, *term, &storage.contents());
+            }
+            ProbeEvent::Applied { entries } => {
+                for (id, d) in entries {
+                    match self.applied.get(&id.index) {
+                        None => {
+                            self.applied.insert(id.index, (*id, *d, node));
+                        }
+                        Some((first, fd, by)) if (first, fd) != (id, d) => {
+                            let why = format!(
+                                "state machine safety: node {by} applied {first:?} (digest {fd:#x}) at index {}, node {node} applied {id:?} (digest {d:#x})",
+                                id.index
+                            );
+                            self.fail(why);
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            ProbeEvent::Failed { cause } => {
+                self.fail(format!("node {node} stopped: {cause}"));
+            }
+        }
+    }
+
+    /// A new leader's log holds every entry applied anywhere (it became
+    /// leader after its vote was durable, and the write queue is ordered,
+    /// so its durable log is its whole log).
+    fn leader_completeness(&mut self, node: NodeId, term: u64, log: &InitialState) {
+        let by_index: BTreeMap<u64, (LogId, u64)> = log
+            .entries
+            .iter()
+            .map(|e| (e.log_id.index, (e.log_id, digest(e))))
+            .collect();
+        let missing = self.applied.iter().find(|(index, (id, d, _))| {
+            **index > log.snapshot.index && by_index.get(index) != Some(&(*id, *d))
+        });
+        if let Some((index, (id, _, by))) = missing {
+            let why = format!(
+                "leader completeness: node {node} leads term {term} without {id:?} (applied by node {by}); its log has {:?} at index {index}",
+                by_index.get(index).map(|(id, _)| id)
+            );
+            self.fail(why);
+        }
+    }
+
+    /// Log matching between every two durable logs: where two logs hold
+    /// an entry with the same index and term, they hold the same entries
+    /// up to it.
+    pub(super) fn log_matching(&mut self, logs: &BTreeMap<NodeId, InitialState>) {
+        let digests: Vec<(NodeId, BTreeMap<u64, (LogId, u64)>)> = logs
+            .iter()
+            .map(|(id, s)| {
+                let m = s
+                    .entries
+                    .iter()
+                    .map(|e| (e.log_id.index, (e.log_id, digest(e))))
+                    .collect();
+                (*id, m)
+            })
+            .collect();
+        for (i, (a, la)) in digests.iter().enumerate() {
+            for (b, lb) in &digests[i + 1..] {
+                let Some(top) = la
+                    .iter()
+                    .rev()
+                    .find(|(index, (id, _))| lb.get(index).is_some_and(|(o, _)| o == id))
+                    .map(|(index, _)| *index)
+                else {
+                    continue;
+                };
+                for (index, ea) in la.range(..=top) {
+                    if let Some(eb) = lb.get(index) {
+                        if ea != eb {
+                            let why = format!(
+                                "log matching: nodes {a} and {b} agree on index {top} but differ at {index}: {:?} vs {:?}",
+                                ea, eb
+                            );
+                            self.fail(why);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
