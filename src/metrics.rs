@@ -42,4 +42,8 @@ pub struct Metrics {
     pub snapshot_index: u64,
     /// The configuration in effect (the latest in the log).
     pub membership: Membership,
+    /// Why the node stopped on its own (a part of it failed: storage, the
+    /// applier, the state machine); `None` while running or after a
+    /// requested shutdown.
+    pub stopped_because: Option<String>,
 }

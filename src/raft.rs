@@ -112,6 +112,7 @@ impl<SM: StateMachine> Raft<SM> {
             last_applied: 0,
             snapshot_index: snapshot_id.index,
             membership: loaded.membership.clone(),
+            stopped_because: None,
         });
         let snapshot_data = loaded.snapshot.map(|(m, data)| (m.last_included, data));
         let sm_for_node = sm.clone();
@@ -124,6 +125,7 @@ impl<SM: StateMachine> Raft<SM> {
                 id,
                 sm_for_node,
                 log.clone(),
+                node_addr.clone().recipient(),
                 node_addr.clone().recipient(),
                 snapshot_data,
                 config.max_apply_batch,
@@ -172,9 +174,10 @@ impl<SM: StateMachine> Raft<SM> {
                 loaded.commit_index,
                 snapshot_id.index,
                 applier.clone().recipient(),
-                applier.recipient(),
+                applier.clone().recipient(),
                 metrics_tx,
                 changed_for_node,
+                applier.clone().recipient(),
             )
         });
         Ok(Raft {

@@ -4,82 +4,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Actor;
+use common::scripted::Harness;
 use common::*;
-use regatta::message::{Envelope, Message};
-use regatta::storage::MemStorage;
-use regatta::transport::Transport;
-use regatta::{Config, Entry, LogId, Membership, Payload, Raft, Role};
+use regatta::message::Message;
+use regatta::{Config, Entry, LogId, Payload, Role};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-
-#[derive(Default)]
-struct Capture(Mutex<Vec<Envelope>>);
-
-impl Transport for Capture {
-    fn send(&self, envelope: Envelope) {
-        self.0.lock().unwrap().push(envelope);
-    }
-}
-
-struct Harness {
-    raft: Raft<Counter>,
-    sent: Arc<Capture>,
-    storage: MemStorage,
-}
-
-impl Harness {
-    fn start(config: Config) -> Harness {
-        let sent = Arc::new(Capture::default());
-        let storage = MemStorage::new();
-        let raft = Raft::start(
-            1,
-            config,
-            storage.clone(),
-            sent.clone(),
-            Some(Membership::new([1, 2, 3])),
-            Counter::default().start(),
-        )
-        .unwrap();
-        Harness {
-            raft,
-            sent,
-            storage,
-        }
-    }
-
-    /// Waits for a sent message matching `pred`, removing everything before it.
-    async fn expect(&self, what: &str, pred: impl Fn(&Envelope) -> bool) -> Envelope {
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        loop {
-            {
-                let mut sent = self.sent.0.lock().unwrap();
-                if let Some(pos) = sent.iter().position(&pred) {
-                    let e = sent[pos].clone();
-                    sent.drain(..=pos);
-                    return e;
-                }
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never sent: {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn inject(&self, from: u64, message: Message) {
-        self.raft.deliver(Envelope {
-            from,
-            to: 1,
-            message,
-        });
-    }
-
-    fn clear(&self) {
-        self.sent.0.lock().unwrap().clear();
-    }
-}
 
 fn no_pre_vote() -> Config {
     Config {

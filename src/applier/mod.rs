@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::core::types::{LogId, NodeId, Payload};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
+use crate::node::ComponentFailed;
 use crate::probe::{digest, Probe, ProbeEvent};
 use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 
@@ -40,6 +41,9 @@ pub(crate) struct Applier<SM: StateMachine> {
     sm: Addr<SM>,
     log: Addr<LogStore>,
     applied_to: Recipient<Applied>,
+    /// Told if this actor stops on its own, with why.
+    failed: Recipient<ComponentFailed>,
+    failure: Option<String>,
     /// The last applied entry (or the snapshot restored last).
     last_applied: LogId,
     commit_index: u64,
@@ -63,6 +67,7 @@ impl<SM: StateMachine> Applier<SM> {
         sm: Addr<SM>,
         log: Addr<LogStore>,
         applied_to: Recipient<Applied>,
+        failed: Recipient<ComponentFailed>,
         snapshot: Option<(LogId, Bytes)>,
         max_batch: usize,
         probe: Probe,
@@ -73,6 +78,8 @@ impl<SM: StateMachine> Applier<SM> {
             sm,
             log,
             applied_to,
+            failed,
+            failure: None,
             last_applied,
             commit_index: last_applied.index,
             busy: false,
@@ -150,9 +157,7 @@ impl<SM: StateMachine> Applier<SM> {
                     return;
                 };
                 let Some(responses) = responses else {
-                    // The state machine is gone: the node is shutting down.
-                    tracing::error!(node = act.node_id, "state machine stopped; applier stops");
-                    ctx.stop();
+                    act.stop_because("the state machine stopped".into(), ctx);
                     return;
                 };
                 if responses.len() != ids.len() {
@@ -181,7 +186,12 @@ impl<SM: StateMachine> Applier<SM> {
             act.busy = false;
             match res {
                 Ok(Ok(())) => {
-                    tracing::info!(node = act.node_id, index = id.index, term = id.term, "restored snapshot");
+                    tracing::info!(
+                        node = act.node_id,
+                        index = id.index,
+                        term = id.term,
+                        "restored snapshot"
+                    );
                     act.settle_upto(id.index);
                     act.last_applied = id;
                     act.commit_index = act.commit_index.max(id.index);
@@ -191,10 +201,13 @@ impl<SM: StateMachine> Applier<SM> {
                 Ok(Err(e)) => {
                     // Applying on top of a state we could not restore would
                     // diverge from the other replicas: stop instead.
-                    tracing::error!(node = act.node_id, index = id.index, error = %e, "state machine refused the snapshot; applier stops");
-                    ctx.stop();
+                    let why = format!(
+                        "the state machine refused the snapshot at index {}: {e}",
+                        id.index
+                    );
+                    act.stop_because(why, ctx);
                 }
-                Err(_) => ctx.stop(),
+                Err(_) => act.stop_because("the state machine stopped".into(), ctx),
             }
         }));
     }
@@ -236,10 +249,46 @@ impl<SM: StateMachine> Applier<SM> {
     }
 }
 
+impl<SM: StateMachine> Applier<SM> {
+    fn stop_because(&mut self, why: String, ctx: &mut Context<Self>) {
+        tracing::error!(node = self.node_id, error = %why, "applier stops");
+        self.failure = Some(why);
+        ctx.stop();
+    }
+}
+
 impl<SM: StateMachine> Actor for Applier<SM> {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.pump(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Whatever the reason, a node without its applier must not go on
+        // (if the node itself is stopping, it ignores this).
+        let cause = self
+            .failure
+            .take()
+            .unwrap_or_else(|| "it stopped unexpectedly".into());
+        self.failed.do_send(ComponentFailed {
+            component: "applier",
+            cause,
+        });
+    }
+}
+
+/// This node's leadership ended: the writes waiting for their entries may
+/// or may not commit under the next leader.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AbandonWaiters;
+
+impl<SM: StateMachine> Handler<AbandonWaiters> for Applier<SM> {
+    type Result = ();
+    fn handle(&mut self, _: AbandonWaiters, _ctx: &mut Context<Self>) {
+        for (_, (_, reply)) in std::mem::take(&mut self.waiters) {
+            let _ = reply.send(Err(RaftError::Indeterminate));
+        }
     }
 }
 

@@ -9,10 +9,12 @@
 //!   configuration, and the leader's own-term commit rule (Figure 8).
 //! - [`progress`]: per-follower replication progress and flow control.
 //! - [`election`]: randomized election timeouts.
+//! - [`validate`]: the rules a message from the network must satisfy.
 
 pub mod election;
 pub mod log;
 pub mod progress;
 pub mod quorum;
 pub mod types;
+pub mod validate;
 pub mod vote;

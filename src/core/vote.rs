@@ -20,8 +20,9 @@ pub struct VoteRequest {
 pub struct VoteDecision {
     /// Whether the vote is granted.
     pub granted: bool,
-    /// For a real vote that is granted: the hard state to persist before the
-    /// reply may be sent.
+    /// For a real vote that is granted: the hard state that must be durable
+    /// before the reply may be sent (also for a repeated grant, whose
+    /// first write may not be durable yet).
     pub persist: Option<HardState>,
 }
 
@@ -60,15 +61,13 @@ pub fn decide_vote(
             persist: None,
         };
     }
-    // One vote per term, first come first served (repeat grants are
-    // idempotent so a duplicated request gets the same answer).
+    // One vote per term, first come first served. A repeated request gets
+    // the same answer, and the same durability barrier: the first grant's
+    // write may still be in flight, and no grant may leave before it is
+    // durable.
     match hard_state.voted_for {
         Some(v) if v != req.candidate => refuse,
-        Some(_) => VoteDecision {
-            granted: true,
-            persist: None,
-        },
-        None => VoteDecision {
+        Some(_) | None => VoteDecision {
             granted: true,
             persist: Some(HardState {
                 term: req.term,
@@ -110,9 +109,11 @@ mod tests {
         assert_eq!(state.voted_for, Some(2));
         // Another candidate in the same term is refused.
         assert!(!decide_vote(&state, LogId::new(1, 1), &req(3, 3, (1, 1)), false).granted);
-        // The same candidate asking again gets the same answer.
+        // The same candidate asking again gets the same answer, behind the
+        // same durability barrier.
         let again = decide_vote(&state, LogId::new(1, 1), &req(3, 2, (1, 1)), false);
-        assert!(again.granted && again.persist.is_none());
+        assert!(again.granted);
+        assert_eq!(again.persist, Some(state));
     }
 
     #[test]

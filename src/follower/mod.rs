@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use crate::applier::RestoreSnapshot;
 use crate::core::election::random_timeout;
 use crate::core::types::{Entry, LogId, NodeId};
-use crate::log_store::{FollowerAppend, InstallSnapshotLog};
+use crate::log_store::{AppendRefused, FollowerAppend, InstallSnapshotLog};
 use crate::message::{Envelope, Message};
 use crate::node::{CommitTo, ElectionTimeout, RoleContext, StopRole};
 use crate::snapshotter::{SnapshotInstalled, SnapshotTaken};
@@ -88,6 +88,8 @@ pub(crate) struct AppendEntriesRequest {
     pub entries: Vec<Entry>,
     pub leader_commit: u64,
     pub round: u64,
+    /// The node's commit index.
+    pub commit_index: u64,
 }
 
 impl Handler<AppendEntriesRequest> for Follower {
@@ -101,10 +103,12 @@ impl Handler<AppendEntriesRequest> for Follower {
             entries,
             leader_commit,
             round,
+            commit_index,
         } = msg;
         let check = self.cx.log.send(FollowerAppend {
             prev,
             entries,
+            commit_index,
             durable,
         });
         // `wait` keeps later AppendEntries queued until this one is planned,
@@ -122,7 +126,8 @@ impl Handler<AppendEntriesRequest> for Follower {
                 },
             };
             match res {
-                Ok(Err(hint)) => act.cx.transport.send(reply(Err(hint))),
+                Ok(Err(AppendRefused::Conflict(hint))) => act.cx.transport.send(reply(Err(hint))),
+                Ok(Err(AppendRefused::Committed { .. })) => {} // logged by the log store
                 Ok(Ok(matched)) => {
                     let envelope = reply(Ok(matched));
                     // Acknowledge only once durable: the leader counts this

@@ -310,21 +310,51 @@ impl Handler<LeaderAppend> for LogStore {
     }
 }
 
+/// Why a follower did not take an AppendEntries.
+#[derive(Debug)]
+pub(crate) enum AppendRefused {
+    /// The log does not hold `prev`: the leader backs up.
+    Conflict(ConflictHint),
+    /// The leader asked to delete committed entries: only a buggy or
+    /// foreign leader does that. Not answered.
+    Committed {
+        truncate_from: u64,
+        commit_index: u64,
+    },
+}
+
 /// A follower's AppendEntries: check, then truncate/append as needed.
-/// Answers the last index now known to match the leader, or a conflict hint.
+/// Answers the last index now known to match the leader, or why not.
 #[derive(Message)]
-#[rtype(result = "Result<LogId, ConflictHint>")]
+#[rtype(result = "Result<LogId, AppendRefused>")]
 pub(crate) struct FollowerAppend {
     pub prev: LogId,
     pub entries: Vec<Entry>,
+    /// The node's commit index: nothing at or below it may be truncated.
+    pub commit_index: u64,
     /// Fires once everything up to the matched index is durable.
     pub durable: Durable,
 }
 
 impl Handler<FollowerAppend> for LogStore {
-    type Result = Result<LogId, ConflictHint>;
+    type Result = Result<LogId, AppendRefused>;
     fn handle(&mut self, msg: FollowerAppend, _ctx: &mut Context<Self>) -> Self::Result {
-        let plan = self.log.plan_append(msg.prev, &msg.entries)?;
+        let plan = self
+            .log
+            .plan_append(msg.prev, &msg.entries)
+            .map_err(AppendRefused::Conflict)?;
+        if let Some(from) = plan.truncate_from.filter(|f| *f <= msg.commit_index) {
+            tracing::error!(
+                node = self.node_id,
+                truncate_from = from,
+                commit_index = msg.commit_index,
+                "refusing to truncate committed entries (a buggy or foreign leader)"
+            );
+            return Err(AppendRefused::Committed {
+                truncate_from: from,
+                commit_index: msg.commit_index,
+            });
+        }
         let changed = plan.truncate_from.is_some() || plan.skip < msg.entries.len();
         if let Some(from) = plan.truncate_from {
             tracing::info!(

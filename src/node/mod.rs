@@ -4,7 +4,7 @@
 //! change. Messages from role actors carry their term, and the node drops
 //! those of an older term, so a stale continuation can never act.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -13,11 +13,12 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::applier::RestoreSnapshot;
-use crate::applier::{Applied, Committed, RegisterWaiter, WriteReply};
+use crate::applier::{AbandonWaiters, Applied, Committed, RegisterWaiter, WriteReply};
 use crate::candidate::{Candidate, VoteReply};
 use crate::config::Config;
 use crate::core::log::ConflictHint;
 use crate::core::types::{HardState, LogId, Membership, NodeId};
+use crate::core::validate::{self, Invalid};
 use crate::core::vote::{decide_vote, VoteRequest};
 use crate::error::RaftError;
 use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
@@ -145,7 +146,8 @@ impl Forwarded {
     fn fail(self, error: RaftError) {
         match self {
             Forwarded::Write(r) => drop(r.send(Err(error))),
-            Forwarded::Read(r) => drop(r.send(Err(error))),
+            // A read changes nothing: it can always be retried.
+            Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
         }
     }
 }
@@ -171,7 +173,12 @@ pub(crate) struct Node {
     /// began to wait, which a watch channel does not promise (it spreads
     /// them over randomly chosen slots): the simulator needs the order.
     changed: Arc<Notify>,
-    forwarded: HashMap<u64, Forwarded>,
+    /// Requests forwarded to a leader: id → (that leader, who waits).
+    forwarded: BTreeMap<u64, (NodeId, Forwarded)>,
+    /// Tells the applier a leadership of this node ended.
+    abandon: Recipient<AbandonWaiters>,
+    /// Why the node stopped on its own, once it has.
+    stopped_because: Option<String>,
     next_request: u64,
     /// Forwarded writes already proposed, by (forwarding node, request id):
     /// the network may duplicate a ForwardWrite, and proposing it twice
@@ -196,6 +203,7 @@ impl Node {
         waiters: Recipient<RegisterWaiter>,
         metrics: watch::Sender<Metrics>,
         changed: Arc<Notify>,
+        abandon: Recipient<AbandonWaiters>,
     ) -> Self {
         Node {
             cx,
@@ -215,7 +223,9 @@ impl Node {
             waiters,
             metrics,
             changed,
-            forwarded: HashMap::new(),
+            forwarded: BTreeMap::new(),
+            abandon,
+            stopped_because: None,
             // Random start: ids of a restarted node must not collide with
             // those of its previous incarnation in the leader's memory.
             next_request: fastrand::u64(1..u64::MAX / 2),
@@ -249,6 +259,7 @@ impl Node {
             last_applied: self.last_applied,
             snapshot_index: self.snapshot_index,
             membership: self.membership.clone(),
+            stopped_because: self.stopped_because.clone(),
         };
         let modified = self.metrics.send_if_modified(|old| {
             if *old != m {
@@ -267,13 +278,39 @@ impl Node {
         match std::mem::replace(&mut self.role, RoleState::Pending) {
             RoleState::Follower(a) => a.do_send(StopRole),
             RoleState::Candidate { addr, .. } => addr.do_send(StopRole),
-            RoleState::Leader(a) => a.do_send(StopRole),
+            RoleState::Leader(a) => {
+                a.do_send(StopRole);
+                // Its clients cannot know whether their entries will
+                // commit under the next leader: tell them now.
+                self.abandon.do_send(AbandonWaiters);
+            }
             RoleState::Pending | RoleState::Stopped => {}
+        }
+    }
+
+    /// Fails requests forwarded to a leader other than `leader` (a new
+    /// term or a new leader began): a write's fate is unknown, a read can
+    /// be retried.
+    fn fail_forwarded(&mut self, leader: Option<NodeId>) {
+        let stale: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (to, _))| Some(*to) != leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((_, f)) = self.forwarded.remove(&id) {
+                match f {
+                    Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
+                    Forwarded::Read(r) => drop(r.send(Err(RaftError::NotLeader(leader)))),
+                }
+            }
         }
     }
 
     fn persist_term(&mut self, term: u64) {
         if term > self.hs.term {
+            self.fail_forwarded(None);
             self.hs = HardState {
                 term,
                 voted_for: None,
@@ -294,6 +331,9 @@ impl Node {
         }
         self.persist_term(term);
         if leader.is_some() {
+            if self.leader != leader {
+                self.fail_forwarded(leader);
+            }
             self.leader = leader;
             self.leader_seen = Some(Instant::now());
         }
@@ -459,13 +499,13 @@ impl Node {
         };
         let id = self.next_request;
         self.next_request += 1;
-        self.forwarded.insert(id, pending);
+        self.forwarded.insert(id, (leader, pending));
         self.send(leader, make(id));
         ctx.run_later(self.cx.config.client_timeout, move |act, _| {
             match act.forwarded.remove(&id) {
                 // The leader may have applied it; we cannot tell.
-                Some(Forwarded::Write(r)) => drop(r.send(Err(RaftError::Indeterminate))),
-                Some(Forwarded::Read(r)) => drop(r.send(Err(RaftError::Timeout))),
+                Some((_, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
+                Some((_, Forwarded::Read(r))) => drop(r.send(Err(RaftError::Timeout))),
                 None => {}
             }
         });
@@ -495,14 +535,30 @@ impl Node {
         });
     }
 
+    /// Stops the node because a part of it failed.
+    fn fail(&mut self, cause: String, ctx: &mut Context<Self>) {
+        if let Some(probe) = &self.cx.probe {
+            probe(
+                self.id(),
+                ProbeEvent::Failed {
+                    cause: cause.clone(),
+                },
+            );
+        }
+        self.stopped_because = Some(cause);
+        self.shutdown(ctx);
+    }
+
     fn shutdown(&mut self, ctx: &mut Context<Self>) {
         if matches!(self.role, RoleState::Stopped) {
             return;
         }
         self.stop_role();
         self.role = RoleState::Stopped;
-        for (_, f) in self.forwarded.drain() {
-            f.fail(RaftError::ShuttingDown);
+        // A forwarded write may have been applied by the leader already:
+        // its fate is unknown, whatever stops this node.
+        for (_, (_, f)) in std::mem::take(&mut self.forwarded) {
+            f.fail(RaftError::Indeterminate);
         }
         self.publish();
         ctx.stop();
@@ -579,6 +635,16 @@ impl Handler<Inbound> for Node {
             return;
         }
         let from = env.from;
+        if let Err(rule) = validate(&env.message) {
+            tracing::warn!(
+                node = self.id(),
+                term = self.hs.term,
+                from,
+                %rule,
+                "invalid message refused"
+            );
+            return;
+        }
         if let Some(term) = env.message.term() {
             // A node that hears a live leader ignores vote requests without
             // adopting their term: a rejoining node cannot disrupt it.
@@ -656,6 +722,7 @@ impl Handler<Inbound> for Node {
                 leader_commit,
                 round,
             } => {
+                let commit_index = self.commit_index;
                 if let Some(f) = self.follow(from) {
                     f.do_send(AppendEntriesRequest {
                         from,
@@ -663,6 +730,7 @@ impl Handler<Inbound> for Node {
                         entries,
                         leader_commit,
                         round,
+                        commit_index,
                     });
                 }
             }
@@ -779,7 +847,7 @@ impl Handler<Inbound> for Node {
                 });
             }
             Message::ForwardWriteResponse { id, result } => {
-                if let Some(Forwarded::Write(r)) = self.forwarded.remove(&id) {
+                if let Some((_, Forwarded::Write(r))) = self.forwarded.remove(&id) {
                     let _ = r.send(result.map_err(RaftError::from));
                 }
             }
@@ -794,11 +862,60 @@ impl Handler<Inbound> for Node {
                 });
             }
             Message::ReadIndexResponse { id, result } => {
-                if let Some(Forwarded::Read(r)) = self.forwarded.remove(&id) {
+                if let Some((_, Forwarded::Read(r))) = self.forwarded.remove(&id) {
                     let _ = r.send(result.map_err(RaftError::from));
                 }
             }
         }
+    }
+}
+
+/// Checks a message from the network against the protocol's rules.
+fn validate(message: &Message) -> Result<(), Invalid> {
+    match message {
+        Message::AppendEntries {
+            term,
+            prev,
+            entries,
+            ..
+        } => validate::append_entries(*term, *prev, entries),
+        Message::InstallSnapshot {
+            term,
+            meta,
+            offset,
+            data,
+        } => validate::install_snapshot(
+            *term,
+            &validate::SnapshotChunk {
+                last_included: meta.last_included,
+                membership: &meta.membership,
+                size: meta.size,
+                offset: *offset,
+                len: data.len(),
+            },
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A part of the node (applier, state machine, snapshotter) stopped on
+/// its own: the node cannot go on safely, and stops whole.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct ComponentFailed {
+    pub component: &'static str,
+    pub cause: String,
+}
+
+impl Handler<ComponentFailed> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ComponentFailed, ctx: &mut Context<Self>) {
+        if matches!(self.role, RoleState::Stopped) {
+            return;
+        }
+        let cause = format!("the {} stopped: {}", msg.component, msg.cause);
+        tracing::error!(node = self.id(), term = self.hs.term, %cause, "stopping the node");
+        self.fail(cause, ctx);
     }
 }
 
@@ -936,7 +1053,7 @@ impl Handler<StorageFailed> for Node {
     type Result = ();
     fn handle(&mut self, msg: StorageFailed, ctx: &mut Context<Self>) {
         tracing::error!(node = self.id(), error = %msg.0, "stopping after a storage failure");
-        self.shutdown(ctx);
+        self.fail(format!("the log storage failed: {}", msg.0), ctx);
     }
 }
 

@@ -28,6 +28,24 @@
 //!
 //! Every mutation is one fjall write batch committed with
 //! [`PersistMode::SyncAll`]; see [`FjallStorage`] for why.
+//!
+//! # Corruption: no torn-tail repair
+//!
+//! This backend never repairs a torn tail, because it cannot have one. Every
+//! write is one atomic, checksummed fjall batch: a crash leaves all or none
+//! of a batch, and fjall's own journal recovery (when the database is opened)
+//! drops an incomplete batch. So an entry that fails *our* checksum or
+//! decoding after that recovery, the last entry included, is real
+//! corruption of data that may have been acknowledged and counted toward a
+//! commit. Deleting it could lose a committed entry, so
+//! [`LogStorage::load`] refuses to start with [`StorageError::Corrupt`],
+//! naming the index and the remedy: wipe this node's data directory and
+//! re-add the node to the cluster; the other members still hold the data.
+//!
+//! Torn-tail repair belongs only in a backend that writes entries
+//! non-atomically (an append-only file, say), where a crash mid-write can
+//! leave a partial last record; and even there it may only drop entries that
+//! were never acknowledged (whose write never returned `Ok`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -129,9 +147,17 @@ type SnapshotRecord = (LogId, Membership);
 /// # Start-up
 ///
 /// Call [`LogStorage::load`] once after [`FjallStorage::open`] and before
-/// writing: it verifies the log and repairs a corrupt tail entry.
+/// writing: it verifies the log and refuses to start on any corrupt entry,
+/// the last one included. There is no torn-tail repair here: since every
+/// write is one atomic fjall batch and fjall's journal recovery drops an
+/// incomplete batch, a checksum failure after recovery is real corruption,
+/// not a torn write (see the module documentation).
 pub struct FjallStorage {
-    /// Kept for error messages and `Debug`.
+    /// The node's data directory, as given to [`FjallStorage::open`] (the
+    /// one to wipe when the log is corrupt).
+    root: PathBuf,
+    /// The fjall database directory inside `root`. Kept for error messages
+    /// and `Debug`.
     dir: PathBuf,
     snapshots: Arc<FileSnapshotStore>,
     db: Database,
@@ -236,6 +262,7 @@ impl FjallStorage {
         }
 
         let mut store = FjallStorage {
+            root: root.to_path_buf(),
             dir,
             snapshots,
             db,
@@ -294,6 +321,23 @@ impl FjallStorage {
         self.read_record(KEY_SNAPSHOT, "snapshot")
     }
 
+    /// The error for a damaged log at `index`: it names the data directory
+    /// and the remedy, since nothing can be repaired in place (see the module
+    /// documentation on why there is no torn-tail repair).
+    fn corrupt_entry(&self, index: u64, reason: String) -> StorageError {
+        StorageError::Corrupt {
+            index,
+            reason: format!(
+                "{reason}; this node's log in {} is damaged and may have lost \
+                 acknowledged entries, so the node will not start: wipe this node's \
+                 data directory {} and re-add the node to the cluster (the other \
+                 members still hold the data)",
+                self.dir.display(),
+                self.root.display()
+            ),
+        }
+    }
+
     /// Checks that `value`, stored under the key of `index`, is a sound entry
     /// for that index.
     fn decode_entry(index: u64, value: &[u8]) -> Result<Entry, String> {
@@ -313,14 +357,25 @@ impl LogStorage for FjallStorage {
     /// verifying each entry's checksum, its index and the contiguity of the
     /// log.
     ///
-    /// A bad *last* entry is removed durably (with a warning naming its
-    /// index) and the log loads without it: it is treated as a torn final
-    /// write, whose batch never returned `Ok` and so was never acknowledged;
-    /// refusing to start over it would turn one torn write into an outage.
-    /// A bad entry *before* the tail, or a gap, cannot be a torn write and
-    /// means acknowledged data is lost: that is refused with
-    /// [`StorageError::Corrupt`]. Metadata records (hard state, snapshot
-    /// point) that fail their checksum are refused too, reported at index 0.
+    /// Any entry that fails its checksum or decoding, *the last one
+    /// included*, and any gap or malformed key, is refused with
+    /// [`StorageError::Corrupt`] at that index; nothing is removed. The
+    /// reason names the data directory and the remedy: wipe this node's data
+    /// directory and re-add the node to the cluster (the other members still
+    /// hold the data).
+    ///
+    /// There is no torn-tail repair: every write is one atomic, checksummed
+    /// fjall batch, so a crash leaves all or none of it, and fjall's journal
+    /// recovery (run by [`FjallStorage::open`]) has already dropped an
+    /// incomplete batch. A bad entry found after that, even the last, is
+    /// corruption of an entry that may have been acknowledged and counted
+    /// toward a commit; deleting it could lose a committed entry. (A backend
+    /// that writes entries non-atomically, such as an append-only file, is
+    /// where a torn tail could be repaired, and only for entries never
+    /// acknowledged.)
+    ///
+    /// Metadata records (hard state, snapshot point) that fail their checksum
+    /// are refused too, reported at index 0.
     fn load(&mut self) -> Result<InitialState, StorageError> {
         let hard_state: HardState = self
             .read_record(KEY_HARD_STATE, "hard state")?
@@ -333,37 +388,24 @@ impl LogStorage for FjallStorage {
 
         let mut entries = Vec::new();
         let mut expected = snapshot.index + 1;
-        let mut iter = self.entry_range(expected).peekable();
-        while let Some(guard) = iter.next() {
+        for guard in self.entry_range(expected) {
             let (key, value) = guard.into_inner().map_err(io)?;
             let Some(index) = entry_index(&key) else {
-                return Err(StorageError::Corrupt {
-                    index: expected,
-                    reason: format!("malformed entry key {key:?}"),
-                });
+                return Err(self.corrupt_entry(expected, format!("malformed entry key {key:?}")));
             };
             if index != expected {
                 // A gap loses entries before this one, whatever its position.
-                return Err(StorageError::Corrupt {
-                    index: expected,
-                    reason: format!("entry {expected} is missing (next stored entry is {index})"),
-                });
+                return Err(self.corrupt_entry(
+                    expected,
+                    format!("entry {expected} is missing (next stored entry is {index})"),
+                ));
             }
-            match Self::decode_entry(index, &value) {
-                Ok(entry) => entries.push(entry),
-                Err(reason) if iter.peek().is_none() => {
-                    tracing::warn!(
-                        index,
-                        %reason,
-                        dir = %self.dir.display(),
-                        "removing corrupt last log entry (torn tail)"
-                    );
-                    let mut batch = self.durable_batch();
-                    batch.remove(&self.log, key);
-                    batch.commit().map_err(io)?;
-                }
-                Err(reason) => return Err(StorageError::Corrupt { index, reason }),
-            }
+            // Position does not matter: a bad last entry is no torn write
+            // here (fjall batches are atomic and its journal recovery has
+            // already run), so it is refused like any other, never removed.
+            let entry = Self::decode_entry(index, &value)
+                .map_err(|reason| self.corrupt_entry(index, reason))?;
+            entries.push(entry);
             expected += 1;
         }
 

@@ -1,0 +1,149 @@
+//! Checks on messages from the network before any of them is acted on.
+//! A message that breaks one of these rules cannot come from a correct
+//! leader of the term it claims: it is refused with the rule it broke,
+//! and the node carries on.
+
+use std::fmt;
+
+use super::types::{Entry, LogId, Membership};
+
+/// The rule a message broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn refuse(why: String) -> Result<(), Invalid> {
+    Err(Invalid(why))
+}
+
+/// A log position is sound: term 0 only before the first entry.
+fn position(what: &str, id: LogId, term: u64) -> Result<(), Invalid> {
+    if id.term > term {
+        return refuse(format!(
+            "{what} {id:?} has a term above the message's term {term}"
+        ));
+    }
+    if (id.index == 0) != (id.term == 0) {
+        return refuse(format!("{what} {id:?}: only index 0 has term 0"));
+    }
+    Ok(())
+}
+
+/// AppendEntries: `prev` sound; entries contiguous from `prev.index + 1`;
+/// their terms non-decreasing, at least `prev.term` and at most `term`.
+pub fn append_entries(term: u64, prev: LogId, entries: &[Entry]) -> Result<(), Invalid> {
+    position("prev", prev, term)?;
+    let mut expected = prev;
+    for e in entries {
+        let Some(next) = expected.index.checked_add(1) else {
+            return refuse("entry index overflows".into());
+        };
+        if e.log_id.index != next {
+            return refuse(format!(
+                "entries are not contiguous: {:?} follows {expected:?}",
+                e.log_id
+            ));
+        }
+        if e.log_id.term < expected.term {
+            return refuse(format!(
+                "entry terms go down: {:?} follows {expected:?}",
+                e.log_id
+            ));
+        }
+        position("entry", e.log_id, term)?;
+        expected = e.log_id;
+    }
+    Ok(())
+}
+
+/// A snapshot as announced in InstallSnapshot.
+pub struct SnapshotChunk<'a> {
+    /// The last entry the snapshot covers.
+    pub last_included: LogId,
+    /// The configuration at that entry.
+    pub membership: &'a Membership,
+    /// The snapshot's size in bytes.
+    pub size: u64,
+    /// Where this chunk starts.
+    pub offset: u64,
+    /// This chunk's length.
+    pub len: usize,
+}
+
+/// InstallSnapshot: the snapshot's last entry sound, its configuration
+/// has a voter, and the chunk lies within the snapshot.
+pub fn install_snapshot(term: u64, chunk: &SnapshotChunk<'_>) -> Result<(), Invalid> {
+    position("snapshot", chunk.last_included, term)?;
+    if chunk.last_included.index == 0 {
+        return refuse("a snapshot must cover at least one entry".into());
+    }
+    if chunk.membership.voters.is_empty() {
+        return refuse("the snapshot's configuration has no voter".into());
+    }
+    let end = chunk.offset.checked_add(chunk.len as u64);
+    if end.is_none_or(|end| end > chunk.size) {
+        return refuse(format!(
+            "chunk at {} of {} bytes runs past the snapshot's {} bytes",
+            chunk.offset, chunk.len, chunk.size
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::Payload;
+
+    fn entries(ids: &[(u64, u64)]) -> Vec<Entry> {
+        ids.iter()
+            .map(|(t, i)| Entry {
+                log_id: LogId::new(*t, *i),
+                payload: Payload::Blank,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn append_entries_rules() {
+        let p = LogId::new(1, 1);
+        assert!(append_entries(2, p, &entries(&[(1, 2), (2, 3)])).is_ok());
+        assert!(append_entries(2, p, &[]).is_ok());
+        assert!(append_entries(2, LogId::default(), &entries(&[(1, 1)])).is_ok());
+        // A gap, a repeat, a step back in term, a term above the message's.
+        assert!(append_entries(2, p, &entries(&[(2, 5)])).is_err());
+        assert!(append_entries(2, p, &entries(&[(2, 2), (2, 2)])).is_err());
+        assert!(append_entries(2, p, &entries(&[(2, 2), (1, 3)])).is_err());
+        assert!(append_entries(2, LogId::new(2, 4), &entries(&[(1, 5)])).is_err());
+        assert!(append_entries(2, p, &entries(&[(3, 2)])).is_err());
+        assert!(append_entries(2, LogId::new(3, 1), &[]).is_err());
+        // Term 0 belongs to index 0 only; indices do not wrap.
+        assert!(append_entries(2, LogId::new(0, 4), &[]).is_err());
+        assert!(append_entries(2, LogId::new(2, u64::MAX), &entries(&[(2, 0)])).is_err());
+    }
+
+    #[test]
+    fn install_snapshot_rules() {
+        let voters = Membership::new([1]);
+        let none = Membership::default();
+        let chunk = |t, i, offset, len, membership| SnapshotChunk {
+            last_included: LogId::new(t, i),
+            membership,
+            size: 100,
+            offset,
+            len,
+        };
+        assert!(install_snapshot(2, &chunk(2, 10, 0, 100, &voters)).is_ok());
+        assert!(install_snapshot(2, &chunk(2, 10, 50, 50, &voters)).is_ok());
+        assert!(install_snapshot(2, &chunk(3, 10, 0, 10, &voters)).is_err());
+        assert!(install_snapshot(2, &chunk(0, 0, 0, 10, &voters)).is_err());
+        assert!(install_snapshot(2, &chunk(2, 10, 90, 20, &voters)).is_err());
+        assert!(install_snapshot(2, &chunk(2, 10, u64::MAX, 1, &voters)).is_err());
+        assert!(install_snapshot(2, &chunk(2, 10, 0, 10, &none)).is_err());
+    }
+}
