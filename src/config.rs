@@ -43,6 +43,11 @@ pub struct Config {
     /// heartbeat-scaled AppendEntries timeout, so a large snapshot can
     /// finish on a slow link.
     pub snapshot_chunk_timeout: Duration,
+    /// Mixed into the cluster id the founders generate from the founding
+    /// configuration (as etcd's `--initial-cluster-token`): two clusters
+    /// founded with the same members and addresses get different ids only
+    /// if their tokens differ. Used only when a cluster is founded.
+    pub cluster_token: String,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             snapshot_keep_entries: 1_000,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunk_timeout: Duration::from_secs(10),
+            cluster_token: String::new(),
         }
     }
 }

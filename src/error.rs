@@ -3,22 +3,50 @@
 use crate::core::types::NodeId;
 use crate::message::RemoteError;
 
-/// Why a write or read did not succeed.
+/// Why a write or read did not succeed, and whether a retry is safe.
+///
+/// **Definite** errors mean nothing was submitted to any leader: the
+/// operation did not happen and retrying cannot apply it twice.
+/// **Indeterminate** errors ([`RaftError::is_indeterminate`]) mean the
+/// write may have reached a leader: it may be applied (now or later, by a
+/// later leader) or not; retrying a non-idempotent write may apply it
+/// twice. Read the state back, or make the command idempotent, before
+/// retrying.
+///
+/// How each way [`crate::Raft::write`] can fail is classified:
+///
+/// | where it fails | error | kind |
+/// |---|---|---|
+/// | the command does not encode | `Codec` | definite |
+/// | this node has stopped (its mailbox is closed, or it is stopped) | `ShuttingDown` | definite |
+/// | no leader known until the client timeout | `NotLeader` | definite |
+/// | the leader refuses: it is handing over leadership, or stepped down before appending | `NotLeader` | definite |
+/// | the client timeout passes after the write was handed to a leader | `Timeout` | indeterminate |
+/// | the leader appended the entry, then lost leadership (or another leader's entry took its index) | `Indeterminate` | indeterminate |
+/// | this node forwarded the write, then a new term or leader began, this node stopped, or the leader's answer was lost | `Indeterminate` | indeterminate |
+/// | the node stopped while the write was in its hands (the request was dropped) | `Indeterminate` | indeterminate |
+/// | the state machine's response does not decode (the write **was** applied) | `Codec` | definite about the failure to read the answer: do not retry |
+///
+/// `Membership`, `Transfer` and `Snapshot` come only from those
+/// operations: each says nothing changed, except where its doc says
+/// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RaftError {
-    /// No leader could be reached; the request was not submitted, retrying is safe.
-    #[error("not leader (leader hint: {0:?})")]
+    /// No leader could be reached; nothing was submitted: retrying is
+    /// safe (the hint, if any, names the leader to try).
+    #[error("not leader (leader hint: {0:?}); nothing was submitted, retry")]
     NotLeader(Option<NodeId>),
     /// The request did not complete in time. For a write, it may or may not
     /// have been applied.
-    #[error("timed out")]
+    #[error("timed out; a write may or may not have been applied")]
     Timeout,
     /// The write was submitted but its fate is unknown (leadership was lost
     /// or the reply was lost); it may or may not have been applied.
     #[error("outcome unknown: the write may or may not have been applied")]
     Indeterminate,
-    /// The node is shutting down or has stopped.
-    #[error("node is shutting down")]
+    /// This node is shutting down or has stopped; nothing was submitted
+    /// through it: retry on another node.
+    #[error("node is shutting down; nothing was submitted, retry on another node")]
     ShuttingDown,
     /// A membership change was refused (another is in progress, a new
     /// voter is not a caught-up learner, ...); nothing was changed.
@@ -36,7 +64,8 @@ pub enum RaftError {
 }
 
 impl RaftError {
-    /// Whether the write may have been applied despite the error.
+    /// Whether the write may have been applied despite the error (a retry
+    /// may apply it twice).
     pub fn is_indeterminate(&self) -> bool {
         matches!(self, RaftError::Timeout | RaftError::Indeterminate)
     }
@@ -49,6 +78,9 @@ impl From<RemoteError> for RaftError {
             RemoteError::Indeterminate => RaftError::Indeterminate,
             RemoteError::ShuttingDown => RaftError::ShuttingDown,
             RemoteError::BadCommand(s) => RaftError::Codec(s),
+            RemoteError::Membership(s) => RaftError::Membership(s),
+            RemoteError::Transfer(s) => RaftError::Transfer(s),
+            RemoteError::Snapshot(s) => RaftError::Snapshot(s),
         }
     }
 }
@@ -59,10 +91,34 @@ impl From<RaftError> for RemoteError {
             RaftError::NotLeader(h) => RemoteError::NotLeader(h),
             RaftError::ShuttingDown => RemoteError::ShuttingDown,
             RaftError::Codec(s) => RemoteError::BadCommand(s),
-            RaftError::Snapshot(_) | RaftError::Membership(_) | RaftError::Transfer(_) => {
-                RemoteError::ShuttingDown
-            }
+            RaftError::Membership(s) => RemoteError::Membership(s),
+            RaftError::Transfer(s) => RemoteError::Transfer(s),
+            RaftError::Snapshot(s) => RemoteError::Snapshot(s),
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_survives_the_trip_to_the_forwarding_node() {
+        let all = [
+            RaftError::NotLeader(Some(3)),
+            RaftError::Indeterminate,
+            RaftError::ShuttingDown,
+            RaftError::Membership("m".into()),
+            RaftError::Transfer("t".into()),
+            RaftError::Snapshot("s".into()),
+            RaftError::Codec("c".into()),
+        ];
+        for e in all {
+            assert_eq!(RaftError::from(RemoteError::from(e.clone())), e);
+        }
+        // A timeout on the leader's side is, for the forwarder, unknown.
+        let timeout = RaftError::from(RemoteError::from(RaftError::Timeout));
+        assert!(timeout.is_indeterminate());
     }
 }

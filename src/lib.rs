@@ -82,6 +82,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 mod follower;
+mod identity;
 mod io;
 mod leader;
 mod log_store;
@@ -98,7 +99,7 @@ pub mod testing;
 pub mod transport;
 
 pub use crate::config::Config;
-pub use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, Payload};
+pub use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload};
 pub use crate::error::RaftError;
 pub use crate::metrics::{Metrics, Role};
 pub use crate::raft::Raft;

@@ -18,6 +18,26 @@ pub struct Envelope {
     pub to: NodeId,
     /// The message.
     pub message: Message,
+    /// The sender's cluster id (0: not known yet, for a node that joined
+    /// and has not heard from its leader). A node refuses messages of
+    /// another cluster.
+    pub cluster_id: u64,
+    /// The sender's incarnation: a new one means the sender lost its state.
+    pub incarnation: u64,
+}
+
+impl Envelope {
+    /// A message from `from` to `to`; the node's outbox fills in its
+    /// cluster id and incarnation.
+    pub fn new(from: NodeId, to: NodeId, message: Message) -> Self {
+        Envelope {
+            from,
+            to,
+            message,
+            cluster_id: 0,
+            incarnation: 0,
+        }
+    }
 }
 
 /// A failure reported back to a node that forwarded a client request.
@@ -31,6 +51,12 @@ pub enum RemoteError {
     ShuttingDown,
     /// The state machine could not decode the command.
     BadCommand(String),
+    /// A membership change was refused.
+    Membership(String),
+    /// A leadership transfer failed.
+    Transfer(String),
+    /// A snapshot failed.
+    Snapshot(String),
 }
 
 /// Protocol messages.
@@ -129,6 +155,12 @@ pub enum Message {
     ReadIndexRequest {
         /// Request id chosen by the asking node.
         id: u64,
+    },
+    /// Any node → sender of a message it refused (another cluster): says
+    /// why, so both sides log it. Never answered.
+    Refused {
+        /// Why.
+        reason: String,
     },
     /// Leader → asking node: the index to wait for before reading.
     ReadIndexResponse {

@@ -12,6 +12,7 @@ use crate::applier::Applier;
 use crate::config::Config;
 use crate::core::types::{LogId, Membership, NodeId};
 use crate::error::RaftError;
+use crate::identity::{IdentityCell, Outbox};
 use crate::io::IoMode;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
@@ -97,7 +98,15 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<Self, StorageError> {
         let config = Arc::new(config);
         let snapshots = storage.snapshots();
-        let (log, writer, loaded) = LogStore::start(id, Box::new(storage), initial_members, &io)?;
+        let (log, writer, loaded) = LogStore::start(
+            id,
+            Box::new(storage),
+            initial_members,
+            &config.cluster_token,
+            &io,
+        )?;
+        let identity = IdentityCell::new(loaded.identity);
+        let transport: Arc<dyn Transport> = Outbox::new(transport, identity.clone());
         let snapshot_id = loaded
             .snapshot
             .as_ref()
@@ -165,6 +174,7 @@ impl<SM: StateMachine> Raft<SM> {
                 },
                 io,
                 probe,
+                identity,
             };
             Node::new(
                 cx,

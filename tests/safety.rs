@@ -76,21 +76,30 @@ async fn a_repeated_vote_grant_waits_for_the_vote_to_be_durable() {
         // Answered after both votes were decided: anything they sent at
         // once is captured before it.
         h.inject(3, vote(3, true));
-        h.expect("pre-vote reply", |e| {
-            e.to == 3
-                && matches!(
-                    e.message,
-                    Message::RequestVoteResponse { pre_vote: true, .. }
-                )
-        })
-        .await;
-        // `expect` dropped everything up to the pre-vote reply: look at
-        // what the node sent so far, in order, from the start.
-        assert_eq!(
-            h.storage.contents().hard_state.voted_for,
-            None,
-            "the vote is not durable yet"
+        let (_, before) = h
+            .expect_after("pre-vote reply", |e| {
+                e.to == 3
+                    && matches!(
+                        e.message,
+                        Message::RequestVoteResponse { pre_vote: true, .. }
+                    )
+            })
+            .await;
+        let early_grant = before.iter().find(|e| {
+            matches!(
+                e.message,
+                Message::RequestVoteResponse {
+                    granted: true,
+                    pre_vote: false,
+                    ..
+                }
+            )
+        });
+        assert!(
+            early_grant.is_none(),
+            "a vote was granted before it was durable: {early_grant:?}"
         );
+        assert_eq!(h.storage.contents().hard_state.voted_for, None);
         storage.open();
         h.expect("the grant, once durable", |e| {
             e.to == 2

@@ -117,14 +117,20 @@ fn conformance<S: LogStorage>(mut reopen: impl FnMut() -> S) {
         term: 3,
         voted_for: Some(1),
     };
+    let identity = regatta::NodeIdentity {
+        cluster_id: 7,
+        incarnation: 9,
+    };
     store
         .write(WriteBatch {
             truncate_from: Some(3),
             entries: entries(3, 3..=4),
             hard_state: Some(hs),
+            identity: Some(identity),
         })
         .expect("combined batch");
     let (mut store, state) = restart(store, &mut reopen);
+    assert_eq!(state.identity, Some(identity), "the identity is durable");
     let mut expected = entries(1, 1..=2);
     expected.extend(entries(3, 3..=4));
     assert_eq!(state.entries, expected);

@@ -70,16 +70,16 @@ impl Actor for Candidate {
         );
         let voters = self.tally.voters();
         for peer in voters.into_iter().filter(|p| *p != self.cx.id) {
-            self.cx.transport.send(Envelope {
-                from: self.cx.id,
-                to: peer,
-                message: Message::RequestVote {
+            self.cx.transport.send(Envelope::new(
+                self.cx.id,
+                peer,
+                Message::RequestVote {
                     term: asked_term,
                     last_log_id: self.last_log_id,
                     pre_vote: self.pre_vote,
                     force: self.force,
                 },
-            });
+            ));
         }
         self.tally.record(self.cx.id, true);
         self.check();

@@ -70,6 +70,32 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
+/// Who a node is, beyond its id: the cluster it belongs to and this
+/// incarnation of its data directory. Both travel with every message, so a
+/// node of another cluster is refused, and a node that comes back with an
+/// empty directory under its old id is noticed and started over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Generated when the cluster is founded (the same on every founder);
+    /// 0 until a node that joined hears from its leader.
+    pub cluster_id: u64,
+    /// Random, generated when this node's storage was first written.
+    pub incarnation: u64,
+}
+
+/// The cluster id the founders of a cluster derive, each on its own, from
+/// the founding configuration and a token (FNV-1a over both): equal for
+/// every founder, different for another configuration or token.
+pub fn founding_cluster_id(founders: &Membership, token: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let encoded = rmp_serde::to_vec(founders).unwrap_or_default();
+    for byte in encoded.iter().chain(&[0xff]).chain(token.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
 /// A cluster configuration. During a joint-consensus change `old_voters` holds
 /// C_old while `voters` holds C_new; decisions then need a majority of both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -115,19 +115,21 @@ impl Handler<AppendEntriesRequest> for Follower {
         // so appends reach the log in arrival order.
         ctx.wait(check.into_actor(self).map(move |res, act, ctx| {
             let term = act.term;
-            let reply = |result| Envelope {
-                from: act.cx.id,
-                to: from,
-                message: Message::AppendEntriesResponse {
-                    term,
-                    result,
-                    prev_index: prev.index,
-                    round,
-                },
+            let reply = |result| {
+                Envelope::new(
+                    act.cx.id,
+                    from,
+                    Message::AppendEntriesResponse {
+                        term,
+                        result,
+                        prev_index: prev.index,
+                        round,
+                    },
+                )
             };
             match res {
                 Ok(Err(AppendRefused::Conflict(hint))) => act.cx.transport.send(reply(Err(hint))),
-                Ok(Err(AppendRefused::Committed { .. })) => {} // logged by the log store
+                Ok(Err(AppendRefused::Committed)) => {} // logged by the log store
                 Ok(Ok(matched)) => {
                     let envelope = reply(Ok(matched));
                     // Acknowledge only once durable: the leader counts this
@@ -164,16 +166,16 @@ pub(crate) struct SnapshotChunk {
 
 impl Follower {
     fn snapshot_reply(&self, to: NodeId, meta: &SnapshotMeta, received: u64, done: bool) {
-        self.cx.transport.send(Envelope {
-            from: self.cx.id,
+        self.cx.transport.send(Envelope::new(
+            self.cx.id,
             to,
-            message: Message::InstallSnapshotResponse {
+            Message::InstallSnapshotResponse {
                 term: self.term,
                 last_included: meta.last_included,
                 received,
                 done,
             },
-        });
+        ));
     }
 
     /// Verifies the complete snapshot, makes it durable, then restores it

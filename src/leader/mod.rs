@@ -177,7 +177,22 @@ impl Leader {
         );
         self.membership = membership;
         let members = self.membership.members();
-        self.leaving.retain(|id, _| !members.contains(id));
+        // A node being retired that is added back starts over: what it
+        // acknowledged before may be gone (its directory may be new).
+        let returning: Vec<NodeId> = self
+            .leaving
+            .keys()
+            .copied()
+            .filter(|id| members.contains(id))
+            .collect();
+        for id in returning {
+            self.leaving.remove(&id);
+            if let Some(r) = self.replicators.remove(&id) {
+                r.do_send(StopRole);
+            }
+            self.matches.remove(&id);
+            self.acked_round.remove(&id);
+        }
         if let Some(change) = &mut self.change {
             if change.awaiting.is_none() {
                 change.awaiting = Some(index);
@@ -462,6 +477,9 @@ pub(crate) struct PeerReply {
     pub peer: NodeId,
     pub match_index: u64,
     pub round: u64,
+    /// The peer lost its state: `match_index` replaces what it had
+    /// acknowledged before.
+    pub reset: bool,
 }
 
 impl Handler<PeerReply> for Leader {
@@ -471,7 +489,9 @@ impl Handler<PeerReply> for Leader {
         let round = self.acked_round.entry(msg.peer).or_default();
         *round = (*round).max(msg.round);
         let m = self.matches.entry(msg.peer).or_default();
-        if msg.match_index > *m {
+        if msg.reset {
+            *m = msg.match_index;
+        } else if msg.match_index > *m {
             *m = msg.match_index;
             self.update_commit(ctx);
         }
@@ -687,11 +707,11 @@ impl Leader {
                 to = *to,
                 "transferring leadership"
             );
-            self.cx.transport.send(crate::message::Envelope {
-                from: self.cx.id,
-                to: *to,
-                message: crate::message::Message::TimeoutNow { term: self.term },
-            });
+            self.cx.transport.send(crate::message::Envelope::new(
+                self.cx.id,
+                *to,
+                crate::message::Message::TimeoutNow { term: self.term },
+            ));
         }
     }
 }

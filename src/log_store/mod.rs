@@ -19,7 +19,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::core::log::{ConflictHint, RaftLog, ReadError};
-use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, Payload};
+use crate::core::types::{
+    founding_cluster_id, Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload,
+};
 use crate::io::IoMode;
 use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
@@ -39,6 +41,7 @@ pub(crate) struct Loaded {
     /// The latest snapshot, to restore into the state machine before
     /// applying anything.
     pub snapshot: Option<(SnapshotMeta, bytes::Bytes)>,
+    pub identity: NodeIdentity,
 }
 
 /// Told to the node whenever the last log id or the configuration changes.
@@ -79,11 +82,24 @@ impl LogStore {
         node_id: NodeId,
         mut storage: Box<dyn LogStorage>,
         bootstrap: Option<Membership>,
+        cluster_token: &str,
         io: &IoMode,
     ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StorageError> {
         let mut state: InitialState = storage.load()?;
         let mut initial_batch = None;
         let mut bootstrapped = false;
+        // A directory written before identities existed gets one now; a
+        // new directory gets a fresh incarnation, and a founder the
+        // founding cluster id.
+        let founding = bootstrap
+            .as_ref()
+            .filter(|_| state.is_empty())
+            .map(|m| founding_cluster_id(m, cluster_token));
+        let new_identity = state.identity.is_none().then(|| NodeIdentity {
+            cluster_id: founding.unwrap_or(0),
+            incarnation: fastrand::u64(1..),
+        });
+        let identity = state.identity.or(new_identity).unwrap_or_default();
         if state.is_empty() {
             if let Some(m) = bootstrap {
                 // Every founding member writes the same first entry (term 1,
@@ -102,8 +118,15 @@ impl LogStore {
                     truncate_from: None,
                     entries: vec![entry],
                     hard_state: Some(hs),
+                    identity: new_identity,
                 });
             }
+        }
+        if initial_batch.is_none() && new_identity.is_some() {
+            initial_batch = Some(WriteBatch {
+                identity: new_identity,
+                ..WriteBatch::default()
+            });
         }
         if let Some(batch) = initial_batch {
             storage.write(batch)?;
@@ -131,6 +154,7 @@ impl LogStore {
                 .as_ref()
                 .map_or(bootstrapped as u64, |(m, _)| m.last_included.index),
             snapshot,
+            identity,
         };
         let ctx = Context::<LogStore>::new();
         let (writer, thread) = Writer::start(node_id, storage, io, ctx.address())?;
@@ -317,10 +341,7 @@ pub(crate) enum AppendRefused {
     Conflict(ConflictHint),
     /// The leader asked to delete committed entries: only a buggy or
     /// foreign leader does that. Not answered.
-    Committed {
-        truncate_from: u64,
-        commit_index: u64,
-    },
+    Committed,
 }
 
 /// A follower's AppendEntries: check, then truncate/append as needed.
@@ -350,10 +371,7 @@ impl Handler<FollowerAppend> for LogStore {
                 commit_index = msg.commit_index,
                 "refusing to truncate committed entries (a buggy or foreign leader)"
             );
-            return Err(AppendRefused::Committed {
-                truncate_from: from,
-                commit_index: msg.commit_index,
-            });
+            return Err(AppendRefused::Committed);
         }
         let changed = plan.truncate_from.is_some() || plan.skip < msg.entries.len();
         if let Some(from) = plan.truncate_from {
@@ -387,6 +405,19 @@ impl Handler<SaveHardState> for LogStore {
     fn handle(&mut self, msg: SaveHardState, _ctx: &mut Context<Self>) {
         self.queue.hard_state(msg.hard_state);
         self.enqueue_waiter(msg.durable);
+        self.kick();
+    }
+}
+
+/// Persists the cluster id a joining node learned.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SaveIdentity(pub NodeIdentity);
+
+impl Handler<SaveIdentity> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: SaveIdentity, _ctx: &mut Context<Self>) {
+        self.queue.identity(msg.0);
         self.kick();
     }
 }

@@ -64,6 +64,10 @@ impl WriteQueue {
         self.tail_batch().hard_state = Some(hard_state);
     }
 
+    pub(crate) fn identity(&mut self, identity: crate::core::types::NodeIdentity) {
+        self.tail_batch().identity = Some(identity);
+    }
+
     pub(crate) fn purge(&mut self, upto: LogId, membership: Membership) {
         self.ops.push(WriteOp::Purge { upto, membership });
     }

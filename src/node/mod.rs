@@ -22,12 +22,15 @@ use crate::core::validate::{self, Invalid};
 use crate::core::vote::{decide_vote, VoteRequest};
 use crate::error::RaftError;
 use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
+use crate::identity::IdentityCell;
 use crate::io::IoMode;
 use crate::leader::{
     AddLearner, ChangeMembership, ChangeReply, Leader, Propose, ReadIndex, ReadReply,
     RouteAppendReply, RouteSnapshotReply, TransferLeadership, TransferReply,
 };
-use crate::log_store::{Close, LastLogId, LogChanged, LogStore, SaveHardState, StorageFailed};
+use crate::log_store::{
+    Close, LastLogId, LogChanged, LogStore, SaveHardState, SaveIdentity, StorageFailed,
+};
 use crate::message::{Envelope, Message, RemoteError};
 use crate::metrics::{Metrics, Role};
 use crate::probe::{Probe, ProbeEvent};
@@ -47,6 +50,7 @@ pub(crate) struct RoleContext {
     pub snapshots: SnapshotPorts,
     pub io: IoMode,
     pub probe: Probe,
+    pub identity: Arc<IdentityCell>,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a
@@ -179,6 +183,8 @@ pub(crate) struct Node {
     abandon: Recipient<AbandonWaiters>,
     /// Why the node stopped on its own, once it has.
     stopped_because: Option<String>,
+    /// When a refusal of each peer was last logged at `warn`.
+    refusals_logged: BTreeMap<NodeId, Instant>,
     next_request: u64,
     /// Forwarded writes already proposed, by (forwarding node, request id):
     /// the network may duplicate a ForwardWrite, and proposing it twice
@@ -226,6 +232,7 @@ impl Node {
             forwarded: BTreeMap::new(),
             abandon,
             stopped_because: None,
+            refusals_logged: BTreeMap::new(),
             // Random start: ids of a restarted node must not collide with
             // those of its previous incarnation in the leader's memory.
             next_request: fastrand::u64(1..u64::MAX / 2),
@@ -356,11 +363,9 @@ impl Node {
     }
 
     fn send(&self, to: NodeId, message: Message) {
-        self.cx.transport.send(Envelope {
-            from: self.id(),
-            to,
-            message,
-        });
+        self.cx
+            .transport
+            .send(Envelope::new(self.id(), to, message));
     }
 
     fn start_pre_vote(&mut self, ctx: &mut Context<Self>) {
@@ -470,11 +475,7 @@ impl Node {
                             ctx.spawn(
                                 async move {
                                     if durable_rx.await.is_ok() {
-                                        transport.send(Envelope {
-                                            from: id,
-                                            to: from,
-                                            message: reply,
-                                        });
+                                        transport.send(Envelope::new(id, from, reply));
                                     }
                                 }
                                 .into_actor(act),
@@ -527,11 +528,7 @@ impl Node {
                 Ok(r) => r.map_err(RemoteError::from),
                 Err(_) => Err(lost),
             };
-            transport.send(Envelope {
-                from,
-                to,
-                message: make(result),
-            });
+            transport.send(Envelope::new(from, to, make(result)));
         });
     }
 
@@ -594,6 +591,64 @@ impl Node {
         }
     }
 
+    /// Whether `env` comes from this node's cluster; refuses it (telling
+    /// the sender why) if not. A node that joined learns its cluster id
+    /// from the first leader that sends it entries.
+    fn same_cluster(&mut self, env: &Envelope) -> bool {
+        let ours = self.cx.identity.get();
+        if let Message::Refused { reason } = &env.message {
+            if self.should_log_refusal(env.from) {
+                tracing::warn!(node = self.id(), peer = env.from, %reason, "a peer refused our messages");
+            }
+            return false;
+        }
+        if env.cluster_id == 0 || env.cluster_id == ours.cluster_id {
+            return true;
+        }
+        if ours.cluster_id == 0
+            && matches!(
+                env.message,
+                Message::AppendEntries { .. } | Message::InstallSnapshot { .. }
+            )
+        {
+            tracing::info!(
+                node = self.id(),
+                cluster_id = env.cluster_id,
+                leader = env.from,
+                "joined a cluster"
+            );
+            self.cx.identity.adopt(env.cluster_id);
+            self.cx.log.do_send(SaveIdentity(self.cx.identity.get()));
+            return true;
+        }
+        let reason = format!(
+            "node {} belongs to cluster {:#x}; node {} belongs to cluster {:#x}: a node of another cluster (or of an earlier cluster on the same addresses) is refused",
+            self.id(),
+            ours.cluster_id,
+            env.from,
+            env.cluster_id
+        );
+        if self.should_log_refusal(env.from) {
+            tracing::warn!(node = self.id(), peer = env.from, %reason, "refusing a message from another cluster");
+        }
+        if ours.cluster_id != 0 {
+            self.send(env.from, Message::Refused { reason });
+        }
+        false
+    }
+
+    /// Rate-limits refusal warnings to one per peer per ten seconds.
+    fn should_log_refusal(&mut self, peer: NodeId) -> bool {
+        let now = Instant::now();
+        match self.refusals_logged.get(&peer) {
+            Some(at) if now.duration_since(*at) < std::time::Duration::from_secs(10) => false,
+            _ => {
+                self.refusals_logged.insert(peer, now);
+                true
+            }
+        }
+    }
+
     /// Tells the transport where every member listens: addresses travel in
     /// the configuration, so a restarted node needs no address flags.
     fn learn_addresses(&self) {
@@ -635,6 +690,10 @@ impl Handler<Inbound> for Node {
             return;
         }
         let from = env.from;
+        let incarnation = env.incarnation;
+        if !self.same_cluster(&env) {
+            return;
+        }
         if let Err(rule) = validate(&env.message) {
             tracing::warn!(
                 node = self.id(),
@@ -761,6 +820,7 @@ impl Handler<Inbound> for Node {
                             last_included,
                             received,
                             done,
+                            incarnation,
                         },
                     });
                 }
@@ -778,6 +838,7 @@ impl Handler<Inbound> for Node {
                             result,
                             prev_index,
                             round,
+                            incarnation,
                         },
                     });
                 }
@@ -848,7 +909,13 @@ impl Handler<Inbound> for Node {
             }
             Message::ForwardWriteResponse { id, result } => {
                 if let Some((_, Forwarded::Write(r))) = self.forwarded.remove(&id) {
-                    let _ = r.send(result.map_err(RaftError::from));
+                    let result = result.map_err(|e| match e {
+                        // The leader's node was stopping: it may have
+                        // appended the write before.
+                        RemoteError::ShuttingDown => RaftError::Indeterminate,
+                        e => RaftError::from(e),
+                    });
+                    let _ = r.send(result);
                 }
             }
             Message::ReadIndexRequest { id } => {
@@ -861,6 +928,7 @@ impl Handler<Inbound> for Node {
                     Message::ReadIndexResponse { id, result }
                 });
             }
+            Message::Refused { .. } => {} // handled by `same_cluster`
             Message::ReadIndexResponse { id, result } => {
                 if let Some((_, Forwarded::Read(r))) = self.forwarded.remove(&id) {
                     let _ = r.send(result.map_err(RaftError::from));

@@ -40,6 +40,8 @@ pub(crate) struct Replicator {
     transfer: Option<Transfer>,
     /// The snapshot is being loaded from the store.
     loading: bool,
+    /// The peer's incarnation, once it has answered.
+    peer_incarnation: Option<u64>,
 }
 
 struct Transfer {
@@ -77,6 +79,7 @@ impl Replicator {
             epoch: Instant::now(),
             transfer: None,
             loading: false,
+            peer_incarnation: None,
         }
     }
 
@@ -87,17 +90,17 @@ impl Replicator {
     fn send(&mut self, prev: LogId, entries: Vec<crate::core::types::Entry>) {
         self.sent_since_tick = true;
         self.sent_round = self.round;
-        self.cx.transport.send(Envelope {
-            from: self.cx.id,
-            to: self.peer,
-            message: Message::AppendEntries {
+        self.cx.transport.send(Envelope::new(
+            self.cx.id,
+            self.peer,
+            Message::AppendEntries {
                 term: self.term,
                 prev,
                 entries,
                 leader_commit: self.commit_index,
                 round: self.round,
             },
-        });
+        ));
     }
 
     fn heartbeat(&mut self) {
@@ -202,11 +205,32 @@ impl Replicator {
             data: t.data.slice(start..end),
         };
         self.sent_since_tick = true;
-        self.cx.transport.send(Envelope {
-            from: self.cx.id,
-            to: self.peer,
-            message,
-        });
+        self.cx
+            .transport
+            .send(Envelope::new(self.cx.id, self.peer, message));
+    }
+
+    /// A reply from a new incarnation of the peer means it lost its state
+    /// (its directory was wiped): forget what it had acknowledged and
+    /// start over from probing. Returns whether that happened.
+    fn check_incarnation(&mut self, incarnation: u64) -> bool {
+        if incarnation == 0 {
+            return false;
+        }
+        let previous = self.peer_incarnation.replace(incarnation);
+        if previous.is_none_or(|p| p == incarnation) {
+            return false;
+        }
+        tracing::info!(
+            node = self.cx.id,
+            term = self.term,
+            peer = self.peer,
+            "peer came back with new state (a new incarnation); replicating from scratch"
+        );
+        self.progress = Progress::new(self.last_index, self.cx.config.max_inflight);
+        self.matched = LogId::default();
+        self.transfer = None;
+        true
     }
 
     fn on_reject(&mut self, hint: ConflictHint, prev_index: u64, ctx: &mut Context<Self>) {
@@ -316,11 +340,25 @@ pub(crate) struct AppendReply {
     pub result: Result<LogId, ConflictHint>,
     pub prev_index: u64,
     pub round: u64,
+    /// The incarnation of the follower that answered.
+    pub incarnation: u64,
 }
 
 impl Handler<AppendReply> for Replicator {
     type Result = ();
     fn handle(&mut self, msg: AppendReply, ctx: &mut Context<Self>) {
+        let reset = self.check_incarnation(msg.incarnation);
+        if reset && msg.result.is_ok() {
+            // An answer to what we sent its previous incarnation.
+            self.leader.do_send(PeerReply {
+                peer: self.peer,
+                match_index: 0,
+                round: msg.round,
+                reset,
+            });
+            self.pump(ctx);
+            return;
+        }
         match msg.result {
             Ok(matched) => {
                 // A reply to a heartbeat (no entries) proves liveness only.
@@ -335,6 +373,7 @@ impl Handler<AppendReply> for Replicator {
             peer: self.peer,
             match_index: self.progress.match_index,
             round: msg.round,
+            reset,
         });
         self.pump(ctx);
     }
@@ -347,11 +386,23 @@ pub(crate) struct SnapshotReply {
     pub last_included: LogId,
     pub received: u64,
     pub done: bool,
+    /// The incarnation of the follower that answered.
+    pub incarnation: u64,
 }
 
 impl Handler<SnapshotReply> for Replicator {
     type Result = ();
     fn handle(&mut self, msg: SnapshotReply, ctx: &mut Context<Self>) {
+        if self.check_incarnation(msg.incarnation) {
+            self.leader.do_send(PeerReply {
+                peer: self.peer,
+                match_index: 0,
+                round: 0,
+                reset: true,
+            });
+            self.pump(ctx);
+            return;
+        }
         let Some(t) = &mut self.transfer else { return };
         if t.meta.last_included != msg.last_included {
             return; // about another transfer
@@ -370,6 +421,7 @@ impl Handler<SnapshotReply> for Replicator {
                 peer: self.peer,
                 match_index: self.progress.match_index,
                 round: 0,
+                reset: false,
             });
             self.pump(ctx);
         } else if msg.received != t.offset || t.sent_at.elapsed() >= self.cx.config.rpc_timeout() {

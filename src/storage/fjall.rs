@@ -13,6 +13,7 @@
 //! | `m/cluster`                | cluster id, UTF-8                            |
 //! | `m/snapshot`               | framed `(LogId, Membership)`: snapshot point |
 //! | `h/state`                  | framed [`HardState`]                         |
+//! | `m/identity`               | framed [`crate::NodeIdentity`]: cluster id, incarnation |
 //! | `e/` + index (`u64` BE)    | framed [`Entry`]                             |
 //!
 //! Entry keys use the big-endian index so that byte order is log order and a
@@ -71,6 +72,7 @@ const KEY_FORMAT: &[u8] = b"m/format";
 const KEY_CLUSTER: &[u8] = b"m/cluster";
 const KEY_SNAPSHOT: &[u8] = b"m/snapshot";
 const KEY_HARD_STATE: &[u8] = b"h/state";
+const KEY_IDENTITY: &[u8] = b"m/identity";
 const ENTRY_PREFIX: &[u8] = b"e/";
 const ENTRY_KEY_LEN: usize = 2 + 8;
 
@@ -410,7 +412,9 @@ impl LogStorage for FjallStorage {
         }
 
         self.last_index = entries.last().map_or(snapshot.index, |e| e.log_id.index);
+        let identity = self.read_record(KEY_IDENTITY, "identity")?;
         Ok(InitialState {
+            identity,
             hard_state,
             snapshot,
             snapshot_membership,
@@ -463,6 +467,9 @@ impl LogStorage for FjallStorage {
         }
         if let Some(hard_state) = &batch.hard_state {
             fb.insert(&self.log, KEY_HARD_STATE, frame(hard_state)?);
+        }
+        if let Some(identity) = &batch.identity {
+            fb.insert(&self.log, KEY_IDENTITY, frame(identity)?);
         }
         fb.commit().map_err(io)?;
 

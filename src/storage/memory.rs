@@ -61,6 +61,9 @@ impl LogStorage for MemStorage {
         if let Some(hs) = batch.hard_state {
             s.hard_state = hs;
         }
+        if let Some(identity) = batch.identity {
+            s.identity = Some(identity);
+        }
         Ok(())
     }
 

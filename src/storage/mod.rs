@@ -1,6 +1,6 @@
 //! The durable log: the [`LogStorage`] trait and its bundled backends.
 
-use crate::core::types::{Entry, HardState, LogId, Membership};
+use crate::core::types::{Entry, HardState, LogId, Membership, NodeIdentity};
 
 pub mod fjall;
 pub mod memory;
@@ -42,6 +42,8 @@ pub struct InitialState {
     pub snapshot_membership: Option<Membership>,
     /// All entries after `snapshot`, in order.
     pub entries: Vec<Entry>,
+    /// The node's identity, once written.
+    pub identity: Option<NodeIdentity>,
 }
 
 impl InitialState {
@@ -62,12 +64,17 @@ pub struct WriteBatch {
     pub entries: Vec<Entry>,
     /// Replace the hard state.
     pub hard_state: Option<HardState>,
+    /// Replace the node's identity.
+    pub identity: Option<NodeIdentity>,
 }
 
 impl WriteBatch {
     /// Whether the batch does nothing.
     pub fn is_empty(&self) -> bool {
-        self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+        self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.hard_state.is_none()
+            && self.identity.is_none()
     }
 }
 

@@ -41,7 +41,7 @@ use crate::NodeId;
 
 /// Version of the wire protocol, exchanged in the handshake. Nodes only
 /// talk to nodes speaking exactly the same version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Handshake frames are tiny; capping them well below `max_frame_bytes`
 /// means an unauthenticated client cannot make us buffer megabytes.
@@ -973,11 +973,8 @@ mod tests {
     }
 
     fn arb_envelope() -> impl Strategy<Value = Envelope> {
-        (any::<u64>(), any::<u64>(), arb_message()).prop_map(|(from, to, message)| Envelope {
-            from,
-            to,
-            message,
-        })
+        (any::<u64>(), any::<u64>(), arb_message())
+            .prop_map(|(from, to, message)| Envelope::new(from, to, message))
     }
 
     fn arb_handshake() -> impl Strategy<Value = Handshake> {
@@ -1125,11 +1122,7 @@ mod tests {
     }
 
     fn msg(from: NodeId, to: NodeId, term: u64) -> Envelope {
-        Envelope {
-            from,
-            to,
-            message: Message::TimeoutNow { term },
-        }
+        Envelope::new(from, to, Message::TimeoutNow { term })
     }
 
     async fn recv(inbox: &mut Inbox) -> Envelope {
@@ -1172,14 +1165,14 @@ mod tests {
         for term in 0..100 {
             assert_eq!(recv(&mut rb).await, msg(1, 2, term));
         }
-        let big = Envelope {
-            from: 2,
-            to: 1,
-            message: Message::ForwardWrite {
+        let big = Envelope::new(
+            2,
+            1,
+            Message::ForwardWrite {
                 id: 9,
                 command: Bytes::from(vec![7u8; 1 << 20]),
             },
-        };
+        );
         b.send(big.clone());
         assert_eq!(recv(&mut ra).await, big);
 

@@ -101,14 +101,23 @@ impl Harness {
 
     /// Waits for a sent message matching `pred`, removing everything before it.
     pub async fn expect(&self, what: &str, pred: impl Fn(&Envelope) -> bool) -> Envelope {
+        self.expect_after(what, pred).await.0
+    }
+
+    /// Like [`Harness::expect`], also returning what was sent before it.
+    pub async fn expect_after(
+        &self,
+        what: &str,
+        pred: impl Fn(&Envelope) -> bool,
+    ) -> (Envelope, Vec<Envelope>) {
         let deadline = tokio::time::Instant::now() + SECS(5);
         loop {
             {
                 let mut sent = self.sent.0.lock().unwrap();
                 if let Some(pos) = sent.iter().position(&pred) {
-                    let e = sent[pos].clone();
-                    sent.drain(..=pos);
-                    return e;
+                    let mut before: Vec<Envelope> = sent.drain(..=pos).collect();
+                    let found = before.pop().expect("drained up to it");
+                    return (found, before);
                 }
             }
             assert!(tokio::time::Instant::now() < deadline, "never sent: {what}");
@@ -117,11 +126,7 @@ impl Harness {
     }
 
     pub fn inject(&self, from: u64, message: Message) {
-        self.raft.deliver(Envelope {
-            from,
-            to: 1,
-            message,
-        });
+        self.raft.deliver(Envelope::new(from, 1, message));
     }
 
     pub fn clear(&self) {

@@ -1,0 +1,66 @@
+//! This node's identity as its messages carry it: every envelope that
+//! leaves is stamped with the cluster id and the incarnation (a joining
+//! node learns the cluster id from its leader, so it can change once).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::core::types::{NodeId, NodeIdentity};
+use crate::message::Envelope;
+use crate::transport::Transport;
+
+/// The identity, shared by the node and its outbox.
+#[derive(Debug)]
+pub(crate) struct IdentityCell {
+    cluster_id: AtomicU64,
+    incarnation: u64,
+}
+
+impl IdentityCell {
+    pub(crate) fn new(identity: NodeIdentity) -> Arc<Self> {
+        Arc::new(IdentityCell {
+            cluster_id: AtomicU64::new(identity.cluster_id),
+            incarnation: identity.incarnation,
+        })
+    }
+
+    pub(crate) fn get(&self) -> NodeIdentity {
+        NodeIdentity {
+            cluster_id: self.cluster_id.load(Ordering::Relaxed),
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// Adopts the cluster id a joining node learned from its leader.
+    pub(crate) fn adopt(&self, cluster_id: u64) {
+        self.cluster_id.store(cluster_id, Ordering::Relaxed);
+    }
+}
+
+/// The node's way out: the user's transport, behind a stamp.
+pub(crate) struct Outbox {
+    transport: Arc<dyn Transport>,
+    identity: Arc<IdentityCell>,
+}
+
+impl Outbox {
+    pub(crate) fn new(transport: Arc<dyn Transport>, identity: Arc<IdentityCell>) -> Arc<Self> {
+        Arc::new(Outbox {
+            transport,
+            identity,
+        })
+    }
+}
+
+impl Transport for Outbox {
+    fn send(&self, mut envelope: Envelope) {
+        let identity = self.identity.get();
+        envelope.cluster_id = identity.cluster_id;
+        envelope.incarnation = identity.incarnation;
+        self.transport.send(envelope);
+    }
+
+    fn set_address(&self, id: NodeId, address: &str) {
+        self.transport.set_address(id, address);
+    }
+}
