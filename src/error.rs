@@ -27,7 +27,7 @@ use crate::message::RemoteError;
 /// | the node stopped while the write was in its hands (the request was dropped) | `Indeterminate` | indeterminate |
 /// | the state machine's response does not decode (the write **was** applied) | `Codec` | definite about the failure to read the answer: do not retry |
 ///
-/// `Membership`, `Transfer` and `Snapshot` come only from those
+/// `Membership`, `LearnerBehind`, `Transfer` and `Snapshot` come only from those
 /// operations: each says nothing changed, except where its doc says
 /// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +52,17 @@ pub enum RaftError {
     /// voter is not a caught-up learner, ...); nothing was changed.
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A new voter is a learner that has not caught up (within the
+    /// leader's wait of an election timeout): nothing was changed and the
+    /// change slot is free again. Retry once it has caught up, or remove
+    /// the learner.
+    #[error("learner {learner} has not caught up: {behind} entries behind; nothing was changed")]
+    LearnerBehind {
+        /// The lagging learner.
+        learner: NodeId,
+        /// How far behind the leader's last entry it was.
+        behind: u64,
+    },
     /// A leadership transfer did not happen; the leader carries on.
     #[error("leadership transfer failed: {0}")]
     Transfer(String),
@@ -81,6 +92,9 @@ impl From<RemoteError> for RaftError {
             RemoteError::Membership(s) => RaftError::Membership(s),
             RemoteError::Transfer(s) => RaftError::Transfer(s),
             RemoteError::Snapshot(s) => RaftError::Snapshot(s),
+            RemoteError::LearnerBehind { learner, behind } => {
+                RaftError::LearnerBehind { learner, behind }
+            }
         }
     }
 }
@@ -94,6 +108,9 @@ impl From<RaftError> for RemoteError {
             RaftError::Membership(s) => RemoteError::Membership(s),
             RaftError::Transfer(s) => RemoteError::Transfer(s),
             RaftError::Snapshot(s) => RemoteError::Snapshot(s),
+            RaftError::LearnerBehind { learner, behind } => {
+                RemoteError::LearnerBehind { learner, behind }
+            }
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
     }
@@ -113,6 +130,10 @@ mod tests {
             RaftError::Transfer("t".into()),
             RaftError::Snapshot("s".into()),
             RaftError::Codec("c".into()),
+            RaftError::LearnerBehind {
+                learner: 4,
+                behind: 9,
+            },
         ];
         for e in all {
             assert_eq!(RaftError::from(RemoteError::from(e.clone())), e);

@@ -57,6 +57,13 @@ pub enum RemoteError {
     Transfer(String),
     /// A snapshot failed.
     Snapshot(String),
+    /// A new voter had not caught up.
+    LearnerBehind {
+        /// The learner.
+        learner: NodeId,
+        /// Entries behind.
+        behind: u64,
+    },
 }
 
 /// Protocol messages.

@@ -288,7 +288,7 @@ async fn a_learner_is_not_promoted_before_it_catches_up() {
             c.write(leader, Add(n)).await.expect("write");
         }
         match c.raft(leader).change_membership([1, 2, 3, 4]).await {
-            Err(RaftError::Membership(why)) => assert!(why.contains("not caught up"), "{why}"),
+            Err(RaftError::LearnerBehind { learner: 4, behind }) => assert!(behind > 0),
             other => panic!("a lagging learner was promoted: {other:?}"),
         }
         // Nothing changed.
@@ -313,7 +313,7 @@ async fn a_learner_is_not_promoted_before_it_catches_up() {
                     promoted = Some(m);
                     break;
                 }
-                Err(RaftError::Membership(why)) if why.contains("not caught up") => {
+                Err(RaftError::LearnerBehind { .. }) => {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
                 Err(e) => panic!("promotion: {e}"),

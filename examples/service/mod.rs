@@ -434,6 +434,7 @@ impl ApiError {
     fn membership(e: RaftError) -> Self {
         let (status, message) = match e {
             RaftError::Membership(why) => (StatusCode::CONFLICT, why),
+            e @ RaftError::LearnerBehind { .. } => (StatusCode::CONFLICT, e.to_string()),
             RaftError::NotLeader(Some(leader)) => (
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("not the leader: send membership changes to node {leader}"),
@@ -486,9 +487,7 @@ async fn add_member<S: Service>(
         voters.insert(id);
         match raft.change_membership(voters).await {
             Ok(m) => return Ok(HttpResponse::Ok().json(membership_json(&m))),
-            Err(RaftError::Membership(why))
-                if why.contains("not caught up") && tokio::time::Instant::now() < deadline =>
-            {
+            Err(RaftError::LearnerBehind { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => return Err(ApiError::membership(e)),

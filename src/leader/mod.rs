@@ -638,8 +638,11 @@ impl Handler<ChangeMembership> for Leader {
         if self.promotion.is_some() {
             ctx.run_later(self.cx.config.election_timeout_max, |act, _| {
                 if let Some((voters, reply)) = act.promotion.take() {
-                    let why = act.lagging(&voters).unwrap_or_default();
-                    let _ = reply.send(Err(RaftError::Membership(why)));
+                    let error = match act.lagging(&voters) {
+                        Some((learner, behind)) => RaftError::LearnerBehind { learner, behind },
+                        None => RaftError::Membership("the change timed out".into()),
+                    };
+                    let _ = reply.send(Err(error));
                 }
             });
         }
@@ -647,22 +650,19 @@ impl Handler<ChangeMembership> for Leader {
 }
 
 impl Leader {
-    /// Why the new voters in `voters` may not vote yet, if any lags.
-    fn lagging(&self, voters: &std::collections::BTreeSet<NodeId>) -> Option<String> {
+    /// A new voter in `voters` that may not vote yet, with how far behind
+    /// it is.
+    fn lagging(&self, voters: &std::collections::BTreeSet<NodeId>) -> Option<(NodeId, u64)> {
         let lag = self.cx.config.learner_max_lag;
         voters
             .iter()
             .filter(|id| !self.membership.voters.contains(id))
             .find_map(|id| {
-                // A learner that has acknowledged nothing is not caught up,
-                // however short the log.
+                // A learner that has acknowledged nothing (this incarnation
+                // of it) is not caught up, however short the log.
                 let matched = self.matches.get(id).copied().unwrap_or(0);
-                (matched == 0 || matched + lag < self.last_index).then(|| {
-                    format!(
-                        "learner {id} has not caught up: {} entries behind (at most {lag} allowed)",
-                        self.last_index - matched
-                    )
-                })
+                (matched == 0 || matched + lag < self.last_index)
+                    .then(|| (*id, self.last_index.saturating_sub(matched)))
             })
     }
 

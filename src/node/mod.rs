@@ -150,8 +150,7 @@ impl Forwarded {
     fn fail(self, error: RaftError) {
         match self {
             Forwarded::Write(r) => drop(r.send(Err(error))),
-            // A read changes nothing: it can always be retried.
-            Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
+            Forwarded::Read(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -553,9 +552,13 @@ impl Node {
         self.stop_role();
         self.role = RoleState::Stopped;
         // A forwarded write may have been applied by the leader already:
-        // its fate is unknown, whatever stops this node.
+        // its fate is unknown, whatever stops this node. A read changed
+        // nothing.
         for (_, (_, f)) in std::mem::take(&mut self.forwarded) {
-            f.fail(RaftError::Indeterminate);
+            match f {
+                Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
+                Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
+            }
         }
         self.publish();
         ctx.stop();

@@ -40,6 +40,8 @@ pub struct Cluster<SM: StateMachine> {
     storages: BTreeMap<NodeId, MemStorage>,
     running: BTreeMap<NodeId, Slot<SM>>,
     factory: Factory<SM>,
+    /// Nodes whose storage was wiped: they start empty, as joiners.
+    wiped: BTreeSet<NodeId>,
 }
 
 impl<SM: StateMachine> Cluster<SM> {
@@ -59,6 +61,7 @@ impl<SM: StateMachine> Cluster<SM> {
             storages: (1..=n).map(|id| (id, MemStorage::new())).collect(),
             running: BTreeMap::new(),
             factory: Arc::new(factory),
+            wiped: BTreeSet::new(),
         };
         for id in 1..=n {
             cluster.start(id).await;
@@ -79,10 +82,7 @@ impl<SM: StateMachine> Cluster<SM> {
         let config = self.config.clone();
         // Founders bootstrap the cluster; any other node starts empty and
         // waits to be added.
-        let members = self
-            .members
-            .voters
-            .contains(&id)
+        let members = (self.members.voters.contains(&id) && !self.wiped.contains(&id))
             .then(|| self.members.clone());
         let factory = self.factory.clone();
         arbiter.spawn_fn(move || {
@@ -107,6 +107,15 @@ impl<SM: StateMachine> Cluster<SM> {
             let _ = slot.arbiter.join();
             slot.raft.join_writer();
         }
+    }
+
+    /// Crashes node `id` and throws its storage away, as an operator
+    /// wiping its data directory: started again, it is an empty node that
+    /// waits to be added (it no longer founds the cluster).
+    pub fn wipe(&mut self, id: NodeId) {
+        self.crash(id);
+        self.storages.insert(id, MemStorage::new());
+        self.wiped.insert(id);
     }
 
     /// Crashes then restarts node `id`.

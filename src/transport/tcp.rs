@@ -61,6 +61,9 @@ const MAX_BATCH: usize = 64;
 /// refused dialer keeps retrying and would otherwise flood the log.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Longest advertised address accepted from a handshake.
+const MAX_ADVERTISED_LEN: usize = 256;
+
 /// Received strings are echoed in logs and refusals; this keeps a hostile
 /// or broken peer from inflating them.
 const MAX_ECHOED_CHARS: usize = 128;
@@ -75,6 +78,9 @@ pub struct TcpConfig {
     /// Address to listen on (port 0 picks a free port, see
     /// [`TcpTransport::local_addr`]).
     pub listen: SocketAddr,
+    /// The address other nodes reach this one at, announced in every
+    /// handshake (default: the listen address as bound).
+    pub advertise: Option<String>,
     /// Initial peer addresses (`"host:port"`) by node id. An entry for this
     /// node itself is ignored. More can be added with
     /// [`Transport::set_address`].
@@ -100,6 +106,7 @@ impl TcpConfig {
             node_id,
             cluster_id: cluster_id.into(),
             listen,
+            advertise: None,
             peers: BTreeMap::new(),
             max_frame_bytes: 16 * 1024 * 1024,
             send_queue: 1024,
@@ -132,6 +139,11 @@ pub(crate) enum Handshake {
         version: u32,
         cluster_id: String,
         node_id: NodeId,
+        /// Where the dialer listens, so the acceptor can answer a node it
+        /// has no address for (one that joined after what it has read of
+        /// the configuration). Empty if unknown.
+        #[serde(default)]
+        address: String,
     },
     /// Acceptor → dialer: go ahead. Carries the acceptor's id so the dialer
     /// notices an address that points at the wrong node.
@@ -212,6 +224,10 @@ fn jitter(delay: Duration) -> Duration {
 struct Shared {
     node_id: NodeId,
     cluster_id: String,
+    /// Announced in our handshakes.
+    advertise: String,
+    /// Peers learned from inbound handshakes, for the transport to add.
+    learned: Mutex<Vec<(NodeId, String)>>,
     max_frame_bytes: usize,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -343,6 +359,11 @@ impl TcpTransport {
         let shared = Arc::new(Shared {
             node_id: config.node_id,
             cluster_id: config.cluster_id,
+            advertise: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+            learned: Mutex::new(Vec::new()),
             max_frame_bytes: config.max_frame_bytes,
             backoff_min,
             backoff_max: config.connect_backoff_max.clamp(backoff_min, MAX_BACKOFF),
@@ -400,8 +421,30 @@ impl TcpTransport {
     }
 }
 
+impl TcpTransport {
+    /// Adds peers learned from inbound handshakes whose address we did
+    /// not know (a configured or configuration address always wins).
+    fn adopt_learned(&self) {
+        let learned = std::mem::take(&mut *lock(&self.inner.shared.learned));
+        for (id, address) in learned {
+            if !lock(&self.inner.peers).contains_key(&id) {
+                info!(
+                    node_id = self.inner.shared.node_id,
+                    peer_id = id,
+                    address,
+                    "learned a peer's address from its handshake"
+                );
+                self.set_address(id, &address);
+            }
+        }
+    }
+}
+
 impl Transport for TcpTransport {
     fn send(&self, envelope: Envelope) {
+        if !lock(&self.inner.shared.learned).is_empty() {
+            self.adopt_learned();
+        }
         let shared = &self.inner.shared;
         let peer_id = envelope.to;
         if peer_id == shared.node_id {
@@ -589,6 +632,7 @@ async fn dial(shared: &Shared, peer_id: NodeId, addr: &str) -> Result<Outbound, 
         version: PROTOCOL_VERSION,
         cluster_id: shared.cluster_id.clone(),
         node_id: shared.node_id,
+        address: shared.advertise.clone(),
     })
     .map_err(|e| failed("cannot encode hello", &e))?;
     match tokio::time::timeout(IO_TIMEOUT, writer.send(hello)).await {
@@ -735,12 +779,13 @@ async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote: SocketAdd
             return;
         }
     };
-    let (version, cluster_id, peer_id) = match decode_handshake(&frame) {
+    let (version, cluster_id, peer_id, address) = match decode_handshake(&frame) {
         Ok(Handshake::Hello {
             version,
             cluster_id,
             node_id,
-        }) => (version, cluster_id, node_id),
+            address,
+        }) => (version, cluster_id, node_id, address),
         Ok(other) => {
             warn!(node_id, %remote, frame = ?other, "closing inbound connection: expected a hello");
             return;
@@ -796,6 +841,11 @@ async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote: SocketAdd
         .decoder_mut()
         .set_max_frame_length(shared.max_frame_bytes);
     debug!(node_id, peer_id, %remote, "accepted inbound connection");
+    if !address.is_empty() && address.len() <= MAX_ADVERTISED_LEN {
+        // Picked up by the transport on its next send: a node can answer
+        // whoever talks to it, even before the configuration names it.
+        lock(&shared.learned).push((peer_id, address));
+    }
 
     loop {
         let frame = tokio::select! {
@@ -897,6 +947,9 @@ mod tests {
             Just(RemoteError::Indeterminate),
             Just(RemoteError::ShuttingDown),
             ".{0,16}".prop_map(RemoteError::BadCommand),
+            ".{0,16}".prop_map(RemoteError::Membership),
+            ".{0,16}".prop_map(RemoteError::Transfer),
+            ".{0,16}".prop_map(RemoteError::Snapshot),
         ]
     }
 
@@ -956,6 +1009,7 @@ mod tests {
                 }
             }),
             any::<u64>().prop_map(|term| Message::TimeoutNow { term }),
+            ".{0,16}".prop_map(|reason| Message::Refused { reason }),
             (any::<u64>(), arb_bytes())
                 .prop_map(|(id, command)| Message::ForwardWrite { id, command }),
             (
@@ -973,19 +1027,30 @@ mod tests {
     }
 
     fn arb_envelope() -> impl Strategy<Value = Envelope> {
-        (any::<u64>(), any::<u64>(), arb_message())
-            .prop_map(|(from, to, message)| Envelope::new(from, to, message))
+        (
+            any::<u64>(),
+            any::<u64>(),
+            arb_message(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(from, to, message, cluster_id, incarnation)| Envelope {
+                cluster_id,
+                incarnation,
+                ..Envelope::new(from, to, message)
+            })
     }
 
     fn arb_handshake() -> impl Strategy<Value = Handshake> {
         prop_oneof![
-            (any::<u32>(), ".{0,32}", any::<u64>()).prop_map(|(version, cluster_id, node_id)| {
-                Handshake::Hello {
+            (any::<u32>(), ".{0,32}", any::<u64>(), ".{0,32}").prop_map(
+                |(version, cluster_id, node_id, address)| Handshake::Hello {
                     version,
                     cluster_id,
                     node_id,
+                    address,
                 }
-            }),
+            ),
             any::<u64>().prop_map(|node_id| Handshake::Accept { node_id }),
             ".{0,32}".prop_map(|reason| Handshake::Refuse { reason }),
         ]
@@ -1311,6 +1376,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             cluster_id: "c".into(),
             node_id: id,
+            address: String::new(),
         })
         .unwrap();
         raw_frame(&mut stream, &hello).await;

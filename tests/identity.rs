@@ -1,0 +1,230 @@
+//! Identities: the cluster id generated at founding, the incarnation of
+//! each data directory, and addresses learned from whoever connects.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use common::scripted::Harness;
+use common::*;
+use regatta::message::{Envelope, Message};
+use regatta::storage::MemStorage;
+use regatta::testing::Cluster;
+use regatta::transport::tcp::{TcpConfig, TcpTransport};
+use regatta::transport::Transport;
+use regatta::{Config, LogId, Membership, NodeId, Raft, Role};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[actix_rt::test]
+async fn founders_share_a_cluster_id_and_every_directory_has_its_own_incarnation() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let c = Cluster::new(3, test_config(), 1, |_| Counter::default()).await;
+        let ids: Vec<_> = c
+            .ids()
+            .iter()
+            .map(|id| c.storage(*id).contents().identity.expect("identity stored"))
+            .collect();
+        assert!(ids[0].cluster_id != 0);
+        assert!(ids.iter().all(|i| i.cluster_id == ids[0].cluster_id));
+        let incarnations: std::collections::BTreeSet<u64> =
+            ids.iter().map(|i| i.incarnation).collect();
+        assert_eq!(incarnations.len(), 3, "{ids:?}");
+        // Another founding configuration, or the same one under another
+        // token, is another cluster.
+        let m = Membership::new([1, 2, 3]);
+        let a = regatta::core::types::founding_cluster_id(&m, "");
+        assert_ne!(a, regatta::core::types::founding_cluster_id(&m, "other"));
+        assert_ne!(
+            a,
+            regatta::core::types::founding_cluster_id(&Membership::new([1, 2]), "")
+        );
+        assert_eq!(a, ids[0].cluster_id);
+    })
+    .await;
+}
+
+/// Finding 8: a node of another cluster (same node ids, same name) is
+/// refused, and told why; the node's state does not move.
+#[actix_rt::test]
+async fn a_message_from_another_cluster_is_refused() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(Config {
+            election_timeout_min: SECS(20),
+            election_timeout_max: SECS(21),
+            ..test_config()
+        });
+        let ours = h.storage.contents().identity.unwrap().cluster_id;
+        h.raft.deliver(Envelope {
+            cluster_id: ours ^ 0x5555,
+            incarnation: 77,
+            ..Envelope::new(
+                2,
+                1,
+                Message::AppendEntries {
+                    term: 9,
+                    prev: LogId::new(1, 1),
+                    entries: vec![],
+                    leader_commit: 0,
+                    round: 0,
+                },
+            )
+        });
+        let (refusal, before) = h
+            .expect_after("a refusal", |e| {
+                matches!(e.message, Message::Refused { .. })
+            })
+            .await;
+        assert_eq!(refusal.to, 2);
+        assert!(before
+            .iter()
+            .all(|e| !matches!(e.message, Message::AppendEntriesResponse { .. })));
+        let m = h.raft.metrics().borrow().clone();
+        assert_eq!((m.term, m.leader), (1, None), "nothing was adopted");
+    })
+    .await;
+}
+
+/// Finding 7: a node removed while down, wiped, and added back under its
+/// old id must be replicated from scratch, not trusted with what its
+/// previous incarnation had acknowledged.
+#[actix_rt::test]
+async fn a_node_wiped_and_added_back_under_its_old_id_starts_over() {
+    init_tracing();
+    bounded(SECS(120), async {
+        let mut c = Cluster::new(3, test_config(), 7, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(20)).await.unwrap();
+        for n in 0..30 {
+            c.write(leader, Add(n)).await.unwrap();
+        }
+        let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        let target = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[victim], target, SECS(20)).await.unwrap();
+        c.crash(victim);
+        let rest: Vec<NodeId> = c.ids().into_iter().filter(|id| *id != victim).collect();
+        c.raft(leader)
+            .change_membership(rest.clone())
+            .await
+            .unwrap();
+        c.wipe(victim);
+        c.start(victim).await;
+        c.raft(leader).add_learner(victim, "").await.unwrap();
+        let mut all = rest.clone();
+        all.push(victim);
+        // Promotion waits for the new incarnation to catch up.
+        let mut promoted = false;
+        for _ in 0..20 {
+            match c.raft(leader).change_membership(all.clone()).await {
+                Ok(_) => {
+                    promoted = true;
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("not yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        assert!(promoted, "the re-added node never caught up");
+        c.write(leader, Add(1000)).await.unwrap();
+        let target = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[victim], target, SECS(20))
+            .await
+            .expect("the re-added node holds the whole log again");
+        let applied = c.raft(victim).state_machine().send(History).await.unwrap();
+        assert_eq!(applied.len(), 31, "every command, once");
+    })
+    .await;
+}
+
+type Node = (Raft<Counter>, TcpTransport, Arbiter);
+
+/// A node over real TCP on 127.0.0.1, in memory, on its own arbiter.
+async fn tcp_node(id: NodeId, founders: Option<Membership>) -> Node {
+    let arbiter = Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    arbiter.spawn(async move {
+        let cell: Arc<OnceLock<Raft<Counter>>> = Arc::default();
+        let inbound = cell.clone();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let transport = TcpTransport::start(
+            TcpConfig::new(id, "finding-10", listen),
+            Arc::new(move |env| {
+                if let Some(raft) = inbound.get() {
+                    raft.deliver(env);
+                }
+            }),
+        )
+        .await
+        .unwrap();
+        let raft = Raft::start(
+            id,
+            test_config(),
+            MemStorage::new(),
+            Arc::new(transport.clone()),
+            founders,
+            Counter::default().start(),
+        )
+        .unwrap();
+        let _ = cell.set(raft.clone());
+        let _ = tx.send((raft, transport));
+    });
+    let (raft, transport) = rx.await.unwrap();
+    (raft, transport, arbiter)
+}
+
+/// Finding 10: a joining node learns addresses only from the
+/// configuration entries it has received; the leader's may not be among
+/// them. It must still answer the leader (the address comes with the
+/// connection's handshake), or it never catches up and every later change
+/// is stuck behind it.
+#[actix_rt::test]
+async fn a_joining_node_answers_a_leader_whose_address_it_was_never_told() {
+    init_tracing();
+    bounded(SECS(60), async {
+        // Founded without addresses in the configuration: the founders
+        // know each other from their transports only.
+        let founders = Membership::new([1, 2, 3]);
+        let mut nodes: BTreeMap<NodeId, Node> = BTreeMap::new();
+        for id in 1..=3 {
+            nodes.insert(id, tcp_node(id, Some(founders.clone())).await);
+        }
+        for (a, (_, ta, _)) in &nodes {
+            for (b, (_, tb, _)) in &nodes {
+                if a != b {
+                    ta.set_address(*b, &tb.local_addr().to_string());
+                }
+            }
+        }
+        let leader = nodes[&1].0.wait_leader(SECS(20)).await.unwrap();
+        let raft = nodes[&leader].0.clone();
+        raft.write(Add(5)).await.unwrap();
+        let (joiner, joiner_transport, joiner_arbiter) = tcp_node(4, None).await;
+        raft.add_learner(4, joiner_transport.local_addr().to_string())
+            .await
+            .unwrap();
+        let target = raft.metrics().borrow().commit_index;
+        joiner
+            .wait_applied(target, SECS(20))
+            .await
+            .expect("the joiner caught up: it could answer the leader");
+        let m = raft.change_membership([1, 2, 3, 4]).await.unwrap();
+        assert!(m.voters.contains(&4));
+        assert_eq!(joiner.metrics().borrow().role, Role::Follower);
+        for (_, (raft, transport, arbiter)) in nodes {
+            raft.shutdown().await;
+            transport.shutdown();
+            arbiter.stop();
+        }
+        joiner.shutdown().await;
+        joiner_transport.shutdown();
+        joiner_arbiter.stop();
+    })
+    .await;
+}
