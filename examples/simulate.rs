@@ -79,7 +79,7 @@ fn main() {
                                     r.acknowledged(), r.history.len(), r.elections, r.crashes, r.messages, r.simulated, r.wall, r.trace
                                 );
                             }
-                            if done % 1000 == 0 {
+                            if done.is_multiple_of(1000) {
                                 eprintln!("thread {t}: {done} seeds ok (last {seed}), {:.0} s elapsed", started.elapsed().as_secs_f64());
                             }
                         }

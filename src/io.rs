@@ -22,6 +22,13 @@ pub(crate) enum IoMode {
     },
 }
 
+/// What differs between a node in production and one under the simulator.
+#[derive(Clone, Default)]
+pub(crate) struct Environment {
+    pub io: IoMode,
+    pub probe: crate::probe::Probe,
+}
+
 /// A boxed future, for handing to actix's `into_actor`.
 pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
 

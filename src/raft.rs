@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::core::types::{LogId, Membership, NodeId};
 use crate::error::RaftError;
 use crate::identity::{IdentityCell, Outbox};
-use crate::io::IoMode;
+use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Metrics, Role};
@@ -21,7 +21,6 @@ use crate::node::{
     ClientMembership, ClientRead, ClientTransfer, ClientWrite, Inbound, MembershipRequest, Node,
     RoleContext, Shutdown, SnapshotPorts,
 };
-use crate::probe::Probe;
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::{LogStorage, StorageError};
@@ -79,8 +78,7 @@ impl<SM: StateMachine> Raft<SM> {
             transport,
             initial_members,
             sm,
-            IoMode::Threads,
-            None,
+            Environment::default(),
         )
     }
 
@@ -93,8 +91,7 @@ impl<SM: StateMachine> Raft<SM> {
         transport: Arc<dyn Transport>,
         initial_members: Option<Membership>,
         sm: Addr<SM>,
-        io: IoMode,
-        probe: Probe,
+        Environment { io, probe }: Environment,
     ) -> Result<Self, StorageError> {
         let config = Arc::new(config);
         let snapshots = storage.snapshots();

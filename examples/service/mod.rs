@@ -84,6 +84,12 @@ struct ServeArgs {
     /// entries; 0 for only on request (`POST /cluster/snapshot`).
     #[arg(long, default_value_t = Config::default().snapshot_every)]
     snapshot_every: u64,
+    /// Mixed into the cluster id generated when the cluster is founded
+    /// (as etcd's --initial-cluster-token): give every cluster its own, so
+    /// that a stale node of an earlier cluster on the same addresses is
+    /// refused. Used only when founding.
+    #[arg(long, default_value = "")]
+    cluster_token: String,
     /// Log entries kept behind a snapshot for slightly slow followers.
     #[arg(long, default_value_t = Config::default().snapshot_keep_entries)]
     snapshot_keep: u64,
@@ -574,6 +580,7 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
         client_timeout: Duration::from_millis(args.request_timeout_ms),
         snapshot_every: args.snapshot_every,
         snapshot_keep_entries: args.snapshot_keep,
+        cluster_token: args.cluster_token.clone(),
         ..Config::default()
     };
     let node = LocalNode::<S>::start(
@@ -621,6 +628,28 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
         "serving"
     );
     let handle = server.handle();
+    // A node that stopped on its own (storage, applier or state machine
+    // failure) must not leave the process serving: exit non-zero.
+    let failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (watched, stop_http, failed) = (node.raft.clone(), handle.clone(), failure.clone());
+    actix_rt::spawn(async move {
+        loop {
+            let hour = Duration::from_secs(3600);
+            if let Ok(m) = watched
+                .wait_for(hour, |m| m.stopped_because.is_some())
+                .await
+            {
+                let cause = m.stopped_because.unwrap_or_default();
+                tracing::error!(node = m.id, %cause, "the node stopped; exiting");
+                *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause);
+                stop_http.stop(true).await;
+                return;
+            }
+            if watched.metrics().borrow().role == Role::Shutdown {
+                return;
+            }
+        }
+    });
     actix_rt::spawn(async move {
         use actix_rt::signal::unix::{signal, SignalKind};
         match (
@@ -644,6 +673,9 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
     let served = server.await;
     node.stop().await;
     tracing::info!("stopped");
+    if let Some(cause) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(format!("the node stopped: {cause}"));
+    }
     served.map_err(|e| format!("HTTP server: {e}"))
 }
 

@@ -62,6 +62,7 @@ pub(crate) struct Applier<SM: StateMachine> {
 pub(crate) type SnapshotReply = oneshot::Sender<Result<(LogId, SnapshotData), String>>;
 
 impl<SM: StateMachine> Applier<SM> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node_id: NodeId,
         sm: Addr<SM>,

@@ -359,6 +359,20 @@ impl Handler<AppendReply> for Replicator {
             self.pump(ctx);
             return;
         }
+        if let Ok(matched) = msg.result {
+            if matched.index > self.last_index || matched.term > self.term {
+                // Not something this leader sent: a confused or foreign peer.
+                tracing::warn!(
+                    node = self.cx.id,
+                    term = self.term,
+                    peer = self.peer,
+                    claimed = ?matched,
+                    last_index = self.last_index,
+                    "reply acknowledges entries this leader never sent; ignored"
+                );
+                return;
+            }
+        }
         match msg.result {
             Ok(matched) => {
                 // A reply to a heartbeat (no entries) proves liveness only.

@@ -389,8 +389,8 @@ impl LogStorage for FjallStorage {
         self.snapshot = snapshot;
 
         let mut entries = Vec::new();
-        let mut expected = snapshot.index + 1;
-        for guard in self.entry_range(expected) {
+        let first = snapshot.index + 1;
+        for (expected, guard) in (first..).zip(self.entry_range(first)) {
             let (key, value) = guard.into_inner().map_err(io)?;
             let Some(index) = entry_index(&key) else {
                 return Err(self.corrupt_entry(expected, format!("malformed entry key {key:?}")));
@@ -408,7 +408,6 @@ impl LogStorage for FjallStorage {
             let entry = Self::decode_entry(index, &value)
                 .map_err(|reason| self.corrupt_entry(index, reason))?;
             entries.push(entry);
-            expected += 1;
         }
 
         self.last_index = entries.last().map_or(snapshot.index, |e| e.log_id.index);

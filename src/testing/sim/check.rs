@@ -8,6 +8,9 @@ use crate::core::types::{LogId, NodeId};
 use crate::probe::{digest, ProbeEvent};
 use crate::storage::{InitialState, MemStorage};
 
+/// A log as index → (entry id, payload digest).
+type Digests = BTreeMap<u64, (LogId, u64)>;
+
 /// Everything observed so far, across crashes and restarts.
 #[derive(Default)]
 pub(super) struct Checker {
@@ -89,7 +92,7 @@ impl Checker {
     /// an entry with the same index and term, they hold the same entries
     /// up to it.
     pub(super) fn log_matching(&mut self, logs: &BTreeMap<NodeId, InitialState>) {
-        let digests: Vec<(NodeId, BTreeMap<u64, (LogId, u64)>)> = logs
+        let digests: Vec<(NodeId, Digests)> = logs
             .iter()
             .map(|(id, s)| {
                 let m = s

@@ -92,7 +92,7 @@ use self::check::Checker;
 use self::net::{mix, Net};
 use crate::config::Config;
 use crate::core::types::{Membership, NodeId};
-use crate::io::IoMode;
+use crate::io::{Environment, IoMode};
 use crate::metrics::Role;
 use crate::probe::Probe;
 use crate::raft::Raft;
@@ -469,7 +469,13 @@ where
         tasks.spawn_local(async move {
             let sm = factory(id).start();
             let _ = tx.send(Raft::start_with(
-                id, config, storage, transport, members, sm, io, probe,
+                id,
+                config,
+                storage,
+                transport,
+                members,
+                sm,
+                Environment { io, probe },
             ));
         });
         let tasks = Rc::new(RefCell::new(Some(tasks)));

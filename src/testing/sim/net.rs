@@ -56,7 +56,7 @@ impl Net {
                 nodes: BTreeMap::new(),
                 groups: BTreeMap::new(),
                 faults,
-                rng: fastrand::Rng::with_seed(seed ^ 0x6e65_7477_6f72_6b),
+                rng: fastrand::Rng::with_seed(seed ^ 0x006e_6574_776f_726b),
                 in_flight: BinaryHeap::new(),
                 bodies: BTreeMap::new(),
                 next_seq: 0,
