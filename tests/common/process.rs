@@ -303,6 +303,11 @@ impl ProcessCluster {
         self.spawn(id);
     }
 
+    /// Whether node `id`'s process is running (not yet stopped by the test).
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.child.is_some())
+    }
+
     /// HTTP address of node `id`.
     pub fn http(&self, id: u64) -> SocketAddr {
         self.nodes[&id].http
