@@ -148,6 +148,9 @@ pub enum Message {
     ForwardWrite {
         /// Request id chosen by the forwarding node.
         id: u64,
+        /// The term of the leader it is sent to: only that leader, in that
+        /// term, may propose it.
+        term: u64,
         /// The encoded command.
         command: Bytes,
     },

@@ -216,7 +216,10 @@ async fn a_joining_node_answers_a_leader_whose_address_it_was_never_told() {
             .expect("the joiner caught up: it could answer the leader");
         let m = raft.change_membership([1, 2, 3, 4]).await.unwrap();
         assert!(m.voters.contains(&4));
-        assert_eq!(joiner.metrics().borrow().role, Role::Follower);
+        joiner
+            .wait_for(SECS(20), |m| m.role == Role::Follower)
+            .await
+            .expect("the joiner learns it votes");
         for (_, (raft, transport, arbiter)) in nodes {
             raft.shutdown().await;
             transport.shutdown();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::scripted::{GatedStorage, Harness};
 use common::*;
-use regatta::message::{Envelope, Message};
+use regatta::message::{Envelope, Message, RemoteError};
 use regatta::storage::snapshot::describe;
 use regatta::{Config, Entry, LogId, Membership, Payload, RaftError, Role};
 
@@ -310,6 +310,47 @@ async fn a_node_whose_applier_died_stops() {
             .expect("the node stops");
         let cause = m.stopped_because.expect("the cause is in the metrics");
         assert!(cause.contains("applier"), "{cause}");
+    })
+    .await;
+}
+
+/// Found by the simulator (seed 17174): a write forwarded to the leader of
+/// term 3 was proposed; the leader crashed and restarted; a duplicate of
+/// the forward reached the restarted node, which answered "not leader";
+/// the forwarding node took that as "not submitted", retried, and the
+/// write was applied twice. A node answers "not leader" only for a term it
+/// could not have led in an earlier run; otherwise the outcome is unknown.
+#[actix_rt::test]
+async fn a_forward_for_a_term_led_before_a_restart_is_indeterminate() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(quiet());
+        // Node 1 starts in term 1 (founding): it may have led term 1 before.
+        for (id, term) in [(7, 1), (8, 5)] {
+            h.inject(
+                2,
+                Message::ForwardWrite {
+                    id,
+                    term,
+                    command: rmp_serde::to_vec(&Add(1)).unwrap().into(),
+                },
+            );
+            let answer = h
+                .expect(
+                    "the answer",
+                    |e| matches!(e.message, Message::ForwardWriteResponse { id: i, .. } if i == id),
+                )
+                .await;
+            let Message::ForwardWriteResponse { result, .. } = answer.message else {
+                unreachable!()
+            };
+            let expected = if term == 1 {
+                Err(RemoteError::Indeterminate)
+            } else {
+                Err(RemoteError::NotLeader(None))
+            };
+            assert_eq!(result, expected, "forward for term {term}");
+        }
     })
     .await;
 }

@@ -60,6 +60,16 @@ fn three_nodes_lossy_network_only() {
     run_seeds(3, faults, 40);
 }
 
+/// Seeds that once found a bug, kept as regression tests.
+#[test]
+fn seeds_that_found_bugs() {
+    // A duplicated forward answered "not leader" by the restarted leader
+    // that had proposed the original: the write was retried and applied
+    // twice (tests/safety.rs has the targeted test).
+    let sim = counter(3, Faults::all());
+    run_counter(&sim, 17174).unwrap_or_else(|f| panic!("{f}"));
+}
+
 #[test]
 fn same_seed_same_run() {
     let sim = counter(3, Faults::all());

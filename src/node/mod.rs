@@ -176,8 +176,15 @@ pub(crate) struct Node {
     /// began to wait, which a watch channel does not promise (it spreads
     /// them over randomly chosen slots): the simulator needs the order.
     changed: Arc<Notify>,
-    /// Requests forwarded to a leader: id → (that leader, who waits).
-    forwarded: BTreeMap<u64, (NodeId, Forwarded)>,
+    /// Requests forwarded to a leader: id → (that leader, its incarnation
+    /// when we sent, who waits).
+    forwarded: BTreeMap<u64, (NodeId, u64, Forwarded)>,
+    /// The latest incarnation heard from each peer.
+    incarnations: BTreeMap<NodeId, u64>,
+    /// The term this node started in: it may have led that term or an
+    /// earlier one in a previous run, whose forwarded writes it does not
+    /// remember.
+    boot_term: u64,
     /// Tells the applier a leadership of this node ended.
     abandon: Recipient<AbandonWaiters>,
     /// Why the node stopped on its own, once it has.
@@ -229,6 +236,8 @@ impl Node {
             metrics,
             changed,
             forwarded: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
+            boot_term: hs.term,
             abandon,
             stopped_because: None,
             refusals_logged: BTreeMap::new(),
@@ -301,11 +310,11 @@ impl Node {
         let stale: Vec<u64> = self
             .forwarded
             .iter()
-            .filter(|(_, (to, _))| Some(*to) != leader)
+            .filter(|(_, (to, _, _))| Some(*to) != leader)
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
-            if let Some((_, f)) = self.forwarded.remove(&id) {
+            if let Some((_, _, f)) = self.forwarded.remove(&id) {
                 match f {
                     Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
                     Forwarded::Read(r) => drop(r.send(Err(RaftError::NotLeader(leader)))),
@@ -499,13 +508,14 @@ impl Node {
         };
         let id = self.next_request;
         self.next_request += 1;
-        self.forwarded.insert(id, (leader, pending));
+        let incarnation = self.incarnations.get(&leader).copied().unwrap_or(0);
+        self.forwarded.insert(id, (leader, incarnation, pending));
         self.send(leader, make(id));
         ctx.run_later(self.cx.config.client_timeout, move |act, _| {
             match act.forwarded.remove(&id) {
                 // The leader may have applied it; we cannot tell.
-                Some((_, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
-                Some((_, Forwarded::Read(r))) => drop(r.send(Err(RaftError::Timeout))),
+                Some((_, _, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
+                Some((_, _, Forwarded::Read(r))) => drop(r.send(Err(RaftError::Timeout))),
                 None => {}
             }
         });
@@ -554,7 +564,7 @@ impl Node {
         // A forwarded write may have been applied by the leader already:
         // its fate is unknown, whatever stops this node. A read changed
         // nothing.
-        for (_, (_, f)) in std::mem::take(&mut self.forwarded) {
+        for (_, (_, _, f)) in std::mem::take(&mut self.forwarded) {
             match f {
                 Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
                 Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
@@ -696,6 +706,9 @@ impl Handler<Inbound> for Node {
         let incarnation = env.incarnation;
         if !self.same_cluster(&env) {
             return;
+        }
+        if incarnation != 0 {
+            self.incarnations.insert(from, incarnation);
         }
         if let Err(rule) = validate(&env.message) {
             tracing::warn!(
@@ -883,7 +896,7 @@ impl Handler<Inbound> for Node {
                     self.start_election(true, ctx);
                 }
             }
-            Message::ForwardWrite { id, command } => {
+            Message::ForwardWrite { id, term, command } => {
                 // Whatever our role, a duplicate gets no second answer: a
                 // "not leader" to a copy must not race the real outcome.
                 if !self.seen_forwards.insert((from, id)) {
@@ -903,7 +916,16 @@ impl Handler<Inbound> for Node {
                 }
                 let (tx, rx) = oneshot::channel();
                 match &self.role {
-                    RoleState::Leader(l) => l.do_send(Propose { command, reply: tx }),
+                    // Only for the term it was sent to: a copy delayed past
+                    // a restart of this node must not be proposed again by
+                    // its next incarnation, which leads a later term.
+                    RoleState::Leader(l) if term == self.hs.term => {
+                        l.do_send(Propose { command, reply: tx })
+                    }
+                    // Sent to the leader of `term`, which this node was;
+                    // if that was in a previous run, that run may have
+                    // proposed an earlier copy: the outcome is unknown.
+                    _ if term <= self.boot_term => drop(tx.send(Err(RaftError::Indeterminate))),
                     _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
                 }
                 self.answer_remote(from, rx, RemoteError::Indeterminate, move |result| {
@@ -911,11 +933,18 @@ impl Handler<Inbound> for Node {
                 });
             }
             Message::ForwardWriteResponse { id, result } => {
-                if let Some((_, Forwarded::Write(r))) = self.forwarded.remove(&id) {
+                if let Some((_, sent_to, Forwarded::Write(r))) = self.forwarded.remove(&id) {
                     let result = result.map_err(|e| match e {
                         // The leader's node was stopping: it may have
                         // appended the write before.
                         RemoteError::ShuttingDown => RaftError::Indeterminate,
+                        // "Not leader" says this copy was not proposed. It
+                        // speaks for the original only if it comes from the
+                        // incarnation we sent to: a restarted node does not
+                        // remember what its predecessor proposed.
+                        RemoteError::NotLeader(_) if sent_to == 0 || incarnation != sent_to => {
+                            RaftError::Indeterminate
+                        }
                         e => RaftError::from(e),
                     });
                     let _ = r.send(result);
@@ -933,7 +962,7 @@ impl Handler<Inbound> for Node {
             }
             Message::Refused { .. } => {} // handled by `same_cluster`
             Message::ReadIndexResponse { id, result } => {
-                if let Some((_, Forwarded::Read(r))) = self.forwarded.remove(&id) {
+                if let Some((_, _, Forwarded::Read(r))) = self.forwarded.remove(&id) {
                     let _ = r.send(result.map_err(RaftError::from));
                 }
             }
@@ -1138,9 +1167,9 @@ impl Handler<ClientWrite> for Node {
             }),
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
             _ => {
-                let command = msg.command;
+                let (command, term) = (msg.command, self.hs.term);
                 self.forward(ctx, Forwarded::Write(msg.reply), move |id| {
-                    Message::ForwardWrite { id, command }
+                    Message::ForwardWrite { id, term, command }
                 });
             }
         }

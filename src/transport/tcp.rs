@@ -1010,8 +1010,8 @@ mod tests {
             }),
             any::<u64>().prop_map(|term| Message::TimeoutNow { term }),
             ".{0,16}".prop_map(|reason| Message::Refused { reason }),
-            (any::<u64>(), arb_bytes())
-                .prop_map(|(id, command)| Message::ForwardWrite { id, command }),
+            (any::<u64>(), any::<u64>(), arb_bytes())
+                .prop_map(|(id, term, command)| Message::ForwardWrite { id, term, command }),
             (
                 any::<u64>(),
                 prop_oneof![arb_bytes().prop_map(Ok), arb_remote_error().prop_map(Err)]
@@ -1235,6 +1235,7 @@ mod tests {
             1,
             Message::ForwardWrite {
                 id: 9,
+                term: 1,
                 command: Bytes::from(vec![7u8; 1 << 20]),
             },
         );
