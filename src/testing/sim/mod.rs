@@ -27,7 +27,7 @@
 //! generator of commands.
 //!
 //! ```
-//! use actix::Actor;
+//! use actix::prelude::*;
 //! use regatta::testing::sim::{Faults, Simulation};
 //! use regatta::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 //!
