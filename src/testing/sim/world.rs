@@ -1,0 +1,496 @@
+//! One simulated run: the nodes, their crashes and restarts, the fault
+//! schedule, the clients, and the checks after healing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::task::LocalSet;
+use tokio::time::Instant;
+
+use super::check::Checker;
+use super::net::{mix, Net};
+use super::{ClientWrite, Commands, Failure, Report, Simulation};
+use crate::config::Config;
+use crate::core::types::{Membership, NodeId};
+use crate::io::{Environment, IoMode};
+use crate::metrics::Role;
+use crate::probe::Probe;
+use crate::raft::Raft;
+use crate::state_machine::StateMachine;
+use crate::storage::MemStorage;
+
+/// A node's running incarnation: its task set, dropped whole on a crash.
+struct Running<SM: StateMachine> {
+    raft: Raft<SM>,
+    tasks: Rc<RefCell<Option<LocalSet>>>,
+}
+
+/// Per-node storage latency, drawn from the seed.
+struct Disks {
+    rng: fastrand::Rng,
+    slow: BTreeMap<NodeId, bool>,
+}
+
+impl Disks {
+    fn latency(&mut self, id: NodeId) -> Duration {
+        let us = if self.slow.get(&id).copied().unwrap_or(false) {
+            self.rng.u64(2_000..30_000)
+        } else {
+            self.rng.u64(50..800)
+        };
+        Duration::from_micros(us)
+    }
+}
+
+type Handles<SM> = Rc<RefCell<BTreeMap<NodeId, Raft<SM>>>>;
+type History<SM> =
+    Rc<RefCell<Vec<ClientWrite<<SM as StateMachine>::Command, <SM as StateMachine>::Response>>>>;
+
+pub(super) struct World<'a, SM: StateMachine> {
+    sim: &'a Simulation<SM>,
+    seed: u64,
+    config: Config,
+    rng: fastrand::Rng,
+    net: Net,
+    founders: Membership,
+    storages: BTreeMap<NodeId, MemStorage>,
+    running: BTreeMap<NodeId, Running<SM>>,
+    handles: Handles<SM>,
+    checker: Arc<Mutex<Checker>>,
+    disks: Arc<Mutex<Disks>>,
+    incarnations: u64,
+    crashes: u64,
+    epoch: Instant,
+}
+
+impl<'a, SM: StateMachine> World<'a, SM>
+where
+    SM::Command: Clone,
+{
+    pub(super) fn new(sim: &'a Simulation<SM>, seed: u64) -> Self {
+        let mut config = sim.config.clone();
+        if sim.faults.snapshots {
+            config.snapshot_every = 64;
+            config.snapshot_keep_entries = 8;
+            config.snapshot_chunk_bytes = 256;
+        }
+        let spares = if sim.faults.membership { 2 } else { 0 };
+        World {
+            sim,
+            seed,
+            config,
+            rng: fastrand::Rng::with_seed(seed ^ 0x7369_6d75_6c61_7465),
+            net: Net::new(seed, sim.faults.clone()),
+            founders: Membership::new(1..=sim.nodes),
+            storages: (1..=sim.nodes + spares)
+                .map(|id| (id, MemStorage::new()))
+                .collect(),
+            running: BTreeMap::new(),
+            handles: Rc::new(RefCell::new(BTreeMap::new())),
+            checker: Arc::new(Mutex::new(Checker::default())),
+            disks: Arc::new(Mutex::new(Disks {
+                rng: fastrand::Rng::with_seed(seed ^ 0x6469_736b),
+                slow: BTreeMap::new(),
+            })),
+            incarnations: 0,
+            crashes: 0,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn failure(&self, reason: String) -> Failure {
+        Failure {
+            seed: self.seed,
+            nodes: self.sim.nodes,
+            at: self.epoch.elapsed(),
+            reason,
+        }
+    }
+
+    fn check(&self) -> Result<(), Failure> {
+        let mut checker = self.checker.lock().unwrap_or_else(|e| e.into_inner());
+        let logs = self
+            .storages
+            .iter()
+            .map(|(id, s)| (*id, s.contents()))
+            .collect();
+        checker.log_matching(&logs);
+        match checker.violation.clone() {
+            Some(v) => Err(self.failure(v)),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts node `id` on its storage, founding members bootstrapping.
+    async fn start(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        let storage = self.storages[&id].clone();
+        let transport = self.net.transport(id, incarnation);
+        let disks = self.disks.clone();
+        let io = IoMode::Simulated {
+            write_latency: Arc::new(move || {
+                disks.lock().unwrap_or_else(|e| e.into_inner()).latency(id)
+            }),
+        };
+        let checker = self.checker.clone();
+        let observed = storage.clone();
+        let probe: Probe = Some(Arc::new(move |node, event| {
+            checker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_event(node, &event, &observed);
+        }));
+        let members = self
+            .founders
+            .voters
+            .contains(&id)
+            .then(|| self.founders.clone());
+        let (config, factory) = (self.config.clone(), self.sim.factory.clone());
+        let tasks = LocalSet::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.spawn_local(async move {
+            let sm = factory(id).start();
+            let _ = tx.send(Raft::start_with(
+                id,
+                config,
+                storage,
+                transport,
+                members,
+                sm,
+                Environment { io, probe },
+            ));
+        });
+        let tasks = Rc::new(RefCell::new(Some(tasks)));
+        tokio::task::spawn_local(drive(tasks.clone()));
+        let raft = match rx.await {
+            Ok(Ok(raft)) => raft,
+            Ok(Err(e)) => return Err(self.failure(format!("node {id} failed to start: {e}"))),
+            Err(_) => return Err(self.failure(format!("node {id} start-up did not report"))),
+        };
+        let deliver = raft.clone();
+        self.net
+            .register(id, incarnation, Box::new(move |env| deliver.deliver(env)));
+        self.handles.borrow_mut().insert(id, raft.clone());
+        self.running.insert(id, Running { raft, tasks });
+        Ok(())
+    }
+
+    /// Drops every task of node `id` at once.
+    fn crash(&mut self, id: NodeId) {
+        self.net.unregister(id);
+        self.handles.borrow_mut().remove(&id);
+        if let Some(node) = self.running.remove(&id) {
+            self.crashes += 1;
+            tracing::debug!(node = id, "simulator: crash");
+            drop(node.tasks.borrow_mut().take());
+        }
+    }
+
+    pub(super) async fn run(mut self) -> Result<Report<SM>, Failure> {
+        let net = self.net.clone();
+        let net_task = tokio::task::spawn_local(net.run());
+        for id in 1..=self.sim.nodes {
+            self.start(id).await?;
+        }
+        let history: History<SM> = Rc::new(RefCell::new(Vec::new()));
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let clients: Vec<_> = (0..self.sim.clients)
+            .map(|client| {
+                tokio::task::spawn_local(client_loop(
+                    client,
+                    self.seed,
+                    self.handles.clone(),
+                    history.clone(),
+                    stop.clone(),
+                    self.sim.commands.clone(),
+                    self.epoch,
+                ))
+            })
+            .collect();
+
+        let outcome = self.faults_then_heal().await;
+        stop.set(true);
+        for c in clients {
+            let _ = c.await;
+        }
+        let outcome = outcome.and_then(|()| self.check());
+        let ids: Vec<NodeId> = self.running.keys().copied().collect();
+        for id in ids {
+            self.crash(id);
+        }
+        net_task.abort();
+        outcome?;
+
+        let history = std::mem::take(&mut *history.borrow_mut());
+        let (messages, mut trace) = self.net.trace();
+        for w in &history {
+            trace = mix(mix(trace, w.call), w.ret.unwrap_or(u64::MAX));
+        }
+        let elections = self
+            .checker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elections;
+        Ok(Report {
+            seed: self.seed,
+            simulated: self.epoch.elapsed(),
+            wall: Duration::ZERO,
+            trace,
+            messages,
+            elections,
+            crashes: self.crashes,
+            history,
+        })
+    }
+
+    /// Faults for the configured duration, then a calm network with every
+    /// node up, until a write commits.
+    async fn faults_then_heal(&mut self) -> Result<(), Failure> {
+        let end = self.epoch + self.sim.duration;
+        while Instant::now() < end {
+            let pause = Duration::from_millis(self.rng.u64(100..800));
+            tokio::time::sleep(pause).await;
+            self.check()?;
+            self.inject_fault().await?;
+        }
+        self.net.heal();
+        self.net.set_faults(self.sim.faults.calm());
+        self.disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .slow
+            .clear();
+        let stopped: Vec<NodeId> = self
+            .storages
+            .keys()
+            .copied()
+            .filter(|id| !self.running.contains_key(id) && self.ever_member(*id))
+            .collect();
+        for id in stopped {
+            self.start(id).await?;
+        }
+        self.wait_for_progress().await?;
+        self.check()
+    }
+
+    /// Whether `id` has been given any state (founder, or added later).
+    fn ever_member(&self, id: NodeId) -> bool {
+        self.founders.voters.contains(&id) || !self.storages[&id].contents().is_empty()
+    }
+
+    /// After healing, a leader must emerge and commit something new, and
+    /// every running member must apply up to that.
+    async fn wait_for_progress(&self) -> Result<(), Failure> {
+        let metrics = |r: &Running<SM>| r.raft.metrics().borrow().clone();
+        let healed_at = self
+            .running
+            .values()
+            .map(|r| metrics(r).commit_index)
+            .max()
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut target = None;
+        loop {
+            if Instant::now() >= deadline {
+                let states: Vec<_> = self
+                    .running
+                    .values()
+                    .map(|r| {
+                        let m = metrics(r);
+                        (m.id, m.role, m.term, m.commit_index, m.last_applied)
+                    })
+                    .collect();
+                return Err(self.failure(format!(
+                    "no progress within 60 s after healing (commit index {healed_at} then; target {target:?}): (id, role, term, commit, applied) = {states:?}"
+                )));
+            }
+            let leader = self
+                .running
+                .values()
+                .map(metrics)
+                .find(|m| m.role == Role::Leader);
+            if let Some(m) = leader {
+                if target.is_none() && m.commit_index > healed_at {
+                    target = Some((m.commit_index, m.membership.members()));
+                }
+            }
+            if let Some((index, members)) = &target {
+                let caught_up = self
+                    .running
+                    .values()
+                    .map(metrics)
+                    .all(|n| !members.contains(&n.id) || n.last_applied >= *index);
+                if caught_up {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn inject_fault(&mut self) -> Result<(), Failure> {
+        let f = self.sim.faults.clone();
+        // Mostly a majority stays up (the cluster makes progress and the
+        // interesting interleavings happen); sometimes not.
+        let majority = self.sim.nodes as usize / 2 + 1;
+        let may_crash = self.running.len() > majority || self.rng.u32(0..5) == 0;
+        match self.rng.u32(0..14) {
+            0 if f.crashes && may_crash && self.running.len() > 1 => {
+                let ids: Vec<NodeId> = self.running.keys().copied().collect();
+                let id = ids[self.rng.usize(..ids.len())];
+                self.crash(id);
+            }
+            1 | 2 if f.crashes => {
+                let down: Vec<NodeId> = self
+                    .storages
+                    .keys()
+                    .copied()
+                    .filter(|id| !self.running.contains_key(id) && self.ever_member(*id))
+                    .collect();
+                if !down.is_empty() {
+                    let id = down[self.rng.usize(..down.len())];
+                    tracing::debug!(node = id, "simulator: restart");
+                    self.start(id).await?;
+                }
+            }
+            3 if f.partitions => {
+                let mut ids: Vec<NodeId> = self.storages.keys().copied().collect();
+                self.rng.shuffle(&mut ids);
+                let cut = self.rng.usize(1..ids.len());
+                let (a, b) = ids.split_at(cut);
+                tracing::debug!(?a, ?b, "simulator: partition");
+                self.net.partition(&[a.to_vec(), b.to_vec()]);
+            }
+            4 | 5 if f.partitions => self.net.heal(),
+            6 if f.slow_storage => {
+                let ids: Vec<NodeId> = self.storages.keys().copied().collect();
+                let id = ids[self.rng.usize(..ids.len())];
+                let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+                let slow = disks.slow.entry(id).or_default();
+                *slow = !*slow;
+            }
+            7 if f.snapshots => {
+                if let Some(r) = self.pick_running() {
+                    tokio::task::spawn_local(async move {
+                        let _ = r.snapshot().await;
+                    });
+                }
+            }
+            8 if f.membership => self.change_membership().await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn pick_running(&mut self) -> Option<Raft<SM>> {
+        let ids: Vec<NodeId> = self.running.keys().copied().collect();
+        (!ids.is_empty()).then(|| self.running[&ids[self.rng.usize(..ids.len())]].raft.clone())
+    }
+
+    /// Replaces one voter by a node outside the configuration: as a
+    /// learner first, then by joint consensus. Runs in the background;
+    /// refusals (no leader, a change in progress, a lagging learner) are
+    /// part of the game.
+    async fn change_membership(&mut self) -> Result<(), Failure> {
+        let leader = self.running.values().find_map(|r| {
+            let m = r.raft.metrics().borrow().clone();
+            (m.role == Role::Leader).then(|| (r.raft.clone(), m.membership))
+        });
+        let Some((raft, membership)) = leader else {
+            return Ok(());
+        };
+        if membership.is_joint() {
+            return Ok(());
+        }
+        let outside: Vec<NodeId> = self
+            .storages
+            .keys()
+            .copied()
+            .filter(|id| !membership.voters.contains(id))
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let newcomer = outside[self.rng.usize(..outside.len())];
+        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
+        let leaving = voters[self.rng.usize(..voters.len())];
+        if !self.running.contains_key(&newcomer) {
+            self.start(newcomer).await?;
+        }
+        let mut next: std::collections::BTreeSet<NodeId> = membership.voters.clone();
+        next.remove(&leaving);
+        next.insert(newcomer);
+        tracing::debug!(newcomer, leaving, "simulator: membership change");
+        tokio::task::spawn_local(async move {
+            if raft.add_learner(newcomer, "").await.is_ok() {
+                let _ = raft.change_membership(next).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Polls a node's task set until it is dropped (crash) or done.
+fn drive(tasks: Rc<RefCell<Option<LocalSet>>>) -> impl Future<Output = ()> {
+    std::future::poll_fn(move |cx| {
+        let mut slot = tasks.borrow_mut();
+        match slot.as_mut() {
+            None => Poll::Ready(()),
+            Some(set) => match Pin::new(set).poll(cx) {
+                Poll::Ready(()) => Poll::Ready(()),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    })
+}
+
+async fn client_loop<SM: StateMachine>(
+    client: u64,
+    seed: u64,
+    handles: Handles<SM>,
+    history: History<SM>,
+    stop: Rc<std::cell::Cell<bool>>,
+    commands: Commands<SM>,
+    epoch: Instant,
+) where
+    SM::Command: Clone,
+{
+    let mut rng = fastrand::Rng::with_seed(seed ^ (client + 1).wrapping_mul(0x9e37_79b9));
+    let mut seq = 0;
+    while !stop.get() {
+        tokio::time::sleep(Duration::from_micros(rng.u64(0..20_000))).await;
+        let raft = {
+            let h = handles.borrow();
+            if h.is_empty() {
+                continue;
+            }
+            h.values().nth(rng.usize(..h.len())).cloned()
+        };
+        let Some(raft) = raft else { continue };
+        seq += 1;
+        let command = commands(&mut rng, client, seq);
+        let call = epoch.elapsed().as_nanos() as u64;
+        let result = raft.write(command.clone()).await;
+        let now = epoch.elapsed().as_nanos() as u64;
+        let (ret, response) = match result {
+            Ok(r) => (Some(now), Some(r)),
+            Err(e) if e.is_indeterminate() => (None, None),
+            // Definitely not applied: it did not happen.
+            Err(_) => continue,
+        };
+        history.borrow_mut().push(ClientWrite {
+            client,
+            command,
+            call,
+            ret,
+            response,
+        });
+    }
+}
