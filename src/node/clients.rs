@@ -1,0 +1,238 @@
+//! Client requests: served by the leader, forwarded to it by any other
+//! node, and failed as soon as their fate is known (or known to be
+//! unknowable).
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::{
+    ClientMembership, ClientRead, ClientTransfer, ClientWrite, MembershipRequest, Node, RoleState,
+    SEEN_FORWARDS,
+};
+use crate::applier::WriteReply;
+use crate::core::types::NodeId;
+use crate::error::RaftError;
+use crate::leader::{
+    AddLearner, ChangeMembership, Propose, ReadIndex, ReadReply, TransferLeadership,
+};
+use crate::message::{Envelope, Message, RemoteError};
+
+pub(super) enum Forwarded {
+    Write(WriteReply),
+    Read(ReadReply),
+}
+
+impl Forwarded {
+    pub(super) fn fail(self, error: RaftError) {
+        match self {
+            Forwarded::Write(r) => drop(r.send(Err(error))),
+            Forwarded::Read(r) => drop(r.send(Err(error))),
+        }
+    }
+}
+
+impl Node {
+    /// Fails requests forwarded to a leader other than `leader` (a new
+    /// term or a new leader began): a write's fate is unknown, a read can
+    /// be retried.
+    pub(super) fn fail_forwarded(&mut self, leader: Option<NodeId>) {
+        let stale: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, (to, _, _))| Some(*to) != leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some((_, _, f)) = self.forwarded.remove(&id) {
+                match f {
+                    Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
+                    Forwarded::Read(r) => drop(r.send(Err(RaftError::NotLeader(leader)))),
+                }
+            }
+        }
+    }
+
+    pub(super) fn forward(
+        &mut self,
+        ctx: &mut Context<Self>,
+        pending: Forwarded,
+        make: impl FnOnce(u64) -> Message,
+    ) {
+        let Some(leader) = self.leader.filter(|l| *l != self.id()) else {
+            pending.fail(RaftError::NotLeader(None));
+            return;
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        let incarnation = self.incarnations.get(&leader).copied().unwrap_or(0);
+        self.forwarded.insert(id, (leader, incarnation, pending));
+        self.send(leader, make(id));
+        ctx.run_later(self.cx.config.client_timeout, move |act, _| {
+            match act.forwarded.remove(&id) {
+                // The leader may have applied it; we cannot tell.
+                Some((_, _, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
+                Some((_, _, Forwarded::Read(r))) => drop(r.send(Err(RaftError::Timeout))),
+                None => {}
+            }
+        });
+    }
+
+    /// Sends `to` the outcome of a request it forwarded, once `rx` has it;
+    /// `lost` is the answer if the request was dropped (role change).
+    fn answer_remote<T: Send + 'static>(
+        &self,
+        to: NodeId,
+        rx: oneshot::Receiver<Result<T, RaftError>>,
+        lost: RemoteError,
+        make: impl FnOnce(Result<T, RemoteError>) -> Message + Send + 'static,
+    ) {
+        let transport = self.cx.transport.clone();
+        let from = self.id();
+        actix::spawn(async move {
+            let result = match rx.await {
+                Ok(r) => r.map_err(RemoteError::from),
+                Err(_) => Err(lost),
+            };
+            transport.send(Envelope::new(from, to, make(result)));
+        });
+    }
+
+    /// A forwarded request, or the answer to one.
+    pub(super) fn on_forwarding(&mut self, from: NodeId, incarnation: u64, message: Message) {
+        match message {
+            Message::ForwardWrite { id, term, command } => {
+                // Whatever our role, a duplicate gets no second answer: a
+                // "not leader" to a copy must not race the real outcome.
+                if !self.seen_forwards.insert((from, id)) {
+                    tracing::debug!(
+                        node = self.id(),
+                        from,
+                        id,
+                        "duplicate forwarded write ignored"
+                    );
+                    return;
+                }
+                self.seen_order.push_back((from, id));
+                if self.seen_order.len() > SEEN_FORWARDS {
+                    if let Some(old) = self.seen_order.pop_front() {
+                        self.seen_forwards.remove(&old);
+                    }
+                }
+                let (tx, rx) = oneshot::channel();
+                match &self.role {
+                    // Only for the term it was sent to: a copy delayed past
+                    // a restart of this node must not be proposed again by
+                    // its next incarnation, which leads a later term.
+                    RoleState::Leader(l) if term == self.hs.term => {
+                        l.do_send(Propose { command, reply: tx })
+                    }
+                    // Sent to the leader of `term`, which this node was;
+                    // if that was in a previous run, that run may have
+                    // proposed an earlier copy: the outcome is unknown.
+                    _ if term <= self.boot_term => drop(tx.send(Err(RaftError::Indeterminate))),
+                    _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
+                }
+                self.answer_remote(from, rx, RemoteError::Indeterminate, move |result| {
+                    Message::ForwardWriteResponse { id, result }
+                });
+            }
+            Message::ForwardWriteResponse { id, result } => {
+                if let Some((_, sent_to, Forwarded::Write(r))) = self.forwarded.remove(&id) {
+                    let result = result.map_err(|e| match e {
+                        // The leader's node was stopping: it may have
+                        // appended the write before.
+                        RemoteError::ShuttingDown => RaftError::Indeterminate,
+                        // "Not leader" says this copy was not proposed. It
+                        // speaks for the original only if it comes from the
+                        // incarnation we sent to: a restarted node does not
+                        // remember what its predecessor proposed.
+                        RemoteError::NotLeader(_) if sent_to == 0 || incarnation != sent_to => {
+                            RaftError::Indeterminate
+                        }
+                        e => RaftError::from(e),
+                    });
+                    let _ = r.send(result);
+                }
+            }
+            Message::ReadIndexRequest { id } => {
+                let (tx, rx) = oneshot::channel();
+                match &self.role {
+                    RoleState::Leader(l) => l.do_send(ReadIndex { reply: tx }),
+                    _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
+                }
+                self.answer_remote(from, rx, RemoteError::NotLeader(None), move |result| {
+                    Message::ReadIndexResponse { id, result }
+                });
+            }
+            Message::ReadIndexResponse { id, result } => {
+                if let Some((_, _, Forwarded::Read(r))) = self.forwarded.remove(&id) {
+                    let _ = r.send(result.map_err(RaftError::from));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Handler<ClientWrite> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientWrite, ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => l.do_send(Propose {
+                command: msg.command,
+                reply: msg.reply,
+            }),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => {
+                let (command, term) = (msg.command, self.hs.term);
+                self.forward(ctx, Forwarded::Write(msg.reply), move |id| {
+                    Message::ForwardWrite { id, term, command }
+                });
+            }
+        }
+    }
+}
+
+impl Handler<ClientTransfer> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientTransfer, _ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => l.do_send(TransferLeadership {
+                to: msg.to,
+                reply: msg.reply,
+            }),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => drop(msg.reply.send(Err(RaftError::NotLeader(self.leader)))),
+        }
+    }
+}
+
+impl Handler<ClientMembership> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientMembership, _ctx: &mut Context<Self>) {
+        let reply = msg.reply;
+        match (&self.role, msg.request) {
+            (RoleState::Leader(l), MembershipRequest::AddLearner { id, address }) => {
+                l.do_send(AddLearner { id, address, reply })
+            }
+            (RoleState::Leader(l), MembershipRequest::Change { voters }) => {
+                l.do_send(ChangeMembership { voters, reply })
+            }
+            (RoleState::Stopped, _) => drop(reply.send(Err(RaftError::ShuttingDown))),
+            _ => drop(reply.send(Err(RaftError::NotLeader(self.leader)))),
+        }
+    }
+}
+
+impl Handler<ClientRead> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientRead, ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => l.do_send(ReadIndex { reply: msg.reply }),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => self.forward(ctx, Forwarded::Read(msg.reply), |id| {
+                Message::ReadIndexRequest { id }
+            }),
+        }
+    }
+}

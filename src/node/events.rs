@@ -1,0 +1,172 @@
+//! What the node hears from its own parts: the roles (timeouts, election
+//! outcomes, commits), the log store, the applier, the snapshotter.
+
+use actix::prelude::*;
+
+use super::*;
+
+impl Handler<ComponentFailed> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ComponentFailed, ctx: &mut Context<Self>) {
+        if matches!(self.role, RoleState::Stopped) {
+            return;
+        }
+        let cause = format!("the {} stopped: {}", msg.component, msg.cause);
+        tracing::error!(node = self.id(), term = self.hs.term, %cause, "stopping the node");
+        self.fail(cause, ctx);
+    }
+}
+
+impl Handler<ElectionTimeout> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ElectionTimeout, ctx: &mut Context<Self>) {
+        if msg.term != self.hs.term || msg.term != self.role_term {
+            return;
+        }
+        match self.role {
+            RoleState::Follower(_) | RoleState::Candidate { .. } => {}
+            _ => return,
+        }
+        if !self.membership.is_voter(self.id()) {
+            // Learners and removed nodes never campaign.
+            return;
+        }
+        tracing::info!(node = self.id(), term = self.hs.term, "election timeout");
+        if self.cx.config.pre_vote {
+            self.start_pre_vote(ctx);
+        } else {
+            self.start_election(false, ctx);
+        }
+    }
+}
+
+impl Handler<PreVoteWon> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: PreVoteWon, ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term
+            && matches!(self.role, RoleState::Candidate { pre_vote: true, .. })
+        {
+            self.start_election(false, ctx);
+        }
+    }
+}
+
+impl Handler<ElectionWon> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ElectionWon, ctx: &mut Context<Self>) {
+        if msg.term != self.hs.term
+            || !matches!(
+                self.role,
+                RoleState::Candidate {
+                    pre_vote: false,
+                    ..
+                }
+            )
+        {
+            return;
+        }
+        self.stop_role();
+        self.leader = Some(self.id());
+        let term = msg.term;
+        ctx.wait(
+            self.cx
+                .log
+                .send(LastLogId)
+                .into_actor(self)
+                .map(move |last, act, _| {
+                    let Ok(last) = last else { return };
+                    if act.hs.term != term || !matches!(act.role, RoleState::Pending) {
+                        return;
+                    }
+                    let l = Leader::new(
+                        act.cx.clone(),
+                        term,
+                        act.membership.clone(),
+                        last,
+                        act.commit_index,
+                        act.waiters.clone(),
+                    );
+                    act.role = RoleState::Leader(l.start());
+                    act.role_term = term;
+                    act.publish();
+                    if let Some(probe) = &act.cx.probe {
+                        probe(act.id(), ProbeEvent::Leader { term });
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<StepDown> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: StepDown, _ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term && matches!(self.role, RoleState::Leader(_)) {
+            self.stop_role();
+            self.leader = None;
+            self.become_follower(self.hs.term, None);
+        }
+    }
+}
+
+impl Handler<CommitTo> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: CommitTo, _ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term && msg.index > self.commit_index {
+            self.commit_index = msg.index;
+            self.applier.do_send(Committed(msg.index));
+            self.publish();
+        }
+    }
+}
+
+impl Handler<LogChanged> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: LogChanged, _ctx: &mut Context<Self>) {
+        self.last_log_id = msg.last_log_id;
+        self.membership = msg.membership;
+        self.learn_addresses();
+        self.publish();
+    }
+}
+
+impl Handler<SnapshotTaken> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotTaken, _ctx: &mut Context<Self>) {
+        if msg.0.index > self.snapshot_index {
+            self.snapshot_index = msg.0.index;
+            self.publish();
+        }
+    }
+}
+
+impl Handler<Applied> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: Applied, _ctx: &mut Context<Self>) {
+        self.last_applied = self.last_applied.max(msg.0);
+        self.publish();
+    }
+}
+
+impl Handler<StorageFailed> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: StorageFailed, ctx: &mut Context<Self>) {
+        tracing::error!(node = self.id(), error = %msg.0, "stopping after a storage failure");
+        self.fail(format!("the log storage failed: {}", msg.0), ctx);
+    }
+}
+
+impl Handler<Shutdown> for Node {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        tracing::info!(node = self.id(), term = self.hs.term, "shutting down");
+        self.stop_role();
+        let close = self.cx.log.send(Close);
+        Box::pin(
+            async move {
+                let _ = close.await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| act.shutdown(ctx)),
+        )
+    }
+}
