@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
@@ -35,6 +36,10 @@ struct Running<SM: StateMachine> {
 struct Disks {
     rng: fastrand::Rng,
     slow: BTreeMap<NodeId, bool>,
+    /// Catch the next node that starts a write: it is crashed before the
+    /// write is durable.
+    armed: bool,
+    victim: Option<NodeId>,
 }
 
 impl Disks {
@@ -64,6 +69,8 @@ pub(super) struct World<'a, SM: StateMachine> {
     handles: Handles<SM>,
     checker: Arc<Mutex<Checker>>,
     disks: Arc<Mutex<Disks>>,
+    /// Woken when an armed disk sees a write start.
+    write_started: Arc<Notify>,
     incarnations: u64,
     crashes: u64,
     epoch: Instant,
@@ -97,7 +104,10 @@ where
             disks: Arc::new(Mutex::new(Disks {
                 rng: fastrand::Rng::with_seed(seed ^ 0x6469_736b),
                 slow: BTreeMap::new(),
+                armed: false,
+                victim: None,
             })),
+            write_started: Arc::new(Notify::new()),
             incarnations: 0,
             crashes: 0,
             epoch: Instant::now(),
@@ -133,10 +143,16 @@ where
         let incarnation = self.incarnations;
         let storage = self.storages[&id].clone();
         let transport = self.net.transport(id, incarnation);
-        let disks = self.disks.clone();
+        let (disks, started) = (self.disks.clone(), self.write_started.clone());
         let io = IoMode::Simulated {
             write_latency: Arc::new(move || {
-                disks.lock().unwrap_or_else(|e| e.into_inner()).latency(id)
+                let mut disks = disks.lock().unwrap_or_else(|e| e.into_inner());
+                if disks.armed {
+                    disks.armed = false;
+                    disks.victim = Some(id);
+                    started.notify_one();
+                }
+                disks.latency(id)
             }),
         };
         let checker = self.checker.clone();
@@ -384,6 +400,23 @@ where
                 }
             }
             8 if f.membership => self.change_membership().await?,
+            9 if f.crashes && may_crash && self.running.len() > 1 => {
+                // A crash between "write issued" and "write durable".
+                self.disks.lock().unwrap_or_else(|e| e.into_inner()).armed = true;
+                let caught =
+                    tokio::time::timeout(Duration::from_millis(300), self.write_started.notified())
+                        .await
+                        .is_ok();
+                let victim = {
+                    let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+                    disks.armed = false;
+                    disks.victim.take()
+                };
+                if let Some(id) = victim.filter(|_| caught) {
+                    tracing::debug!(node = id, "simulator: crash while a write is in flight");
+                    self.crash(id);
+                }
+            }
             _ => {}
         }
         Ok(())
