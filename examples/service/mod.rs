@@ -635,18 +635,21 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), String> {
     actix_rt::spawn(async move {
         loop {
             let hour = Duration::from_secs(3600);
-            if let Ok(m) = watched
+            match watched
                 .wait_for(hour, |m| m.stopped_because.is_some())
                 .await
             {
-                let cause = m.stopped_because.unwrap_or_default();
-                tracing::error!(node = m.id, %cause, "the node stopped; exiting");
-                *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause);
-                stop_http.stop(true).await;
-                return;
-            }
-            if watched.metrics().borrow().role == Role::Shutdown {
-                return;
+                Ok(m) => {
+                    let cause = m.stopped_because.unwrap_or_default();
+                    tracing::error!(node = m.id, %cause, "the node stopped; exiting");
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(cause);
+                    stop_http.stop(true).await;
+                    return;
+                }
+                // Still running after an hour: keep watching.
+                Err(RaftError::Timeout) => {}
+                // The node is gone (a requested shutdown).
+                Err(_) => return,
             }
         }
     });
