@@ -698,7 +698,12 @@ impl Leader {
         let Some((to, sent, _)) = &mut self.transfer else {
             return;
         };
-        let caught_up = self.matches.get(to).copied().unwrap_or(0) >= self.last_index;
+        // Proposals accepted before the transfer began are appended by the
+        // next flush: the target must have those too, or voters that got
+        // them refuse it and the transfer ends with another leader.
+        let caught_up = self.proposals.is_empty()
+            && !self.flush_scheduled
+            && self.matches.get(to).copied().unwrap_or(0) >= self.last_index;
         if !*sent && caught_up {
             *sent = true;
             tracing::info!(
