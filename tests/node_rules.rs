@@ -20,26 +20,6 @@ fn no_pre_vote() -> Config {
     }
 }
 
-/// Makes node 1 leader of term 2 with votes from node 2.
-async fn elect(h: &Harness) {
-    h.expect("RequestVote", |e| {
-        matches!(e.message, Message::RequestVote { .. })
-    })
-    .await;
-    h.inject(
-        2,
-        Message::RequestVoteResponse {
-            term: 2,
-            granted: true,
-            pre_vote: false,
-        },
-    );
-    h.raft
-        .wait_for(SECS(5), |m| m.role == Role::Leader)
-        .await
-        .unwrap();
-}
-
 #[actix_rt::test]
 async fn starts_as_follower_then_campaigns_on_timeout() {
     init_tracing();
@@ -200,7 +180,7 @@ async fn leader_heartbeats_commits_on_majority_and_steps_down_on_higher_term() {
     init_tracing();
     bounded(SECS(30), async {
         let h = Harness::start(no_pre_vote());
-        elect(&h).await;
+        h.elect().await;
         // The new leader appends its blank entry and replicates it to all.
         let mut blank_prev = None;
         for peer in [2, 3] {

@@ -260,22 +260,7 @@ async fn a_deposed_leader_fails_its_pending_writes_at_once() {
             ..quiet()
         };
         let h = Harness::start(config.clone());
-        h.expect("RequestVote", |e| {
-            matches!(e.message, Message::RequestVote { .. })
-        })
-        .await;
-        h.inject(
-            2,
-            Message::RequestVoteResponse {
-                term: 2,
-                granted: true,
-                pre_vote: false,
-            },
-        );
-        h.raft
-            .wait_for(SECS(5), |m| m.role == Role::Leader)
-            .await
-            .unwrap();
+        h.elect().await;
         let raft = h.raft.clone();
         let write = actix_rt::spawn(async move { raft.write(Add(5)).await });
         h.expect("the write replicated", |e| match &e.message {

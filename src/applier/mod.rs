@@ -11,7 +11,6 @@ use tokio::sync::oneshot;
 use crate::core::types::{LogId, NodeId, Payload};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
-use crate::node::ComponentFailed;
 use crate::probe::{digest, Probe, ProbeEvent};
 use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 
@@ -24,6 +23,15 @@ pub(crate) struct Committed(pub u64);
 #[derive(Message, Clone, Copy, Debug)]
 #[rtype(result = "()")]
 pub(crate) struct Applied(pub u64);
+
+/// A part of the node (applier, state machine, snapshotter) stopped on
+/// its own: the node cannot go on safely, and stops whole.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct ComponentFailed {
+    pub component: &'static str,
+    pub cause: String,
+}
 
 /// Where a write's response goes once applied.
 pub(crate) type WriteReply = oneshot::Sender<Result<Bytes, RaftError>>;

@@ -109,15 +109,6 @@ pub(crate) struct ClientRead {
 #[rtype(result = "()")]
 pub(crate) struct Shutdown;
 
-/// A part of the node (applier, state machine, snapshotter) stopped on
-/// its own: the node cannot go on safely, and stops whole.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub(crate) struct ComponentFailed {
-    pub component: &'static str,
-    pub cause: String,
-}
-
 /// A membership change asked of this node (served only by the leader).
 #[derive(Clone, Debug)]
 pub(crate) enum MembershipRequest {

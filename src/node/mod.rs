@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::applier::{AbandonWaiters, Applied, Committed, RegisterWaiter};
+use crate::applier::{AbandonWaiters, Applied, Committed, ComponentFailed, RegisterWaiter};
 use crate::candidate::{Candidate, VoteReply};
 use crate::core::log::ConflictHint;
 use crate::core::types::{HardState, LogId, Membership, NodeId};

@@ -125,6 +125,26 @@ impl Harness {
         }
     }
 
+    /// Makes node 1 leader of term 2 with the vote of node 2.
+    pub async fn elect(&self) {
+        self.expect("RequestVote", |e| {
+            matches!(e.message, Message::RequestVote { .. })
+        })
+        .await;
+        self.inject(
+            2,
+            Message::RequestVoteResponse {
+                term: 2,
+                granted: true,
+                pre_vote: false,
+            },
+        );
+        self.raft
+            .wait_for(SECS(5), |m| m.role == regatta::Role::Leader)
+            .await
+            .expect("node 1 leads term 2");
+    }
+
     pub fn inject(&self, from: u64, message: Message) {
         self.raft.deliver(Envelope::new(from, 1, message));
     }
