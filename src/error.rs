@@ -1,5 +1,7 @@
 //! Errors a client of the [`crate::Raft`] handle can see.
 
+use serde::{Deserialize, Serialize};
+
 use crate::core::types::NodeId;
 use crate::message::RemoteError;
 
@@ -27,9 +29,10 @@ use crate::message::RemoteError;
 /// | the node stopped while the write was in its hands (the request was dropped) | `Indeterminate` | indeterminate |
 /// | the state machine's response does not decode (the write **was** applied) | `Codec` | definite about the failure to read the answer: do not retry |
 ///
-/// `Membership`, `LearnerBehind`, `Transfer` and `Snapshot` come only from those
+/// `Membership`, `Transfer` and `Snapshot` come only from those
 /// operations: each says nothing changed, except where its doc says
-/// otherwise.
+/// otherwise. [`RaftError::is_retryable`] tells whether the same call may
+/// succeed later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RaftError {
     /// No leader could be reached; nothing was submitted: retrying is
@@ -48,24 +51,13 @@ pub enum RaftError {
     /// through it: retry on another node.
     #[error("node is shutting down; nothing was submitted, retry on another node")]
     ShuttingDown,
-    /// A membership change was refused (another is in progress, a new
-    /// voter is not a caught-up learner, ...); nothing was changed.
+    /// A membership change was refused; nothing was changed. The reason
+    /// says whether waiting and retrying can help.
     #[error("membership change refused: {0}")]
-    Membership(String),
-    /// A new voter is a learner that has not caught up (within the
-    /// leader's wait of an election timeout): nothing was changed and the
-    /// change slot is free again. Retry once it has caught up, or remove
-    /// the learner.
-    #[error("learner {learner} has not caught up: {behind} entries behind; nothing was changed")]
-    LearnerBehind {
-        /// The lagging learner.
-        learner: NodeId,
-        /// How far behind the leader's last entry it was.
-        behind: u64,
-    },
+    Membership(MembershipError),
     /// A leadership transfer did not happen; the leader carries on.
     #[error("leadership transfer failed: {0}")]
-    Transfer(String),
+    Transfer(TransferError),
     /// A snapshot could not be taken or stored.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
@@ -80,6 +72,90 @@ impl RaftError {
     pub fn is_indeterminate(&self) -> bool {
         matches!(self, RaftError::Timeout | RaftError::Indeterminate)
     }
+
+    /// Whether retrying the same call later can succeed without any other
+    /// change: no leader yet, a change or transfer already under way, a
+    /// learner still catching up. `false` for errors that need the request
+    /// fixed (a codec error, a node that is not a member) and for
+    /// indeterminate ones (see [`RaftError::is_indeterminate`]: check first).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RaftError::NotLeader(_) | RaftError::ShuttingDown | RaftError::Snapshot(_) => true,
+            RaftError::Membership(e) => e.is_retryable(),
+            RaftError::Transfer(e) => e.is_retryable(),
+            RaftError::Timeout | RaftError::Indeterminate | RaftError::Codec(_) => false,
+        }
+    }
+}
+
+/// Why a membership change was refused. Nothing was changed in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MembershipError {
+    /// Another change (or a promotion waiting for a learner) is under way:
+    /// retry once it has finished.
+    #[error("another membership change is in progress; retry when it has finished")]
+    ChangeInProgress,
+    /// The node to add as a learner already votes.
+    #[error("node {0} is already a voter")]
+    AlreadyVoter(NodeId),
+    /// A configuration must keep at least one voter.
+    #[error("a configuration needs at least one voter")]
+    NoVoters,
+    /// A new voter must first be added as a learner.
+    #[error("node {0} is not a member: add it as a learner first")]
+    NotAMember(NodeId),
+    /// A new voter is a learner that has not caught up within the leader's
+    /// wait of an election timeout: retry once it has caught up, or remove
+    /// the learner.
+    #[error("learner {learner} has not caught up: {behind} entries behind")]
+    LearnerBehind {
+        /// The lagging learner.
+        learner: NodeId,
+        /// How far behind the leader's last entry it was.
+        behind: u64,
+    },
+    /// The new voters did not become eligible in time (none was found
+    /// lagging: they had not acknowledged anything yet); retry.
+    #[error("the change timed out waiting for the new voters")]
+    TimedOut,
+}
+
+impl MembershipError {
+    /// Whether the same change may succeed if retried later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            MembershipError::ChangeInProgress
+                | MembershipError::LearnerBehind { .. }
+                | MembershipError::TimedOut
+        )
+    }
+}
+
+/// Why a leadership transfer did not happen. The leader carries on
+/// (unless it lost leadership for another reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum TransferError {
+    /// Only a voter can lead.
+    #[error("node {0} is not a voter")]
+    NotAVoter(NodeId),
+    /// Another transfer is under way; retry once it has finished.
+    #[error("a transfer is already in progress")]
+    InProgress,
+    /// This node lost leadership (to an election) before the target was
+    /// ready; find the new leader and retry there if still wanted.
+    #[error("leadership lost before node {0} was ready")]
+    LeadershipLost(NodeId),
+    /// The target did not catch up and win within an election timeout.
+    #[error("node {0} did not take over within an election timeout")]
+    TargetDidNotTakeOver(NodeId),
+}
+
+impl TransferError {
+    /// Whether the same transfer may succeed if retried later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, TransferError::NotAVoter(_))
+    }
 }
 
 impl From<RemoteError> for RaftError {
@@ -92,9 +168,6 @@ impl From<RemoteError> for RaftError {
             RemoteError::Membership(s) => RaftError::Membership(s),
             RemoteError::Transfer(s) => RaftError::Transfer(s),
             RemoteError::Snapshot(s) => RaftError::Snapshot(s),
-            RemoteError::LearnerBehind { learner, behind } => {
-                RaftError::LearnerBehind { learner, behind }
-            }
         }
     }
 }
@@ -108,9 +181,6 @@ impl From<RaftError> for RemoteError {
             RaftError::Membership(s) => RemoteError::Membership(s),
             RaftError::Transfer(s) => RemoteError::Transfer(s),
             RaftError::Snapshot(s) => RemoteError::Snapshot(s),
-            RaftError::LearnerBehind { learner, behind } => {
-                RemoteError::LearnerBehind { learner, behind }
-            }
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
     }
@@ -126,14 +196,14 @@ mod tests {
             RaftError::NotLeader(Some(3)),
             RaftError::Indeterminate,
             RaftError::ShuttingDown,
-            RaftError::Membership("m".into()),
-            RaftError::Transfer("t".into()),
-            RaftError::Snapshot("s".into()),
-            RaftError::Codec("c".into()),
-            RaftError::LearnerBehind {
+            RaftError::Membership(MembershipError::ChangeInProgress),
+            RaftError::Membership(MembershipError::LearnerBehind {
                 learner: 4,
                 behind: 9,
-            },
+            }),
+            RaftError::Transfer(TransferError::InProgress),
+            RaftError::Snapshot("s".into()),
+            RaftError::Codec("c".into()),
         ];
         for e in all {
             assert_eq!(RaftError::from(RemoteError::from(e.clone())), e);

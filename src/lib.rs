@@ -99,8 +99,10 @@ pub mod testing;
 pub mod transport;
 
 pub use crate::config::Config;
-pub use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload};
-pub use crate::error::RaftError;
+pub use crate::core::types::{
+    Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload, API_ADDRESS,
+};
+pub use crate::error::{MembershipError, RaftError, TransferError};
 pub use crate::metrics::{Metrics, Role};
 pub use crate::raft::Raft;
 pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::log::ConflictHint;
 use crate::core::types::{Entry, LogId, NodeId};
+use crate::error::{MembershipError, TransferError};
 use crate::storage::snapshot::SnapshotMeta;
 
 /// A message from one node to another.
@@ -52,18 +53,11 @@ pub enum RemoteError {
     /// The state machine could not decode the command.
     BadCommand(String),
     /// A membership change was refused.
-    Membership(String),
+    Membership(MembershipError),
     /// A leadership transfer failed.
-    Transfer(String),
+    Transfer(TransferError),
     /// A snapshot failed.
     Snapshot(String),
-    /// A new voter had not caught up.
-    LearnerBehind {
-        /// The learner.
-        learner: NodeId,
-        /// Entries behind.
-        behind: u64,
-    },
 }
 
 /// Protocol messages.

@@ -1,6 +1,7 @@
 //! [`Raft`]: the cloneable handle through which an application starts a
 //! node, writes, reads and watches it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -319,9 +320,23 @@ impl<SM: StateMachine> Raft<SM> {
         id: NodeId,
         address: impl Into<String>,
     ) -> Result<Membership, RaftError> {
+        self.add_learner_with_metadata(id, address, BTreeMap::new())
+            .await
+    }
+
+    /// [`Raft::add_learner`], also recording the node's metadata in the
+    /// configuration (its API address under [`crate::API_ADDRESS`], say).
+    /// Adding a learner again replaces its address and metadata.
+    pub async fn add_learner_with_metadata(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Membership, RaftError> {
         let request = MembershipRequest::AddLearner {
             id,
             address: address.into(),
+            metadata,
         };
         self.membership_request(request).await
     }

@@ -439,8 +439,7 @@ impl ApiError {
     /// A failed membership change.
     fn membership(e: RaftError) -> Self {
         let (status, message) = match e {
-            RaftError::Membership(why) => (StatusCode::CONFLICT, why),
-            e @ RaftError::LearnerBehind { .. } => (StatusCode::CONFLICT, e.to_string()),
+            RaftError::Membership(why) => (StatusCode::CONFLICT, why.to_string()),
             RaftError::NotLeader(Some(leader)) => (
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("not the leader: send membership changes to node {leader}"),
@@ -493,7 +492,7 @@ async fn add_member<S: Service>(
         voters.insert(id);
         match raft.change_membership(voters).await {
             Ok(m) => return Ok(HttpResponse::Ok().json(membership_json(&m))),
-            Err(RaftError::LearnerBehind { .. }) if tokio::time::Instant::now() < deadline => {
+            Err(RaftError::Membership(regatta::MembershipError::LearnerBehind { .. })) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => return Err(ApiError::membership(e)),
@@ -541,7 +540,7 @@ async fn transfer_leader<S: Service>(
         Ok(()) => Ok(HttpResponse::Ok().json(json!({ "leader": to }))),
         Err(RaftError::Transfer(why)) => Err(ApiError {
             status: StatusCode::CONFLICT,
-            message: why,
+            message: why.to_string(),
             indeterminate: false,
         }),
         Err(e) => Err(ApiError::membership(e)),

@@ -109,7 +109,16 @@ pub struct Membership {
     /// Network address of each member, so a member added at runtime is
     /// reachable from every node. May be empty for transports that route by id.
     pub addresses: BTreeMap<NodeId, String>,
+    /// Free-form metadata of each member, set when it is added (its
+    /// HTTP/API address under [`API_ADDRESS`], say), so any node can tell
+    /// clients where the leader serves them.
+    #[serde(default)]
+    pub metadata: BTreeMap<NodeId, BTreeMap<String, String>>,
 }
+
+/// The metadata key under which a member's API (HTTP) address is kept;
+/// `NotLeader` answers of the web scope name the leader's.
+pub const API_ADDRESS: &str = "api";
 
 impl Membership {
     /// A configuration of `voters` only, without addresses.
@@ -140,6 +149,11 @@ impl Membership {
         all
     }
 
+    /// The API address member `id` published (metadata [`API_ADDRESS`]).
+    pub fn api_address(&self, id: NodeId) -> Option<&str> {
+        self.metadata.get(&id)?.get(API_ADDRESS).map(String::as_str)
+    }
+
     /// Every voter of either half.
     pub fn all_voters(&self) -> BTreeSet<NodeId> {
         let mut all = self.voters.clone();
@@ -147,5 +161,36 @@ impl Membership {
             all.extend(old.iter().copied());
         }
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration as builds before member metadata stored it (data
+    /// directories and snapshots of those builds still hold it).
+    #[derive(Serialize)]
+    struct MembershipWithoutMetadata {
+        voters: BTreeSet<NodeId>,
+        old_voters: Option<BTreeSet<NodeId>>,
+        learners: BTreeSet<NodeId>,
+        addresses: BTreeMap<NodeId, String>,
+    }
+
+    #[test]
+    fn a_configuration_stored_without_metadata_still_decodes() {
+        let old = MembershipWithoutMetadata {
+            voters: [1, 2].into(),
+            old_voters: None,
+            learners: [3].into(),
+            addresses: [(1, "a:1".to_string())].into(),
+        };
+        let bytes = rmp_serde::to_vec(&old).unwrap();
+        let decoded: Membership = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(decoded.voters, old.voters);
+        assert_eq!(decoded.learners, old.learners);
+        assert_eq!(decoded.addresses, old.addresses);
+        assert!(decoded.metadata.is_empty());
     }
 }

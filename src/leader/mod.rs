@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::applier::{RegisterWaiter, WriteReply};
 use crate::core::quorum::{is_quorum, leader_commit, quorum_index};
 use crate::core::types::{Entry, LogId, Membership, NodeId, Payload};
-use crate::error::RaftError;
+use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
 use crate::node::{CommitTo, RoleContext, StepDown, StopRole};
 use crate::replicator::{AppendReply, Replicator, Wake};
@@ -233,9 +233,7 @@ impl Leader {
     /// Refuses a change while another is under way.
     fn check_idle(&self) -> Result<(), RaftError> {
         if self.change.is_some() || self.promotion.is_some() || self.membership.is_joint() {
-            return Err(RaftError::Membership(
-                "another membership change is in progress".into(),
-            ));
+            return Err(RaftError::Membership(MembershipError::ChangeInProgress));
         }
         Ok(())
     }
@@ -325,6 +323,7 @@ impl Actor for Leader {
             target.old_voters = None;
             let members = target.members();
             target.addresses.retain(|id, _| members.contains(id));
+            target.metadata.retain(|id, _| members.contains(id));
             self.change = Some(PendingChange {
                 awaiting: Some(self.first_index_of_term),
                 then: Some(target),
@@ -359,9 +358,7 @@ impl Actor for Leader {
             let _ = reply.send(if sent {
                 Ok(())
             } else {
-                Err(RaftError::Transfer(format!(
-                    "leadership lost before node {to} was ready"
-                )))
+                Err(RaftError::Transfer(TransferError::LeadershipLost(to)))
             });
         }
         for r in self.replicators.values() {
@@ -562,6 +559,7 @@ impl Handler<ReadIndex> for Leader {
 pub(crate) struct AddLearner {
     pub id: NodeId,
     pub address: String,
+    pub metadata: BTreeMap<String, String>,
     pub reply: ChangeReply,
 }
 
@@ -573,16 +571,20 @@ impl Handler<AddLearner> for Leader {
             return;
         }
         if self.membership.is_voter(msg.id) {
-            let _ = msg.reply.send(Err(RaftError::Membership(format!(
-                "node {} is already a voter",
-                msg.id
-            ))));
+            let _ = msg
+                .reply
+                .send(Err(RaftError::Membership(MembershipError::AlreadyVoter(
+                    msg.id,
+                ))));
             return;
         }
         let mut next = self.membership.clone();
         next.learners.insert(msg.id);
         if !msg.address.is_empty() {
             next.addresses.insert(msg.id, msg.address);
+        }
+        if !msg.metadata.is_empty() {
+            next.metadata.insert(msg.id, msg.metadata);
         }
         if next == self.membership {
             let _ = msg.reply.send(Ok(next));
@@ -608,7 +610,7 @@ pub(crate) struct ChangeMembership {
 impl Handler<ChangeMembership> for Leader {
     type Result = ();
     fn handle(&mut self, msg: ChangeMembership, ctx: &mut Context<Self>) {
-        let refuse = |reply: ChangeReply, why: String| {
+        let refuse = |reply: ChangeReply, why: MembershipError| {
             let _ = reply.send(Err(RaftError::Membership(why)));
         };
         if let Err(e) = self.check_idle() {
@@ -616,7 +618,7 @@ impl Handler<ChangeMembership> for Leader {
             return;
         }
         if msg.voters.is_empty() {
-            return refuse(msg.reply, "a configuration needs at least one voter".into());
+            return refuse(msg.reply, MembershipError::NoVoters);
         }
         if msg.voters == self.membership.voters {
             let _ = msg.reply.send(Ok(self.membership.clone()));
@@ -624,10 +626,7 @@ impl Handler<ChangeMembership> for Leader {
         }
         for id in &msg.voters {
             if !self.membership.voters.contains(id) && !self.membership.learners.contains(id) {
-                return refuse(
-                    msg.reply,
-                    format!("node {id} is not a member: add it as a learner first"),
-                );
+                return refuse(msg.reply, MembershipError::NotAMember(*id));
             }
         }
         // New voters must have caught up; wait for that (replies arrive
@@ -639,10 +638,12 @@ impl Handler<ChangeMembership> for Leader {
             ctx.run_later(self.cx.config.election_timeout_max, |act, _| {
                 if let Some((voters, reply)) = act.promotion.take() {
                     let error = match act.lagging(&voters) {
-                        Some((learner, behind)) => RaftError::LearnerBehind { learner, behind },
-                        None => RaftError::Membership("the change timed out".into()),
+                        Some((learner, behind)) => {
+                            MembershipError::LearnerBehind { learner, behind }
+                        }
+                        None => MembershipError::TimedOut,
                     };
-                    let _ = reply.send(Err(error));
+                    let _ = reply.send(Err(RaftError::Membership(error)));
                 }
             });
         }
@@ -683,6 +684,7 @@ impl Leader {
         target.old_voters = None;
         let members = target.members();
         target.addresses.retain(|id, _| members.contains(id));
+        target.metadata.retain(|id, _| members.contains(id));
         self.change = Some(PendingChange {
             awaiting: None,
             then: Some(target),
@@ -737,16 +739,15 @@ impl Handler<TransferLeadership> for Leader {
             return;
         }
         if !self.membership.is_voter(msg.to) {
-            let _ = msg.reply.send(Err(RaftError::Transfer(format!(
-                "node {} is not a voter",
-                msg.to
-            ))));
+            let _ = msg
+                .reply
+                .send(Err(RaftError::Transfer(TransferError::NotAVoter(msg.to))));
             return;
         }
         if self.transfer.is_some() {
-            let _ = msg.reply.send(Err(RaftError::Transfer(
-                "a transfer is already in progress".into(),
-            )));
+            let _ = msg
+                .reply
+                .send(Err(RaftError::Transfer(TransferError::InProgress)));
             return;
         }
         self.transfer = Some((msg.to, false, msg.reply));
@@ -762,9 +763,9 @@ impl Handler<TransferLeadership> for Leader {
                     to,
                     "leadership transfer gave up"
                 );
-                let _ = reply.send(Err(RaftError::Transfer(format!(
-                    "node {to} did not take over within an election timeout"
-                ))));
+                let _ = reply.send(Err(RaftError::Transfer(
+                    TransferError::TargetDidNotTakeOver(to),
+                )));
             }
         });
     }

@@ -212,9 +212,19 @@ impl Handler<ClientMembership> for Node {
     fn handle(&mut self, msg: ClientMembership, _ctx: &mut Context<Self>) {
         let reply = msg.reply;
         match (&self.role, msg.request) {
-            (RoleState::Leader(l), MembershipRequest::AddLearner { id, address }) => {
-                l.do_send(AddLearner { id, address, reply })
-            }
+            (
+                RoleState::Leader(l),
+                MembershipRequest::AddLearner {
+                    id,
+                    address,
+                    metadata,
+                },
+            ) => l.do_send(AddLearner {
+                id,
+                address,
+                metadata,
+                reply,
+            }),
             (RoleState::Leader(l), MembershipRequest::Change { voters }) => {
                 l.do_send(ChangeMembership { voters, reply })
             }

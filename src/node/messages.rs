@@ -115,6 +115,7 @@ pub(crate) enum MembershipRequest {
     AddLearner {
         id: NodeId,
         address: String,
+        metadata: std::collections::BTreeMap<String, String>,
     },
     Change {
         voters: std::collections::BTreeSet<NodeId>,

@@ -126,7 +126,10 @@ fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 /// Maps any fjall failure to [`StorageError::Io`]. fjall poisons itself after
 /// a failed fsync, so every later call fails too — which is what Raft needs.
 fn io(e: ::fjall::Error) -> StorageError {
-    StorageError::Io(e.to_string())
+    match e {
+        ::fjall::Error::Locked => StorageError::Locked,
+        e => StorageError::Io(e.to_string()),
+    }
 }
 
 /// The stored snapshot point: the last index a snapshot covers and the
@@ -187,8 +190,9 @@ impl FjallStorage {
     /// another cluster id or with another format version is refused with
     /// [`StorageError::Incompatible`] naming both values.
     ///
-    /// fjall locks the directory: a second handle on the same directory fails
-    /// with [`StorageError::Io`] until the first is dropped.
+    /// fjall locks the directory: a second handle on the same directory (in
+    /// this process or another) fails with [`StorageError::Locked`] until
+    /// the first is dropped.
     pub fn open(dir: impl AsRef<Path>, cluster_id: &str) -> Result<Self, StorageError> {
         let root = dir.as_ref();
         let snapshots = Arc::new(FileSnapshotStore::open(root.join("snapshots"))?);

@@ -28,6 +28,10 @@ pub enum StorageError {
     /// The data directory belongs to another cluster or format version.
     #[error("incompatible data directory: {0}")]
     Incompatible(String),
+    /// Another handle (another process, or another node in this one)
+    /// holds the data directory.
+    #[error("the data directory is in use by another process or node; stop it, or give this node its own directory")]
+    Locked,
 }
 
 /// Everything a node needs from storage at start-up.

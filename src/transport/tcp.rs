@@ -41,7 +41,7 @@ use crate::NodeId;
 
 /// Version of the wire protocol, exchanged in the handshake. Nodes only
 /// talk to nodes speaking exactly the same version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Handshake frames are tiny; capping them well below `max_frame_bytes`
 /// means an unauthenticated client cannot make us buffer megabytes.
@@ -899,6 +899,7 @@ mod tests {
     use super::*;
     use crate::core::log::ConflictHint;
     use crate::core::types::{Entry, LogId, Membership, Payload};
+    use crate::error::{MembershipError, TransferError};
     use crate::message::{Message, RemoteError};
     use bytes::BytesMut;
     use proptest::prelude::*;
@@ -928,13 +929,19 @@ mod tests {
                 proptest::collection::btree_set(any::<u64>(), 0..5),
                 proptest::option::of(proptest::collection::btree_set(any::<u64>(), 0..5)),
                 proptest::collection::btree_map(any::<u64>(), ".{0,12}", 0..3),
+                proptest::collection::btree_map(
+                    any::<u64>(),
+                    proptest::collection::btree_map(".{0,4}", ".{0,12}", 0..2),
+                    0..2,
+                ),
             )
-                .prop_map(|(voters, old_voters, addresses)| {
+                .prop_map(|(voters, old_voters, addresses, metadata)| {
                     Payload::Membership(Membership {
                         voters,
                         old_voters,
                         learners: Default::default(),
                         addresses,
+                        metadata,
                     })
                 }),
         ];
@@ -947,8 +954,11 @@ mod tests {
             Just(RemoteError::Indeterminate),
             Just(RemoteError::ShuttingDown),
             ".{0,16}".prop_map(RemoteError::BadCommand),
-            ".{0,16}".prop_map(RemoteError::Membership),
-            ".{0,16}".prop_map(RemoteError::Transfer),
+            Just(RemoteError::Membership(MembershipError::ChangeInProgress)),
+            (any::<u64>(), any::<u64>()).prop_map(|(learner, behind)| {
+                RemoteError::Membership(MembershipError::LearnerBehind { learner, behind })
+            }),
+            any::<u64>().prop_map(|to| RemoteError::Transfer(TransferError::TargetDidNotTakeOver(to))),
             ".{0,16}".prop_map(RemoteError::Snapshot),
         ]
     }
