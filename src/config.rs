@@ -74,6 +74,41 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks that the values make sense together; says which does not.
+    pub fn validate(&self) -> Result<(), String> {
+        let zero = Duration::ZERO;
+        if self.heartbeat_interval == zero {
+            return Err("heartbeat_interval must be positive".into());
+        }
+        if self.election_timeout_min >= self.election_timeout_max {
+            return Err(format!(
+                "election_timeout_min ({:?}) must be below election_timeout_max ({:?})",
+                self.election_timeout_min, self.election_timeout_max
+            ));
+        }
+        if self.heartbeat_interval >= self.election_timeout_min {
+            return Err(format!(
+                "heartbeat_interval ({:?}) must be below election_timeout_min ({:?}), or followers time out between heartbeats",
+                self.heartbeat_interval, self.election_timeout_min
+            ));
+        }
+        for (name, value) in [
+            ("max_inflight", self.max_inflight),
+            ("max_batch_entries", self.max_batch_entries),
+            ("max_batch_bytes", self.max_batch_bytes),
+            ("max_apply_batch", self.max_apply_batch),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.client_timeout == zero || self.snapshot_chunk_timeout == zero {
+            return Err("client_timeout and snapshot_chunk_timeout must be positive".into());
+        }
+        Ok(())
+    }
+
     /// How long a replicator waits for an AppendEntries reply before
     /// assuming it was lost and probing again.
     pub(crate) fn rpc_timeout(&self) -> Duration {

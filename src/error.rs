@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::types::NodeId;
 use crate::message::RemoteError;
+use crate::storage::StorageError;
 
 /// Why a write or read did not succeed, and whether a retry is safe.
 ///
@@ -182,6 +183,107 @@ impl From<RaftError> for RemoteError {
             RaftError::Transfer(s) => RemoteError::Transfer(s),
             RaftError::Snapshot(s) => RemoteError::Snapshot(s),
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
+        }
+    }
+}
+
+/// Why a node could not start. Nothing was written to its data directory
+/// unless the variant says otherwise; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Node ids start at 1.
+    #[error("node id 0 is not valid: node ids start at 1")]
+    InvalidId,
+    /// A required builder input is missing.
+    #[error("{0} is required: set it on the builder")]
+    Missing(&'static str),
+    /// Both a founding configuration and "join" were given.
+    #[error("give either an initial cluster (to found a cluster) or join (to be added to one), not both")]
+    InitialClusterAndJoin,
+    /// The founding configuration does not list this node.
+    #[error("the initial cluster does not list this node ({id}): add it, or start with join to be added later")]
+    NotInInitialCluster {
+        /// This node.
+        id: NodeId,
+    },
+    /// The founding configuration has no voter.
+    #[error("the initial cluster is empty: list at least one voter")]
+    EmptyInitialCluster,
+    /// This node's address in the founding configuration is not the one it
+    /// listens on (or advertises).
+    #[error("node {id} listens on (or advertises) {ours}, but the initial cluster gives {listed}: make them agree")]
+    AddressMismatch {
+        /// This node.
+        id: NodeId,
+        /// The listen or advertised address.
+        ours: String,
+        /// The address in the initial cluster.
+        listed: String,
+    },
+    /// The data directory holds no state and neither founding nor joining
+    /// was asked for.
+    #[error("{dir} holds no state: a new node needs an initial cluster (to found a cluster) or join (to be added to one)")]
+    NoInitialState {
+        /// The data directory.
+        dir: String,
+    },
+    /// Another process (or node) holds the data directory.
+    #[error("{dir} is in use by another process or node: stop it, or give this node its own directory")]
+    DirectoryInUse {
+        /// The data directory.
+        dir: String,
+    },
+    /// The data directory belongs to another cluster or format version.
+    #[error("{dir} belongs to another cluster or format ({detail}): point this node at its own directory, or wipe it and re-add the node")]
+    OtherCluster {
+        /// The data directory.
+        dir: String,
+        /// What differs.
+        detail: String,
+    },
+    /// The data directory could not be read or written (corrupt data,
+    /// I/O error).
+    #[error("{dir}: {source}")]
+    Storage {
+        /// The data directory (empty for storage that has none).
+        dir: String,
+        /// What failed.
+        source: StorageError,
+    },
+    /// The transport could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The listen address.
+        addr: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A [`crate::Config`] value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The node's thread or runtime could not be started.
+    #[error("cannot start the node's runtime: {0}")]
+    Runtime(String),
+}
+
+impl StartError {
+    /// A storage failure on `dir`, classified.
+    pub(crate) fn storage(dir: &std::path::Path, source: StorageError) -> Self {
+        let dir = dir.display().to_string();
+        match source {
+            StorageError::Locked => StartError::DirectoryInUse { dir },
+            StorageError::Incompatible(detail) => StartError::OtherCluster { dir, detail },
+            source => StartError::Storage { dir, source },
+        }
+    }
+}
+
+impl From<StorageError> for StartError {
+    fn from(source: StorageError) -> Self {
+        StartError::Storage {
+            dir: String::new(),
+            source,
         }
     }
 }

@@ -24,7 +24,8 @@ use crate::node::{
 };
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
-use crate::storage::{LogStorage, StorageError};
+use crate::error::StartError;
+use crate::storage::LogStorage;
 use crate::transport::Transport;
 
 /// A handle to a running node. Cheap to clone and usable from any thread.
@@ -61,9 +62,14 @@ impl<SM: StateMachine> Raft<SM> {
     /// index is learned, and begins as a follower.
     ///
     /// `initial_members` founds a new cluster: it is used only when the
-    /// storage is empty, and every founding member must pass the same
-    /// configuration. A node started on empty storage with `None` waits to
-    /// be added by a leader.
+    /// storage is empty, must list this node as a voter (else
+    /// [`StartError::NotInInitialCluster`], and nothing is written), and
+    /// every founding member must pass the same configuration. A node
+    /// started on empty storage with `None` waits to be added by a leader.
+    ///
+    /// Must run inside an actix system or a tokio `LocalSet` (the node's
+    /// actors are spawned on the current thread). [`crate::Node`] does all
+    /// of this on a thread of its own, from any runtime.
     pub fn start(
         id: NodeId,
         config: Config,
@@ -71,7 +77,7 @@ impl<SM: StateMachine> Raft<SM> {
         transport: Arc<dyn Transport>,
         initial_members: Option<Membership>,
         sm: Addr<SM>,
-    ) -> Result<Self, StorageError> {
+    ) -> Result<Self, StartError> {
         Self::start_with(
             id,
             config,
@@ -93,7 +99,8 @@ impl<SM: StateMachine> Raft<SM> {
         initial_members: Option<Membership>,
         sm: Addr<SM>,
         Environment { io, probe }: Environment,
-    ) -> Result<Self, StorageError> {
+    ) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
         let config = Arc::new(config);
         let snapshots = storage.snapshots();
         let (log, writer, loaded) = LogStore::start(

@@ -24,6 +24,7 @@ use crate::core::types::{
 };
 use crate::io::IoMode;
 use crate::storage::snapshot::SnapshotMeta;
+use crate::error::StartError;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 use queue::WriteQueue;
 pub(crate) use writer::WriterThread;
@@ -84,8 +85,18 @@ impl LogStore {
         bootstrap: Option<Membership>,
         cluster_token: &str,
         io: &IoMode,
-    ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StorageError> {
+    ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
         let mut state: InitialState = storage.load()?;
+        if let Some(founders) = bootstrap.as_ref().filter(|_| state.is_empty()) {
+            // Checked before anything is written: a node founded outside
+            // its own configuration would start as removed, for good.
+            if founders.voters.is_empty() {
+                return Err(StartError::EmptyInitialCluster);
+            }
+            if !founders.voters.contains(&node_id) {
+                return Err(StartError::NotInInitialCluster { id: node_id });
+            }
+        }
         let mut initial_batch = None;
         let mut bootstrapped = false;
         // A directory written before identities existed gets one now; a

@@ -2,10 +2,12 @@
 
 use crate::core::types::{Entry, HardState, LogId, Membership, NodeIdentity};
 
+#[cfg(feature = "fjall")]
 pub mod fjall;
 pub mod memory;
 pub mod snapshot;
 
+#[cfg(feature = "fjall")]
 pub use self::fjall::FjallStorage;
 pub use memory::MemStorage;
 pub use snapshot::{FileSnapshotStore, MemSnapshotStore, SnapshotMeta, SnapshotStore};

@@ -4,6 +4,7 @@
 use crate::message::Envelope;
 
 pub mod sim;
+#[cfg(feature = "tcp")]
 pub mod tcp;
 
 /// Sends messages to other nodes.

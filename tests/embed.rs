@@ -1,0 +1,197 @@
+//! The library's node: built in one call, its inputs checked (each bad
+//! input its own typed error), durable across restarts, and started from a
+//! plain tokio runtime as well as from actix.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use regatta::{InitialCluster, Node, NodeBuilder, StartError};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn solo(dir: &std::path::Path) -> NodeBuilder<Counter> {
+    Node::builder(1, Counter::default())
+        .cluster_name("embed-test")
+        .data_dir(dir)
+        .listen(any_port())
+        .initial_cluster("1=127.0.0.1:0".parse().unwrap())
+        .config(test_config())
+}
+
+async fn start_error(builder: NodeBuilder<Counter>) -> StartError {
+    match builder.start().await {
+        Ok(node) => {
+            node.shutdown().await;
+            panic!("the node started")
+        }
+        Err(e) => {
+            // Every error says what to do in its message.
+            assert!(!e.to_string().is_empty());
+            e
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn bad_builder_inputs_each_give_their_typed_error() {
+    bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n");
+        let three: InitialCluster = "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103"
+            .parse()
+            .unwrap();
+
+        let e = start_error(Node::builder(0, Counter::default()).data_dir(&dir)).await;
+        assert!(matches!(e, StartError::InvalidId), "{e}");
+        let e = start_error(Node::builder(1, Counter::default()).listen(any_port())).await;
+        assert!(matches!(e, StartError::Missing("data_dir")), "{e}");
+        let e = start_error(Node::builder(1, Counter::default()).data_dir(&dir)).await;
+        assert!(matches!(e, StartError::Missing("listen")), "{e}");
+        let e = start_error(solo(&dir).join()).await;
+        assert!(matches!(e, StartError::InitialClusterAndJoin), "{e}");
+        let e = start_error(solo(&dir).initial_cluster(InitialCluster::new())).await;
+        assert!(matches!(e, StartError::EmptyInitialCluster), "{e}");
+        let e = start_error(
+            Node::builder(4, Counter::default())
+                .data_dir(&dir)
+                .listen("127.0.0.1:7104".parse().unwrap())
+                .initial_cluster(three.clone()),
+        )
+        .await;
+        assert!(matches!(e, StartError::NotInInitialCluster { id: 4 }), "{e}");
+        let e = start_error(
+            Node::builder(1, Counter::default())
+                .data_dir(&dir)
+                .listen("127.0.0.1:7111".parse().unwrap())
+                .initial_cluster(three.clone()),
+        )
+        .await;
+        assert!(
+            matches!(&e, StartError::AddressMismatch { id: 1, listed, .. } if listed == "127.0.0.1:7101"),
+            "{e}"
+        );
+        let e = start_error(
+            Node::builder(1, Counter::default())
+                .data_dir(&dir)
+                .listen(any_port()),
+        )
+        .await;
+        assert!(matches!(e, StartError::NoInitialState { .. }), "{e}");
+        let mut config = test_config();
+        config.election_timeout_max = config.election_timeout_min;
+        let e = start_error(solo(&dir).config(config)).await;
+        assert!(matches!(e, StartError::Config(_)), "{e}");
+        // None of the refusals above wrote anything.
+        assert!(!dir.join("log").exists(), "a refused start wrote state");
+
+        // A port already taken.
+        let taken = std::net::TcpListener::bind(any_port()).unwrap();
+        let e = start_error(solo(&dir).listen(taken.local_addr().unwrap())).await;
+        assert!(matches!(e, StartError::Listen { .. }), "{e}");
+
+        // A directory held by a running node.
+        let running = solo(&dir).start().await.expect("start");
+        let e = start_error(solo(&dir)).await;
+        assert!(matches!(e, StartError::DirectoryInUse { .. }), "{e}");
+        running.shutdown().await;
+
+        // A directory of another application's cluster.
+        let e = start_error(solo(&dir).cluster_name("another")).await;
+        assert!(matches!(e, StartError::OtherCluster { .. }), "{e}");
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_node_resumes_from_its_directory_and_its_flags_are_not_needed_again() {
+    bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = solo(tmp.path()).start().await.expect("start");
+        assert_eq!(node.id(), 1);
+        assert_ne!(node.raft_addr().port(), 0);
+        node.raft().wait_leader(LIMIT).await.expect("leader");
+        assert_eq!(node.raft().write(Add(3)).await.unwrap(), 3);
+        assert_eq!(node.raft().write(Add(4)).await.unwrap(), 7);
+        node.shutdown().await;
+
+        // Restarted without an initial cluster: the directory has it all.
+        let node = Node::builder(1, Counter::default())
+            .cluster_name("embed-test")
+            .data_dir(tmp.path())
+            .listen(any_port())
+            .config(test_config())
+            .start()
+            .await
+            .expect("restart");
+        node.raft().wait_leader(LIMIT).await.expect("leader");
+        assert_eq!(node.raft().read(Get).await.unwrap(), 7);
+        // An aborted node (a crash) frees its directory too.
+        node.abort().await;
+        let node = solo(tmp.path()).start().await.expect("start after abort");
+        node.raft().wait_leader(LIMIT).await.expect("leader");
+        assert_eq!(node.raft().read(Get).await.unwrap(), 7);
+        node.shutdown().await;
+    })
+    .await
+}
+
+/// A node started from `#[tokio::main]` (no actix system, no LocalSet):
+/// the node runs on its own thread, and its handle works from tokio
+/// tasks. A three-node cluster whose ports the OS picked.
+#[test]
+fn a_cluster_runs_from_a_plain_tokio_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let founders: InitialCluster = "1=127.0.0.1:0,2=127.0.0.1:0,3=127.0.0.1:0"
+            .parse()
+            .unwrap();
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let node = Node::builder(id, Counter::default())
+                .cluster_name("embed-test")
+                .data_dir(tmp.path().join(id.to_string()))
+                .listen(any_port())
+                .initial_cluster(founders.clone())
+                .config(test_config())
+                .start()
+                .await
+                .expect("start");
+            nodes.push(node);
+        }
+        for node in &nodes {
+            for peer in &nodes {
+                node.set_peer_address(peer.id(), peer.raft_addr());
+            }
+        }
+        for node in &nodes {
+            node.raft().wait_leader(LIMIT).await.expect("leader");
+        }
+        // Writes through every node, from tokio tasks on other threads.
+        let mut tasks = Vec::new();
+        for node in &nodes {
+            let raft = node.raft().clone();
+            tasks.push(tokio::spawn(async move { raft.write(Add(1)).await }));
+        }
+        for task in tasks {
+            task.await.unwrap().expect("write");
+        }
+        for node in &nodes {
+            assert_eq!(node.raft().read(Get).await.unwrap(), 3);
+        }
+        for node in nodes {
+            node.shutdown().await;
+        }
+    }));
+}
