@@ -968,7 +968,10 @@ async fn restore_part(data: Bytes, items: u64, plan: &Plan) -> Result<(), String
         let queue = Queue::new(probe.clone()).start();
         let started = Instant::now();
         queue
-            .send(Restore { data: data.clone() })
+            .send(Restore {
+                data: data.clone(),
+                last_included: regatta::LogId::default(),
+            })
             .await
             .map_err(|e| format!("restore: the queue actor stopped: {e}"))?
             .map_err(|e| format!("restore refused: {e}"))?;

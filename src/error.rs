@@ -229,7 +229,9 @@ pub enum StartError {
         dir: String,
     },
     /// Another process (or node) holds the data directory.
-    #[error("{dir} is in use by another process or node: stop it, or give this node its own directory")]
+    #[error(
+        "{dir} is in use by another process or node: stop it, or give this node its own directory"
+    )]
     DirectoryInUse {
         /// The data directory.
         dir: String,

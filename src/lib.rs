@@ -101,12 +101,12 @@ pub mod testing;
 pub mod transport;
 
 pub use crate::config::Config;
-#[cfg(all(feature = "fjall", feature = "tcp"))]
-pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::core::types::{
     Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload, API_ADDRESS,
 };
+#[cfg(all(feature = "fjall", feature = "tcp"))]
+pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
 pub use crate::metrics::{Metrics, Role};
-pub use crate::raft::Raft;
+pub use crate::raft::{Raft, Written};
 pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

@@ -145,15 +145,17 @@ pub enum Message {
         /// The term of the leader it is sent to: only that leader, in that
         /// term, may propose it.
         term: u64,
-        /// The encoded command.
-        command: Bytes,
+        /// The encoded command; `None` for an empty entry (a health
+        /// check that commits through the log).
+        command: Option<Bytes>,
     },
-    /// Leader → forwarding node: the state machine's encoded response.
+    /// Leader → forwarding node: where the entry landed and the state
+    /// machine's encoded response.
     ForwardWriteResponse {
         /// Request id.
         id: u64,
-        /// Encoded response or failure.
-        result: Result<Bytes, RemoteError>,
+        /// The entry's position and encoded response, or the failure.
+        result: Result<(LogId, Bytes), RemoteError>,
     },
     /// Any node → leader: ask for a read index.
     ReadIndexRequest {

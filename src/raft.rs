@@ -13,20 +13,35 @@ use crate::applier::Applier;
 use crate::config::Config;
 use crate::core::types::{LogId, Membership, NodeId};
 use crate::error::RaftError;
+use crate::error::StartError;
 use crate::identity::{IdentityCell, Outbox};
 use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Metrics, Role};
 use crate::node::{
-    ClientMembership, ClientRead, ClientTransfer, ClientWrite, Inbound, MembershipRequest, Node,
-    RoleContext, Shutdown, SnapshotPorts,
+    ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
+    MembershipRequest, Node, RoleContext, Shutdown, SnapshotPorts,
 };
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
-use crate::error::StartError;
 use crate::storage::LogStorage;
 use crate::transport::Transport;
+
+/// A committed and applied write: where it sits in the log and what the
+/// state machine answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written<R> {
+    /// The entry's position.
+    pub log_id: LogId,
+    /// The state machine's response.
+    pub response: R,
+}
+
+fn encode<T: serde::Serialize>(command: &T) -> Result<bytes::Bytes, RaftError> {
+    let bytes = rmp_serde::to_vec(command).map_err(|e| RaftError::Codec(e.to_string()))?;
+    Ok(bytes.into())
+}
 
 /// A handle to a running node. Cheap to clone and usable from any thread.
 pub struct Raft<SM: StateMachine> {
@@ -231,16 +246,65 @@ impl<SM: StateMachine> Raft<SM> {
     /// On [`RaftError::Timeout`] or [`RaftError::Indeterminate`] the command
     /// may or may not have been applied.
     pub async fn write(&self, command: SM::Command) -> Result<SM::Response, RaftError> {
-        let bytes = rmp_serde::to_vec(&command).map_err(|e| RaftError::Codec(e.to_string()))?;
-        let bytes = bytes::Bytes::from(bytes);
+        Ok(self.write_entry(command).await?.response)
+    }
+
+    /// [`Raft::write`], also returning where the command sits in the log:
+    /// for read-your-writes tokens (wait until a node has applied
+    /// `log_id.index`), idempotency records and tests.
+    pub async fn write_entry(
+        &self,
+        command: SM::Command,
+    ) -> Result<Written<SM::Response>, RaftError> {
+        let bytes = encode(&command)?;
+        let (log_id, response) = self.submit(Some(bytes)).await?;
+        let response =
+            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
+        Ok(Written { log_id, response })
+    }
+
+    /// Commits an empty entry through the log (through the leader, from
+    /// any node, like a write) and returns its position once this node's
+    /// state machine has reached it: proof that the cluster can commit
+    /// right now. Harmless to retry: an empty entry changes nothing.
+    pub async fn commit_empty_entry(&self) -> Result<LogId, RaftError> {
         let deadline = Instant::now() + self.config.client_timeout;
-        let response = self
-            .retry_until_leader(deadline, |reply| ClientWrite {
-                command: bytes.clone(),
-                reply,
-            })
-            .await?;
-        rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))
+        let (log_id, _) = self.submit(None).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.wait_applied(log_id.index, remaining)
+            .await
+            .map_err(|_| RaftError::Timeout)?;
+        Ok(log_id)
+    }
+
+    async fn submit(
+        &self,
+        command: Option<bytes::Bytes>,
+    ) -> Result<(LogId, bytes::Bytes), RaftError> {
+        let deadline = Instant::now() + self.config.client_timeout;
+        self.retry_until_leader(deadline, |reply| ClientWrite {
+            command: command.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Appends `command` if this node leads and returns its position as
+    /// soon as it is in the leader's log, without waiting for the commit;
+    /// never forwarded or retried. Fails with [`RaftError::NotLeader`]
+    /// (definite: nothing was appended) on any other node. The entry may
+    /// still be lost if leadership is lost before it commits: watch
+    /// [`Metrics::last_applied`] and the applied entries to learn its
+    /// fate. For callers that route requests themselves, and test
+    /// harnesses.
+    pub async fn propose(&self, command: SM::Command) -> Result<LogId, RaftError> {
+        let command = encode(&command)?;
+        let (appended, rx) = oneshot::channel();
+        self.node
+            .send(ClientPropose { command, appended })
+            .await
+            .map_err(|_| RaftError::ShuttingDown)?;
+        rx.await.map_err(|_| RaftError::ShuttingDown)?
     }
 
     /// Waits until this node's state machine reflects every write committed

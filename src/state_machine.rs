@@ -98,6 +98,9 @@ impl From<Vec<u8>> for SnapshotData {
 pub struct Restore {
     /// The bytes a `Snapshot` produced.
     pub data: Bytes,
+    /// The last log entry the snapshot covers: the next `Apply` starts
+    /// after it.
+    pub last_included: LogId,
 }
 
 impl Message for Restore {

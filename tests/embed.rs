@@ -154,9 +154,7 @@ fn a_cluster_runs_from_a_plain_tokio_runtime() {
         .unwrap();
     runtime.block_on(bounded(LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
-        let founders: InitialCluster = "1=127.0.0.1:0,2=127.0.0.1:0,3=127.0.0.1:0"
-            .parse()
-            .unwrap();
+        let founders: InitialCluster = "1=127.0.0.1:0,2=127.0.0.1:0,3=127.0.0.1:0".parse().unwrap();
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let node = Node::builder(id, Counter::default())

@@ -290,7 +290,9 @@ async fn a_learner_is_not_promoted_before_it_catches_up() {
             c.write(leader, Add(n)).await.expect("write");
         }
         match c.raft(leader).change_membership([1, 2, 3, 4]).await {
-            Err(RaftError::Membership(MembershipError::LearnerBehind { learner: 4, behind })) => assert!(behind > 0),
+            Err(RaftError::Membership(MembershipError::LearnerBehind { learner: 4, behind })) => {
+                assert!(behind > 0)
+            }
             other => panic!("a lagging learner was promoted: {other:?}"),
         }
         // Nothing changed.

@@ -310,3 +310,52 @@ async fn persistence_across_crashes() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn writes_report_their_log_position_and_proposals_are_leader_only() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let c = Cluster::new(3, test_config(), seed("log_position"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        let term = c.metrics()[&leader].term;
+
+        // Through the leader and through a follower: the position is the
+        // one the state machine saw the command at.
+        let a = c.raft(leader).write_entry(Add(2)).await.unwrap();
+        let b = c.raft(follower).write_entry(Add(3)).await.unwrap();
+        assert_eq!((a.response, b.response), (2, 5));
+        assert_eq!((a.log_id.term, b.log_id.term), (term, term));
+        assert!(b.log_id.index > a.log_id.index);
+        let history = c.raft(leader).state_machine().send(History).await.unwrap();
+        assert!(history.contains(&(a.log_id.index, 2)), "{history:?}");
+        assert!(history.contains(&(b.log_id.index, 3)), "{history:?}");
+
+        // An empty entry commits through the log from any node.
+        let empty = c.raft(follower).commit_empty_entry().await.unwrap();
+        assert!(empty.index > b.log_id.index);
+        assert!(c.metrics()[&follower].last_applied >= empty.index);
+
+        // Propose: the leader says where at once; a follower refuses
+        // without forwarding.
+        let at = c.raft(leader).propose(Add(4)).await.unwrap();
+        assert!(at.index > empty.index);
+        c.wait_applied(&c.ids(), at.index, SECS(10)).await.unwrap();
+        let history = c
+            .raft(follower)
+            .state_machine()
+            .send(History)
+            .await
+            .unwrap();
+        assert!(history.contains(&(at.index, 4)), "{history:?}");
+        match c.raft(follower).propose(Add(5)).await {
+            Err(regatta::RaftError::NotLeader(Some(hint))) => assert_eq!(hint, leader),
+            other => panic!("a follower proposed: {other:?}"),
+        }
+        assert_eq!(c.raft(leader).read(Get).await.unwrap(), 9);
+    })
+    .await
+}

@@ -492,7 +492,9 @@ async fn add_member<S: Service>(
         voters.insert(id);
         match raft.change_membership(voters).await {
             Ok(m) => return Ok(HttpResponse::Ok().json(membership_json(&m))),
-            Err(RaftError::Membership(regatta::MembershipError::LearnerBehind { .. })) if tokio::time::Instant::now() < deadline => {
+            Err(RaftError::Membership(regatta::MembershipError::LearnerBehind { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => return Err(ApiError::membership(e)),

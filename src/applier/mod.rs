@@ -33,8 +33,9 @@ pub(crate) struct ComponentFailed {
     pub cause: String,
 }
 
-/// Where a write's response goes once applied.
-pub(crate) type WriteReply = oneshot::Sender<Result<Bytes, RaftError>>;
+/// Where a write's outcome goes once applied: the entry's position and
+/// the state machine's encoded response (empty for an empty entry).
+pub(crate) type WriteReply = oneshot::Sender<Result<(LogId, Bytes), RaftError>>;
 
 /// Waits for the entry at `log_id` to be applied.
 #[derive(Message)]
@@ -133,12 +134,18 @@ impl<SM: StateMachine> Applier<SM> {
                 }
                 let mut commands = Vec::new();
                 let mut failed = Vec::new();
+                // Entries without a command: a waiter on one (an empty
+                // entry written as a health check) is answered once the
+                // batch is applied.
+                let mut empty = Vec::new();
                 for e in entries {
                     if let Payload::Command(bytes) = &e.payload {
                         match rmp_serde::from_slice::<SM::Command>(bytes) {
                             Ok(c) => commands.push((e.log_id, c)),
                             Err(err) => failed.push((e.log_id, err.to_string())),
                         }
+                    } else {
+                        empty.push(e.log_id);
                     }
                 }
                 for (log_id, err) in failed {
@@ -152,11 +159,11 @@ impl<SM: StateMachine> Applier<SM> {
                         Some(f) => f.await.ok(),
                         None => Some(Vec::new()),
                     };
-                    (last, ids, responses)
+                    (last, ids, responses, empty)
                 }
                 .into_actor(act)
             })
-            .map(|(last, ids, responses), act, ctx| {
+            .map(|(last, ids, responses, empty), act, ctx| {
                 act.busy = false;
                 let Some(last) = last else {
                     // Nothing to read yet (a snapshot being installed has
@@ -178,6 +185,9 @@ impl<SM: StateMachine> Applier<SM> {
                         .map_err(|e| RaftError::Codec(e.to_string()));
                     act.respond(id, encoded);
                 }
+                for id in empty {
+                    act.respond(id, Ok(Bytes::new()));
+                }
                 act.settle_upto(last.index);
                 act.last_applied = last;
                 act.applied_to.do_send(Applied(last.index));
@@ -190,7 +200,10 @@ impl<SM: StateMachine> Applier<SM> {
     /// it are applied next.
     fn restore(&mut self, id: LogId, data: Bytes, ctx: &mut Context<Self>) {
         self.busy = true;
-        let restore = self.sm.send(Restore { data });
+        let restore = self.sm.send(Restore {
+            data,
+            last_included: id,
+        });
         ctx.spawn(restore.into_actor(self).map(move |res, act, ctx| {
             act.busy = false;
             match res {
@@ -242,7 +255,7 @@ impl<SM: StateMachine> Applier<SM> {
             // entry to another leader's; whether its command commits later
             // elsewhere is unknown here.
             let _ = reply.send(if term == log_id.term {
-                result
+                result.map(|response| (log_id, response))
             } else {
                 Err(RaftError::Indeterminate)
             });

@@ -259,7 +259,9 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(StartError::Runtime("the node's thread ended during start-up".into()))
+                Err(StartError::Runtime(
+                    "the node's thread ended during start-up".into(),
+                ))
             }
         }
     }
@@ -375,9 +377,8 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         founders,
         config,
     } = plan;
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        StartError::storage(&dir, crate::storage::StorageError::Io(e.to_string()))
-    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StartError::storage(&dir, crate::storage::StorageError::Io(e.to_string())))?;
     // Opened first: a directory in use or of another cluster is refused
     // before the node takes a port.
     let storage =

@@ -35,7 +35,7 @@ pub(crate) struct Leader {
     last_index: u64,
     first_index_of_term: u64,
     commit_index: u64,
-    proposals: Vec<(Payload, Option<WriteReply>)>,
+    proposals: Vec<Proposal>,
     flush_scheduled: bool,
     round: u64,
     /// Reads waiting for a heartbeat round: (round, read index, reply).
@@ -59,6 +59,15 @@ pub(crate) type TransferReply = oneshot::Sender<Result<(), RaftError>>;
 
 /// Where the outcome of a membership change goes.
 pub(crate) type ChangeReply = oneshot::Sender<Result<Membership, RaftError>>;
+
+/// An entry accepted for the next append, with who waits for it.
+struct Proposal {
+    payload: Payload,
+    /// Answered once the entry is applied.
+    reply: Option<WriteReply>,
+    /// Answered once the entry has its position.
+    appended: Option<oneshot::Sender<Result<LogId, RaftError>>>,
+}
 
 /// A membership change in progress (dissertation §4.3): the configuration
 /// entry whose commit it waits for and, during the joint phase, the final
@@ -239,7 +248,15 @@ impl Leader {
     }
 
     fn propose(&mut self, payload: Payload, reply: Option<WriteReply>, ctx: &mut Context<Self>) {
-        self.proposals.push((payload, reply));
+        self.proposals.push(Proposal {
+            payload,
+            reply,
+            appended: None,
+        });
+        self.schedule_flush(ctx);
+    }
+
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         if !self.flush_scheduled {
             // Everything already in the mailbox lands in the same append.
             self.flush_scheduled = true;
@@ -372,9 +389,13 @@ impl Actor for Leader {
             // Nothing was appended yet: the caller may retry elsewhere.
             let _ = reply.send(Err(RaftError::NotLeader(None)));
         }
-        for (_, reply) in self.proposals.drain(..) {
-            if let Some(reply) = reply {
+        for proposal in self.proposals.drain(..) {
+            // Never appended: the caller may retry elsewhere.
+            if let Some(reply) = proposal.reply {
                 let _ = reply.send(Err(RaftError::NotLeader(None)));
+            }
+            if let Some(appended) = proposal.appended {
+                let _ = appended.send(Err(RaftError::NotLeader(None)));
             }
         }
         for (_, _, reply) in self.reads.drain(..) {
@@ -397,8 +418,11 @@ impl Handler<StopRole> for Leader {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Propose {
-    pub command: Bytes,
-    pub reply: WriteReply,
+    /// `None`: an empty entry.
+    pub command: Option<Bytes>,
+    pub reply: Option<WriteReply>,
+    /// Told the entry's position as soon as it is appended.
+    pub appended: Option<oneshot::Sender<Result<LogId, RaftError>>>,
 }
 
 impl Handler<Propose> for Leader {
@@ -407,10 +431,25 @@ impl Handler<Propose> for Leader {
         if let Some((to, _, _)) = &self.transfer {
             // Handing over: nothing new is accepted, so the target can
             // catch up; the client retries with the next leader.
-            let _ = msg.reply.send(Err(RaftError::NotLeader(Some(*to))));
+            let refused = RaftError::NotLeader(Some(*to));
+            if let Some(reply) = msg.reply {
+                let _ = reply.send(Err(refused.clone()));
+            }
+            if let Some(appended) = msg.appended {
+                let _ = appended.send(Err(refused));
+            }
             return;
         }
-        self.propose(Payload::Command(msg.command), Some(msg.reply), ctx);
+        let payload = match msg.command {
+            Some(command) => Payload::Command(command),
+            None => Payload::Blank,
+        };
+        self.proposals.push(Proposal {
+            payload,
+            reply: msg.reply,
+            appended: msg.appended,
+        });
+        self.schedule_flush(ctx);
     }
 }
 
@@ -427,11 +466,19 @@ impl Handler<FlushProposals> for Leader {
         }
         let mut entries = Vec::with_capacity(self.proposals.len());
         let mut configs = Vec::new();
-        for (payload, reply) in std::mem::take(&mut self.proposals) {
+        for proposal in std::mem::take(&mut self.proposals) {
+            let Proposal {
+                payload,
+                reply,
+                appended,
+            } = proposal;
             self.last_index += 1;
             let log_id = LogId::new(self.term, self.last_index);
             if let Some(reply) = reply {
                 self.waiters.do_send(RegisterWaiter { log_id, reply });
+            }
+            if let Some(appended) = appended {
+                let _ = appended.send(Ok(log_id));
             }
             if let Payload::Membership(m) = &payload {
                 configs.push((m.clone(), log_id.index));

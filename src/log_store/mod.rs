@@ -22,9 +22,9 @@ use crate::core::log::{ConflictHint, RaftLog, ReadError};
 use crate::core::types::{
     founding_cluster_id, Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload,
 };
+use crate::error::StartError;
 use crate::io::IoMode;
 use crate::storage::snapshot::SnapshotMeta;
-use crate::error::StartError;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 use queue::WriteQueue;
 pub(crate) use writer::WriterThread;

@@ -6,8 +6,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{
-    ClientMembership, ClientRead, ClientTransfer, ClientWrite, MembershipRequest, Node, RoleState,
-    SEEN_FORWARDS,
+    ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, MembershipRequest,
+    Node, RoleState, SEEN_FORWARDS,
 };
 use crate::applier::WriteReply;
 use crate::core::types::NodeId;
@@ -123,9 +123,11 @@ impl Node {
                     // Only for the term it was sent to: a copy delayed past
                     // a restart of this node must not be proposed again by
                     // its next incarnation, which leads a later term.
-                    RoleState::Leader(l) if term == self.hs.term => {
-                        l.do_send(Propose { command, reply: tx })
-                    }
+                    RoleState::Leader(l) if term == self.hs.term => l.do_send(Propose {
+                        command,
+                        reply: Some(tx),
+                        appended: None,
+                    }),
                     // Sent to the leader of `term`, which this node was;
                     // if that was in a previous run, that run may have
                     // proposed an earlier copy: the outcome is unknown.
@@ -180,7 +182,8 @@ impl Handler<ClientWrite> for Node {
         match &self.role {
             RoleState::Leader(l) => l.do_send(Propose {
                 command: msg.command,
-                reply: msg.reply,
+                reply: Some(msg.reply),
+                appended: None,
             }),
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
             _ => {
@@ -189,6 +192,26 @@ impl Handler<ClientWrite> for Node {
                     Message::ForwardWrite { id, term, command }
                 });
             }
+        }
+    }
+}
+
+impl Handler<ClientPropose> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ClientPropose, _ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => {
+                // Nobody waits for the outcome: the sender of the reply
+                // is dropped, and the applier's answer goes nowhere.
+                let (reply, _) = oneshot::channel();
+                l.do_send(Propose {
+                    command: Some(msg.command),
+                    reply: Some(reply),
+                    appended: Some(msg.appended),
+                })
+            }
+            RoleState::Stopped => drop(msg.appended.send(Err(RaftError::ShuttingDown))),
+            _ => drop(msg.appended.send(Err(RaftError::NotLeader(self.leader)))),
         }
     }
 }

@@ -93,8 +93,19 @@ pub(crate) struct Inbound(pub Envelope);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ClientWrite {
-    pub command: Bytes,
+    /// `None`: an empty entry.
+    pub command: Option<Bytes>,
     pub reply: WriteReply,
+}
+
+/// A client asks this node, if it leads, to append a command and say
+/// where at once; never forwarded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClientPropose {
+    pub command: Bytes,
+    pub appended:
+        tokio::sync::oneshot::Sender<Result<crate::core::types::LogId, crate::error::RaftError>>,
 }
 
 /// A client asks for a read index.

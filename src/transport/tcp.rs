@@ -958,7 +958,8 @@ mod tests {
             (any::<u64>(), any::<u64>()).prop_map(|(learner, behind)| {
                 RemoteError::Membership(MembershipError::LearnerBehind { learner, behind })
             }),
-            any::<u64>().prop_map(|to| RemoteError::Transfer(TransferError::TargetDidNotTakeOver(to))),
+            any::<u64>()
+                .prop_map(|to| RemoteError::Transfer(TransferError::TargetDidNotTakeOver(to))),
             ".{0,16}".prop_map(RemoteError::Snapshot),
         ]
     }
@@ -1020,11 +1021,22 @@ mod tests {
             }),
             any::<u64>().prop_map(|term| Message::TimeoutNow { term }),
             ".{0,16}".prop_map(|reason| Message::Refused { reason }),
-            (any::<u64>(), any::<u64>(), arb_bytes())
-                .prop_map(|(id, term, command)| Message::ForwardWrite { id, term, command }),
             (
                 any::<u64>(),
-                prop_oneof![arb_bytes().prop_map(Ok), arb_remote_error().prop_map(Err)]
+                any::<u64>(),
+                proptest::option::of(arb_bytes())
+            )
+                .prop_map(|(id, term, command)| Message::ForwardWrite {
+                    id,
+                    term,
+                    command
+                }),
+            (
+                any::<u64>(),
+                prop_oneof![
+                    (arb_log_id(), arb_bytes()).prop_map(Ok),
+                    arb_remote_error().prop_map(Err)
+                ]
             )
                 .prop_map(|(id, result)| Message::ForwardWriteResponse { id, result }),
             any::<u64>().prop_map(|id| Message::ReadIndexRequest { id }),
@@ -1246,7 +1258,7 @@ mod tests {
             Message::ForwardWrite {
                 id: 9,
                 term: 1,
-                command: Bytes::from(vec![7u8; 1 << 20]),
+                command: Some(Bytes::from(vec![7u8; 1 << 20])),
             },
         );
         b.send(big.clone());

@@ -58,7 +58,16 @@ impl Handler<Snapshot> for Counter {
 impl Handler<Restore> for Counter {
     type Result = Result<(), String>;
     fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
-        let (value, applied) = rmp_serde::from_slice(&r.data).map_err(|e| e.to_string())?;
+        let (value, applied): (u64, Vec<(u64, u64)>) =
+            rmp_serde::from_slice(&r.data).map_err(|e| e.to_string())?;
+        // The position regatta names must be the snapshot's: the last
+        // command it holds cannot come after it.
+        if let Some((index, _)) = applied.last().filter(|(i, _)| *i > r.last_included.index) {
+            return Err(format!(
+                "snapshot said to end at {:?} holds the command at {index}",
+                r.last_included
+            ));
+        }
         self.value = value;
         self.applied = applied;
         Ok(())
