@@ -23,10 +23,11 @@ mod service;
 
 use actix::prelude::*;
 use actix_web::{web, HttpResponse};
+use regatta::web::{ApiError, JsonBody, Replica};
 use regatta::{Apply, Raft, Restore, Snapshot, StateMachine};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use service::{read_json, ApiError, DemoCluster, Service};
+use service::{DemoCluster, Service};
 
 /// The replicated state: one number.
 #[derive(Default)]
@@ -98,24 +99,25 @@ impl Handler<Get> for Counter {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IncrBody {
+    #[serde(default = "one")]
     by: u64,
 }
 
+fn one() -> u64 {
+    1
+}
+
 /// `POST /counter/incr`, body `{"by": N}` (optional, default 1).
-async fn incr(
-    raft: web::Data<Raft<Counter>>,
-    body: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let IncrBody { by } = read_json(body, Some(IncrBody { by: 1 })).await?;
-    match raft.write(Incr(by)).await.map_err(ApiError::write)? {
+async fn incr(node: Replica<Counter>, body: JsonBody<IncrBody>) -> Result<HttpResponse, ApiError> {
+    match node.write(Incr(body.into_inner().by)).await? {
         Some(value) => Ok(HttpResponse::Ok().json(json!({ "value": value }))),
         None => Err(ApiError::bad_request("the counter would overflow")),
     }
 }
 
 /// `GET /counter`: a linearizable read.
-async fn get(raft: web::Data<Raft<Counter>>) -> Result<HttpResponse, ApiError> {
-    let value = raft.read(Get).await.map_err(ApiError::read)?;
+async fn get(node: Replica<Counter>) -> Result<HttpResponse, ApiError> {
+    let value = node.read(Get).await?;
     Ok(HttpResponse::Ok().json(json!({ "value": value })))
 }
 
@@ -137,7 +139,7 @@ impl Service for Counter {
         }
 
         println!("\nkilling the leader, node {leader}");
-        cluster.kill(leader);
+        cluster.kill(leader).await;
         let new_leader = cluster.wait_leader(Some(leader)).await?;
         println!("node {new_leader} took over as leader");
         let survivors: Vec<_> = cluster.nodes.keys().copied().collect();

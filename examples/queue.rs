@@ -20,10 +20,11 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::{web, HttpResponse};
+use regatta::web::{ApiError, JsonBody, Replica};
 use regatta::{Apply, Raft, Restore, Snapshot, StateMachine};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use service::{read_json, ApiError, DemoCluster, Service};
+use service::{DemoCluster, Service};
 
 /// The replicated state: the items, oldest first. Items are shared
 /// (`Arc<str>`) so that a snapshot can copy the queue in a few
@@ -129,25 +130,17 @@ struct PushBody {
 }
 
 /// `POST /queue/push`, body `{"item": "text"}`.
-async fn push(raft: web::Data<Raft<Queue>>, body: web::Payload) -> Result<HttpResponse, ApiError> {
-    let PushBody { item } = read_json(body, None).await?;
-    match raft
-        .write(QueueCommand::Push(item))
-        .await
-        .map_err(ApiError::write)?
-    {
+async fn push(node: Replica<Queue>, body: JsonBody<PushBody>) -> Result<HttpResponse, ApiError> {
+    let PushBody { item } = body.into_inner();
+    match node.write(QueueCommand::Push(item)).await? {
         QueueResponse::Len(len) => Ok(HttpResponse::Ok().json(json!({ "len": len }))),
         other => unreachable_response(other),
     }
 }
 
 /// `POST /queue/pop`: the oldest item, or `null` when empty.
-async fn pop(raft: web::Data<Raft<Queue>>) -> Result<HttpResponse, ApiError> {
-    match raft
-        .write(QueueCommand::Pop)
-        .await
-        .map_err(ApiError::write)?
-    {
+async fn pop(node: Replica<Queue>) -> Result<HttpResponse, ApiError> {
+    match node.write(QueueCommand::Pop).await? {
         QueueResponse::Item(item) => Ok(HttpResponse::Ok().json(json!({ "item": item }))),
         other => unreachable_response(other),
     }
@@ -157,12 +150,15 @@ async fn pop(raft: web::Data<Raft<Queue>>) -> Result<HttpResponse, ApiError> {
 /// it as an error rather than bring the server down.
 fn unreachable_response(response: QueueResponse) -> Result<HttpResponse, ApiError> {
     tracing::error!(?response, "state machine answered with the wrong kind");
-    Err(ApiError::bad_request("internal error: unexpected response"))
+    Err(ApiError::new(
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error: unexpected response",
+    ))
 }
 
 /// `GET /queue`: a linearizable read of the length and the head.
-async fn peek(raft: web::Data<Raft<Queue>>) -> Result<HttpResponse, ApiError> {
-    let QueueView { len, head } = raft.read(Peek).await.map_err(ApiError::read)?;
+async fn peek(node: Replica<Queue>) -> Result<HttpResponse, ApiError> {
+    let QueueView { len, head } = node.read(Peek).await?;
     Ok(HttpResponse::Ok().json(json!({ "len": len, "head": head })))
 }
 
@@ -187,7 +183,7 @@ impl Service for Queue {
         println!("  pop via node 3 -> {response:?}");
 
         println!("\nkilling the leader, node {leader}");
-        cluster.kill(leader);
+        cluster.kill(leader).await;
         let new_leader = cluster.wait_leader(Some(leader)).await?;
         println!("node {new_leader} took over as leader");
         let survivors: Vec<_> = cluster.nodes.keys().copied().collect();

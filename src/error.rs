@@ -102,6 +102,10 @@ pub enum MembershipError {
     /// A configuration must keep at least one voter.
     #[error("a configuration needs at least one voter")]
     NoVoters,
+    /// The node to remove as a learner is not one (a voter is removed by
+    /// changing the voters).
+    #[error("node {0} is not a learner")]
+    NotALearner(NodeId),
     /// A new voter must first be added as a learner.
     #[error("node {0} is not a member: add it as a learner first")]
     NotAMember(NodeId),

@@ -99,6 +99,8 @@ pub mod state_machine;
 pub mod storage;
 pub mod testing;
 pub mod transport;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use crate::config::Config;
 pub use crate::core::types::{
@@ -107,6 +109,6 @@ pub use crate::core::types::{
 #[cfg(all(feature = "fjall", feature = "tcp"))]
 pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
-pub use crate::metrics::{Metrics, Role};
+pub use crate::metrics::{Metrics, PeerProgress, Role};
 pub use crate::raft::{Raft, Written};
 pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

@@ -1,5 +1,9 @@
 //! What a node reports about itself, on a watch channel.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::core::types::{Membership, NodeId};
 
 /// A node's role.
@@ -22,7 +26,7 @@ pub enum Role {
 }
 
 /// A snapshot of a node's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
     /// This node.
     pub id: NodeId,
@@ -46,4 +50,18 @@ pub struct Metrics {
     /// applier, the state machine); `None` while running or after a
     /// requested shutdown.
     pub stopped_because: Option<String>,
+    /// On the leader: how far each other member's log matches, refreshed
+    /// a few times per second (empty on other nodes).
+    pub replication: BTreeMap<NodeId, PeerProgress>,
+}
+
+/// The leader's view of one member's replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerProgress {
+    /// The last index known to match the leader's log.
+    pub matched: u64,
+    /// Entries the member is behind the leader's last entry.
+    pub lag: u64,
+    /// Milliseconds since the member last answered, when it has.
+    pub last_contact_ms: Option<u64>,
 }

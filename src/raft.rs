@@ -142,6 +142,7 @@ impl<SM: StateMachine> Raft<SM> {
             snapshot_index: snapshot_id.index,
             membership: loaded.membership.clone(),
             stopped_because: None,
+            replication: Default::default(),
         });
         let snapshot_data = loaded.snapshot.map(|(m, data)| (m.last_included, data));
         let sm_for_node = sm.clone();
@@ -410,6 +411,15 @@ impl<SM: StateMachine> Raft<SM> {
             metadata,
         };
         self.membership_request(request).await
+    }
+
+    /// Removes learner `id` from the configuration; returns once that has
+    /// committed (the leader then stops replicating to it). Voters are
+    /// removed with [`Raft::change_membership`]. Must be called on the
+    /// leader.
+    pub async fn remove_learner(&self, id: NodeId) -> Result<Membership, RaftError> {
+        self.membership_request(MembershipRequest::RemoveLearner { id })
+            .await
     }
 
     /// Makes `voters` the voting members, by joint consensus (C_old →

@@ -358,7 +358,7 @@ fn serve_rejects_bad_flags_with_usage_and_exit_code_2() {
             with("--initial-cluster", "2=127.0.0.1:7002"),
             "does not list this node",
         ),
-        (with("--raft-addr", "127.0.0.1:7009"), "differs"),
+        (with("--raft-addr", "127.0.0.1:7009"), "make them agree"),
     ];
     for (args, expected) in cases {
         let out = std::process::Command::new(&binary)
@@ -377,7 +377,7 @@ fn serve_rejects_bad_flags_with_usage_and_exit_code_2() {
         .expect("run the example");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("needs --initial-cluster"), "{stderr}");
+    assert!(stderr.contains("needs an initial cluster"), "{stderr}");
 }
 
 #[test]
@@ -399,7 +399,7 @@ fn serve_refuses_another_services_data_directory() {
         .expect("run the example");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("incompatible data directory"), "{stderr}");
+    assert!(stderr.contains("belongs to another cluster"), "{stderr}");
 }
 
 #[test]

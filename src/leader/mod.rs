@@ -15,7 +15,8 @@ use crate::core::quorum::{is_quorum, leader_commit, quorum_index};
 use crate::core::types::{Entry, LogId, Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
-use crate::node::{CommitTo, RoleContext, StepDown, StopRole};
+use crate::metrics::PeerProgress;
+use crate::node::{CommitTo, ReplicationProgress, RoleContext, StepDown, StopRole};
 use crate::replicator::{AppendReply, Replicator, Wake};
 
 /// Where a read index goes.
@@ -239,6 +240,32 @@ impl Leader {
         }
     }
 
+    fn report_progress(&self) {
+        let now = Instant::now();
+        let peers = self
+            .membership
+            .members()
+            .into_iter()
+            .filter(|id| *id != self.cx.id)
+            .map(|id| {
+                let matched = self.matches.get(&id).copied().unwrap_or(0);
+                let progress = PeerProgress {
+                    matched,
+                    lag: self.last_index.saturating_sub(matched),
+                    last_contact_ms: self
+                        .last_heard
+                        .get(&id)
+                        .map(|t| now.saturating_duration_since(*t).as_millis() as u64),
+                };
+                (id, progress)
+            })
+            .collect();
+        self.cx.node.do_send(ReplicationProgress {
+            term: self.term,
+            peers,
+        });
+    }
+
     /// Refuses a change while another is under way.
     fn check_idle(&self) -> Result<(), RaftError> {
         if self.change.is_some() || self.promotion.is_some() || self.membership.is_joint() {
@@ -350,6 +377,11 @@ impl Actor for Leader {
         // The blank entry commits everything of earlier terms (§5.4.2) and
         // lets ReadIndex know this term's commit index is current.
         self.propose(Payload::Blank, None, ctx);
+        // Progress goes to the metrics a few times per second, not on every
+        // acknowledgement: the write path stays free of it.
+        ctx.run_interval(self.cx.config.heartbeat_interval * 4, |act, _ctx| {
+            act.report_progress()
+        });
         if self.cx.config.check_quorum {
             ctx.run_interval(self.cx.config.election_timeout_max, |act, _ctx| {
                 let cutoff = Instant::now() - act.cx.config.election_timeout_max;
@@ -637,6 +669,39 @@ impl Handler<AddLearner> for Leader {
             let _ = msg.reply.send(Ok(next));
             return;
         }
+        self.change = Some(PendingChange {
+            awaiting: None,
+            then: None,
+            reply: Some(msg.reply),
+        });
+        self.propose(Payload::Membership(next), None, ctx);
+    }
+}
+
+/// Removes a learner (one configuration entry: it never voted).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RemoveLearner {
+    pub id: NodeId,
+    pub reply: ChangeReply,
+}
+
+impl Handler<RemoveLearner> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: RemoveLearner, ctx: &mut Context<Self>) {
+        if let Err(e) = self.check_idle() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        if !self.membership.learners.contains(&msg.id) {
+            let refused = MembershipError::NotALearner(msg.id);
+            let _ = msg.reply.send(Err(RaftError::Membership(refused)));
+            return;
+        }
+        let mut next = self.membership.clone();
+        next.learners.remove(&msg.id);
+        next.addresses.remove(&msg.id);
+        next.metadata.remove(&msg.id);
         self.change = Some(PendingChange {
             awaiting: None,
             then: None,

@@ -13,7 +13,7 @@ use crate::applier::WriteReply;
 use crate::core::types::NodeId;
 use crate::error::RaftError;
 use crate::leader::{
-    AddLearner, ChangeMembership, Propose, ReadIndex, ReadReply, TransferLeadership,
+    AddLearner, ChangeMembership, Propose, ReadIndex, ReadReply, RemoveLearner, TransferLeadership,
 };
 use crate::message::{Envelope, Message, RemoteError};
 
@@ -250,6 +250,9 @@ impl Handler<ClientMembership> for Node {
             }),
             (RoleState::Leader(l), MembershipRequest::Change { voters }) => {
                 l.do_send(ChangeMembership { voters, reply })
+            }
+            (RoleState::Leader(l), MembershipRequest::RemoveLearner { id }) => {
+                l.do_send(RemoveLearner { id, reply })
             }
             (RoleState::Stopped, _) => drop(reply.send(Err(RaftError::ShuttingDown))),
             _ => drop(reply.send(Err(RaftError::NotLeader(self.leader)))),

@@ -119,6 +119,16 @@ impl Handler<CommitTo> for Node {
     }
 }
 
+impl Handler<ReplicationProgress> for Node {
+    type Result = ();
+    fn handle(&mut self, msg: ReplicationProgress, _ctx: &mut Context<Self>) {
+        if msg.term == self.hs.term && matches!(self.role, RoleState::Leader(_)) {
+            self.replication = msg.peers;
+            self.publish();
+        }
+    }
+}
+
 impl Handler<LogChanged> for Node {
     type Result = ();
     fn handle(&mut self, msg: LogChanged, _ctx: &mut Context<Self>) {

@@ -84,6 +84,14 @@ pub(crate) struct CommitTo {
     pub index: u64,
 }
 
+/// The leader's periodic report of its followers' progress.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReplicationProgress {
+    pub term: u64,
+    pub peers: std::collections::BTreeMap<NodeId, crate::metrics::PeerProgress>,
+}
+
 /// A message from the network.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -130,6 +138,9 @@ pub(crate) enum MembershipRequest {
     },
     Change {
         voters: std::collections::BTreeSet<NodeId>,
+    },
+    RemoveLearner {
+        id: NodeId,
     },
 }
 

@@ -82,6 +82,8 @@ pub(crate) struct Node {
     abandon: Recipient<AbandonWaiters>,
     /// Why the node stopped on its own, once it has.
     stopped_because: Option<String>,
+    /// The leader's latest report of its followers' progress.
+    replication: std::collections::BTreeMap<NodeId, crate::metrics::PeerProgress>,
     /// When a refusal of each peer was last logged at `warn`.
     refusals_logged: BTreeMap<NodeId, Instant>,
     next_request: u64,
@@ -133,6 +135,7 @@ impl Node {
             boot_term: hs.term,
             abandon,
             stopped_because: None,
+            replication: Default::default(),
             refusals_logged: BTreeMap::new(),
             // Random start: ids of a restarted node must not collide with
             // those of its previous incarnation in the leader's memory.
@@ -168,6 +171,10 @@ impl Node {
             snapshot_index: self.snapshot_index,
             membership: self.membership.clone(),
             stopped_because: self.stopped_because.clone(),
+            replication: match role {
+                Role::Leader => self.replication.clone(),
+                _ => Default::default(),
+            },
         };
         let modified = self.metrics.send_if_modified(|old| {
             if *old != m {

@@ -1,0 +1,286 @@
+//! The admin scope: status, membership, leadership, snapshots, health and
+//! the leader's view of the cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{ApiError, JsonBody};
+use crate::core::types::{Membership, NodeId};
+use crate::error::RaftError;
+use crate::metrics::{Metrics, Role};
+use crate::raft::Raft;
+use crate::state_machine::StateMachine;
+
+/// How long `POST /cluster/members` waits for a new node to catch up,
+/// unless the request says otherwise.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest catch-up wait a request may ask for.
+const MAX_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
+    web::scope("/cluster")
+        .route("/status", web::get().to(status::<SM>))
+        .route("/members", web::get().to(members::<SM>))
+        .route("/members", web::post().to(add_member::<SM>))
+        .route("/members/{id}", web::delete().to(remove_member::<SM>))
+        .route("/transfer-leader", web::post().to(transfer_leader::<SM>))
+        .route("/snapshot", web::post().to(snapshot::<SM>))
+        .route("/health", web::get().to(health::<SM>))
+        .route("/view", web::get().to(view::<SM>))
+}
+
+type Node<SM> = web::Data<Raft<SM>>;
+
+fn metrics<SM: StateMachine>(raft: &Raft<SM>) -> Metrics {
+    raft.metrics().borrow().clone()
+}
+
+/// 421 naming the leader, unless this node leads.
+fn require_leader(m: &Metrics) -> Result<(), ApiError> {
+    if m.role == Role::Leader {
+        return Ok(());
+    }
+    let message = match m.leader {
+        Some(l) => format!("not the leader: send this request to node {l}"),
+        None => "no leader is known yet: retry shortly".to_string(),
+    };
+    let status = match m.leader {
+        Some(_) => StatusCode::MISDIRECTED_REQUEST,
+        None => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Err(ApiError::admin(RaftError::NotLeader(m.leader))
+        .with_leader(m.leader, &m.membership)
+        .with_status(status, message))
+}
+
+fn admin_error(e: RaftError, m: &Membership) -> ApiError {
+    let leader = match &e {
+        RaftError::NotLeader(hint) => *hint,
+        _ => None,
+    };
+    ApiError::admin(e).with_leader(leader, m)
+}
+
+fn membership_json(m: &Membership) -> serde_json::Value {
+    let members: Vec<_> = m
+        .members()
+        .into_iter()
+        .map(|id| {
+            json!({
+                "id": id,
+                "voter": m.is_voter(id),
+                "raft_addr": m.addresses.get(&id),
+                "metadata": m.metadata.get(&id).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    json!({
+        "voters": m.voters,
+        "learners": m.learners,
+        "joint": m.is_joint(),
+        "members": members,
+    })
+}
+
+/// `GET /cluster/status`: this node's metrics.
+async fn status<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
+    let m = metrics(&raft);
+    let mut body = serde_json::to_value(&m).unwrap_or_else(|_| json!({}));
+    body["voters"] = json!(m.membership.voters);
+    body["learners"] = json!(m.membership.learners);
+    body["joint"] = json!(m.membership.is_joint());
+    body["leader_api"] = json!(m.leader.and_then(|l| m.membership.api_address(l)));
+    HttpResponse::Ok().json(body)
+}
+
+/// `GET /cluster/members`: the configuration this node knows.
+async fn members<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
+    HttpResponse::Ok().json(membership_json(&metrics(&raft).membership))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    id: NodeId,
+    raft_addr: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    voter: bool,
+    catch_up_timeout_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /cluster/members`: learner, caught up, voter; answers once the
+/// final configuration has committed.
+async fn add_member<SM: StateMachine>(
+    raft: Node<SM>,
+    body: JsonBody<AddMember>,
+) -> Result<HttpResponse, ApiError> {
+    let add = body.into_inner();
+    if add.id == 0 {
+        return Err(ApiError::bad_request("node ids start at 1"));
+    }
+    if add.raft_addr.trim().is_empty() {
+        return Err(ApiError::bad_request("raft_addr must be HOST:PORT"));
+    }
+    let wait = add
+        .catch_up_timeout_ms
+        .map_or(CATCH_UP_TIMEOUT, Duration::from_millis)
+        .min(MAX_CATCH_UP_TIMEOUT);
+    let m = metrics(&raft);
+    require_leader(&m)?;
+    let mut current = if m.membership.is_voter(add.id) {
+        m.membership.clone()
+    } else {
+        raft.add_learner_with_metadata(add.id, add.raft_addr, add.metadata)
+            .await
+            .map_err(|e| admin_error(e, &m.membership))?
+    };
+    if add.voter && !current.is_voter(add.id) {
+        let deadline = Instant::now() + wait;
+        current = loop {
+            let mut voters = metrics(&raft).membership.voters;
+            voters.insert(add.id);
+            match raft.change_membership(voters).await {
+                Ok(next) => break next,
+                // Still catching up (or another change finishing): wait.
+                Err(RaftError::Membership(e)) if e.is_retryable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => return Err(admin_error(e, &m.membership)),
+            }
+        };
+    }
+    Ok(HttpResponse::Ok().json(membership_json(&current)))
+}
+
+/// `DELETE /cluster/members/{id}`: removes a voter or a learner.
+async fn remove_member<SM: StateMachine>(
+    raft: Node<SM>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a node id")))?;
+    let m = metrics(&raft);
+    require_leader(&m)?;
+    let result = if m.membership.voters.contains(&id) {
+        let mut voters = m.membership.voters.clone();
+        voters.remove(&id);
+        raft.change_membership(voters).await
+    } else if m.membership.learners.contains(&id) {
+        raft.remove_learner(id).await
+    } else {
+        return Err(ApiError::not_found(format!("node {id} is not a member")));
+    };
+    let next = result.map_err(|e| admin_error(e, &m.membership))?;
+    Ok(HttpResponse::Ok().json(membership_json(&next)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferTo {
+    to: NodeId,
+}
+
+/// `POST /cluster/transfer-leader` `{"to": N}`.
+async fn transfer_leader<SM: StateMachine>(
+    raft: Node<SM>,
+    body: JsonBody<TransferTo>,
+) -> Result<HttpResponse, ApiError> {
+    let to = body.into_inner().to;
+    let m = metrics(&raft);
+    require_leader(&m)?;
+    raft.transfer_leadership(to)
+        .await
+        .map_err(|e| admin_error(e, &m.membership))?;
+    Ok(HttpResponse::Ok().json(json!({ "leader": to })))
+}
+
+/// `POST /cluster/snapshot`: snapshot this node now.
+async fn snapshot<SM: StateMachine>(raft: Node<SM>) -> Result<HttpResponse, ApiError> {
+    let at = raft
+        .snapshot()
+        .await
+        .map_err(|e| admin_error(e, &metrics(&raft).membership))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "snapshot_index": at.index,
+        "snapshot_term": at.term,
+    })))
+}
+
+/// `GET /cluster/health`: commits an empty entry through the log (from
+/// any node) and reports how long that took, as `etcdctl endpoint health`.
+async fn health<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
+    let started = Instant::now();
+    let result = raft.commit_empty_entry().await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(at) => HttpResponse::Ok().json(json!({
+            "healthy": true,
+            "index": at.index,
+            "term": at.term,
+            "latency_ms": latency_ms,
+        })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
+            "healthy": false,
+            "error": e.to_string(),
+            "latency_ms": latency_ms,
+            "retryable": true,
+        })),
+    }
+}
+
+/// `GET /cluster/view` (on the leader): every member's role and how far
+/// its log matches the leader's.
+async fn view<SM: StateMachine>(raft: Node<SM>) -> Result<HttpResponse, ApiError> {
+    let m = metrics(&raft);
+    require_leader(&m)?;
+    let members: Vec<_> = m
+        .membership
+        .members()
+        .into_iter()
+        .map(|id| {
+            let role = if id == m.id {
+                "leader"
+            } else if m.membership.is_voter(id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            let (matched, lag, last_contact_ms) = match m.replication.get(&id) {
+                _ if id == m.id => (Some(m.last_log_index), Some(0), Some(0)),
+                Some(p) => (Some(p.matched), Some(p.lag), p.last_contact_ms),
+                None => (None, None, None),
+            };
+            json!({
+                "id": id,
+                "role": role,
+                "api": m.membership.api_address(id),
+                "matched": matched,
+                "lag": lag,
+                "last_contact_ms": last_contact_ms,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "leader": m.id,
+        "term": m.term,
+        "commit_index": m.commit_index,
+        "last_applied": m.last_applied,
+        "last_log_index": m.last_log_index,
+        "joint": m.membership.is_joint(),
+        "members": members,
+    })))
+}

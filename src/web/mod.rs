@@ -1,0 +1,202 @@
+//! actix-web integration: mount a node's admin endpoints in your own
+//! `App`, and write your routes with extractors and error types that
+//! speak Raft.
+//!
+//! ```no_run
+//! # use actix::prelude::*;
+//! # use regatta::{Apply, Restore, Snapshot, StateMachine};
+//! # #[derive(Default)] struct Counter(u64);
+//! # impl Actor for Counter { type Context = Context<Self>; }
+//! # impl StateMachine for Counter { type Command = u64; type Response = u64; }
+//! # impl Handler<Apply<Counter>> for Counter { type Result = Vec<u64>;
+//! #     fn handle(&mut self, b: Apply<Counter>, _: &mut Context<Self>) -> Vec<u64> {
+//! #         b.entries.into_iter().map(|(_, n)| { self.0 += n; self.0 }).collect() } }
+//! # impl Handler<Snapshot> for Counter { type Result = Result<regatta::SnapshotData, String>;
+//! #     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+//! #         Ok(self.0.to_be_bytes().to_vec().into()) } }
+//! # impl Handler<Restore> for Counter { type Result = Result<(), String>;
+//! #     fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
+//! #         self.0 = u64::from_be_bytes(r.data[..].try_into().map_err(|_| "bad")?); Ok(()) } }
+//! use actix_web::{web, App, HttpResponse, HttpServer};
+//! use regatta::web::{ApiError, JsonBody, Replica};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Incr { by: u64 }
+//!
+//! async fn incr(node: Replica<Counter>, body: JsonBody<Incr>) -> Result<HttpResponse, ApiError> {
+//!     let value = node.write(body.into_inner().by).await?;
+//!     Ok(HttpResponse::Ok().json(value))
+//! }
+//!
+//! # async fn run(node: regatta::Node<Counter>) -> std::io::Result<()> {
+//! let raft = node.raft().clone();
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .configure(regatta::web::configure(raft.clone())) // /cluster/...
+//!         .route("/incr", web::post().to(incr))
+//! })
+//! .bind("127.0.0.1:8080")?
+//! .run()
+//! .await
+//! # }
+//! ```
+//!
+//! The admin scope, under `/cluster`:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /cluster/status` | this node's [`crate::Metrics`], plus `voters`, `learners`, `joint`, `leader_api` |
+//! | `GET /cluster/members` | every member: id, voter or learner, Raft address, metadata |
+//! | `POST /cluster/members` `{"id", "raft_addr", "metadata"?, "voter"?, "catch_up_timeout_ms"?}` | adds a learner, waits for it to catch up, makes it a voter (unless `"voter": false`); leader only |
+//! | `DELETE /cluster/members/{id}` | removes a voter (joint consensus) or a learner; leader only |
+//! | `POST /cluster/transfer-leader` `{"to"}` | hands leadership to voter `to`; leader only |
+//! | `POST /cluster/snapshot` | snapshots this node and compacts its log |
+//! | `GET /cluster/health` | commits an empty entry through the log; its latency |
+//! | `GET /cluster/view` | the leader's view of every member: role, matched index, lag, last contact; leader only |
+//!
+//! Leader-only requests sent elsewhere get `421` naming the leader and its
+//! API address (metadata [`crate::API_ADDRESS`]). Every error is an
+//! [`ApiError`] JSON body.
+
+mod admin;
+mod error;
+
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+pub use self::error::{ApiError, ReadError, WriteError};
+use crate::raft::{Raft, Written};
+use crate::state_machine::StateMachine;
+
+/// Largest request body [`JsonBody`] and the admin endpoints accept.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Registers `raft` as app data (for [`Replica`]) and mounts the admin
+/// scope under `/cluster`. Call inside `App::configure`.
+pub fn configure<SM: StateMachine>(raft: Raft<SM>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(raft));
+        cfg.service(admin::scope::<SM>());
+    }
+}
+
+/// A JSON 404 for `App::default_service`.
+pub async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::not_found("no such endpoint"))
+}
+
+/// The node serving this request, as an extractor (registered by
+/// [`configure`]): writes and reads whose errors carry the leader's API
+/// address.
+pub struct Replica<SM: StateMachine>(web::Data<Raft<SM>>);
+
+impl<SM: StateMachine> Replica<SM> {
+    /// The node's handle.
+    pub fn raft(&self) -> &Raft<SM> {
+        &self.0
+    }
+
+    /// [`Raft::write`], failing with a [`WriteError`].
+    pub async fn write(&self, command: SM::Command) -> Result<SM::Response, WriteError> {
+        Ok(self.write_entry(command).await?.response)
+    }
+
+    /// [`Raft::write_entry`], failing with a [`WriteError`].
+    pub async fn write_entry(
+        &self,
+        command: SM::Command,
+    ) -> Result<Written<SM::Response>, WriteError> {
+        self.0
+            .write_entry(command)
+            .await
+            .map_err(|e| WriteError::from(e).with_leader(None, &self.membership()))
+    }
+
+    /// [`Raft::read`], failing with a [`ReadError`].
+    pub async fn read<M>(&self, query: M) -> Result<M::Result, ReadError>
+    where
+        SM: actix::Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.0
+            .read(query)
+            .await
+            .map_err(|e| ReadError::from(e).with_leader(None, &self.membership()))
+    }
+
+    fn membership(&self) -> crate::core::types::Membership {
+        self.0.metrics().borrow().membership.clone()
+    }
+}
+
+impl<SM: StateMachine> FromRequest for Replica<SM> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.app_data::<web::Data<Raft<SM>>>()
+                .map(|raft| Replica(raft.clone()))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "no regatta node registered: call regatta::web::configure(raft) in App::configure",
+                    )
+                }),
+        )
+    }
+}
+
+/// A JSON object request body of at most [`MAX_BODY_BYTES`]; an empty body
+/// reads as `{}` (so a body whose fields all have defaults is optional).
+/// Anything else is a 400 [`ApiError`] saying what was wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<T> JsonBody<T> {
+    /// The parsed body.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(_: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = Vec::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(ApiError::bad_request(format!(
+                        "body larger than {MAX_BODY_BYTES} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(JsonBody)
+        })
+    }
+}
+
+/// An object (serde would also take a struct from an array; the API is
+/// objects only); blank reads as `{}`.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let body = match first {
+        None => &b"{}"[..],
+        Some(b'{') => body,
+        Some(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
