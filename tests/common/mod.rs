@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod process_faults;
 pub mod scripted;
 
 use std::future::Future;
