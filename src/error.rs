@@ -273,18 +273,6 @@ pub enum StartError {
     Runtime(String),
 }
 
-impl StartError {
-    /// A storage failure on `dir`, classified.
-    pub(crate) fn storage(dir: &std::path::Path, source: StorageError) -> Self {
-        let dir = dir.display().to_string();
-        match source {
-            StorageError::Locked => StartError::DirectoryInUse { dir },
-            StorageError::Incompatible(detail) => StartError::OtherCluster { dir, detail },
-            source => StartError::Storage { dir, source },
-        }
-    }
-}
-
 impl From<StorageError> for StartError {
     fn from(source: StorageError) -> Self {
         StartError::Storage {

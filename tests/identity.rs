@@ -11,11 +11,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::scripted::Harness;
 use common::*;
-use regatta::message::{Envelope, Message};
 use regatta::storage::MemStorage;
 use regatta::testing::Cluster;
 use regatta::transport::tcp::{TcpConfig, TcpTransport};
 use regatta::transport::Transport;
+use regatta::transport::{Envelope, Message};
 use regatta::{Config, LogId, Membership, NodeId, Raft, Role};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;

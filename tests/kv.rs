@@ -60,7 +60,11 @@ fn kv_processes_keep_every_acknowledged_put() {
     let (status, v) = cas(1, r#"{"expected": null, "new": "a"}"#).expect("cas");
     assert_eq!((status, &v["swapped"]), (200, &json!(true)), "{v}");
     let (status, v) = cas(2, r#"{"expected": "b", "new": "c"}"#).expect("cas");
-    assert_eq!((status, &v["swapped"], &v["current"]), (200, &json!(false), &json!("a")), "{v}");
+    assert_eq!(
+        (status, &v["swapped"], &v["current"]),
+        (200, &json!(false), &json!("a")),
+        "{v}"
+    );
     let (status, v) = http(cluster.http(3), "DELETE", "/kv/flag", None).expect("delete");
     assert_eq!((status, &v["previous"]), (200, &json!("a")), "{v}");
     let (status, _) = http(cluster.http(1), "GET", "/kv/flag", None).expect("get");

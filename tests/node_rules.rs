@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::scripted::Harness;
 use common::*;
-use regatta::message::Message;
+use regatta::transport::Message;
 use regatta::{Config, Entry, LogId, Payload, Role};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::scripted::{GatedStorage, Harness};
 use common::*;
-use regatta::message::{Envelope, Message, RemoteError};
 use regatta::storage::snapshot::describe;
+use regatta::transport::{Envelope, Message, RemoteError};
 use regatta::{Config, Entry, LogId, Membership, Payload, RaftError, Role};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;

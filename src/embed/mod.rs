@@ -16,7 +16,7 @@ use crate::core::types::NodeId;
 use crate::error::StartError;
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
-use crate::storage::FjallStorage;
+use crate::storage::{FjallStorage, StorageError};
 use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::Transport;
 
@@ -378,11 +378,10 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         config,
     } = plan;
     std::fs::create_dir_all(&dir)
-        .map_err(|e| StartError::storage(&dir, crate::storage::StorageError::Io(e.to_string())))?;
+        .map_err(|e| storage_error(&dir, StorageError::Io(e.to_string())))?;
     // Opened first: a directory in use or of another cluster is refused
     // before the node takes a port.
-    let storage =
-        FjallStorage::open(&dir, &cluster_name).map_err(|e| StartError::storage(&dir, e))?;
+    let storage = FjallStorage::open(&dir, &cluster_name).map_err(|e| storage_error(&dir, e))?;
     // The transport delivers into the node, and the node sends through the
     // transport: the node's handle is filled in once it exists. Until then
     // (microseconds, on this same thread) nothing can be delivered.
@@ -416,11 +415,21 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         Err(e) => {
             transport.shutdown();
             return Err(match e {
-                StartError::Storage { source, .. } => StartError::storage(&dir, source),
+                StartError::Storage { source, .. } => storage_error(&dir, source),
                 e => e,
             });
         }
     };
     let _ = handle.set(raft.clone());
     Ok((raft, transport))
+}
+
+/// A storage failure on `dir`, classified.
+fn storage_error(dir: &Path, source: StorageError) -> StartError {
+    let dir = dir.display().to_string();
+    match source {
+        StorageError::Locked => StartError::DirectoryInUse { dir },
+        StorageError::Incompatible(detail) => StartError::OtherCluster { dir, detail },
+        source => StartError::Storage { dir, source },
+    }
 }

@@ -1,7 +1,7 @@
 //! How messages leave a node: the [`Transport`] trait and its bundled
 //! implementations.
 
-use crate::message::Envelope;
+pub use crate::message::{Envelope, Message, RemoteError};
 
 pub mod sim;
 #[cfg(feature = "tcp")]

@@ -5,11 +5,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use actix::Actor;
-use regatta::message::{Envelope, Message};
 use regatta::storage::{
     InitialState, LogStorage, MemStorage, SnapshotStore, StorageError, WriteBatch,
 };
 use regatta::transport::Transport;
+use regatta::transport::{Envelope, Message};
 use regatta::{Config, LogId, Membership, Raft};
 
 use super::Counter;
