@@ -115,6 +115,16 @@ impl<SM: StateMachine> Raft<SM> {
         sm: Addr<SM>,
         Environment { io, probe }: Environment,
     ) -> Result<Self, StartError> {
+        if actix_rt::System::try_current().is_none() {
+            // Starting actors here would panic inside tokio.
+            return Err(StartError::Runtime(
+                "Raft::start runs the node's actors on the current thread: call it inside an \
+                 actix system (#[actix_rt::main], #[actix_web::main], System::new().block_on); \
+                 from any other runtime (#[tokio::main], axum, tonic) use regatta::Node, which \
+                 runs the node on a thread of its own"
+                    .into(),
+            ));
+        }
         config.validate().map_err(StartError::Config)?;
         let config = Arc::new(config);
         let snapshots = storage.snapshots();

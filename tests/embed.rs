@@ -193,3 +193,33 @@ fn a_cluster_runs_from_a_plain_tokio_runtime() {
         }
     }));
 }
+
+/// The low-level `Raft::start` outside an actix system: a clear error,
+/// not a panic inside tokio.
+#[test]
+fn raft_start_outside_actix_is_an_error_that_says_what_to_do() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // An address for the state machine, without starting it.
+        let sm = {
+            use actix::AsyncContext;
+            actix::Context::<Counter>::new().address()
+        };
+        let started = regatta::Raft::start(
+            1,
+            test_config(),
+            regatta::storage::MemStorage::new(),
+            regatta::transport::sim::SimNetwork::new(1).transport(1),
+            Some(regatta::Membership::new([1])),
+            sm,
+        );
+        match started {
+            Err(StartError::Runtime(why)) => assert!(why.contains("regatta::Node"), "{why}"),
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("started outside an actix system"),
+        }
+    });
+}
