@@ -48,6 +48,16 @@ pub struct Config {
     /// founded with the same members and addresses get different ids only
     /// if their tokens differ. Used only when a cluster is founded.
     pub cluster_token: String,
+    /// A client session idle this long expires (measured on the leaders'
+    /// clocks written into the log, so every node agrees); its next write
+    /// is refused.
+    pub session_timeout: Duration,
+    /// Most client sessions kept; opening one more evicts the least
+    /// recently used (logged at `warn`).
+    pub max_sessions: usize,
+    /// Most answers a session keeps for writes its client has not yet
+    /// acknowledged; a write beyond it is refused until some are.
+    pub max_unacknowledged: usize,
 }
 
 impl Default for Config {
@@ -69,6 +79,9 @@ impl Default for Config {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunk_timeout: Duration::from_secs(10),
             cluster_token: String::new(),
+            session_timeout: Duration::from_secs(3600),
+            max_sessions: 10_000,
+            max_unacknowledged: 1024,
         }
     }
 }
@@ -103,6 +116,9 @@ impl Config {
                 return Err(format!("{name} must be positive"));
             }
         }
+        if self.max_sessions == 0 || self.max_unacknowledged == 0 {
+            return Err("max_sessions and max_unacknowledged must be positive".into());
+        }
         if self.client_timeout == zero || self.snapshot_chunk_timeout == zero {
             return Err("client_timeout and snapshot_chunk_timeout must be positive".into());
         }
@@ -113,5 +129,13 @@ impl Config {
     /// assuming it was lost and probing again.
     pub(crate) fn rpc_timeout(&self) -> Duration {
         self.election_timeout_min / 2
+    }
+
+    pub(crate) fn session_limits(&self) -> crate::core::session::SessionLimits {
+        crate::core::session::SessionLimits {
+            timeout_ms: self.session_timeout.as_millis() as u64,
+            max_sessions: self.max_sessions,
+            max_cached: self.max_unacknowledged,
+        }
     }
 }

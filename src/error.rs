@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::session::SessionError;
 use crate::core::types::NodeId;
 use crate::message::RemoteError;
 use crate::storage::StorageError;
@@ -59,6 +60,10 @@ pub enum RaftError {
     /// A leadership transfer did not happen; the leader carries on.
     #[error("leadership transfer failed: {0}")]
     Transfer(TransferError),
+    /// A session write was refused; it was not applied (definite). The
+    /// reason says what to do.
+    #[error("session write refused: {0}")]
+    Session(SessionError),
     /// A snapshot could not be taken or stored.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
@@ -83,6 +88,7 @@ impl RaftError {
         match self {
             RaftError::NotLeader(_) | RaftError::ShuttingDown | RaftError::Snapshot(_) => true,
             RaftError::Membership(e) => e.is_retryable(),
+            RaftError::Session(e) => matches!(e, SessionError::TooManyUnacknowledged { .. }),
             RaftError::Transfer(e) => e.is_retryable(),
             RaftError::Timeout | RaftError::Indeterminate | RaftError::Codec(_) => false,
         }
@@ -173,6 +179,7 @@ impl From<RemoteError> for RaftError {
             RemoteError::Membership(s) => RaftError::Membership(s),
             RemoteError::Transfer(s) => RaftError::Transfer(s),
             RemoteError::Snapshot(s) => RaftError::Snapshot(s),
+            RemoteError::Session(e) => RaftError::Session(e),
         }
     }
 }
@@ -186,6 +193,7 @@ impl From<RaftError> for RemoteError {
             RaftError::Membership(s) => RemoteError::Membership(s),
             RaftError::Transfer(s) => RemoteError::Transfer(s),
             RaftError::Snapshot(s) => RemoteError::Snapshot(s),
+            RaftError::Session(e) => RemoteError::Session(e),
             RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
         }
     }

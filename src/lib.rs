@@ -165,6 +165,7 @@ mod node;
 mod probe;
 mod raft;
 mod replicator;
+mod session;
 mod snapshotter;
 mod state_machine;
 pub mod storage;
@@ -174,6 +175,7 @@ pub mod transport;
 pub mod web;
 
 pub use crate::config::Config;
+pub use crate::core::session::SessionError;
 pub use crate::core::types::{
     Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload, API_ADDRESS,
 };
@@ -182,4 +184,5 @@ pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
 pub use crate::metrics::{Metrics, PeerProgress, Role};
 pub use crate::raft::{Raft, Written};
+pub use crate::session::Session;
 pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::core::log::ConflictHint;
-use crate::core::types::{Entry, LogId, NodeId};
+use crate::core::session::SessionError;
+use crate::core::types::{ClientCommand, Entry, LogId, NodeId};
 use crate::error::{MembershipError, TransferError};
 use crate::storage::snapshot::SnapshotMeta;
 
@@ -58,6 +59,8 @@ pub enum RemoteError {
     Transfer(TransferError),
     /// A snapshot failed.
     Snapshot(String),
+    /// A session write was refused.
+    Session(SessionError),
 }
 
 /// Protocol messages.
@@ -145,9 +148,8 @@ pub enum Message {
         /// The term of the leader it is sent to: only that leader, in that
         /// term, may propose it.
         term: u64,
-        /// The encoded command; `None` for an empty entry (a health
-        /// check that commits through the log).
-        command: Option<Bytes>,
+        /// What to append.
+        command: ClientCommand,
     },
     /// Leader → forwarding node: where the entry landed and the state
     /// machine's encoded response.

@@ -37,5 +37,6 @@ pub fn digest(entry: &Entry) -> u64 {
         Payload::Membership(m) => {
             2 << 32 | crc32fast::hash(&rmp_serde::to_vec(m).unwrap_or_default()) as u64
         }
+        other => 3 << 32 | crc32fast::hash(&rmp_serde::to_vec(other).unwrap_or_default()) as u64,
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::applier::Applier;
 use crate::config::Config;
-use crate::core::types::{LogId, Membership, NodeId};
+use crate::core::types::{ClientCommand, LogId, Membership, NodeId};
 use crate::error::RaftError;
 use crate::error::StartError;
 use crate::identity::{IdentityCell, Outbox};
@@ -38,7 +38,7 @@ pub struct Written<R> {
     pub response: R,
 }
 
-fn encode<T: serde::Serialize>(command: &T) -> Result<bytes::Bytes, RaftError> {
+pub(crate) fn encode<T: serde::Serialize>(command: &T) -> Result<bytes::Bytes, RaftError> {
     let bytes = rmp_serde::to_vec(command).map_err(|e| RaftError::Codec(e.to_string()))?;
     Ok(bytes.into())
 }
@@ -169,6 +169,7 @@ impl<SM: StateMachine> Raft<SM> {
                 node_addr.clone().recipient(),
                 snapshot_data,
                 config.max_apply_batch,
+                config.session_limits(),
                 probe.clone(),
             )
             .start();
@@ -268,7 +269,7 @@ impl<SM: StateMachine> Raft<SM> {
         command: SM::Command,
     ) -> Result<Written<SM::Response>, RaftError> {
         let bytes = encode(&command)?;
-        let (log_id, response) = self.submit(Some(bytes)).await?;
+        let (log_id, response) = self.submit(ClientCommand::Command(bytes)).await?;
         let response =
             rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
         Ok(Written { log_id, response })
@@ -280,7 +281,7 @@ impl<SM: StateMachine> Raft<SM> {
     /// right now. Harmless to retry: an empty entry changes nothing.
     pub async fn commit_empty_entry(&self) -> Result<LogId, RaftError> {
         let deadline = Instant::now() + self.config.client_timeout;
-        let (log_id, _) = self.submit(None).await?;
+        let (log_id, _) = self.submit(ClientCommand::Empty).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.wait_applied(log_id.index, remaining)
             .await
@@ -288,9 +289,9 @@ impl<SM: StateMachine> Raft<SM> {
         Ok(log_id)
     }
 
-    async fn submit(
+    pub(crate) async fn submit(
         &self,
-        command: Option<bytes::Bytes>,
+        command: ClientCommand,
     ) -> Result<(LogId, bytes::Bytes), RaftError> {
         let deadline = Instant::now() + self.config.client_timeout;
         self.retry_until_leader(deadline, |reply| ClientWrite {

@@ -317,7 +317,9 @@ async fn a_forward_for_a_term_led_before_a_restart_is_indeterminate() {
                 Message::ForwardWrite {
                     id,
                     term,
-                    command: Some(rmp_serde::to_vec(&Add(1)).unwrap().into()),
+                    command: regatta::core::types::ClientCommand::Command(
+                        rmp_serde::to_vec(&Add(1)).unwrap().into(),
+                    ),
                 },
             );
             let answer = h

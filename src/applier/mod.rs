@@ -2,13 +2,16 @@
 //! in log order, in batches, and routes each response to the client waiting
 //! for it.
 
+mod sessions;
+
 use std::collections::BTreeMap;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::core::types::{LogId, NodeId, Payload};
+use crate::core::session::{SessionLimits, SessionTable};
+use crate::core::types::{LogId, NodeId};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
 use crate::probe::{digest, Probe, ProbeEvent};
@@ -64,6 +67,9 @@ pub(crate) struct Applier<SM: StateMachine> {
     /// A snapshot to restore before applying anything more.
     restore: Option<(LogId, Bytes)>,
     probe: Probe,
+    /// Client sessions: replicated state, the same on every node.
+    sessions: SessionTable,
+    session_limits: SessionLimits,
 }
 
 /// Where a snapshot of the state machine goes: the last applied entry and
@@ -80,6 +86,7 @@ impl<SM: StateMachine> Applier<SM> {
         failed: Recipient<ComponentFailed>,
         snapshot: Option<(LogId, Bytes)>,
         max_batch: usize,
+        session_limits: SessionLimits,
         probe: Probe,
     ) -> Self {
         let last_applied = snapshot.as_ref().map_or(LogId::default(), |(id, _)| *id);
@@ -98,6 +105,8 @@ impl<SM: StateMachine> Applier<SM> {
             snapshot_requests: std::collections::VecDeque::new(),
             restore: snapshot,
             probe,
+            sessions: SessionTable::default(),
+            session_limits,
         }
     }
 
@@ -132,26 +141,17 @@ impl<SM: StateMachine> Applier<SM> {
                     let entries = entries.iter().map(|e| (e.log_id, digest(e))).collect();
                     probe(act.node_id, ProbeEvent::Applied { entries });
                 }
-                let mut commands = Vec::new();
-                let mut failed = Vec::new();
-                // Entries without a command: a waiter on one (an empty
-                // entry written as a health check) is answered once the
-                // batch is applied.
-                let mut empty = Vec::new();
-                for e in entries {
-                    if let Payload::Command(bytes) = &e.payload {
-                        match rmp_serde::from_slice::<SM::Command>(bytes) {
-                            Ok(c) => commands.push((e.log_id, c)),
-                            Err(err) => failed.push((e.log_id, err.to_string())),
-                        }
-                    } else {
-                        empty.push(e.log_id);
-                    }
-                }
-                for (log_id, err) in failed {
+                let mut batch = sessions::sort::<SM::Command>(
+                    act.node_id,
+                    entries,
+                    &mut act.sessions,
+                    &act.session_limits,
+                );
+                for (log_id, err) in std::mem::take(&mut batch.undecodable) {
                     tracing::warn!(node = act.node_id, index = log_id.index, error = %err, "undecodable command skipped");
                     act.respond(log_id, Err(RaftError::Codec(err)));
                 }
+                let commands = std::mem::take(&mut batch.commands);
                 let ids: Vec<LogId> = commands.iter().map(|(id, _)| *id).collect();
                 let apply = (!commands.is_empty()).then(|| act.sm.send(Apply { entries: commands }));
                 async move {
@@ -159,11 +159,11 @@ impl<SM: StateMachine> Applier<SM> {
                         Some(f) => f.await.ok(),
                         None => Some(Vec::new()),
                     };
-                    (last, ids, responses, empty)
+                    (last, ids, responses, batch)
                 }
                 .into_actor(act)
             })
-            .map(|(last, ids, responses, empty), act, ctx| {
+            .map(|(last, ids, responses, batch), act, ctx| {
                 act.busy = false;
                 let Some(last) = last else {
                     // Nothing to read yet (a snapshot being installed has
@@ -179,15 +179,16 @@ impl<SM: StateMachine> Applier<SM> {
                 if responses.len() != ids.len() {
                     tracing::error!(node = act.node_id, "state machine returned {} responses for {} commands", responses.len(), ids.len());
                 }
-                for (id, resp) in ids.into_iter().zip(responses) {
+                for ((id, resp), tag) in ids.into_iter().zip(responses).zip(&batch.tags) {
                     let encoded = rmp_serde::to_vec(&resp)
                         .map(Bytes::from)
                         .map_err(|e| RaftError::Codec(e.to_string()));
+                    if let (Some((session, seq)), Ok(bytes)) = (tag, &encoded) {
+                        act.sessions.record(*session, *seq, bytes.clone());
+                    }
                     act.respond(id, encoded);
                 }
-                for id in empty {
-                    act.respond(id, Ok(Bytes::new()));
-                }
+                act.answer_without_the_state_machine(batch);
                 act.settle_upto(last.index);
                 act.last_applied = last;
                 act.applied_to.do_send(Applied(last.index));
@@ -199,6 +200,14 @@ impl<SM: StateMachine> Applier<SM> {
     /// Replaces the state machine's state with a snapshot's; entries after
     /// it are applied next.
     fn restore(&mut self, id: LogId, data: Bytes, ctx: &mut Context<Self>) {
+        let (table, data) = match sessions::split(data) {
+            Ok(parts) => parts,
+            Err(why) => {
+                let why = format!("the snapshot at index {} is damaged: {why}", id.index);
+                self.stop_because(why, ctx);
+                return;
+            }
+        };
         self.busy = true;
         let restore = self.sm.send(Restore {
             data,
@@ -206,6 +215,9 @@ impl<SM: StateMachine> Applier<SM> {
         });
         ctx.spawn(restore.into_actor(self).map(move |res, act, ctx| {
             act.busy = false;
+            if matches!(res, Ok(Ok(()))) {
+                act.sessions = table;
+            }
             match res {
                 Ok(Ok(())) => {
                     tracing::info!(
@@ -234,6 +246,33 @@ impl<SM: StateMachine> Applier<SM> {
         }));
     }
 
+    /// Answers what the batch settled without the state machine: cached
+    /// and pending duplicates, refusals, opened sessions, empty entries.
+    fn answer_without_the_state_machine(&mut self, batch: sessions::Batch<SM::Command>) {
+        for (id, response) in batch.answered {
+            self.respond(id, Ok(response));
+        }
+        for (id, session, seq) in batch.pending {
+            let response = self.sessions.response(session, seq).ok_or_else(|| {
+                // The first copy did not decode: neither does this one.
+                RaftError::Codec("the command does not decode".into())
+            });
+            self.respond(id, response);
+        }
+        for (id, why) in batch.refused {
+            self.respond(id, Err(RaftError::Session(why)));
+        }
+        for id in batch.opened {
+            let session = rmp_serde::to_vec(&id.index)
+                .map(Bytes::from)
+                .map_err(|e| RaftError::Codec(e.to_string()));
+            self.respond(id, session);
+        }
+        for id in batch.empty {
+            self.respond(id, Ok(Bytes::new()));
+        }
+    }
+
     /// Asks the state machine for its state between two batches.
     fn snapshot(&mut self, reply: SnapshotReply, ctx: &mut Context<Self>) {
         self.busy = true;
@@ -241,8 +280,9 @@ impl<SM: StateMachine> Applier<SM> {
         let snapshot = self.sm.send(Snapshot);
         ctx.spawn(snapshot.into_actor(self).map(move |res, act, ctx| {
             act.busy = false;
+            let sessions = act.sessions.clone();
             let _ = reply.send(match res {
-                Ok(r) => r.map(|data| (at, data)),
+                Ok(r) => r.map(|data| (at, sessions::wrap(sessions, data))),
                 Err(_) => Err("the state machine stopped".to_string()),
             });
             act.pump(ctx);

@@ -10,11 +10,13 @@
 //! - [`progress`]: per-follower replication progress and flow control.
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
+//! - [`session`]: client sessions, so a retried write applies at most once.
 
 pub mod election;
 pub mod log;
 pub mod progress;
 pub mod quorum;
+pub mod session;
 pub mod types;
 pub mod validate;
 pub mod vote;

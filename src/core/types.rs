@@ -38,6 +38,49 @@ pub enum Payload {
     Command(Bytes),
     /// A cluster configuration.
     Membership(Membership),
+    /// Opens a client session; its id is this entry's index.
+    OpenSession {
+        /// The leader's clock when it appended the entry (ms since the
+        /// Unix epoch): session expiry is measured on it.
+        time_ms: u64,
+    },
+    /// A user command tagged with a session: applied at most once.
+    Tagged {
+        /// The session and sequence number.
+        tag: SessionTag,
+        /// The leader's clock when it appended the entry.
+        time_ms: u64,
+        /// The command, encoded with rmp-serde.
+        command: Bytes,
+    },
+}
+
+/// Which session a write belongs to and where it stands in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionTag {
+    /// The session.
+    pub session: u64,
+    /// The write's sequence number in the session (from 1).
+    pub seq: u64,
+    /// The client has the answers of every sequence up to this one: their
+    /// cached responses can go.
+    pub received: u64,
+    /// A node's own session for the writes it forwards, opened on first
+    /// use rather than by an entry.
+    pub implicit: bool,
+}
+
+/// What a client asks the leader to append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientCommand {
+    /// An empty entry (a health check).
+    Empty,
+    /// An untagged command.
+    Command(Bytes),
+    /// Open a session.
+    OpenSession,
+    /// A command tagged with a session.
+    Tagged(SessionTag, Bytes),
 }
 
 /// One entry of the replicated log.
@@ -53,8 +96,9 @@ impl Entry {
     /// Approximate size in bytes, used to cap batches.
     pub fn size_hint(&self) -> usize {
         16 + match &self.payload {
-            Payload::Blank => 0,
+            Payload::Blank | Payload::OpenSession { .. } => 0,
             Payload::Command(b) => b.len(),
+            Payload::Tagged { command, .. } => command.len() + 40,
             Payload::Membership(m) => 16 * (m.voters.len() + m.learners.len()) + 32,
         }
     }

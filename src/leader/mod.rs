@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::applier::{RegisterWaiter, WriteReply};
 use crate::core::quorum::{is_quorum, leader_commit, quorum_index};
-use crate::core::types::{Entry, LogId, Membership, NodeId, Payload};
+use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
 use crate::metrics::PeerProgress;
@@ -450,8 +449,7 @@ impl Handler<StopRole> for Leader {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Propose {
-    /// `None`: an empty entry.
-    pub command: Option<Bytes>,
+    pub command: ClientCommand,
     pub reply: Option<WriteReply>,
     /// Told the entry's position as soon as it is appended.
     pub appended: Option<oneshot::Sender<Result<LogId, RaftError>>>,
@@ -472,9 +470,16 @@ impl Handler<Propose> for Leader {
             }
             return;
         }
+        let time_ms = || self.cx.io.wall_clock_ms();
         let payload = match msg.command {
-            Some(command) => Payload::Command(command),
-            None => Payload::Blank,
+            ClientCommand::Empty => Payload::Blank,
+            ClientCommand::Command(command) => Payload::Command(command),
+            ClientCommand::OpenSession => Payload::OpenSession { time_ms: time_ms() },
+            ClientCommand::Tagged(tag, command) => Payload::Tagged {
+                tag,
+                time_ms: time_ms(),
+                command,
+            },
         };
         self.proposals.push(Proposal {
             payload,

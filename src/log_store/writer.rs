@@ -62,7 +62,7 @@ impl Writer {
                     })?;
                 Ok((Writer::Thread(tx), Arc::new(Mutex::new(Some(handle)))))
             }
-            IoMode::Simulated { write_latency } => {
+            IoMode::Simulated { write_latency, .. } => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
                 let latency = write_latency.clone();
                 // On the node's own task set: a simulated crash drops this

@@ -10,7 +10,7 @@ use super::{
     Node, RoleState, SEEN_FORWARDS,
 };
 use crate::applier::WriteReply;
-use crate::core::types::NodeId;
+use crate::core::types::{ClientCommand, NodeId};
 use crate::error::RaftError;
 use crate::leader::{
     AddLearner, ChangeMembership, Propose, ReadIndex, ReadReply, RemoveLearner, TransferLeadership,
@@ -205,7 +205,7 @@ impl Handler<ClientPropose> for Node {
                 // is dropped, and the applier's answer goes nowhere.
                 let (reply, _) = oneshot::channel();
                 l.do_send(Propose {
-                    command: Some(msg.command),
+                    command: ClientCommand::Command(msg.command),
                     reply: Some(reply),
                     appended: Some(msg.appended),
                 })

@@ -101,8 +101,7 @@ pub(crate) struct Inbound(pub Envelope);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ClientWrite {
-    /// `None`: an empty entry.
-    pub command: Option<Bytes>,
+    pub command: crate::core::types::ClientCommand,
     pub reply: WriteReply,
 }
 

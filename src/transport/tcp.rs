@@ -898,6 +898,7 @@ async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote: SocketAdd
 mod tests {
     use super::*;
     use crate::core::log::ConflictHint;
+    use crate::core::types::{ClientCommand, SessionTag};
     use crate::core::types::{Entry, LogId, Membership, Payload};
     use crate::error::{MembershipError, TransferError};
     use crate::message::{Message, RemoteError};
@@ -946,6 +947,25 @@ mod tests {
                 }),
         ];
         (arb_log_id(), payload).prop_map(|(log_id, payload)| Entry { log_id, payload })
+    }
+
+    fn arb_client_command() -> impl Strategy<Value = ClientCommand> {
+        prop_oneof![
+            Just(ClientCommand::Empty),
+            Just(ClientCommand::OpenSession),
+            arb_bytes().prop_map(ClientCommand::Command),
+            (any::<(u64, u64, u64, bool)>(), arb_bytes()).prop_map(
+                |((session, seq, received, implicit), command)| {
+                    let tag = SessionTag {
+                        session,
+                        seq,
+                        received,
+                        implicit,
+                    };
+                    ClientCommand::Tagged(tag, command)
+                }
+            ),
+        ]
     }
 
     fn arb_remote_error() -> impl Strategy<Value = RemoteError> {
@@ -1021,16 +1041,8 @@ mod tests {
             }),
             any::<u64>().prop_map(|term| Message::TimeoutNow { term }),
             ".{0,16}".prop_map(|reason| Message::Refused { reason }),
-            (
-                any::<u64>(),
-                any::<u64>(),
-                proptest::option::of(arb_bytes())
-            )
-                .prop_map(|(id, term, command)| Message::ForwardWrite {
-                    id,
-                    term,
-                    command
-                }),
+            (any::<u64>(), any::<u64>(), arb_client_command())
+                .prop_map(|(id, term, command)| Message::ForwardWrite { id, term, command }),
             (
                 any::<u64>(),
                 prop_oneof![
@@ -1258,7 +1270,7 @@ mod tests {
             Message::ForwardWrite {
                 id: 9,
                 term: 1,
-                command: Some(Bytes::from(vec![7u8; 1 << 20])),
+                command: ClientCommand::Command(Bytes::from(vec![7u8; 1 << 20])),
             },
         );
         b.send(big.clone());

@@ -154,6 +154,7 @@ where
                 }
                 disks.latency(id)
             }),
+            epoch: self.epoch,
         };
         let checker = self.checker.clone();
         let observed = storage.clone();
