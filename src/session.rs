@@ -80,6 +80,22 @@ impl<SM: StateMachine> Raft<SM> {
     }
 }
 
+impl<SM: StateMachine> Raft<SM> {
+    /// One attempt at a write tagged by the caller (an HTTP client that
+    /// keeps its own sequence numbers); no retry.
+    pub(crate) async fn write_tagged(
+        &self,
+        tag: SessionTag,
+        command: SM::Command,
+    ) -> Result<Written<SM::Response>, RaftError> {
+        let bytes = encode(&command)?;
+        let (log_id, response) = self.submit(ClientCommand::Tagged(tag, bytes)).await?;
+        let response =
+            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
+        Ok(Written { log_id, response })
+    }
+}
+
 impl<SM: StateMachine> Session<SM> {
     /// Continues session `id` on `raft`, after sequence `last` (for a
     /// client that keeps its session across restarts).

@@ -56,6 +56,19 @@ async fn call<S>(app: &S, method: &str, path: &str, body: Option<&str>) -> (Stat
 where
     S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
 {
+    call_with(app, method, path, body, &[]).await
+}
+
+async fn call_with<S>(
+    app: &S,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, String)],
+) -> (StatusCode, Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse, Error = actix_web::Error>,
+{
     let req = match method {
         "GET" => web_test::TestRequest::get(),
         "POST" => web_test::TestRequest::post(),
@@ -63,6 +76,9 @@ where
         other => panic!("method {other}"),
     }
     .uri(path);
+    let req = headers.iter().fold(req, |req, (name, value)| {
+        req.insert_header((*name, value.clone()))
+    });
     let req = match body {
         Some(b) => req.set_payload(b.to_string()),
         None => req,
@@ -370,4 +386,94 @@ fn errors_say_whether_a_retry_is_safe() {
         (s, &v["leader"]),
         (StatusCode::MISDIRECTED_REQUEST, &json!(2))
     );
+}
+
+#[actix_rt::test]
+async fn a_write_sent_again_with_its_session_headers_is_answered_not_applied() {
+    bounded(LIMIT, async {
+        let c = Cluster::new(3, test_config(), seed("web_sessions"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(LIMIT).await.unwrap();
+        let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        let (on_leader, on_follower) = (app!(c.raft(leader)), app!(c.raft(follower)));
+        let (s, v) = call(&on_follower, "POST", "/cluster/session", None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let session = v["session"].as_u64().unwrap().to_string();
+        let tagged = |seq: &str| {
+            vec![
+                ("Regatta-Session", session.clone()),
+                ("Regatta-Sequence", seq.to_string()),
+            ]
+        };
+        let (s, v) = call_with(
+            &on_follower,
+            "POST",
+            "/add",
+            Some(r#"{"by": 5}"#),
+            &tagged("1"),
+        )
+        .await;
+        assert_eq!((s, &v["value"]), (StatusCode::OK, &json!(5)), "{v}");
+        // The retry, through another node: the first answer again.
+        let (s, v) = call_with(
+            &on_leader,
+            "POST",
+            "/add",
+            Some(r#"{"by": 5}"#),
+            &tagged("1"),
+        )
+        .await;
+        assert_eq!((s, &v["value"]), (StatusCode::OK, &json!(5)), "{v}");
+        let (s, v) = call_with(
+            &on_leader,
+            "POST",
+            "/add",
+            Some(r#"{"by": 1}"#),
+            &tagged("2"),
+        )
+        .await;
+        assert_eq!((s, &v["value"]), (StatusCode::OK, &json!(6)), "{v}");
+        // Sequence 1 is acknowledged now (Regatta-Received defaults to 1).
+        let (s, v) = call_with(
+            &on_leader,
+            "POST",
+            "/add",
+            Some(r#"{"by": 5}"#),
+            &tagged("1"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert_eq!(v["indeterminate"], json!(false), "{v}");
+        // A session nobody opened.
+        let unknown = vec![
+            ("Regatta-Session", "999999".to_string()),
+            ("Regatta-Sequence", "1".to_string()),
+        ];
+        let (s, v) = call_with(&on_leader, "POST", "/add", None, &unknown).await;
+        assert_eq!(s, StatusCode::GONE, "{v}");
+        // Malformed headers.
+        for headers in [
+            vec![("Regatta-Session", session.clone())],
+            vec![
+                ("Regatta-Session", "x".to_string()),
+                ("Regatta-Sequence", "1".to_string()),
+            ],
+            vec![
+                ("Regatta-Session", session.clone()),
+                ("Regatta-Sequence", "0".to_string()),
+            ],
+            vec![
+                ("Regatta-Session", session.clone()),
+                ("Regatta-Sequence", "3".to_string()),
+                ("Regatta-Received", "3".to_string()),
+            ],
+        ] {
+            let (s, v) = call_with(&on_leader, "POST", "/add", None, &headers).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{headers:?}: {v}");
+        }
+        assert_eq!(c.raft(leader).read(Get).await.unwrap(), 6);
+    })
+    .await
 }

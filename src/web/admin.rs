@@ -34,6 +34,7 @@ pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
         .route("/snapshot", web::post().to(snapshot::<SM>))
         .route("/health", web::get().to(health::<SM>))
         .route("/view", web::get().to(view::<SM>))
+        .route("/session", web::post().to(open_session::<SM>))
 }
 
 type Node<SM> = web::Data<Raft<SM>>;
@@ -240,6 +241,15 @@ async fn health<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
             "retryable": true,
         })),
     }
+}
+
+/// `POST /cluster/session`: opens a client session (through the log,
+/// from any node); its id goes in the `Regatta-Session` header of writes.
+async fn open_session<SM: StateMachine>(raft: Node<SM>) -> Result<HttpResponse, ApiError> {
+    let session = raft.open_session().await.map_err(|e| {
+        ApiError::from(super::WriteError::from(e)).with_leader(None, &metrics(&raft).membership)
+    })?;
+    Ok(HttpResponse::Ok().json(json!({ "session": session.id() })))
 }
 
 /// `GET /cluster/view` (on the leader): every member's role and how far

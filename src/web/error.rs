@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::core::session::SessionError;
 use crate::core::types::{Membership, NodeId};
 use crate::error::RaftError;
 
@@ -148,6 +149,11 @@ impl From<RaftError> for WriteError {
     fn from(error: RaftError) -> Self {
         let status = match error {
             RaftError::Codec(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RaftError::Session(SessionError::Unknown(_)) => StatusCode::GONE,
+            RaftError::Session(SessionError::Stale { .. }) => StatusCode::CONFLICT,
+            RaftError::Session(SessionError::TooManyUnacknowledged { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         WriteError(ApiError::from_raft(&error, status))

@@ -70,6 +70,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 pub use self::error::{ApiError, ReadError, WriteError};
+use crate::core::types::SessionTag;
 use crate::raft::{Raft, Written};
 use crate::state_machine::StateMachine;
 
@@ -93,12 +94,30 @@ pub async fn not_found() -> HttpResponse {
 /// The node serving this request, as an extractor (registered by
 /// [`configure`]): writes and reads whose errors carry the leader's API
 /// address.
-pub struct Replica<SM: StateMachine>(web::Data<Raft<SM>>);
+///
+/// A request with the headers [`SESSION_HEADER`] and [`SEQUENCE_HEADER`]
+/// (and optionally [`RECEIVED_HEADER`], default: sequence − 1) writes in
+/// that client session (open one with `POST /cluster/session`): sent again
+/// after an unknown outcome (a `503` with `"indeterminate": true`, a lost
+/// connection), the write is not applied twice, and the answer is the
+/// original one. Malformed headers are a 400.
+pub struct Replica<SM: StateMachine> {
+    raft: web::Data<Raft<SM>>,
+    tag: Option<SessionTag>,
+}
+
+/// The client session a write belongs to (an id from `POST /cluster/session`).
+pub const SESSION_HEADER: &str = "Regatta-Session";
+/// The write's sequence number in its session, from 1.
+pub const SEQUENCE_HEADER: &str = "Regatta-Sequence";
+/// The client has the answers of every sequence up to this one (default:
+/// sequence − 1, for a client with one write in flight).
+pub const RECEIVED_HEADER: &str = "Regatta-Received";
 
 impl<SM: StateMachine> Replica<SM> {
     /// The node's handle.
     pub fn raft(&self) -> &Raft<SM> {
-        &self.0
+        &self.raft
     }
 
     /// [`Raft::write`], failing with a [`WriteError`].
@@ -111,10 +130,11 @@ impl<SM: StateMachine> Replica<SM> {
         &self,
         command: SM::Command,
     ) -> Result<Written<SM::Response>, WriteError> {
-        self.0
-            .write_entry(command)
-            .await
-            .map_err(|e| WriteError::from(e).with_leader(None, &self.membership()))
+        let written = match self.tag {
+            Some(tag) => self.raft.write_tagged(tag, command).await,
+            None => self.raft.write_entry(command).await,
+        };
+        written.map_err(|e| WriteError::from(e).with_leader(None, &self.membership()))
     }
 
     /// [`Raft::read`], failing with a [`ReadError`].
@@ -124,14 +144,14 @@ impl<SM: StateMachine> Replica<SM> {
         M: actix::Message + Send + 'static,
         M::Result: Send,
     {
-        self.0
+        self.raft
             .read(query)
             .await
             .map_err(|e| ReadError::from(e).with_leader(None, &self.membership()))
     }
 
     fn membership(&self) -> crate::core::types::Membership {
-        self.0.metrics().borrow().membership.clone()
+        self.raft.metrics().borrow().membership.clone()
     }
 }
 
@@ -140,16 +160,55 @@ impl<SM: StateMachine> FromRequest for Replica<SM> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            req.app_data::<web::Data<Raft<SM>>>()
-                .map(|raft| Replica(raft.clone()))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "no regatta node registered: call regatta::web::configure(raft) in App::configure",
-                    )
-                }),
-        )
+        let raft = req
+            .app_data::<web::Data<Raft<SM>>>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "no regatta node registered: call regatta::web::configure(raft) in App::configure",
+            )
+            });
+        ready(raft.and_then(|raft| {
+            Ok(Replica {
+                raft,
+                tag: session_tag(req)?,
+            })
+        }))
+    }
+}
+
+/// The session headers of a request, if it has them.
+fn session_tag(req: &HttpRequest) -> Result<Option<SessionTag>, ApiError> {
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        match req.headers().get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request(format!("{name} must be a number"))),
+        }
+    };
+    let (session, seq) = (number(SESSION_HEADER)?, number(SEQUENCE_HEADER)?);
+    let received = number(RECEIVED_HEADER)?;
+    match (session, seq) {
+        (None, None) if received.is_none() => Ok(None),
+        (Some(session), Some(seq)) if seq >= 1 && received.is_none_or(|r| r < seq) => {
+            Ok(Some(SessionTag {
+                session,
+                seq,
+                received: received.unwrap_or(seq - 1),
+                implicit: false,
+            }))
+        }
+        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
+            "{SEQUENCE_HEADER} starts at 1, and {RECEIVED_HEADER} must be below it"
+        ))),
+        _ => Err(ApiError::bad_request(format!(
+            "a session write needs both {SESSION_HEADER} and {SEQUENCE_HEADER}"
+        ))),
     }
 }
 
