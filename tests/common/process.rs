@@ -55,10 +55,25 @@ impl HttpConnection {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, Value), HttpError> {
+        self.request_with(method, path, body, &[])
+    }
+
+    /// [`HttpConnection::request`] with extra headers.
+    pub fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, Value), HttpError> {
         let after = |e: std::io::Error| HttpError::AfterConnect(e.to_string());
         let body = body.unwrap_or("");
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{extra}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
