@@ -23,6 +23,7 @@ use crate::node::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
     MembershipRequest, Node, RoleContext, Shutdown, SnapshotPorts,
 };
+use crate::session::ForwardingSession;
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStorage;
@@ -54,6 +55,8 @@ pub struct Raft<SM: StateMachine> {
     config: Arc<Config>,
     writer: WriterThread,
     snapshotter: Addr<Snapshotter>,
+    /// Tags the plain writes this node forwards.
+    forwarding: Arc<ForwardingSession>,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -67,6 +70,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             config: self.config.clone(),
             writer: self.writer.clone(),
             snapshotter: self.snapshotter.clone(),
+            forwarding: self.forwarding.clone(),
         }
     }
 }
@@ -231,6 +235,7 @@ impl<SM: StateMachine> Raft<SM> {
             config,
             writer,
             snapshotter: snapshotter.expect("created with the node"),
+            forwarding: Arc::new(ForwardingSession::new()),
         })
     }
 
@@ -269,7 +274,21 @@ impl<SM: StateMachine> Raft<SM> {
         command: SM::Command,
     ) -> Result<Written<SM::Response>, RaftError> {
         let bytes = encode(&command)?;
-        let (log_id, response) = self.submit(ClientCommand::Command(bytes)).await?;
+        let seq = self.forwarding.begin();
+        let deadline = Instant::now() + self.config.client_timeout;
+        let submitted = self
+            .retry_until_leader(deadline, |reply| ClientWrite {
+                command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
+                reply,
+            })
+            .await;
+        self.forwarding.end(seq);
+        let (log_id, response) = submitted.map_err(|e| match e {
+            // Only copies of a write already answered (or given up) are
+            // stale: this one may have been applied.
+            RaftError::Session(_) => RaftError::Indeterminate,
+            e => e,
+        })?;
         let response =
             rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
         Ok(Written { log_id, response })

@@ -154,3 +154,38 @@ async fn expired_and_evicted_sessions_are_refused_on_every_node() {
     })
     .await
 }
+
+/// Forwarded writes on a network that delivers every other message twice
+/// (and reorders them): the forwarding node's own session makes each copy
+/// of a forward apply once — no in-memory set of seen forwards involved.
+#[actix_rt::test]
+async fn duplicated_forwards_apply_once() {
+    init_tracing();
+    bounded(LIMIT, async {
+        let c = Cluster::new(3, test_config(), seed("duplicated_forwards"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(LIMIT).await.unwrap();
+        c.net().set_link(regatta::transport::sim::LinkConfig {
+            duplicate: 0.5,
+            delay: (Duration::from_millis(1), Duration::from_millis(20)),
+            ..regatta::transport::sim::LinkConfig::reliable()
+        });
+        let followers: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+        let mut answers = std::collections::BTreeSet::new();
+        for i in 0..60u64 {
+            let via = followers[i as usize % followers.len()];
+            // Definite failures are fine (nothing applied); unknown ones
+            // would blur the count: there should be none on this network.
+            let value = c.raft(via).write(Add(1)).await.expect("write");
+            assert!(answers.insert(value), "two writes answered {value}");
+        }
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&c.ids(), commit, LIMIT).await.unwrap();
+        for id in c.ids() {
+            assert_eq!(value(&c, id).await, 60, "node {id} applied a copy twice");
+        }
+    })
+    .await
+}

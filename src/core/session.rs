@@ -87,6 +87,9 @@ struct Session {
     responses: BTreeMap<u64, Option<Bytes>>,
 }
 
+/// Answers a node's own forwarding session keeps at least.
+const MIN_IMPLICIT_CACHED: usize = 65_536;
+
 /// How often, in log time, idle sessions are looked for.
 const SWEEP_EVERY_MS: u64 = 1_000;
 
@@ -194,10 +197,30 @@ impl SessionTable {
                 floor: s.floor,
             });
         }
+        if implicit {
+            // A node's own session has no client to acknowledge a stuck
+            // write: past the cap the oldest answers go, and the floor
+            // rises with them, so a late copy of one is refused (the
+            // forwarding node reports it as unknown), never applied.
+            while s.responses.len() >= limits.max_cached.max(MIN_IMPLICIT_CACHED) {
+                let Some((&oldest, _)) = s.responses.iter().find(|(_, r)| r.is_some()) else {
+                    break;
+                };
+                s.responses.remove(&oldest);
+                s.floor = s.floor.max(oldest);
+            }
+            if seq <= s.floor {
+                return Admission::Refused(SessionError::Stale {
+                    session,
+                    seq,
+                    floor: s.floor,
+                });
+            }
+        }
         match s.responses.get(&seq) {
             Some(Some(response)) => Admission::Answered(response.clone()),
             Some(None) => Admission::Pending,
-            None if s.responses.len() >= limits.max_cached => {
+            None if !implicit && s.responses.len() >= limits.max_cached => {
                 Admission::Refused(SessionError::TooManyUnacknowledged {
                     session,
                     limit: limits.max_cached,
@@ -327,5 +350,25 @@ mod tests {
         assert!(t.contains(1) && t.contains(4) && !t.contains(3));
         // An implicit session is opened on first use.
         assert_eq!(t.admit(9, 1, 0, 81_000, true, &LIMITS), Admission::Apply);
+    }
+
+    #[test]
+    fn a_forwarding_session_drops_its_oldest_answers_and_refuses_their_copies() {
+        let mut t = SessionTable::default();
+        let cap = MIN_IMPLICIT_CACHED as u64;
+        for seq in 1..=cap + 10 {
+            let a = t.admit(9, seq, 0, 0, true, &LIMITS);
+            assert_eq!(a, Admission::Apply, "seq {seq}");
+            t.record(9, seq, Bytes::new());
+        }
+        // The ten oldest answers went; a late copy of one is refused.
+        assert!(matches!(
+            t.admit(9, 3, 0, 0, true, &LIMITS),
+            Admission::Refused(SessionError::Stale { .. })
+        ));
+        assert_eq!(
+            t.admit(9, cap, 0, 0, true, &LIMITS),
+            Admission::Answered(Bytes::new())
+        );
     }
 }

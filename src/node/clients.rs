@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use super::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, MembershipRequest,
-    Node, RoleState, SEEN_FORWARDS,
+    Node, RoleState,
 };
 use crate::applier::WriteReply;
 use crate::core::types::{ClientCommand, NodeId};
@@ -101,23 +101,13 @@ impl Node {
     pub(super) fn on_forwarding(&mut self, from: NodeId, incarnation: u64, message: Message) {
         match message {
             Message::ForwardWrite { id, term, command } => {
-                // Whatever our role, a duplicate gets no second answer: a
-                // "not leader" to a copy must not race the real outcome.
-                if !self.seen_forwards.insert((from, id)) {
-                    tracing::debug!(
-                        node = self.id(),
-                        from,
-                        id,
-                        "duplicate forwarded write ignored"
-                    );
-                    return;
-                }
-                self.seen_order.push_back((from, id));
-                if self.seen_order.len() > SEEN_FORWARDS {
-                    if let Some(old) = self.seen_order.pop_front() {
-                        self.seen_forwards.remove(&old);
-                    }
-                }
+                // A copy duplicated by the network is proposed again: its
+                // session tag (the forwarding node's, or its client's)
+                // makes every node's applier answer it from the cache
+                // instead of applying it twice — across leader changes and
+                // restarts, since the table is in the log and snapshots. A
+                // "not leader" to a copy racing the real outcome is safe
+                // too: the forwarding node retries with the same tag.
                 let (tx, rx) = oneshot::channel();
                 match &self.role {
                     // Only for the term it was sent to: a copy delayed past
@@ -181,7 +171,15 @@ impl Handler<ClientWrite> for Node {
     fn handle(&mut self, msg: ClientWrite, ctx: &mut Context<Self>) {
         match &self.role {
             RoleState::Leader(l) => l.do_send(Propose {
-                command: msg.command,
+                // This node's own tag only guards copies on the network:
+                // proposed here, the write is not forwarded, and a failure
+                // is reported, not retried.
+                command: match msg.command {
+                    ClientCommand::Tagged(tag, command) if tag.implicit => {
+                        ClientCommand::Command(command)
+                    }
+                    command => command,
+                },
                 reply: Some(msg.reply),
                 appended: None,
             }),

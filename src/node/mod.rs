@@ -4,7 +4,7 @@
 //! change. Messages from role actors carry their term, and the node drops
 //! those of an older term, so a stale continuation can never act.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -87,15 +87,7 @@ pub(crate) struct Node {
     /// When a refusal of each peer was last logged at `warn`.
     refusals_logged: BTreeMap<NodeId, Instant>,
     next_request: u64,
-    /// Forwarded writes already proposed, by (forwarding node, request id):
-    /// the network may duplicate a ForwardWrite, and proposing it twice
-    /// would apply the write twice.
-    seen_forwards: HashSet<(NodeId, u64)>,
-    seen_order: VecDeque<(NodeId, u64)>,
 }
-
-/// How many forwarded request ids are remembered for deduplication.
-const SEEN_FORWARDS: usize = 65_536;
 
 impl Node {
     #[allow(clippy::too_many_arguments)]
@@ -140,8 +132,6 @@ impl Node {
             // Random start: ids of a restarted node must not collide with
             // those of its previous incarnation in the leader's memory.
             next_request: fastrand::u64(1..u64::MAX / 2),
-            seen_forwards: HashSet::new(),
-            seen_order: VecDeque::new(),
         }
     }
 
