@@ -8,6 +8,8 @@
 //! ```
 //!
 //! Prints, per client count, the median over runs of writes/s, p50 and p99.
+//! With `THROUGHPUT_SESSIONS=1` every client writes in its own client
+//! session (`Session::write`: tagged entries, the applier's dedup cache).
 
 use std::time::{Duration, Instant};
 
@@ -70,15 +72,29 @@ async fn run(clients: usize) -> Sample {
     for _ in 0..100 {
         raft.write(1).await.expect("warm-up write");
     }
+    let sessions = std::env::var("THROUGHPUT_SESSIONS").is_ok_and(|v| v == "1");
+    let mut opened = Vec::new();
+    for _ in 0..clients {
+        opened.push(if sessions {
+            Some(raft.open_session().await.expect("open a session"))
+        } else {
+            None
+        });
+    }
     let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .map(|session| {
             let r = raft.clone();
             actix_rt::spawn(async move {
                 let mut lat = Vec::new();
                 while start.elapsed() < RUN {
                     let t = Instant::now();
-                    if r.write(1).await.is_ok() {
+                    let written = match &session {
+                        Some(s) => s.write(1).await.is_ok(),
+                        None => r.write(1).await.is_ok(),
+                    };
+                    if written {
                         lat.push(t.elapsed());
                     }
                 }

@@ -240,6 +240,7 @@ pub struct Simulation<SM: StateMachine> {
     clients: u64,
     factory: Factory<SM>,
     commands: Commands<SM>,
+    sessions: bool,
 }
 
 impl<SM: StateMachine> Simulation<SM>
@@ -266,6 +267,7 @@ where
             clients: 3,
             factory: Arc::new(factory),
             commands: Arc::new(commands),
+            sessions: false,
         }
     }
 
@@ -285,6 +287,14 @@ where
     /// Virtual time under faults, before the healing phase (default 5 s).
     pub fn duration(mut self, duration: Duration) -> Self {
         self.duration = duration;
+        self
+    }
+
+    /// Clients write in client sessions and retry every write whose
+    /// outcome is unknown, with the same sequence number, until the answer
+    /// is definite: the history then shows whether any write applied twice.
+    pub fn sessions(mut self, on: bool) -> Self {
+        self.sessions = on;
         self
     }
 
