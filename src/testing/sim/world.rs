@@ -223,13 +223,15 @@ where
             .map(|client| {
                 tokio::task::spawn_local(client_loop(
                     client,
-                    self.seed,
-                    self.handles.clone(),
-                    history.clone(),
-                    stop.clone(),
-                    self.sim.commands.clone(),
-                    self.epoch,
-                    self.sim.sessions,
+                    Workload {
+                        seed: self.seed,
+                        handles: self.handles.clone(),
+                        history: history.clone(),
+                        stop: stop.clone(),
+                        commands: self.sim.commands.clone(),
+                        epoch: self.epoch,
+                        sessions: self.sim.sessions,
+                    },
                 ))
             })
             .collect();
@@ -487,18 +489,31 @@ fn drive(tasks: Rc<RefCell<Option<LocalSet>>>) -> impl Future<Output = ()> {
     })
 }
 
-async fn client_loop<SM: StateMachine>(
-    client: u64,
+/// What every client of a run shares.
+struct Workload<SM: StateMachine> {
     seed: u64,
     handles: Handles<SM>,
     history: History<SM>,
     stop: Rc<std::cell::Cell<bool>>,
     commands: Commands<SM>,
     epoch: Instant,
+    /// Clients write in sessions, retrying until definite.
     sessions: bool,
-) where
+}
+
+async fn client_loop<SM: StateMachine>(client: u64, workload: Workload<SM>)
+where
     SM::Command: Clone,
 {
+    let Workload {
+        seed,
+        handles,
+        history,
+        stop,
+        commands,
+        epoch,
+        sessions,
+    } = workload;
     let mut rng = fastrand::Rng::with_seed(seed ^ (client + 1).wrapping_mul(0x9e37_79b9));
     let mut seq = 0;
     let mut session = None;
