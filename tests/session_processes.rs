@@ -1,8 +1,9 @@
-//! Exactly-once over HTTP: three counter processes, clients in sessions
-//! retrying every write whose outcome is unknown — through whichever node
-//! answers — with the same sequence number until the answer is definite,
-//! while the leader is SIGKILLed and restarted and a follower frozen. The
-//! final value is exactly the number of increments: none lost, none twice.
+//! Exactly-once over HTTP: three processes of the counter (and of the
+//! queue), clients in sessions retrying every write whose outcome is
+//! unknown — through whichever node answers — with the same sequence
+//! number until the answer is definite, while the leader is SIGKILLed and
+//! restarted and a follower frozen. The counter ends at exactly the number
+//! of increments; every pushed item is popped or left exactly once.
 
 mod common;
 
@@ -22,9 +23,10 @@ const DEFINITE_WITHIN: Duration = Duration::from_secs(90);
 fn request(
     addr: SocketAddr,
     path: &str,
+    body: &str,
     headers: &[(&str, String)],
 ) -> Result<(u16, Value), HttpError> {
-    HttpConnection::connect(addr)?.request_with("POST", path, None, headers)
+    HttpConnection::connect(addr)?.request_with("POST", path, Some(body), headers)
 }
 
 /// Sends `path` to the nodes in turn, starting at `first`, until one
@@ -35,6 +37,17 @@ fn until_definite(
     path: &str,
     headers: &[(&str, String)],
 ) -> Value {
+    until_definite_with_body(nodes, first, path, "", headers)
+}
+
+/// [`until_definite`] with a request body.
+fn until_definite_with_body(
+    nodes: &[SocketAddr],
+    first: usize,
+    path: &str,
+    body: &str,
+    headers: &[(&str, String)],
+) -> Value {
     let started = Instant::now();
     let mut at = first;
     loop {
@@ -42,7 +55,7 @@ fn until_definite(
             started.elapsed() < DEFINITE_WITHIN,
             "{path} {headers:?}: no definite answer within {DEFINITE_WITHIN:?}"
         );
-        match request(nodes[at % nodes.len()], path, headers) {
+        match request(nodes[at % nodes.len()], path, body, headers) {
             Ok((200, v)) => return v,
             // No leader, or unknown outcome: the same request again (the
             // session makes that safe), on the next node.
@@ -55,6 +68,30 @@ fn until_definite(
     }
 }
 
+/// The session of client `client`, opened on first use.
+fn session_of(
+    sessions: &Mutex<BTreeMap<usize, String>>,
+    client: usize,
+    nodes: &[SocketAddr],
+    first: usize,
+) -> String {
+    let mut sessions = sessions.lock().unwrap();
+    sessions
+        .entry(client)
+        .or_insert_with(|| {
+            let v = until_definite(nodes, first, "/cluster/session", &[]);
+            v["session"].as_u64().expect("session id").to_string()
+        })
+        .clone()
+}
+
+fn tagged(session: &str, seq: u64) -> [(&'static str, String); 2] {
+    [
+        ("Regatta-Session", session.to_string()),
+        ("Regatta-Sequence", seq.to_string()),
+    ]
+}
+
 #[test]
 fn retried_increments_apply_exactly_once_through_kills_and_pauses() {
     let mut cluster = ProcessCluster::start("counter", 3);
@@ -65,21 +102,8 @@ fn retried_increments_apply_exactly_once_through_kills_and_pauses() {
     // frozen nodes); retries go round the others.
     let clients = Clients::start(&cluster, 4, move |client, addr, seq| {
         let first = nodes.iter().position(|n| *n == addr).unwrap_or(client);
-        let session = {
-            let mut sessions = sessions.lock().unwrap();
-            sessions
-                .entry(client)
-                .or_insert_with(|| {
-                    let v = until_definite(&nodes, first, "/cluster/session", &[]);
-                    v["session"].as_u64().expect("session id").to_string()
-                })
-                .clone()
-        };
-        let headers = [
-            ("Regatta-Session", session.clone()),
-            ("Regatta-Sequence", seq.to_string()),
-        ];
-        let v = until_definite(&nodes, first, "/counter/incr", &headers);
+        let session = session_of(&sessions, client, &nodes, first);
+        let v = until_definite(&nodes, first, "/counter/incr", &tagged(&session, seq));
         let value = v["value"].as_u64().expect("value");
         ((session, seq, value), true)
     });
@@ -102,5 +126,51 @@ fn retried_increments_apply_exactly_once_through_kills_and_pauses() {
         "two writes were answered the same value"
     );
     assert_eq!(fin, writes.len() as u64, "increments lost or applied twice");
+    shut_down(&mut cluster);
+}
+
+#[test]
+fn retried_pushes_and_pops_apply_exactly_once_through_kills_and_pauses() {
+    let mut cluster = ProcessCluster::start("queue", 3);
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    let nodes: Vec<SocketAddr> = cluster.nodes.values().map(|n| n.http).collect();
+    let sessions: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+    let driver = nodes.clone();
+    // Clients 0 and 1 push unique items, 2 and 3 pop.
+    let clients = Clients::start(&cluster, 4, move |client, addr, seq| {
+        let first = driver.iter().position(|n| *n == addr).unwrap_or(client);
+        let session = session_of(&sessions, client, &driver, first);
+        let headers = tagged(&session, seq);
+        if client < 2 {
+            let item = format!("c{client}-{seq}");
+            let path = "/queue/push";
+            let body = format!("{{\"item\":\"{item}\"}}");
+            until_definite_with_body(&driver, first, path, &body, &headers);
+            ((Some(item), None), true)
+        } else {
+            let v = until_definite(&driver, first, "/queue/pop", &headers);
+            let popped = v["item"].as_str().map(str::to_string);
+            ((None, popped), true)
+        }
+    });
+    run_faults(&mut cluster, &clients);
+    let ops = clients.stop();
+
+    let pushed: BTreeSet<String> = ops.iter().filter_map(|(p, _)| p.clone()).collect();
+    let mut taken: Vec<String> = ops.iter().filter_map(|(_, p)| p.clone()).collect();
+    // Drain what is left, in a session of its own.
+    let drain = until_definite(&nodes, 0, "/cluster/session", &[]);
+    let drain = drain["session"].as_u64().expect("session").to_string();
+    for seq in 1.. {
+        let v = until_definite(&nodes, seq as usize, "/queue/pop", &tagged(&drain, seq));
+        match v["item"].as_str() {
+            Some(item) => taken.push(item.to_string()),
+            None => break,
+        }
+    }
+    let unique: BTreeSet<String> = taken.iter().cloned().collect();
+    println!("{} pushed, {} taken", pushed.len(), taken.len());
+    assert_eq!(unique.len(), taken.len(), "an item was popped twice");
+    assert_eq!(unique, pushed, "items lost or pushed twice");
     shut_down(&mut cluster);
 }
