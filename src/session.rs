@@ -137,6 +137,7 @@ impl<SM: StateMachine> Raft<SM> {
 impl<SM: StateMachine> Raft<SM> {
     /// One attempt at a write tagged by the caller (an HTTP client that
     /// keeps its own sequence numbers); no retry.
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
     pub(crate) async fn write_tagged(
         &self,
         tag: SessionTag,

@@ -1,0 +1,443 @@
+//! A [`Transport`] over plain TCP.
+//!
+//! Wire format: every frame is a 4-byte big-endian length followed by that
+//! many bytes of MessagePack (rmp-serde), cut with
+//! [`tokio_util::codec::LengthDelimitedCodec`]. A connection starts with a
+//! handshake: the dialer sends `Hello { version, cluster_id, node_id }`, the
+//! acceptor answers `Accept { node_id }` or `Refuse { reason }`. After an
+//! `Accept` the dialer sends one [`Envelope`] per frame and the acceptor
+//! never writes again.
+//!
+//! Topology: each node dials every peer it knows an address for and sends
+//! only over that outbound connection; connections it accepts are only read
+//! from. A pair of nodes therefore shares two connections, one per direction,
+//! which keeps reconnection logic one-sided and free of dial races.
+//!
+//! There is no authentication or encryption: the handshake catches
+//! misconfiguration (wrong cluster, wrong version, wrong address), not
+//! attackers. Run it on a trusted network.
+
+mod inbound;
+mod outbound;
+mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::message::Envelope;
+use crate::transport::Transport;
+use crate::NodeId;
+
+use self::inbound::*;
+use self::outbound::*;
+pub(crate) use self::wire::*;
+
+/// Version of the wire protocol, exchanged in the handshake. Nodes only
+/// talk to nodes speaking exactly the same version.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Handshake frames are tiny; capping them well below `max_frame_bytes`
+/// means an unauthenticated client cannot make us buffer megabytes.
+const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
+
+/// Bound on connecting, on each handshake step and on writing one batch:
+/// a peer that vanished without a reset must not wedge its sender forever.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bound on any redial delay, whatever the configuration says.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How many queued messages are written before one flush.
+const MAX_BATCH: usize = 64;
+
+/// An acceptor logs the same refusal at `warn` at most this often; the
+/// refused dialer keeps retrying and would otherwise flood the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Longest advertised address accepted from a handshake.
+const MAX_ADVERTISED_LEN: usize = 256;
+
+/// Received strings are echoed in logs and refusals; this keeps a hostile
+/// or broken peer from inflating them.
+const MAX_ECHOED_CHARS: usize = 128;
+
+/// Settings of a [`TcpTransport`].
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// This node's id, announced in every handshake.
+    pub node_id: NodeId,
+    /// Cluster name; connections between different clusters are refused.
+    pub cluster_id: String,
+    /// Address to listen on (port 0 picks a free port, see
+    /// [`TcpTransport::local_addr`]).
+    pub listen: SocketAddr,
+    /// The address other nodes reach this one at, announced in every
+    /// handshake (default: the listen address as bound).
+    pub advertise: Option<String>,
+    /// Initial peer addresses (`"host:port"`) by node id. An entry for this
+    /// node itself is ignored. More can be added with
+    /// [`Transport::set_address`].
+    pub peers: BTreeMap<NodeId, String>,
+    /// Largest accepted frame (one encoded message), in bytes. Larger
+    /// inbound frames close the connection; larger outbound messages are
+    /// dropped. Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Capacity, in messages, of each peer's send queue; messages sent while
+    /// it is full are dropped. Default 1024.
+    pub send_queue: usize,
+    /// First delay before redialing a peer after a failure. Default 50 ms.
+    pub connect_backoff_min: Duration,
+    /// Cap of the exponentially growing redial delay (at most one hour).
+    /// Default 5 s.
+    pub connect_backoff_max: Duration,
+}
+
+impl TcpConfig {
+    /// A configuration with no peers and default limits.
+    pub fn new(node_id: NodeId, cluster_id: impl Into<String>, listen: SocketAddr) -> Self {
+        TcpConfig {
+            node_id,
+            cluster_id: cluster_id.into(),
+            listen,
+            advertise: None,
+            peers: BTreeMap::new(),
+            max_frame_bytes: 16 * 1024 * 1024,
+            send_queue: 1024,
+            connect_backoff_min: Duration::from_millis(50),
+            connect_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn `send` into a panic too; the guarded
+    // maps stay consistent at every await-free step.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() <= MAX_ECHOED_CHARS {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(MAX_ECHOED_CHARS).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Randomizes a delay to between half and all of it, so peers that failed
+/// together do not redial in lockstep.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// State shared by the background tasks. Tasks hold this rather than
+/// [`Inner`] so that dropping the last [`TcpTransport`] handle stops them.
+struct Shared {
+    node_id: NodeId,
+    cluster_id: String,
+    /// Announced in our handshakes.
+    advertise: String,
+    /// Peers learned from inbound handshakes, for the transport to add.
+    learned: Mutex<Vec<(NodeId, String)>>,
+    max_frame_bytes: usize,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    deliver: Arc<dyn Fn(Envelope) + Send + Sync>,
+    dropped: AtomicU64,
+    /// Last `warn` per refusal reason, for rate limiting.
+    refusals_logged: Mutex<HashMap<String, Instant>>,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn count_drop(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn should_warn_refusal(&self, reason: &str) -> bool {
+        let now = Instant::now();
+        let mut logged = lock(&self.refusals_logged);
+        if logged.len() >= 256 {
+            // Reasons echo what clients send, so the map must stay bounded.
+            logged.retain(|_, at| now.duration_since(*at) < REFUSAL_LOG_INTERVAL);
+            if logged.len() >= 256 {
+                logged.clear();
+            }
+        }
+        match logged.get(reason) {
+            Some(at) if now.duration_since(*at) < REFUSAL_LOG_INTERVAL => false,
+            _ => {
+                logged.insert(reason.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// Why a `Hello` must be refused, if it must.
+    fn check_hello(&self, version: u32, cluster_id: &str, node_id: NodeId) -> Option<String> {
+        if version != PROTOCOL_VERSION {
+            Some(format!(
+                "protocol version mismatch: expected {PROTOCOL_VERSION}, received {version}"
+            ))
+        } else if cluster_id != self.cluster_id {
+            Some(format!(
+                "cluster id mismatch: expected {:?}, received {:?}",
+                self.cluster_id,
+                shorten(cluster_id)
+            ))
+        } else if node_id == self.node_id {
+            Some(format!(
+                "node id collision: the dialer claims id {node_id}, which is the acceptor's own"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+struct PeerHandle {
+    queue: mpsc::Sender<Envelope>,
+    address: watch::Sender<String>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    send_queue: usize,
+    /// Captured in `start` so `set_address` can spawn peer tasks even when
+    /// called from outside the runtime's context.
+    runtime: tokio::runtime::Handle,
+    peers: Mutex<HashMap<NodeId, PeerHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+/// A [`Transport`] sending length-delimited MessagePack frames over TCP.
+///
+/// Cheap to clone; all clones share the same listener, connections and
+/// queues. Background tasks stop on [`TcpTransport::shutdown`] or when the
+/// last clone is dropped.
+///
+/// Messages addressed to this node itself are dropped (and counted), not
+/// looped back: Raft never needs to message itself, and delivering from
+/// inside `send` would re-enter the caller.
+#[derive(Clone)]
+pub struct TcpTransport {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("node_id", &self.inner.shared.node_id)
+            .field("local_addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpTransport {
+    /// Binds the listener and starts background tasks on the current tokio
+    /// runtime (a current-thread runtime, e.g. an actix Arbiter, is fine).
+    /// Every inbound envelope that passes the checks (sent by the node that
+    /// performed the handshake, addressed to this node) is passed to
+    /// `deliver`, on a runtime task; `deliver` should not block.
+    ///
+    /// Fails if the listener cannot be bound, if called outside a tokio
+    /// runtime, or if `send_queue` or `max_frame_bytes` is zero.
+    pub async fn start(
+        config: TcpConfig,
+        deliver: Arc<dyn Fn(Envelope) + Send + Sync>,
+    ) -> std::io::Result<TcpTransport> {
+        use std::io::{Error, ErrorKind};
+        if config.send_queue == 0 || config.max_frame_bytes == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "send_queue and max_frame_bytes must be positive",
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(Error::other)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        // A zero minimum would never grow and redial in a hot loop; the hour
+        // cap keeps the jitter arithmetic far from Duration overflow.
+        let backoff_min = config
+            .connect_backoff_min
+            .clamp(Duration::from_millis(1), MAX_BACKOFF);
+        let shared = Arc::new(Shared {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id,
+            advertise: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| local_addr.to_string()),
+            learned: Mutex::new(Vec::new()),
+            max_frame_bytes: config.max_frame_bytes,
+            backoff_min,
+            backoff_max: config.connect_backoff_max.clamp(backoff_min, MAX_BACKOFF),
+            deliver,
+            dropped: AtomicU64::new(0),
+            refusals_logged: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+        });
+        info!(node_id = shared.node_id, %local_addr, "tcp transport listening");
+        runtime.spawn(run_listener(shared.clone(), listener));
+        let transport = TcpTransport {
+            inner: Arc::new(Inner {
+                shared,
+                local_addr,
+                send_queue: config.send_queue,
+                runtime,
+                peers: Mutex::new(HashMap::new()),
+            }),
+        };
+        for (id, address) in &config.peers {
+            transport.set_address(*id, address);
+        }
+        Ok(transport)
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Stops all tasks and closes the listener and every connection. Closing
+    /// happens asynchronously, as each task observes the stop. Later sends
+    /// are dropped and later `set_address` calls ignored.
+    pub fn shutdown(&self) {
+        info!(
+            node_id = self.inner.shared.node_id,
+            "tcp transport shutting down"
+        );
+        self.inner.shared.cancel.cancel();
+        lock(&self.inner.peers).clear();
+    }
+
+    /// How many messages were dropped so far: full queue, unknown or self
+    /// addressee, too large to send, or sent after shutdown.
+    pub fn dropped_messages(&self) -> u64 {
+        self.inner.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting in the send queue of `peer`.
+    #[cfg(test)]
+    fn queue_len(&self, peer: NodeId) -> Option<usize> {
+        lock(&self.inner.peers)
+            .get(&peer)
+            .map(|p| p.queue.max_capacity() - p.queue.capacity())
+    }
+}
+
+impl TcpTransport {
+    /// Adds peers learned from inbound handshakes whose address we did
+    /// not know (a configured or configuration address always wins).
+    fn adopt_learned(&self) {
+        let learned = std::mem::take(&mut *lock(&self.inner.shared.learned));
+        for (id, address) in learned {
+            if !lock(&self.inner.peers).contains_key(&id) {
+                info!(
+                    node_id = self.inner.shared.node_id,
+                    peer_id = id,
+                    address,
+                    "learned a peer's address from its handshake"
+                );
+                self.set_address(id, &address);
+            }
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, envelope: Envelope) {
+        if !lock(&self.inner.shared.learned).is_empty() {
+            self.adopt_learned();
+        }
+        let shared = &self.inner.shared;
+        let peer_id = envelope.to;
+        if peer_id == shared.node_id {
+            debug!(
+                node_id = shared.node_id,
+                "dropping message addressed to self"
+            );
+            shared.count_drop();
+            return;
+        }
+        let peers = lock(&self.inner.peers);
+        let Some(peer) = peers.get(&peer_id) else {
+            debug!(
+                node_id = shared.node_id,
+                peer_id, "dropping message: no address known for peer"
+            );
+            shared.count_drop();
+            return;
+        };
+        if let Err(e) = peer.queue.try_send(envelope) {
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "send queue full",
+                mpsc::error::TrySendError::Closed(_) => "peer task stopped",
+            };
+            debug!(node_id = shared.node_id, peer_id, "dropping message: {why}");
+            shared.count_drop();
+        }
+    }
+
+    fn set_address(&self, id: NodeId, address: &str) {
+        let shared = &self.inner.shared;
+        // Membership address maps include this node; we never dial ourselves.
+        if id == shared.node_id || shared.cancel.is_cancelled() {
+            return;
+        }
+        let mut peers = lock(&self.inner.peers);
+        if let Some(peer) = peers.get(&id) {
+            if *peer.address.borrow() != address {
+                info!(
+                    node_id = shared.node_id,
+                    peer_id = id,
+                    address,
+                    "peer address changed; reconnecting"
+                );
+                peer.address.send_replace(address.to_owned());
+            }
+            return;
+        }
+        debug!(node_id = shared.node_id, peer_id = id, address, "new peer");
+        let (queue, queue_rx) = mpsc::channel(self.inner.send_queue);
+        let (address_tx, address_rx) = watch::channel(address.to_owned());
+        self.inner
+            .runtime
+            .spawn(run_peer(shared.clone(), id, queue_rx, address_rx));
+        peers.insert(
+            id,
+            PeerHandle {
+                queue,
+                address: address_tx,
+            },
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Outbound side: one task per peer dials, handshakes and drains the queue.
+
+#[cfg(test)]
+mod tests;
