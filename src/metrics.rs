@@ -30,6 +30,9 @@ pub enum Role {
 pub struct Metrics {
     /// This node.
     pub id: NodeId,
+    /// The cluster's id, generated when it was founded (0 while a node
+    /// that joined has not heard from its leader).
+    pub cluster_id: u64,
     /// Current role.
     pub role: Role,
     /// Current term.

@@ -147,6 +147,7 @@ impl<SM: StateMachine> Raft<SM> {
             .map_or(LogId::default(), |(m, _)| m.last_included);
         let (metrics_tx, metrics_rx) = watch::channel(Metrics {
             id,
+            cluster_id: identity.get().cluster_id,
             role: Role::Follower,
             term: loaded.hard_state.term,
             leader: None,

@@ -477,3 +477,134 @@ async fn a_write_sent_again_with_its_session_headers_is_answered_not_applied() {
     })
     .await
 }
+
+/// Parses Prometheus' text exposition format: every sample line is
+/// `name{label="value",...} number`, and every metric has HELP and TYPE.
+fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    let mut samples = Vec::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            typed.insert(parts.next().unwrap().to_string());
+            assert!(
+                matches!(parts.next(), Some("gauge" | "counter" | "histogram")),
+                "{line}"
+            );
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let labels = body
+                    .split(',')
+                    .map(|kv| {
+                        let (k, v) = kv
+                            .split_once('=')
+                            .unwrap_or_else(|| panic!("bad label: {line}"));
+                        let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+                        (
+                            k.to_string(),
+                            v.unwrap_or_else(|| panic!("unquoted: {line}")).to_string(),
+                        )
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name: {line}"
+        );
+        assert!(typed.contains(name), "{name} has no TYPE line");
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+#[actix_rt::test]
+async fn metrics_are_in_the_prometheus_text_format() {
+    bounded(LIMIT, async {
+        let c = Cluster::new(3, test_config(), seed("web_metrics"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(LIMIT).await.unwrap();
+        c.write(leader, Add(3)).await.unwrap();
+        c.raft(leader)
+            .wait_for(LIMIT, |m| {
+                m.replication.len() == 2 && m.replication.values().all(|p| p.matched > 0)
+            })
+            .await
+            .unwrap();
+        let app = app!(c.raft(leader));
+        let resp = web_test::call_service(
+            &app,
+            web_test::TestRequest::get().uri("/metrics").to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let text = String::from_utf8(web_test::read_body(resp).await.to_vec()).unwrap();
+        let samples = parse_exposition(&text);
+        let value = |name: &str| {
+            samples
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+                .2
+        };
+        assert_eq!(value("regatta_is_leader"), 1.0);
+        assert_eq!(value("regatta_leader"), leader as f64);
+        assert_eq!(value("regatta_voters"), 3.0);
+        assert!(value("regatta_commit_index") >= 2.0);
+        assert!(value("regatta_term") >= 1.0);
+        // Every sample names the node and the cluster.
+        for (name, labels, _) in &samples {
+            assert!(
+                labels
+                    .iter()
+                    .any(|(k, v)| k == "node" && v == &leader.to_string()),
+                "{name}"
+            );
+            assert!(labels.iter().any(|(k, _)| k == "cluster"), "{name}");
+        }
+        // One role is set; the leader reports both peers.
+        let roles: Vec<_> = samples
+            .iter()
+            .filter(|(n, _, v)| n == "regatta_role" && *v == 1.0)
+            .collect();
+        assert_eq!(roles.len(), 1);
+        assert!(roles[0]
+            .1
+            .contains(&("role".to_string(), "leader".to_string())));
+        let peers = samples
+            .iter()
+            .filter(|(n, _, v)| n == "regatta_peer_match_index" && *v > 0.0)
+            .count();
+        assert_eq!(peers, 2, "{text}");
+    })
+    .await
+}

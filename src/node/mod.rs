@@ -152,6 +152,7 @@ impl Node {
         };
         let m = Metrics {
             id: self.id(),
+            cluster_id: self.cx.identity.get().cluster_id,
             role,
             term: self.hs.term,
             leader: self.leader,

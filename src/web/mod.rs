@@ -53,6 +53,8 @@
 //! | `POST /cluster/snapshot` | snapshots this node and compacts its log |
 //! | `GET /cluster/health` | commits an empty entry through the log; its latency |
 //! | `GET /cluster/view` | the leader's view of every member: role, matched index, lag, last contact; leader only |
+//! | `POST /cluster/session` | opens a client session (see [`Replica`]) |
+//! | `GET /metrics` | Prometheus text format: term, role, leader, commit/applied/last/snapshot index, members, per-peer match index, lag and last contact on the leader; labelled `node` and `cluster` |
 //!
 //! Leader-only requests sent elsewhere get `421` naming the leader and its
 //! API address (metadata [`crate::API_ADDRESS`]). Every error is an
@@ -60,6 +62,7 @@
 
 mod admin;
 mod error;
+mod prometheus;
 
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
@@ -77,12 +80,14 @@ use crate::state_machine::StateMachine;
 /// Largest request body [`JsonBody`] and the admin endpoints accept.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Registers `raft` as app data (for [`Replica`]) and mounts the admin
-/// scope under `/cluster`. Call inside `App::configure`.
+/// Registers `raft` as app data (for [`Replica`]), mounts the admin
+/// scope under `/cluster` and Prometheus metrics at `GET /metrics`. Call
+/// inside `App::configure`.
 pub fn configure<SM: StateMachine>(raft: Raft<SM>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(raft));
         cfg.service(admin::scope::<SM>());
+        cfg.route("/metrics", web::get().to(prometheus::metrics::<SM>));
     }
 }
 
