@@ -478,9 +478,12 @@ async fn a_write_sent_again_with_its_session_headers_is_answered_not_applied() {
     .await
 }
 
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Parses Prometheus' text exposition format: every sample line is
 /// `name{label="value",...} number`, and every metric has HELP and TYPE.
-fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_exposition(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut typed = std::collections::BTreeSet::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
