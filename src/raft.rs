@@ -18,7 +18,7 @@ use crate::identity::{IdentityCell, Outbox};
 use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
-use crate::metrics::{Metrics, Role};
+use crate::metrics::{Counters, Counts, Metrics, Role};
 use crate::node::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
     MembershipRequest, Node, RoleContext, Shutdown, SnapshotPorts,
@@ -57,6 +57,7 @@ pub struct Raft<SM: StateMachine> {
     snapshotter: Addr<Snapshotter>,
     /// Tags the plain writes this node forwards.
     forwarding: Arc<ForwardingSession>,
+    counters: Arc<Counters>,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -71,6 +72,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             writer: self.writer.clone(),
             snapshotter: self.snapshotter.clone(),
             forwarding: self.forwarding.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -163,6 +165,8 @@ impl<SM: StateMachine> Raft<SM> {
         let sm_for_node = sm.clone();
         let changed = Arc::new(Notify::new());
         let changed_for_node = changed.clone();
+        let counters = Arc::new(Counters::default());
+        let counters_for_node = counters.clone();
         let mut snapshotter = None;
         let node = Node::create(|ctx| {
             let node_addr = ctx.address();
@@ -212,6 +216,7 @@ impl<SM: StateMachine> Raft<SM> {
                 io,
                 probe,
                 identity,
+                counters: counters_for_node,
             };
             Node::new(
                 cx,
@@ -237,6 +242,7 @@ impl<SM: StateMachine> Raft<SM> {
             writer,
             snapshotter: snapshotter.expect("created with the node"),
             forwarding: Arc::new(ForwardingSession::new()),
+            counters,
         })
     }
 
@@ -510,6 +516,11 @@ impl<SM: StateMachine> Raft<SM> {
             .await
             .map_err(|_| RaftError::ShuttingDown)?;
         rx.await.map_err(|_| RaftError::ShuttingDown)?
+    }
+
+    /// How often things happened on this node since it started.
+    pub fn counts(&self) -> Counts {
+        self.counters.read()
     }
 
     /// The node's metrics, updated on every change.

@@ -580,6 +580,21 @@ async fn metrics_are_in_the_prometheus_text_format() {
                 .2
         };
         assert_eq!(value("regatta_is_leader"), 1.0);
+        assert!(value("regatta_elections_won_total") >= 1.0);
+        assert!(value("regatta_entries_proposed_total") >= 2.0); // the blank and the write
+        assert!(value("regatta_append_entries_sent_total") >= 2.0);
+        assert_eq!(value("regatta_messages_refused_total"), 0.0);
+        let counts = c.raft(leader).counts();
+        assert!(
+            counts.leader_changes >= 1 && counts.elections_started >= 1,
+            "{counts:?}"
+        );
+        let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        let theirs = c.raft(follower).counts();
+        assert!(
+            theirs.append_entries_received >= 2 && theirs.elections_won == 0,
+            "{theirs:?}"
+        );
         assert_eq!(value("regatta_leader"), leader as f64);
         assert_eq!(value("regatta_voters"), 3.0);
         assert!(value("regatta_commit_index") >= 2.0);

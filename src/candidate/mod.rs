@@ -7,6 +7,7 @@ use crate::core::election::random_timeout;
 use crate::core::quorum::{ElectionResult, VoteTally};
 use crate::core::types::{LogId, Membership, NodeId};
 use crate::message::{Envelope, Message};
+use crate::metrics::Counters;
 use crate::node::{ElectionTimeout, ElectionWon, PreVoteWon, RoleContext, StopRole};
 
 pub(crate) struct Candidate {
@@ -57,6 +58,9 @@ impl Candidate {
 impl Actor for Candidate {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if !self.pre_vote {
+            Counters::bump(&self.cx.counters.elections_started);
+        }
         let asked_term = if self.pre_vote {
             self.term + 1
         } else {

@@ -9,6 +9,7 @@ use crate::core::election::random_timeout;
 use crate::core::types::{Entry, LogId, NodeId};
 use crate::log_store::{AppendRefused, FollowerAppend, InstallSnapshotLog};
 use crate::message::{Envelope, Message};
+use crate::metrics::Counters;
 use crate::node::{CommitTo, ElectionTimeout, RoleContext, StopRole};
 use crate::snapshotter::{SnapshotInstalled, SnapshotTaken};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotSink};
@@ -105,6 +106,7 @@ impl Handler<AppendEntriesRequest> for Follower {
             round,
             commit_index,
         } = msg;
+        Counters::bump(&self.cx.counters.append_entries_received);
         let check = self.cx.log.send(FollowerAppend {
             prev,
             entries,
@@ -128,7 +130,10 @@ impl Handler<AppendEntriesRequest> for Follower {
                 )
             };
             match res {
-                Ok(Err(AppendRefused::Conflict(hint))) => act.cx.transport.send(reply(Err(hint))),
+                Ok(Err(AppendRefused::Conflict(hint))) => {
+                    Counters::bump(&act.cx.counters.append_entries_rejected);
+                    act.cx.transport.send(reply(Err(hint)))
+                }
                 Ok(Err(AppendRefused::Committed)) => {} // logged by the log store
                 Ok(Ok(matched)) => {
                     let envelope = reply(Ok(matched));
@@ -219,6 +224,7 @@ impl Follower {
             if let Some(meta) = installed {
                 let at = meta.last_included;
                 act.cx.snapshots.installed.do_send(SnapshotInstalled(at));
+                Counters::bump(&act.cx.counters.snapshots_installed);
                 act.cx.node.do_send(SnapshotTaken(at));
                 act.cx.node.do_send(CommitTo { term: act.term, index: at.index });
                 act.snapshot_reply(from, &meta, meta.size, true);

@@ -19,7 +19,7 @@ use crate::core::quorum::{is_quorum, leader_commit, quorum_index};
 use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
-use crate::metrics::PeerProgress;
+use crate::metrics::{Counters, PeerProgress};
 use crate::node::{CommitTo, ReplicationProgress, RoleContext, StepDown, StopRole};
 use crate::replicator::{AppendReply, Replicator, Wake};
 
@@ -363,6 +363,7 @@ impl Actor for Leader {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(node = self.cx.id, term = self.term, "became leader");
+        Counters::bump(&self.cx.counters.elections_won);
         self.add_replicators(self.last_index, ctx);
         if self.membership.is_joint() {
             // A change interrupted by the previous leader: finish it once
@@ -530,6 +531,10 @@ impl Handler<FlushProposals> for Leader {
         for (m, index) in configs {
             self.on_config_appended(m, index, ctx);
         }
+        self.cx
+            .counters
+            .entries_proposed
+            .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let last = self.last_index;
         let (durable, durable_rx) = oneshot::channel();
         self.cx.log.do_send(LeaderAppend { entries, durable });

@@ -66,6 +66,9 @@ impl Handler<ElectionWon> for Node {
             return;
         }
         self.stop_role();
+        if self.leader != Some(self.id()) {
+            crate::metrics::Counters::bump(&self.cx.counters.leader_changes);
+        }
         self.leader = Some(self.id());
         let term = msg.term;
         ctx.wait(

@@ -32,6 +32,7 @@ pub(crate) struct RoleContext {
     pub io: IoMode,
     pub probe: Probe,
     pub identity: Arc<IdentityCell>,
+    pub counters: Arc<crate::metrics::Counters>,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a

@@ -219,6 +219,7 @@ impl Node {
         if leader.is_some() {
             if self.leader != leader {
                 self.fail_forwarded(leader);
+                crate::metrics::Counters::bump(&self.cx.counters.leader_changes);
             }
             self.leader = leader;
             self.leader_seen = Some(Instant::now());
@@ -479,6 +480,7 @@ impl Handler<Inbound> for Node {
             self.incarnations.insert(from, incarnation);
         }
         if let Err(rule) = validate(&env.message) {
+            crate::metrics::Counters::bump(&self.cx.counters.messages_refused);
             tracing::warn!(
                 node = self.id(),
                 term = self.hs.term,

@@ -12,6 +12,7 @@ use crate::core::types::{LogId, NodeId};
 use crate::leader::{Leader, PeerReply};
 use crate::log_store::{NextIndexAfterConflict, ReadForPeer};
 use crate::message::{Envelope, Message};
+use crate::metrics::Counters;
 use crate::node::{RoleContext, StopRole};
 use crate::storage::snapshot::SnapshotMeta;
 use bytes::Bytes;
@@ -88,6 +89,7 @@ impl Replicator {
     }
 
     fn send(&mut self, prev: LogId, entries: Vec<crate::core::types::Entry>) {
+        Counters::bump(&self.cx.counters.append_entries_sent);
         self.sent_since_tick = true;
         self.sent_round = self.round;
         self.cx.transport.send(Envelope::new(
@@ -429,6 +431,7 @@ impl Handler<SnapshotReply> for Replicator {
                 "snapshot installed on the follower"
             );
             self.transfer = None;
+            Counters::bump(&self.cx.counters.snapshots_sent);
             self.progress.on_success(msg.last_included.index);
             self.matched = msg.last_included;
             self.leader.do_send(PeerReply {

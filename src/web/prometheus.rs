@@ -5,10 +5,10 @@
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use super::ApiError;
-use crate::metrics::{Metrics, Role};
+use crate::metrics::{Counts, Metrics, Role};
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 
@@ -17,7 +17,7 @@ pub(super) async fn metrics<SM: StateMachine>(
     raft: web::Data<Raft<SM>>,
 ) -> Result<HttpResponse, ApiError> {
     let m = raft.metrics().borrow().clone();
-    let text = render(&m).map_err(|e| {
+    let text = render(&m, &raft.counts()).map_err(|e| {
         ApiError::new(
             actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot render metrics: {e}"),
@@ -33,7 +33,7 @@ pub(super) async fn metrics<SM: StateMachine>(
 }
 
 /// The exposition of `m`.
-fn render(m: &Metrics) -> Result<String, prometheus::Error> {
+fn render(m: &Metrics, counts: &Counts) -> Result<String, prometheus::Error> {
     let registry = Registry::new_custom(
         Some("regatta".into()),
         Some(
@@ -97,6 +97,62 @@ fn render(m: &Metrics) -> Result<String, prometheus::Error> {
         "stopped",
         "1 if the node stopped on its own (see the logs).",
         u64::from(m.stopped_because.is_some()),
+    )?;
+
+    let counter = |name: &str, help: &str, value: u64| -> Result<(), prometheus::Error> {
+        let c = IntCounter::with_opts(Opts::new(name, help))?;
+        c.inc_by(value);
+        registry.register(Box::new(c))
+    };
+    counter(
+        "elections_started_total",
+        "Elections started as a candidate (pre-votes not counted).",
+        counts.elections_started,
+    )?;
+    counter(
+        "elections_won_total",
+        "Elections won.",
+        counts.elections_won,
+    )?;
+    counter(
+        "leader_changes_total",
+        "Times this node learned of a new leader.",
+        counts.leader_changes,
+    )?;
+    counter(
+        "entries_proposed_total",
+        "Entries appended as leader.",
+        counts.entries_proposed,
+    )?;
+    counter(
+        "append_entries_sent_total",
+        "AppendEntries sent as leader, heartbeats included.",
+        counts.append_entries_sent,
+    )?;
+    counter(
+        "append_entries_received_total",
+        "AppendEntries received as follower.",
+        counts.append_entries_received,
+    )?;
+    counter(
+        "append_entries_rejected_total",
+        "AppendEntries refused for a log mismatch.",
+        counts.append_entries_rejected,
+    )?;
+    counter(
+        "snapshots_sent_total",
+        "Snapshots a follower finished installing from this leader.",
+        counts.snapshots_sent,
+    )?;
+    counter(
+        "snapshots_installed_total",
+        "Snapshots received and installed.",
+        counts.snapshots_installed,
+    )?;
+    counter(
+        "messages_refused_total",
+        "Messages refused: invalid, or from another cluster.",
+        counts.messages_refused,
     )?;
 
     let role = IntGaugeVec::new(Opts::new("role", "1 for this node's role."), &["role"])?;
