@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::session::SessionError;
 use crate::core::types::NodeId;
-use crate::message::RemoteError;
 use crate::storage::StorageError;
 
 /// Why a write or read did not succeed, and whether a retry is safe.
@@ -169,36 +168,6 @@ impl TransferError {
     }
 }
 
-impl From<RemoteError> for RaftError {
-    fn from(e: RemoteError) -> Self {
-        match e {
-            RemoteError::NotLeader(h) => RaftError::NotLeader(h),
-            RemoteError::Indeterminate => RaftError::Indeterminate,
-            RemoteError::ShuttingDown => RaftError::ShuttingDown,
-            RemoteError::BadCommand(s) => RaftError::Codec(s),
-            RemoteError::Membership(s) => RaftError::Membership(s),
-            RemoteError::Transfer(s) => RaftError::Transfer(s),
-            RemoteError::Snapshot(s) => RaftError::Snapshot(s),
-            RemoteError::Session(e) => RaftError::Session(e),
-        }
-    }
-}
-
-impl From<RaftError> for RemoteError {
-    fn from(e: RaftError) -> Self {
-        match e {
-            RaftError::NotLeader(h) => RemoteError::NotLeader(h),
-            RaftError::ShuttingDown => RemoteError::ShuttingDown,
-            RaftError::Codec(s) => RemoteError::BadCommand(s),
-            RaftError::Membership(s) => RemoteError::Membership(s),
-            RaftError::Transfer(s) => RemoteError::Transfer(s),
-            RaftError::Snapshot(s) => RemoteError::Snapshot(s),
-            RaftError::Session(e) => RemoteError::Session(e),
-            RaftError::Timeout | RaftError::Indeterminate => RemoteError::Indeterminate,
-        }
-    }
-}
-
 /// Why a node could not start. Nothing was written to its data directory
 /// unless the variant says otherwise; each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -287,33 +256,5 @@ impl From<StorageError> for StartError {
             dir: String::new(),
             source,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_error_survives_the_trip_to_the_forwarding_node() {
-        let all = [
-            RaftError::NotLeader(Some(3)),
-            RaftError::Indeterminate,
-            RaftError::ShuttingDown,
-            RaftError::Membership(MembershipError::ChangeInProgress),
-            RaftError::Membership(MembershipError::LearnerBehind {
-                learner: 4,
-                behind: 9,
-            }),
-            RaftError::Transfer(TransferError::InProgress),
-            RaftError::Snapshot("s".into()),
-            RaftError::Codec("c".into()),
-        ];
-        for e in all {
-            assert_eq!(RaftError::from(RemoteError::from(e.clone())), e);
-        }
-        // A timeout on the leader's side is, for the forwarder, unknown.
-        let timeout = RaftError::from(RemoteError::from(RaftError::Timeout));
-        assert!(timeout.is_indeterminate());
     }
 }

@@ -23,7 +23,7 @@ use crate::node::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
     MembershipRequest, Node, RoleContext, Shutdown, SnapshotPorts,
 };
-use crate::session::ForwardingSession;
+use crate::sequence::ForwardingSession;
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStorage;
@@ -37,6 +37,15 @@ pub struct Written<R> {
     pub log_id: LogId,
     /// The state machine's response.
     pub response: R,
+}
+
+impl<R: serde::de::DeserializeOwned> Written<R> {
+    /// The entry's position with its encoded response, decoded.
+    pub(crate) fn decode((log_id, response): (LogId, bytes::Bytes)) -> Result<Self, RaftError> {
+        let response =
+            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
+        Ok(Written { log_id, response })
+    }
 }
 
 pub(crate) fn encode<T: serde::Serialize>(command: &T) -> Result<bytes::Bytes, RaftError> {
@@ -290,15 +299,13 @@ impl<SM: StateMachine> Raft<SM> {
             })
             .await;
         self.forwarding.end(seq);
-        let (log_id, response) = submitted.map_err(|e| match e {
+        let submitted = submitted.map_err(|e| match e {
             // Only copies of a write already answered (or given up) are
             // stale: this one may have been applied.
             RaftError::Session(_) => RaftError::Indeterminate,
             e => e,
         })?;
-        let response =
-            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
-        Ok(Written { log_id, response })
+        Written::decode(submitted)
     }
 
     /// Commits an empty entry through the log (through the leader, from

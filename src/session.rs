@@ -6,7 +6,6 @@
 //! a client over HTTP with the same sequence number — without applying it
 //! twice.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tokio::time::Instant;
 use crate::core::types::{ClientCommand, SessionTag};
 use crate::error::RaftError;
 use crate::raft::{encode, Raft, Written};
+use crate::sequence::Sequence;
 use crate::state_machine::StateMachine;
 
 /// A client session on one node's [`Raft`] handle. Cheap to clone; clones
@@ -51,76 +51,6 @@ impl<SM: StateMachine> Clone for Session<SM> {
     }
 }
 
-/// Sequence numbers handed out and those still waiting for an answer.
-#[derive(Default)]
-pub(crate) struct Sequence {
-    last: u64,
-    outstanding: BTreeSet<u64>,
-}
-
-impl Sequence {
-    /// Every sequence at or below this has its answer (or was given up).
-    pub(crate) fn received(&self) -> u64 {
-        self.outstanding
-            .first()
-            .map_or(self.last, |first| first - 1)
-    }
-
-    /// The next sequence number, now outstanding.
-    pub(crate) fn begin(&mut self) -> u64 {
-        self.last += 1;
-        self.outstanding.insert(self.last);
-        self.last
-    }
-
-    /// `seq` has its answer (or is given up).
-    pub(crate) fn end(&mut self, seq: u64) {
-        self.outstanding.remove(&seq);
-    }
-}
-
-/// A node's own session, for the plain writes it forwards: copies of a
-/// forwarded write (duplicated by the network, or retried after a "not
-/// leader" that raced the real outcome) carry the same tag, so they are
-/// applied once. Opened implicitly by its first write; a new one per run
-/// of the node.
-pub(crate) struct ForwardingSession {
-    key: u64,
-    sequence: Mutex<Sequence>,
-}
-
-impl ForwardingSession {
-    pub(crate) fn new() -> Self {
-        ForwardingSession {
-            // Above every log index, which explicit sessions use as ids.
-            key: fastrand::u64(1 << 63..),
-            sequence: Mutex::new(Sequence::default()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Sequence> {
-        self.sequence.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn begin(&self) -> u64 {
-        self.lock().begin()
-    }
-
-    pub(crate) fn end(&self, seq: u64) {
-        self.lock().end(seq)
-    }
-
-    /// The tag of write `seq`, with the current watermark.
-    pub(crate) fn tag(&self, seq: u64) -> SessionTag {
-        SessionTag {
-            session: self.key,
-            seq,
-            received: self.lock().received(),
-            implicit: true,
-        }
-    }
-}
-
 /// How long [`Session::write`] keeps retrying by default.
 const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
 
@@ -144,10 +74,7 @@ impl<SM: StateMachine> Raft<SM> {
         command: SM::Command,
     ) -> Result<Written<SM::Response>, RaftError> {
         let bytes = encode(&command)?;
-        let (log_id, response) = self.submit(ClientCommand::Tagged(tag, bytes)).await?;
-        let response =
-            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
-        Ok(Written { log_id, response })
+        Written::decode(self.submit(ClientCommand::Tagged(tag, bytes)).await?)
     }
 }
 
@@ -158,10 +85,7 @@ impl<SM: StateMachine> Session<SM> {
         Session {
             raft,
             id,
-            sequence: Arc::new(Mutex::new(Sequence {
-                last,
-                outstanding: BTreeSet::new(),
-            })),
+            sequence: Arc::new(Mutex::new(Sequence::after(last))),
             retry_for: DEFAULT_RETRY_FOR,
         }
     }
@@ -200,10 +124,7 @@ impl<SM: StateMachine> Session<SM> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .end(seq);
-        let (log_id, response) = result?;
-        let response =
-            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
-        Ok(Written { log_id, response })
+        Written::decode(result?)
     }
 
     async fn write_tagged(

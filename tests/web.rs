@@ -91,6 +91,15 @@ where
     (status, json)
 }
 
+/// Member `id` in a `members` list of an answer.
+fn member(v: &Value, id: u64) -> Value {
+    let members = v["members"].as_array().expect("a members list");
+    let found = members.iter().find(|m| m["id"] == json!(id));
+    found
+        .unwrap_or_else(|| panic!("no member {id} in {v}"))
+        .clone()
+}
+
 #[actix_rt::test]
 async fn admin_scope_manages_a_live_cluster() {
     init_tracing();
@@ -148,13 +157,7 @@ async fn admin_scope_manages_a_live_cluster() {
         let (s, v) = call(&on_leader, "POST", "/cluster/members", Some(body)).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["voters"], json!([1, 2, 3, 4]), "{v}");
-        let four = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == json!(4))
-            .unwrap()
-            .clone();
+        let four = member(&v, 4);
         assert_eq!(four["metadata"]["api"], json!("node-4:8000"), "{v}");
 
         // The leader's view: every member, with its progress.
@@ -168,13 +171,7 @@ async fn admin_scope_manages_a_live_cluster() {
             .await
             .unwrap();
         let (_, v) = call(&on_leader, "GET", "/cluster/view", None).await;
-        let four = v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == json!(4))
-            .unwrap()
-            .clone();
+        let four = member(&v, 4);
         assert_eq!(four["role"], json!("follower"), "{v}");
         assert_eq!(four["api"], json!("node-4:8000"), "{v}");
         assert!(four["matched"].as_u64().unwrap() > 0, "{v}");

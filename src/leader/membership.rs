@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 
 use super::{ChangeReply, Leader, PendingChange};
-use crate::core::types::{NodeId, Payload};
+use crate::core::types::{Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError};
 
 /// Adds a non-voting member that receives the log.
@@ -46,10 +46,23 @@ impl Handler<AddLearner> for Leader {
             let _ = msg.reply.send(Ok(next));
             return;
         }
+        self.propose_configuration(next, msg.reply, ctx);
+    }
+}
+
+impl Leader {
+    /// Appends `next`, a change of learners only (one entry, no joint
+    /// phase), and answers `reply` once it has committed.
+    fn propose_configuration(
+        &mut self,
+        next: Membership,
+        reply: ChangeReply,
+        ctx: &mut Context<Self>,
+    ) {
         self.change = Some(PendingChange {
             awaiting: None,
             then: None,
-            reply: Some(msg.reply),
+            reply: Some(reply),
         });
         self.propose(Payload::Membership(next), None, ctx);
     }
@@ -79,12 +92,7 @@ impl Handler<RemoveLearner> for Leader {
         next.learners.remove(&msg.id);
         next.addresses.remove(&msg.id);
         next.metadata.remove(&msg.id);
-        self.change = Some(PendingChange {
-            awaiting: None,
-            then: None,
-            reply: Some(msg.reply),
-        });
-        self.propose(Payload::Membership(next), None, ctx);
+        self.propose_configuration(next, msg.reply, ctx);
     }
 }
 

@@ -180,8 +180,8 @@ fn render(m: &Metrics, counts: &Counts) -> Result<String, prometheus::Error> {
         "Milliseconds since the peer last answered.",
     )?;
     for (id, p) in &m.replication {
-        let label = [id.to_string()];
-        let label = [label[0].as_str()];
+        let peer = id.to_string();
+        let label = [peer.as_str()];
         matched.with_label_values(&label).set(p.matched as i64);
         lag.with_label_values(&label).set(p.lag as i64);
         if let Some(ms) = p.last_contact_ms {
