@@ -63,4 +63,8 @@ impl Transport for Outbox {
     fn set_address(&self, id: NodeId, address: &str) {
         self.transport.set_address(id, address);
     }
+
+    fn traffic(&self) -> std::collections::BTreeMap<NodeId, crate::Traffic> {
+        self.transport.traffic()
+    }
 }

@@ -183,7 +183,7 @@ pub use crate::core::types::{
 #[cfg(all(feature = "fjall", feature = "tcp"))]
 pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
-pub use crate::metrics::{Counts, Metrics, PeerProgress, Role};
+pub use crate::metrics::{Counts, Histogram, Histograms, Metrics, PeerProgress, Role, Traffic};
 pub use crate::raft::{Raft, Written};
 pub use crate::session::Session;
 pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::applier::Applier;
 use crate::config::Config;
@@ -18,7 +19,7 @@ use crate::identity::{IdentityCell, Outbox};
 use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
-use crate::metrics::{Counters, Counts, Metrics, Role};
+use crate::metrics::{Counters, Counts, Histograms, Metrics, Role, Traffic};
 use crate::node::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
     MembershipRequest, Node, RoleContext, Shutdown, SnapshotPorts,
@@ -67,6 +68,7 @@ pub struct Raft<SM: StateMachine> {
     /// Tags the plain writes this node forwards.
     forwarding: Arc<ForwardingSession>,
     counters: Arc<Counters>,
+    transport: Arc<dyn Transport>,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -82,6 +84,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             snapshotter: self.snapshotter.clone(),
             forwarding: self.forwarding.clone(),
             counters: self.counters.clone(),
+            transport: self.transport.clone(),
         }
     }
 }
@@ -143,14 +146,17 @@ impl<SM: StateMachine> Raft<SM> {
         config.validate().map_err(StartError::Config)?;
         let config = Arc::new(config);
         let snapshots = storage.snapshots();
+        let counters = Arc::new(Counters::default());
         let (log, writer, loaded) = LogStore::start(
             id,
             Box::new(storage),
             initial_members,
             &config.cluster_token,
             &io,
+            counters.clone(),
         )?;
         let identity = IdentityCell::new(loaded.identity);
+        let raw_transport = transport.clone();
         let transport: Arc<dyn Transport> = Outbox::new(transport, identity.clone());
         let snapshot_id = loaded
             .snapshot
@@ -174,7 +180,6 @@ impl<SM: StateMachine> Raft<SM> {
         let sm_for_node = sm.clone();
         let changed = Arc::new(Notify::new());
         let changed_for_node = changed.clone();
-        let counters = Arc::new(Counters::default());
         let counters_for_node = counters.clone();
         let mut snapshotter = None;
         let node = Node::create(|ctx| {
@@ -189,6 +194,7 @@ impl<SM: StateMachine> Raft<SM> {
                 config.max_apply_batch,
                 config.session_limits(),
                 probe.clone(),
+                counters_for_node.clone(),
             )
             .start();
             let snapshotter_addr = Snapshotter::new(
@@ -201,6 +207,7 @@ impl<SM: StateMachine> Raft<SM> {
                 metrics_rx.clone(),
                 snapshot_id,
                 io.clone(),
+                counters_for_node.clone(),
             )
             .start();
             snapshotter = Some(snapshotter_addr.clone());
@@ -252,6 +259,7 @@ impl<SM: StateMachine> Raft<SM> {
             snapshotter: snapshotter.expect("created with the node"),
             forwarding: Arc::new(ForwardingSession::new()),
             counters,
+            transport: raw_transport,
         })
     }
 
@@ -292,11 +300,14 @@ impl<SM: StateMachine> Raft<SM> {
         let bytes = encode(&command)?;
         let seq = self.forwarding.begin();
         let deadline = Instant::now() + self.config.client_timeout;
+        let span = write_span(self.id);
         let submitted = self
             .retry_until_leader(deadline, |reply| ClientWrite {
                 command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
                 reply,
+                span: span.clone(),
             })
+            .instrument(span.clone())
             .await;
         self.forwarding.end(seq);
         let submitted = submitted.map_err(|e| match e {
@@ -304,8 +315,8 @@ impl<SM: StateMachine> Raft<SM> {
             // stale: this one may have been applied.
             RaftError::Session(_) => RaftError::Indeterminate,
             e => e,
-        })?;
-        Written::decode(submitted)
+        });
+        Written::decode(self.counted(submitted)?)
     }
 
     /// Commits an empty entry through the log (through the leader, from
@@ -327,11 +338,25 @@ impl<SM: StateMachine> Raft<SM> {
         command: ClientCommand,
     ) -> Result<(LogId, bytes::Bytes), RaftError> {
         let deadline = Instant::now() + self.config.client_timeout;
-        self.retry_until_leader(deadline, |reply| ClientWrite {
-            command: command.clone(),
-            reply,
-        })
-        .await
+        let span = write_span(self.id);
+        let submitted = self
+            .retry_until_leader(deadline, |reply| ClientWrite {
+                command: command.clone(),
+                reply,
+                span: span.clone(),
+            })
+            .instrument(span.clone())
+            .await;
+        self.counted(submitted)
+    }
+
+    /// Counts a client write and, if it failed, how.
+    fn counted<T>(&self, result: Result<T, RaftError>) -> Result<T, RaftError> {
+        Counters::bump(&self.counters.writes_submitted);
+        if let Err(e) = &result {
+            self.counters.write_failed(e);
+        }
+        result
     }
 
     /// Appends `command` if this node leads and returns its position as
@@ -530,6 +555,17 @@ impl<SM: StateMachine> Raft<SM> {
         self.counters.read()
     }
 
+    /// Latencies and batch sizes this node recorded since it started.
+    pub fn histograms(&self) -> Histograms {
+        self.counters.histograms.read()
+    }
+
+    /// Bytes the transport moved to and from each peer (empty for
+    /// transports that do not count).
+    pub fn traffic(&self) -> BTreeMap<NodeId, Traffic> {
+        self.transport.traffic()
+    }
+
     /// The node's metrics, updated on every change.
     pub fn metrics(&self) -> watch::Receiver<Metrics> {
         self.metrics.clone()
@@ -589,4 +625,17 @@ impl<SM: StateMachine> Raft<SM> {
             let _ = h.join();
         }
     }
+}
+
+/// The span of one client write on the node that took it: its term and
+/// index are filled in by the leader when the write is appended there, and
+/// the leader's `appended` and the applier's `applied` events are its
+/// children. At debug level only, so it costs nothing by default.
+fn write_span(node: NodeId) -> tracing::Span {
+    tracing::debug_span!(
+        "write",
+        node,
+        term = tracing::field::Empty,
+        index = tracing::field::Empty
+    )
 }

@@ -528,7 +528,19 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "bad metric name: {line}"
         );
-        assert!(typed.contains(name), "{name} has no TYPE line");
+        // A histogram's samples are its name with a suffix.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|base| typed.contains(*base))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{name} has no TYPE line");
+        if name.ends_with("_bucket") {
+            assert!(
+                labels.iter().any(|(k, _)| k == "le"),
+                "bucket without le: {line}"
+            );
+        }
         samples.push((name.to_string(), labels, value));
     }
     samples
@@ -581,6 +593,43 @@ async fn metrics_are_in_the_prometheus_text_format() {
         assert!(value("regatta_entries_proposed_total") >= 2.0); // the blank and the write
         assert!(value("regatta_append_entries_sent_total") >= 2.0);
         assert_eq!(value("regatta_messages_refused_total"), 0.0);
+        assert!(value("regatta_writes_submitted_total") >= 1.0);
+        // Histograms: the write committed, was applied and made durable.
+        assert!(value("regatta_commit_latency_seconds_count") >= 2.0);
+        assert!(value("regatta_apply_latency_seconds_count") >= 1.0);
+        assert!(value("regatta_fsync_latency_seconds_count") >= 1.0);
+        assert!(value("regatta_append_entries_batch_entries_count") >= 1.0);
+        let buckets: Vec<f64> = samples
+            .iter()
+            .filter(|(n, _, _)| n == "regatta_commit_latency_seconds_bucket")
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert!(
+            buckets.windows(2).all(|w| w[0] <= w[1]),
+            "buckets are cumulative: {buckets:?}"
+        );
+        for name in [
+            "regatta_pre_votes_lost_total",
+            "regatta_snapshots_built_total",
+            "regatta_snapshot_build_seconds_count",
+            "regatta_snapshot_transfer_seconds_count",
+            "regatta_snapshot_restore_seconds_count",
+            "regatta_write_batch_entries_count",
+            "regatta_members",
+            "regatta_apply_lag_entries",
+        ] {
+            value(name);
+        }
+        let failed: Vec<_> = samples
+            .iter()
+            .filter(|(n, _, _)| n == "regatta_writes_failed_total")
+            .collect();
+        assert_eq!(failed.len(), 5, "one series per kind");
+        let histograms = c.raft(leader).histograms();
+        assert!(
+            histograms.commit_latency_us.quantile(0.5).is_some(),
+            "{histograms:?}"
+        );
         let counts = c.raft(leader).counts();
         assert!(
             counts.leader_changes >= 1 && counts.elections_started >= 1,
@@ -620,6 +669,11 @@ async fn metrics_are_in_the_prometheus_text_format() {
             .filter(|(n, _, v)| n == "regatta_peer_match_index" && *v > 0.0)
             .count();
         assert_eq!(peers, 2, "{text}");
+        let inflight = samples
+            .iter()
+            .filter(|(n, _, _)| n == "regatta_peer_inflight")
+            .count();
+        assert_eq!(inflight, 2, "{text}");
     })
     .await
 }

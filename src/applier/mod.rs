@@ -5,6 +5,7 @@
 mod sessions;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::core::session::{SessionLimits, SessionTable};
 use crate::core::types::{LogId, NodeId};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
+use crate::metrics::Counters;
 use crate::probe::{digest, Probe, ProbeEvent};
 use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 
@@ -46,6 +48,8 @@ pub(crate) type WriteReply = oneshot::Sender<Result<(LogId, Bytes), RaftError>>;
 pub(crate) struct RegisterWaiter {
     pub log_id: LogId,
     pub reply: WriteReply,
+    /// The client's write span (disabled unless debug tracing is on).
+    pub span: tracing::Span,
 }
 
 pub(crate) struct Applier<SM: StateMachine> {
@@ -61,7 +65,7 @@ pub(crate) struct Applier<SM: StateMachine> {
     commit_index: u64,
     busy: bool,
     max_batch: usize,
-    waiters: BTreeMap<u64, (u64, WriteReply)>,
+    waiters: BTreeMap<u64, (u64, WriteReply, tracing::Span)>,
     /// Snapshot requests, served between two batches.
     snapshot_requests: std::collections::VecDeque<SnapshotReply>,
     /// A snapshot to restore before applying anything more.
@@ -70,6 +74,7 @@ pub(crate) struct Applier<SM: StateMachine> {
     /// Client sessions: replicated state, the same on every node.
     sessions: SessionTable,
     session_limits: SessionLimits,
+    counters: Arc<Counters>,
 }
 
 /// Where a snapshot of the state machine goes: the last applied entry and
@@ -88,6 +93,7 @@ impl<SM: StateMachine> Applier<SM> {
         max_batch: usize,
         session_limits: SessionLimits,
         probe: Probe,
+        counters: Arc<Counters>,
     ) -> Self {
         let last_applied = snapshot.as_ref().map_or(LogId::default(), |(id, _)| *id);
         Applier {
@@ -107,6 +113,7 @@ impl<SM: StateMachine> Applier<SM> {
             probe,
             sessions: SessionTable::default(),
             session_limits,
+            counters,
         }
     }
 
@@ -128,6 +135,7 @@ impl<SM: StateMachine> Applier<SM> {
             return;
         }
         self.busy = true;
+        let started = std::time::Instant::now();
         let read = self.log.send(ReadRange {
             from: self.last_applied.index + 1,
             to: self.commit_index,
@@ -163,7 +171,7 @@ impl<SM: StateMachine> Applier<SM> {
                 }
                 .into_actor(act)
             })
-            .map(|(last, ids, responses, batch), act, ctx| {
+            .map(move |(last, ids, responses, batch), act, ctx| {
                 act.busy = false;
                 let Some(last) = last else {
                     // Nothing to read yet (a snapshot being installed has
@@ -192,6 +200,10 @@ impl<SM: StateMachine> Applier<SM> {
                 act.settle_upto(last.index);
                 act.last_applied = last;
                 act.applied_to.do_send(Applied(last.index));
+                act.counters
+                    .histograms
+                    .apply_latency_us
+                    .record_duration(started.elapsed());
                 act.pump(ctx);
             });
         ctx.spawn(fut);
@@ -209,6 +221,7 @@ impl<SM: StateMachine> Applier<SM> {
             }
         };
         self.busy = true;
+        let started = std::time::Instant::now();
         let restore = self.sm.send(Restore {
             data,
             last_included: id,
@@ -220,10 +233,16 @@ impl<SM: StateMachine> Applier<SM> {
             }
             match res {
                 Ok(Ok(())) => {
+                    let elapsed = started.elapsed();
+                    act.counters
+                        .histograms
+                        .snapshot_restore_us
+                        .record_duration(elapsed);
                     tracing::info!(
                         node = act.node_id,
                         index = id.index,
                         term = id.term,
+                        elapsed_ms = elapsed.as_millis() as u64,
                         "restored snapshot"
                     );
                     act.settle_upto(id.index);
@@ -290,7 +309,8 @@ impl<SM: StateMachine> Applier<SM> {
     }
 
     fn respond(&mut self, log_id: LogId, result: Result<Bytes, RaftError>) {
-        if let Some((term, reply)) = self.waiters.remove(&log_id.index) {
+        if let Some((term, reply, span)) = self.waiters.remove(&log_id.index) {
+            tracing::debug!(parent: &span, node = self.node_id, term = log_id.term, index = log_id.index, ok = result.is_ok(), "applied");
             // A waiter registered for another term at this index lost its
             // entry to another leader's; whether its command commits later
             // elsewhere is unknown here.
@@ -305,7 +325,7 @@ impl<SM: StateMachine> Applier<SM> {
     /// Waiters up to `index` whose entry turned out not to be a command.
     fn settle_upto(&mut self, index: u64) {
         let rest = self.waiters.split_off(&(index + 1));
-        for (_, (_, reply)) in std::mem::replace(&mut self.waiters, rest) {
+        for (_, (_, reply, _)) in std::mem::replace(&mut self.waiters, rest) {
             let _ = reply.send(Err(RaftError::Indeterminate));
         }
     }
@@ -348,7 +368,7 @@ pub(crate) struct AbandonWaiters;
 impl<SM: StateMachine> Handler<AbandonWaiters> for Applier<SM> {
     type Result = ();
     fn handle(&mut self, _: AbandonWaiters, _ctx: &mut Context<Self>) {
-        for (_, (_, reply)) in std::mem::take(&mut self.waiters) {
+        for (_, (_, reply, _)) in std::mem::take(&mut self.waiters) {
             let _ = reply.send(Err(RaftError::Indeterminate));
         }
     }
@@ -371,9 +391,9 @@ impl<SM: StateMachine> Handler<RegisterWaiter> for Applier<SM> {
             let _ = msg.reply.send(Err(RaftError::Indeterminate));
             return;
         }
-        if let Some((_, old)) = self
+        if let Some((_, old, _)) = self
             .waiters
-            .insert(msg.log_id.index, (msg.log_id.term, msg.reply))
+            .insert(msg.log_id.index, (msg.log_id.term, msg.reply, msg.span))
         {
             let _ = old.send(Err(RaftError::Indeterminate));
         }

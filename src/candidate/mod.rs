@@ -119,10 +119,16 @@ pub(crate) struct VoteReply {
 impl Handler<VoteReply> for Candidate {
     type Result = ();
     fn handle(&mut self, msg: VoteReply, _ctx: &mut Context<Self>) {
-        if self.tally.record(msg.from, msg.granted) == ElectionResult::Lost {
-            tracing::debug!(
+        if self.tally.record(msg.from, msg.granted) == ElectionResult::Lost && !self.reported {
+            // Reported once: later replies cannot change a lost tally.
+            self.reported = true;
+            if self.pre_vote {
+                Counters::bump(&self.cx.counters.pre_votes_lost);
+            }
+            tracing::info!(
                 node = self.cx.id,
                 term = self.term,
+                pre_vote = self.pre_vote,
                 "election lost; waiting for the next timeout"
             );
         }

@@ -3,6 +3,7 @@
 //! possibly joint configuration, serves ReadIndex and checks it still hears
 //! from a quorum.
 
+mod latency;
 mod membership;
 mod transfer;
 
@@ -22,6 +23,7 @@ use crate::log_store::LeaderAppend;
 use crate::metrics::{Counters, PeerProgress};
 use crate::node::{CommitTo, ReplicationProgress, RoleContext, StepDown, StopRole};
 use crate::replicator::{AppendReply, Replicator, Wake};
+use latency::CommitClock;
 
 /// Where a read index goes.
 pub(crate) type ReadReply = oneshot::Sender<Result<u64, RaftError>>;
@@ -34,6 +36,8 @@ pub(crate) struct Leader {
     replicators: BTreeMap<NodeId, Addr<Replicator>>,
     matches: BTreeMap<NodeId, u64>,
     last_heard: BTreeMap<NodeId, Instant>,
+    /// AppendEntries each replicator had unanswered at its last report.
+    inflight: BTreeMap<NodeId, u64>,
     acked_round: BTreeMap<NodeId, u64>,
     /// Last index of this node's own log known durable.
     self_durable: u64,
@@ -57,6 +61,7 @@ pub(crate) struct Leader {
     leaving: BTreeMap<NodeId, u64>,
     /// A change waiting for its new voters to catch up.
     promotion: Option<(std::collections::BTreeSet<NodeId>, ChangeReply)>,
+    commit_clock: CommitClock,
 }
 
 /// Where the outcome of a leadership transfer goes.
@@ -72,6 +77,8 @@ struct Proposal {
     reply: Option<WriteReply>,
     /// Answered once the entry has its position.
     appended: Option<oneshot::Sender<Result<LogId, RaftError>>>,
+    /// The client's write span (disabled unless debug tracing is on).
+    span: tracing::Span,
 }
 
 /// A membership change in progress (dissertation §4.3): the configuration
@@ -102,6 +109,7 @@ impl Leader {
             replicators: BTreeMap::new(),
             matches: BTreeMap::new(),
             last_heard: BTreeMap::new(),
+            inflight: BTreeMap::new(),
             acked_round: BTreeMap::new(),
             self_durable: 0,
             last_index: last_log_id.index,
@@ -116,6 +124,7 @@ impl Leader {
             transfer: None,
             leaving: BTreeMap::new(),
             promotion: None,
+            commit_clock: CommitClock::default(),
         }
     }
 
@@ -174,6 +183,7 @@ impl Leader {
         }
         self.matches.remove(&id);
         self.last_heard.remove(&id);
+        self.inflight.remove(&id);
         self.acked_round.remove(&id);
     }
 
@@ -260,6 +270,7 @@ impl Leader {
                         .last_heard
                         .get(&id)
                         .map(|t| now.saturating_duration_since(*t).as_millis() as u64),
+                    inflight: self.inflight.get(&id).copied().unwrap_or(0),
                 };
                 (id, progress)
             })
@@ -283,6 +294,7 @@ impl Leader {
             payload,
             reply,
             appended: None,
+            span: tracing::Span::none(),
         });
         self.schedule_flush(ctx);
     }
@@ -318,6 +330,11 @@ impl Leader {
         let new = leader_commit(self.commit_index, candidate, self.first_index_of_term);
         if new > self.commit_index {
             self.commit_index = new;
+            self.commit_clock.committed(
+                new,
+                Instant::now(),
+                &self.cx.counters.histograms.commit_latency_us,
+            );
             self.cx.node.do_send(CommitTo {
                 term: self.term,
                 index: new,
@@ -459,6 +476,8 @@ pub(crate) struct Propose {
     pub reply: Option<WriteReply>,
     /// Told the entry's position as soon as it is appended.
     pub appended: Option<oneshot::Sender<Result<LogId, RaftError>>>,
+    /// The client's write span (disabled unless debug tracing is on).
+    pub span: tracing::Span,
 }
 
 impl Handler<Propose> for Leader {
@@ -491,6 +510,7 @@ impl Handler<Propose> for Leader {
             payload,
             reply: msg.reply,
             appended: msg.appended,
+            span: msg.span,
         });
         self.schedule_flush(ctx);
     }
@@ -514,11 +534,21 @@ impl Handler<FlushProposals> for Leader {
                 payload,
                 reply,
                 appended,
+                span,
             } = proposal;
             self.last_index += 1;
             let log_id = LogId::new(self.term, self.last_index);
+            if !span.is_disabled() {
+                span.record("term", log_id.term);
+                span.record("index", log_id.index);
+                tracing::debug!(parent: &span, node = self.cx.id, term = log_id.term, index = log_id.index, "appended");
+            }
             if let Some(reply) = reply {
-                self.waiters.do_send(RegisterWaiter { log_id, reply });
+                self.waiters.do_send(RegisterWaiter {
+                    log_id,
+                    reply,
+                    span,
+                });
             }
             if let Some(appended) = appended {
                 let _ = appended.send(Ok(log_id));
@@ -536,6 +566,10 @@ impl Handler<FlushProposals> for Leader {
             .entries_proposed
             .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let last = self.last_index;
+        if let Some(first) = entries.first() {
+            self.commit_clock
+                .appended(first.log_id.index, last, Instant::now());
+        }
         let (durable, durable_rx) = oneshot::channel();
         self.cx.log.do_send(LeaderAppend { entries, durable });
         // Replicate while our own copy is being made durable (thesis
@@ -571,12 +605,15 @@ pub(crate) struct PeerReply {
     /// The peer lost its state: `match_index` replaces what it had
     /// acknowledged before.
     pub reset: bool,
+    /// AppendEntries still unanswered after this reply.
+    pub inflight: u64,
 }
 
 impl Handler<PeerReply> for Leader {
     type Result = ();
     fn handle(&mut self, msg: PeerReply, ctx: &mut Context<Self>) {
         self.last_heard.insert(msg.peer, Instant::now());
+        self.inflight.insert(msg.peer, msg.inflight);
         let round = self.acked_round.entry(msg.peer).or_default();
         *round = (*round).max(msg.round);
         let m = self.matches.entry(msg.peer).or_default();

@@ -15,6 +15,8 @@
 mod queue;
 mod writer;
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
@@ -24,6 +26,7 @@ use crate::core::types::{
 };
 use crate::error::StartError;
 use crate::io::IoMode;
+use crate::metrics::Counters;
 use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 use queue::WriteQueue;
@@ -85,6 +88,7 @@ impl LogStore {
         bootstrap: Option<Membership>,
         cluster_token: &str,
         io: &IoMode,
+        counters: Arc<Counters>,
     ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
         let mut state: InitialState = storage.load()?;
         if let Some(founders) = bootstrap.as_ref().filter(|_| state.is_empty()) {
@@ -168,7 +172,7 @@ impl LogStore {
             identity,
         };
         let ctx = Context::<LogStore>::new();
-        let (writer, thread) = Writer::start(node_id, storage, io, ctx.address())?;
+        let (writer, thread) = Writer::start(node_id, storage, io, ctx.address(), counters)?;
         let store = LogStore {
             node_id,
             log,

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -11,6 +12,7 @@ use super::queue::{execute, WriteOp};
 use super::{Durable, LogStore};
 use crate::core::types::NodeId;
 use crate::io::IoMode;
+use crate::metrics::Counters;
 use crate::storage::{LogStorage, StorageError};
 
 /// A running writer thread, joinable so a restart can wait until the old
@@ -44,7 +46,13 @@ impl Writer {
         mut storage: Box<dyn LogStorage>,
         io: &IoMode,
         done: Addr<LogStore>,
+        counters: Arc<Counters>,
     ) -> Result<(Writer, WriterThread), StorageError> {
+        let slow = SlowWrites {
+            node_id,
+            counters,
+            threshold: SLOW_WRITE,
+        };
         match io {
             IoMode::Threads => {
                 let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -52,7 +60,7 @@ impl Writer {
                     .name(format!("regatta-log-{node_id}"))
                     .spawn(move || {
                         while let Ok(job) = rx.recv() {
-                            if !run(&mut *storage, job, &done) {
+                            if !run(&mut *storage, job, &done, &slow) {
                                 break;
                             }
                         }
@@ -70,7 +78,7 @@ impl Writer {
                 tokio::task::spawn_local(async move {
                     while let Some(job) = rx.recv().await {
                         tokio::time::sleep(latency()).await;
-                        if !run(&mut *storage, job, &done) {
+                        if !run(&mut *storage, job, &done, &slow) {
                             break;
                         }
                     }
@@ -89,9 +97,42 @@ impl Writer {
     }
 }
 
+/// A durable write slower than this is logged: fsync on a healthy SSD
+/// takes well under a millisecond, so this means a struggling disk.
+const SLOW_WRITE: Duration = Duration::from_millis(500);
+
+/// Where the writer records how long writes take, and when to complain.
+struct SlowWrites {
+    node_id: NodeId,
+    counters: Arc<Counters>,
+    threshold: Duration,
+}
+
 /// Runs one job and reports it; false once storage has failed.
-fn run(storage: &mut dyn LogStorage, job: Job, done: &Addr<LogStore>) -> bool {
+fn run(storage: &mut dyn LogStorage, job: Job, done: &Addr<LogStore>, slow: &SlowWrites) -> bool {
+    let entries: usize = job
+        .ops
+        .iter()
+        .map(|op| match op {
+            WriteOp::Write(batch) => batch.entries.len(),
+            WriteOp::Purge { .. } => 0,
+        })
+        .sum();
+    let started = Instant::now();
     let result = execute(storage, job.ops).map_err(|e| e.to_string());
+    let elapsed = started.elapsed();
+    let histograms = &slow.counters.histograms;
+    histograms.fsync_latency_us.record_duration(elapsed);
+    histograms.write_batch_entries.record(entries as u64);
+    if elapsed > slow.threshold {
+        tracing::warn!(
+            node = slow.node_id,
+            entries,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "slow durable write: the disk took longer than {} ms",
+            slow.threshold.as_millis()
+        );
+    }
     let ok = result.is_ok();
     done.do_send(JobDone {
         result,

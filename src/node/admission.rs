@@ -47,7 +47,7 @@ impl Node {
             env.from,
             env.cluster_id
         );
-        crate::metrics::Counters::bump(&self.cx.counters.messages_refused);
+        crate::metrics::Counters::bump(&self.cx.counters.messages_other_cluster);
         if self.should_log_refusal(env.from) {
             tracing::warn!(node = self.id(), peer = env.from, %reason, "refusing a message from another cluster");
         }

@@ -117,6 +117,13 @@ impl Node {
                         command,
                         reply: Some(tx),
                         appended: None,
+                        span: tracing::debug_span!(
+                            "forwarded_write",
+                            node = self.id(),
+                            from,
+                            term = tracing::field::Empty,
+                            index = tracing::field::Empty
+                        ),
                     }),
                     // Sent to the leader of `term`, which this node was;
                     // if that was in a previous run, that run may have
@@ -182,6 +189,7 @@ impl Handler<ClientWrite> for Node {
                 },
                 reply: Some(msg.reply),
                 appended: None,
+                span: msg.span,
             }),
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
             _ => {
@@ -206,6 +214,7 @@ impl Handler<ClientPropose> for Node {
                     command: ClientCommand::Command(msg.command),
                     reply: Some(reply),
                     appended: Some(msg.appended),
+                    span: tracing::Span::none(),
                 })
             }
             RoleState::Stopped => drop(msg.appended.send(Err(RaftError::ShuttingDown))),

@@ -104,6 +104,8 @@ pub(crate) struct Inbound(pub Envelope);
 pub(crate) struct ClientWrite {
     pub command: crate::core::types::ClientCommand,
     pub reply: WriteReply,
+    /// The client's write span, followed through append and apply.
+    pub span: tracing::Span,
 }
 
 /// A client asks this node, if it leads, to append a command and say

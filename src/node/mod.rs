@@ -480,7 +480,7 @@ impl Handler<Inbound> for Node {
             self.incarnations.insert(from, incarnation);
         }
         if let Err(rule) = validate(&env.message) {
-            crate::metrics::Counters::bump(&self.cx.counters.messages_refused);
+            crate::metrics::Counters::bump(&self.cx.counters.messages_invalid);
             tracing::warn!(
                 node = self.id(),
                 term = self.hs.term,

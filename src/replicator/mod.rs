@@ -51,6 +51,8 @@ struct Transfer {
     /// Where the chunk in flight starts.
     offset: u64,
     sent_at: Instant,
+    /// When the first chunk went out.
+    started: Instant,
 }
 
 impl Replicator {
@@ -90,6 +92,10 @@ impl Replicator {
 
     fn send(&mut self, prev: LogId, entries: Vec<crate::core::types::Entry>) {
         Counters::bump(&self.cx.counters.append_entries_sent);
+        if !entries.is_empty() {
+            let histograms = &self.cx.counters.histograms;
+            histograms.append_batch_entries.record(entries.len() as u64);
+        }
         self.sent_since_tick = true;
         self.sent_round = self.round;
         self.cx.transport.send(Envelope::new(
@@ -178,6 +184,7 @@ impl Replicator {
                         data,
                         offset: 0,
                         sent_at: Instant::now(),
+                        started: Instant::now(),
                     });
                     act.send_chunk();
                 }
@@ -357,6 +364,7 @@ impl Handler<AppendReply> for Replicator {
                 match_index: 0,
                 round: msg.round,
                 reset,
+                inflight: self.progress.inflight() as u64,
             });
             self.pump(ctx);
             return;
@@ -390,6 +398,7 @@ impl Handler<AppendReply> for Replicator {
             match_index: self.progress.match_index,
             round: msg.round,
             reset,
+            inflight: self.progress.inflight() as u64,
         });
         self.pump(ctx);
     }
@@ -415,6 +424,7 @@ impl Handler<SnapshotReply> for Replicator {
                 match_index: 0,
                 round: 0,
                 reset: true,
+                inflight: self.progress.inflight() as u64,
             });
             self.pump(ctx);
             return;
@@ -424,10 +434,17 @@ impl Handler<SnapshotReply> for Replicator {
             return; // about another transfer
         }
         if msg.done {
+            let elapsed = t.started.elapsed();
+            self.cx
+                .counters
+                .histograms
+                .snapshot_transfer_us
+                .record_duration(elapsed);
             tracing::info!(
                 node = self.cx.id,
                 peer = self.peer,
                 index = msg.last_included.index,
+                elapsed_ms = elapsed.as_millis() as u64,
                 "snapshot installed on the follower"
             );
             self.transfer = None;
@@ -439,6 +456,7 @@ impl Handler<SnapshotReply> for Replicator {
                 match_index: self.progress.match_index,
                 round: 0,
                 reset: false,
+                inflight: self.progress.inflight() as u64,
             });
             self.pump(ctx);
         } else if msg.received != t.offset || t.sent_at.elapsed() >= self.cx.config.rpc_timeout() {

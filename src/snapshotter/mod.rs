@@ -13,6 +13,7 @@ use crate::core::types::{LogId, NodeId};
 use crate::error::RaftError;
 use crate::io::IoMode;
 use crate::log_store::{Compact, LogStore, MembershipAt};
+use crate::metrics::Counters;
 use crate::metrics::Metrics;
 use crate::storage::snapshot::{self, SnapshotStore};
 
@@ -49,6 +50,7 @@ pub(crate) struct Snapshotter {
     /// Callers waiting for the snapshot being built (or the next one).
     waiting: Vec<TakeReply>,
     io: IoMode,
+    counters: Arc<Counters>,
 }
 
 impl Snapshotter {
@@ -63,6 +65,7 @@ impl Snapshotter {
         metrics: watch::Receiver<Metrics>,
         last: LogId,
         io: IoMode,
+        counters: Arc<Counters>,
     ) -> Self {
         Snapshotter {
             node_id,
@@ -77,6 +80,7 @@ impl Snapshotter {
             building: false,
             waiting: Vec::new(),
             io,
+            counters,
         }
     }
 
@@ -90,6 +94,7 @@ impl Snapshotter {
             return;
         }
         self.building = true;
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.applier.do_send(BuildSnapshot(tx));
         let log = self.log.clone();
@@ -126,15 +131,22 @@ impl Snapshotter {
                 .map_err(|_| "the log store stopped before compacting".to_string())?;
             Ok(at)
         };
-        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
             act.building = false;
             let result = match result {
                 Ok(at) => {
                     if at.index > act.last.index {
+                        let elapsed = started.elapsed();
+                        Counters::bump(&act.counters.snapshots_built);
+                        act.counters
+                            .histograms
+                            .snapshot_build_us
+                            .record_duration(elapsed);
                         tracing::info!(
                             node = act.node_id,
                             index = at.index,
                             term = at.term,
+                            elapsed_ms = elapsed.as_millis() as u64,
                             "snapshot taken"
                         );
                         act.last = at;

@@ -26,4 +26,10 @@ pub trait Transport: Send + Sync + 'static {
     /// Learns or updates the address of a peer (from a configuration entry).
     /// Transports that route by node id ignore it.
     fn set_address(&self, _id: crate::NodeId, _address: &str) {}
+
+    /// Bytes moved to and from each peer, for the metrics; transports that
+    /// do not count return nothing.
+    fn traffic(&self) -> std::collections::BTreeMap<crate::NodeId, crate::Traffic> {
+        Default::default()
+    }
 }

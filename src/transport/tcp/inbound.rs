@@ -122,6 +122,7 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
         lock(&shared.learned).push((peer_id, address));
     }
 
+    let traffic = shared.traffic_of(peer_id);
     loop {
         let frame = tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -139,6 +140,9 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
                 return;
             }
         };
+        traffic
+            .received
+            .fetch_add(frame.len() as u64 + FRAME_PREFIX, Ordering::Relaxed);
         let envelope = match decode_envelope(&frame) {
             Ok(envelope) => envelope,
             Err(e) => {

@@ -163,9 +163,26 @@ struct Shared {
     /// Last `warn` per refusal reason, for rate limiting.
     refusals_logged: Mutex<HashMap<String, Instant>>,
     cancel: CancellationToken,
+    /// Bytes to and from each peer, for the metrics.
+    traffic: Mutex<BTreeMap<NodeId, Arc<PeerTraffic>>>,
 }
 
+/// Byte counters of one peer, shared by its connections.
+#[derive(Debug, Default)]
+struct PeerTraffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// The length prefix each frame carries on the wire.
+const FRAME_PREFIX: u64 = 4;
+
 impl Shared {
+    /// The byte counters of `peer`, created on first use.
+    fn traffic_of(&self, peer: NodeId) -> Arc<PeerTraffic> {
+        lock(&self.traffic).entry(peer).or_default().clone()
+    }
+
     fn count_drop(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -297,6 +314,7 @@ impl TcpTransport {
             deliver,
             dropped: AtomicU64::new(0),
             refusals_logged: Mutex::new(HashMap::new()),
+            traffic: Mutex::new(BTreeMap::new()),
             cancel: CancellationToken::new(),
         });
         info!(node_id = shared.node_id, %local_addr, "tcp transport listening");
@@ -368,6 +386,19 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn traffic(&self) -> BTreeMap<NodeId, crate::Traffic> {
+        lock(&self.inner.shared.traffic)
+            .iter()
+            .map(|(id, t)| {
+                let traffic = crate::Traffic {
+                    sent: t.sent.load(Ordering::Relaxed),
+                    received: t.received.load(Ordering::Relaxed),
+                };
+                (*id, traffic)
+            })
+            .collect()
+    }
+
     fn send(&self, envelope: Envelope) {
         if !lock(&self.inner.shared.learned).is_empty() {
             self.adopt_learned();

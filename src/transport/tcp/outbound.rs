@@ -163,6 +163,7 @@ pub(super) async fn pump(
     mut conn: Outbound,
     queue: &mut mpsc::Receiver<Envelope>,
 ) -> Option<String> {
+    let traffic = shared.traffic_of(peer_id);
     loop {
         tokio::select! {
             // Watching the read side notices a closed connection right away
@@ -181,7 +182,9 @@ pub(super) async fn pump(
                     let mut written = 0;
                     while let Some(envelope) = next {
                         if let Some(frame) = encode_for_wire(shared, peer_id, &envelope) {
+                            let size = frame.len() as u64 + FRAME_PREFIX;
                             conn.writer.feed(frame).await?;
+                            traffic.sent.fetch_add(size, Ordering::Relaxed);
                         }
                         written += 1;
                         next = if written < MAX_BATCH { queue.try_recv().ok() } else { None };

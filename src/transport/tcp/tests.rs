@@ -376,6 +376,11 @@ async fn two_nodes_exchange_messages_both_ways() {
     );
     b.send(big.clone());
     assert_eq!(recv(&mut ra).await, big);
+    // Both sides counted the megabyte: b sent it to 1, a received it from 2.
+    let sent = b.traffic()[&1].sent;
+    let received = a.traffic()[&2].received;
+    assert!(sent > 1 << 20 && received == sent, "{sent} {received}");
+    assert!(a.traffic()[&2].sent > 0 && b.traffic()[&1].received > 0);
 
     // Self-addressed and unknown-peer messages are dropped, not delivered.
     let before = a.dropped_messages();

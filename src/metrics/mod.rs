@@ -1,4 +1,11 @@
-//! What a node reports about itself, on a watch channel.
+//! What a node reports about itself: its state on a watch channel
+//! ([`Metrics`]), event counts ([`Counts`]) and distributions
+//! ([`Histograms`]) kept in relaxed atomics.
+
+pub(crate) mod histogram;
+
+pub(crate) use histogram::AtomicHistograms;
+pub use histogram::{Histogram, Histograms};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,7 +80,17 @@ pub(crate) struct Counters {
     pub append_entries_rejected: AtomicU64,
     pub snapshots_sent: AtomicU64,
     pub snapshots_installed: AtomicU64,
-    pub messages_refused: AtomicU64,
+    pub snapshots_built: AtomicU64,
+    pub pre_votes_lost: AtomicU64,
+    pub messages_invalid: AtomicU64,
+    pub messages_other_cluster: AtomicU64,
+    pub writes_submitted: AtomicU64,
+    pub writes_failed_not_leader: AtomicU64,
+    pub writes_failed_timeout: AtomicU64,
+    pub writes_failed_indeterminate: AtomicU64,
+    pub writes_failed_shutting_down: AtomicU64,
+    pub writes_failed_refused: AtomicU64,
+    pub histograms: AtomicHistograms,
 }
 
 impl Counters {
@@ -94,8 +111,31 @@ impl Counters {
             append_entries_rejected: get(&self.append_entries_rejected),
             snapshots_sent: get(&self.snapshots_sent),
             snapshots_installed: get(&self.snapshots_installed),
-            messages_refused: get(&self.messages_refused),
+            snapshots_built: get(&self.snapshots_built),
+            pre_votes_lost: get(&self.pre_votes_lost),
+            messages_invalid: get(&self.messages_invalid),
+            messages_other_cluster: get(&self.messages_other_cluster),
+            writes_submitted: get(&self.writes_submitted),
+            writes_failed_not_leader: get(&self.writes_failed_not_leader),
+            writes_failed_timeout: get(&self.writes_failed_timeout),
+            writes_failed_indeterminate: get(&self.writes_failed_indeterminate),
+            writes_failed_shutting_down: get(&self.writes_failed_shutting_down),
+            writes_failed_refused: get(&self.writes_failed_refused),
         }
+    }
+
+    /// Counts a client write that failed, by what the caller may do next.
+    pub(crate) fn write_failed(&self, error: &crate::RaftError) {
+        use crate::RaftError as E;
+        Self::bump(match error {
+            E::NotLeader(_) => &self.writes_failed_not_leader,
+            E::Timeout => &self.writes_failed_timeout,
+            E::Indeterminate => &self.writes_failed_indeterminate,
+            E::ShuttingDown => &self.writes_failed_shutting_down,
+            E::Membership(_) | E::Transfer(_) | E::Session(_) | E::Snapshot(_) | E::Codec(_) => {
+                &self.writes_failed_refused
+            }
+        });
     }
 }
 
@@ -121,8 +161,27 @@ pub struct Counts {
     pub snapshots_sent: u64,
     /// Snapshots this node received and installed.
     pub snapshots_installed: u64,
-    /// Messages refused: invalid, or from another cluster.
-    pub messages_refused: u64,
+    /// Snapshots this node built of its own state machine.
+    pub snapshots_built: u64,
+    /// Pre-votes this node lost (a majority would not follow it).
+    pub pre_votes_lost: u64,
+    /// Messages refused because they break a protocol rule.
+    pub messages_invalid: u64,
+    /// Messages refused because they come from another cluster.
+    pub messages_other_cluster: u64,
+    /// Client writes submitted through this node ([`crate::Raft::write`]
+    /// and the session writes), forwarded ones included.
+    pub writes_submitted: u64,
+    /// Writes failed with [`crate::RaftError::NotLeader`].
+    pub writes_failed_not_leader: u64,
+    /// Writes failed with [`crate::RaftError::Timeout`].
+    pub writes_failed_timeout: u64,
+    /// Writes failed with [`crate::RaftError::Indeterminate`].
+    pub writes_failed_indeterminate: u64,
+    /// Writes failed with [`crate::RaftError::ShuttingDown`].
+    pub writes_failed_shutting_down: u64,
+    /// Writes refused for any other reason (session, encoding, …).
+    pub writes_failed_refused: u64,
 }
 
 /// The leader's view of one member's replication.
@@ -134,4 +193,16 @@ pub struct PeerProgress {
     pub lag: u64,
     /// Milliseconds since the member last answered, when it has.
     pub last_contact_ms: Option<u64>,
+    /// AppendEntries sent to the member and not yet answered.
+    #[serde(default)]
+    pub inflight: u64,
+}
+
+/// Bytes a transport moved to and from one peer since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Bytes written to the peer (frames with their length prefixes).
+    pub sent: u64,
+    /// Bytes read from the peer.
+    pub received: u64,
 }
