@@ -39,29 +39,24 @@
 //! and, on Linux, its file system are printed with the results (a `tmpfs`
 //! makes fsync free).
 
+#[path = "../examples/service/disk.rs"]
+mod disk;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
-use regatta::storage::{FjallStorage, LogStorage, WriteBatch};
+use regatta::storage::FjallStorage;
 use regatta::transport::tcp::{TcpConfig, TcpTransport};
 use regatta::transport::Transport;
-use regatta::{
-    Apply, Config, Entry, LogId, Membership, NodeId, Payload, Raft, Restore, Role, Snapshot,
-    StateMachine,
-};
+use regatta::{Apply, Config, Membership, NodeId, Raft, Restore, Role, Snapshot, StateMachine};
 
 const CLUSTER_ID: &str = "regatta-durable-bench";
 const RAW_BATCHES: [usize; 3] = [1, 64, 256];
 const CLIENT_COUNTS: [usize; 4] = [1, 16, 64, 256];
 const DEFAULT_RUNS: usize = 5;
-const PAYLOAD_BYTES: usize = 256;
-/// Random bytes the raw payloads are cut from, so that consecutive entries
-/// carry different data (no help from any compression).
-const PAYLOAD_POOL: usize = 1 << 20;
 
 const USAGE: &str = "\
 usage: cargo bench --bench durable -- [PART]
@@ -260,80 +255,37 @@ fn file_system_of(path: &Path) -> Option<String> {
 // Part (a): the raw disk limit
 
 /// One raw run on a fresh store: warm up, then write `batch`-entry batches
-/// back-to-back for `run`.
-fn raw_run(batch: usize, run: Duration, warmup: Duration, pool: &Bytes) -> Result<Sample, String> {
+/// back-to-back for `run` (the same measurement as `counter check disk`).
+fn raw_run(batch: usize, run: Duration, warmup: Duration) -> Result<Sample, String> {
     let dir = temp_dir()?;
-    let mut store = FjallStorage::open(dir.path().join("log"), CLUSTER_ID)
-        .map_err(|e| format!("FjallStorage::open: {e}"))?;
-    // The storage contract: load once before the first write.
-    store
-        .load()
-        .map_err(|e| format!("FjallStorage::load: {e}"))?;
-
-    let slots = (pool.len() - PAYLOAD_BYTES) / PAYLOAD_BYTES;
-    let mut next_index = 1u64;
-    let mut make_batch = || WriteBatch {
-        entries: (0..batch)
-            .map(|_| {
-                let index = next_index;
-                next_index += 1;
-                let at = (index as usize % slots) * PAYLOAD_BYTES;
-                Entry {
-                    log_id: LogId::new(1, index),
-                    payload: Payload::Command(pool.slice(at..at + PAYLOAD_BYTES)),
-                }
-            })
-            .collect(),
-        ..WriteBatch::default()
-    };
-
-    let started = Instant::now();
-    while started.elapsed() < warmup {
-        store
-            .write(make_batch())
-            .map_err(|e| format!("LogStorage::write (warm-up): {e}"))?;
-    }
-
-    let mut latencies = Vec::new();
-    let started = Instant::now();
-    while started.elapsed() < run {
-        let b = make_batch();
-        let t = Instant::now();
-        store
-            .write(b)
-            .map_err(|e| format!("LogStorage::write: {e}"))?;
-        latencies.push(t.elapsed());
-    }
-    let elapsed = started.elapsed();
-    drop(store);
-    drop(dir);
-    Ok(Sample::from_latencies(latencies, elapsed, 0))
+    let measured = disk::measure(&dir.path().join("log"), batch, warmup, run)?;
+    Ok(Sample::from_latencies(
+        measured.latencies,
+        measured.elapsed,
+        0,
+    ))
 }
 
 fn raw_part(plan: &Plan) -> Result<(), String> {
     let base = temp_base();
     println!("## Raw disk limit: FjallStorage::write (fjall batch + fsync, SyncAll)\n");
     println!(
-        "{PAYLOAD_BYTES}-byte command payloads, term 1, consecutive indices; a fresh store per \
+        "{}-byte command payloads, term 1, consecutive indices; a fresh store per \
          run under {} on {}; {:?} warm-up + {:?} per run; medians of {} runs.\n",
+        disk::PAYLOAD_BYTES,
         base.display(),
         file_system_of(&base).unwrap_or_else(|| "an unknown file system".into()),
         plan.warmup,
         plan.raw_run,
         plan.runs,
     );
-    let mut rng = fastrand::Rng::with_seed(0x5eed);
-    let pool: Bytes = (0..PAYLOAD_POOL + PAYLOAD_BYTES)
-        .map(|_| rng.u8(..))
-        .collect::<Vec<u8>>()
-        .into();
 
     println!("| entries/batch | batches/s | entries/s | p50 batch latency | p99 batch latency |");
     println!("|--------------:|----------:|----------:|------------------:|------------------:|");
     for &batch in &plan.batches {
         let mut samples = Vec::with_capacity(plan.runs);
         for _ in 0..plan.runs {
-            samples.push(raw_run(batch, plan.raw_run, plan.warmup, &pool)?);
+            samples.push(raw_run(batch, plan.raw_run, plan.warmup)?);
         }
         let batches_per_sec = median(samples.iter().map(|s| s.per_sec).collect());
         let (rate, p50, p99) = medians(

@@ -1,9 +1,12 @@
 //! Observability: a client write followed in one tracing span, and (with
 //! processes) the dashboard and the operator commands.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::time::Duration;
 
 use regatta::testing::Cluster;
@@ -37,10 +40,7 @@ async fn a_write_is_traced_from_append_to_apply_in_one_span() {
     // only test in this binary that installs a subscriber.
     tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
     bounded(SECS(60), async {
-        let c = Cluster::new(3, test_config(), seed("write_span"), |_| {
-            Counter::default()
-        })
-        .await;
+        let c = Cluster::new(3, test_config(), seed("write_span"), |_| Counter::default()).await;
         let leader = c.wait_leader(SECS(10)).await.unwrap();
         let written = c.raft(leader).write_entry(Add(7)).await.unwrap();
         let regatta::LogId { term, index } = written.log_id;
@@ -50,11 +50,186 @@ async fn a_write_is_traced_from_append_to_apply_in_one_span() {
         let span = format!("write{{node={leader} term={term} index={index}}}");
         for event in ["appended", "applied"] {
             assert!(
-                text.lines()
-                    .any(|l| l.contains(&span) && l.contains(event)),
+                text.lines().any(|l| l.contains(&span) && l.contains(event)),
                 "no {event} event in {span}:\n{text}"
             );
         }
     })
     .await;
+}
+
+/// What the dashboard shows: the leader it names, the members it lists,
+/// rows marked leader, rows of members that answer, leader changes logged.
+const DASHBOARD_STATE: &str = "
+    const s = document.getElementById('summary');
+    return {
+        leader: s.dataset.leader,
+        members: s.dataset.members,
+        leaders: document.querySelectorAll('#members tr[data-role=leader]').length,
+        up: [...document.querySelectorAll('#members tr[data-up=true]')].map(r => r.dataset.member),
+        changes: document.querySelectorAll('#events li').length,
+    };";
+
+#[test]
+fn the_dashboard_follows_the_cluster_through_a_failover() {
+    let Some(browser) = browser::Browser::start() else {
+        return;
+    };
+    let mut cluster = process::ProcessCluster::start("counter", 3);
+    let leader = cluster.wait_leader(&[1, 2, 3], SECS(30));
+    for _ in 0..20 {
+        let answer = process::http(cluster.http(leader), "POST", "/counter/incr", None);
+        assert!(matches!(answer, Ok((200, _))), "{answer:?}");
+    }
+    // Loaded from the leader, which is about to die.
+    browser.open(&format!("http://{}/dashboard", cluster.http(leader)));
+    browser.wait_for(
+        "three members, one leader",
+        DASHBOARD_STATE,
+        SECS(30),
+        |v| {
+            v["leader"] == json!(leader.to_string())
+                && v["members"] == "3"
+                && v["leaders"] == 1
+                && v["up"].as_array().is_some_and(|up| up.len() == 3)
+        },
+    );
+
+    cluster.kill(leader);
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let next = cluster.wait_leader(&others, SECS(30));
+    let shown = browser.wait_for(
+        "the new leader, the old one down",
+        DASHBOARD_STATE,
+        SECS(30),
+        |v| {
+            v["leader"] == json!(next.to_string())
+                && v["leaders"] == 1
+                && v["up"]
+                    .as_array()
+                    .is_some_and(|up| up.len() == 2 && !up.contains(&json!(leader.to_string())))
+                && v["changes"].as_u64().is_some_and(|n| n >= 2)
+        },
+    );
+    println!("after the failover the dashboard shows {shown}");
+    if let Ok(path) = std::env::var("REGATTA_SCREENSHOT") {
+        // For the picture in the docs: some load, and charts with points.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = cluster.http(next);
+        let load = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = process::http(addr, "POST", "/counter/incr", None);
+                }
+            })
+        };
+        browser.wait_for(
+            "points on the charts",
+            "return series.rate.length",
+            SECS(60),
+            |v| v.as_u64().is_some_and(|n| n >= 15),
+        );
+        browser.screenshot(std::path::Path::new(&path));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().unwrap();
+    }
+}
+
+/// Runs the counter example with `args`; returns its exit code and stdout.
+fn counter(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(process::example_binary("counter"))
+        .args(args)
+        .output()
+        .expect("run the counter example");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    println!(
+        "$ counter {}\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), stdout)
+}
+
+#[test]
+fn operator_commands_work_against_a_running_cluster() {
+    let mut cluster = process::ProcessCluster::start("counter", 3);
+    let leader = cluster.wait_leader(&[1, 2, 3], SECS(30));
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let endpoints = format!("{},{}", cluster.http(leader), cluster.http(follower));
+
+    // bench: writes through the leader and a follower (forwarded).
+    let (code, out) = counter(&[
+        "bench",
+        "--endpoints",
+        &endpoints,
+        "--clients",
+        "4",
+        "--seconds",
+        "1",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let ok: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.split(" writes ok")
+                .next()
+                .filter(|_| l.contains("writes ok"))
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out}"));
+    assert!(ok > 0, "{out}");
+    assert!(out.contains("p99"), "{out}");
+    let applied = cluster.status(leader).unwrap()["commit_index"]
+        .as_u64()
+        .unwrap();
+    assert!(applied >= ok, "{applied} < {ok}");
+
+    // status, from a follower's address: every member, one leader.
+    let (code, out) = counter(&["status", "--endpoint", &cluster.http(follower).to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| ID"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("| leader ")).count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains(&format!("leader: node {leader} ")), "{out}");
+
+    // A member down shows as unreachable, the rest still answer.
+    cluster.kill(follower);
+    let (code, out) = counter(&["status", "--endpoint", &cluster.http(leader).to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("unreachable").count(), 1, "{out}");
+
+    // An address where nothing serves: a clear error, exit 1.
+    let nobody = format!("127.0.0.1:{}", process::free_port());
+    let (code, _) = counter(&["status", "--endpoint", &nobody]);
+    assert_eq!(code, Some(1));
+
+    // check disk: two measurements and a verdict (PASS exits 0, FAIL 3).
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = counter(&[
+        "check",
+        "disk",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--seconds",
+        "1",
+    ]);
+    assert!(matches!(code, Some(0 | 3)), "{out}");
+    assert!(out.contains("single-entry durable write: p50"), "{out}");
+    assert!(out.contains("256-entry group commit"), "{out}");
+    assert_eq!(
+        out.matches("PASS").count() + out.matches("FAIL").count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(code == Some(0), !out.contains("FAIL"), "{out}");
+    // The scratch store is removed.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -15,6 +15,10 @@ use actix_web::{web, App, HttpServer};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use regatta::{Config, InitialCluster, Node, NodeId, Raft, RaftError, StartError, StateMachine};
 
+mod disk;
+pub mod http;
+mod ops;
+
 /// One example service: a state machine plus its HTTP routes and demo.
 pub trait Service: StateMachine + Default + Send {
     /// Program name, also the cluster name stamped on data directories and
@@ -27,6 +31,9 @@ pub trait Service: StateMachine + Default + Send {
 
     /// The no-argument demo, run against a fresh 3-node cluster.
     fn demo(cluster: &mut DemoCluster<Self>) -> impl Future<Output = Result<(), String>>;
+
+    /// The write `bench` sends by default: a path and a JSON body.
+    const BENCH_WRITE: (&'static str, Option<&'static str>);
 }
 
 #[derive(Parser)]
@@ -40,6 +47,15 @@ struct Cli {
 enum Command {
     /// Run one node of a multi-process cluster with an HTTP API.
     Serve(ServeArgs),
+    /// Print every member's role, term, indices and lag as a table, asking
+    /// any one member for the configuration.
+    Status(ops::StatusArgs),
+    /// Check that this machine can run a node well.
+    #[command(subcommand)]
+    Check(ops::Check),
+    /// Send writes to a running cluster through its HTTP API and report
+    /// throughput and latency percentiles.
+    Bench(ops::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -102,6 +118,19 @@ pub fn main<S: Service>() {
                 .with_writer(std::io::stderr)
                 .try_init();
             System::new().block_on(run_demo::<S>())
+        }
+        Some(Command::Status(args)) => ops::status(&args),
+        Some(Command::Check(ops::Check::Disk(args))) => match ops::check_disk(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(3),
+            Err(e) => Err(e),
+        },
+        Some(Command::Bench(mut args)) => {
+            let (path, body) = S::BENCH_WRITE;
+            if args.body.is_none() && args.path.is_none() {
+                args.body = body.map(str::to_string);
+            }
+            ops::bench(&args, path)
         }
         Some(Command::Serve(args)) => {
             let _ = tracing_subscriber::fmt()

@@ -27,6 +27,7 @@ const MAX_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3600);
 pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
     web::scope("/cluster")
         .route("/status", web::get().to(status::<SM>))
+        .route("/stats", web::get().to(stats::<SM>))
         .route("/members", web::get().to(members::<SM>))
         .route("/members", web::post().to(add_member::<SM>))
         .route("/members/{id}", web::delete().to(remove_member::<SM>))
@@ -92,13 +93,36 @@ fn membership_json(m: &Membership) -> serde_json::Value {
 
 /// `GET /cluster/status`: this node's metrics.
 async fn status<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
-    let m = metrics(&raft);
-    let mut body = serde_json::to_value(&m).unwrap_or_else(|_| json!({}));
+    readable_anywhere(HttpResponse::Ok()).json(status_json(&metrics(&raft)))
+}
+
+fn status_json(m: &Metrics) -> serde_json::Value {
+    let mut body = serde_json::to_value(m).unwrap_or_else(|_| json!({}));
     body["voters"] = json!(m.membership.voters);
     body["learners"] = json!(m.membership.learners);
     body["joint"] = json!(m.membership.is_joint());
     body["leader_api"] = json!(m.leader.and_then(|l| m.membership.api_address(l)));
-    HttpResponse::Ok().json(body)
+    body
+}
+
+/// `GET /cluster/stats`: the status with the event counts, histograms
+/// and per-peer traffic, for the dashboard and the `status` command.
+async fn stats<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
+    readable_anywhere(HttpResponse::Ok()).json(json!({
+        "status": status_json(&metrics(&raft)),
+        "counts": raft.counts(),
+        "histograms": raft.histograms(),
+        "traffic": raft.traffic(),
+    }))
+}
+
+/// Read-only answers any page may fetch: the dashboard loaded from one
+/// member reads the others' (a simple GET, so no preflight is needed).
+fn readable_anywhere(
+    mut response: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
+    response.insert_header(("Access-Control-Allow-Origin", "*"));
+    response
 }
 
 /// `GET /cluster/members`: the configuration this node knows.

@@ -81,14 +81,25 @@ use crate::state_machine::StateMachine;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Registers `raft` as app data (for [`Replica`]), mounts the admin
-/// scope under `/cluster` and Prometheus metrics at `GET /metrics`. Call
-/// inside `App::configure`.
+/// scope under `/cluster`, Prometheus metrics at `GET /metrics` and the
+/// live dashboard at `GET /dashboard`. Call inside `App::configure`.
 pub fn configure<SM: StateMachine>(raft: Raft<SM>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(raft));
         cfg.service(admin::scope::<SM>());
         cfg.route("/metrics", web::get().to(prometheus::metrics::<SM>));
+        cfg.route("/dashboard", web::get().to(dashboard));
     }
+}
+
+/// The cluster dashboard: one static page, embedded in the binary, that
+/// polls every member's `GET /cluster/stats` (learning their API
+/// addresses from the membership metadata) and draws the members, the
+/// replication lag, commit latency and throughput, and leader changes.
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("dashboard.html"))
 }
 
 /// A JSON 404 for `App::default_service`.
