@@ -185,6 +185,50 @@ fn operator_commands_work_against_a_running_cluster() {
         .unwrap();
     assert!(applied >= ok, "{applied} < {ok}");
 
+    // GET /metrics on every node parses, names the node, and counts what
+    // the bench did: one leader, durable writes everywhere, TCP bytes to
+    // both peers, commit latencies on the leader.
+    let mut leaders = 0.0;
+    for id in [1, 2, 3] {
+        let (status, body) = process::HttpConnection::connect(cluster.http(id))
+            .unwrap()
+            .exchange("GET", "/metrics", None, &[])
+            .unwrap();
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body).unwrap();
+        let samples = exposition::parse_exposition(&text);
+        let value = |name: &str| -> f64 {
+            samples
+                .iter()
+                .filter(|(n, _, _)| n == name)
+                .map(|(_, _, v)| *v)
+                .sum()
+        };
+        assert!(samples
+            .iter()
+            .all(|(_, labels, _)| labels.contains(&("node".into(), id.to_string()))));
+        leaders += value("regatta_is_leader");
+        assert!(value("regatta_fsync_latency_seconds_count") > 0.0, "{text}");
+        assert!(
+            value("regatta_write_batch_entries_sum") >= ok as f64,
+            "{text}"
+        );
+        let peers = samples
+            .iter()
+            .filter(|(n, _, v)| n == "regatta_peer_sent_bytes_total" && *v > 0.0)
+            .count();
+        // The leader talks to both followers; a follower to the leader.
+        assert_eq!(peers, if id == leader { 2 } else { 1 }, "{text}");
+        if id == leader {
+            assert!(
+                value("regatta_commit_latency_seconds_count") >= ok as f64,
+                "{text}"
+            );
+            assert!(value("regatta_writes_submitted_total") > 0.0, "{text}");
+        }
+    }
+    assert_eq!(leaders, 1.0);
+
     // status, from a follower's address: every member, one leader.
     let (code, out) = counter(&["status", "--endpoint", &cluster.http(follower).to_string()]);
     assert_eq!(code, Some(0), "{out}");

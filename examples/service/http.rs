@@ -65,6 +65,28 @@ impl HttpConnection {
         body: Option<&str>,
         headers: &[(&str, String)],
     ) -> Result<(u16, Value), HttpError> {
+        let (status, body) = self.exchange(method, path, body, headers)?;
+        let json = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                HttpError::AfterConnect(format!(
+                    "bad JSON {:?}: {e}",
+                    String::from_utf8_lossy(&body)
+                ))
+            })?
+        };
+        Ok((status, json))
+    }
+
+    /// One exchange; returns the status and the raw body.
+    pub fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, Vec<u8>), HttpError> {
         let after = |e: std::io::Error| HttpError::AfterConnect(e.to_string());
         let body = body.unwrap_or("");
         let extra: String = headers
@@ -106,17 +128,7 @@ impl HttpConnection {
         }
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).map_err(after)?;
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                HttpError::AfterConnect(format!(
-                    "bad JSON {:?}: {e}",
-                    String::from_utf8_lossy(&body)
-                ))
-            })?
-        };
-        Ok((status, json))
+        Ok((status, body))
     }
 }
 

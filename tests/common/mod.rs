@@ -1,6 +1,7 @@
 //! Shared by the cluster tests: a counter state machine and helpers.
 #![allow(dead_code)]
 
+pub mod exposition;
 pub mod process;
 pub mod process_faults;
 pub mod scripted;
