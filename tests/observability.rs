@@ -209,6 +209,7 @@ fn operator_commands_work_against_a_running_cluster() {
             .all(|(_, labels, _)| labels.contains(&("node".into(), id.to_string()))));
         leaders += value("regatta_is_leader");
         assert!(value("regatta_fsync_latency_seconds_count") > 0.0, "{text}");
+        assert!(value("regatta_log_bytes") > 0.0, "{text}");
         assert!(
             value("regatta_write_batch_entries_sum") >= ok as f64,
             "{text}"

@@ -2,6 +2,7 @@
 //! [`LogStorage`] off the node's thread (or, simulated, after a virtual
 //! delay) and reports back, one job at a time.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,10 +49,11 @@ impl Writer {
         done: Addr<LogStore>,
         counters: Arc<Counters>,
     ) -> Result<(Writer, WriterThread), StorageError> {
-        let slow = SlowWrites {
+        let mut stats = WriterStats {
             node_id,
             counters,
             threshold: SLOW_WRITE,
+            size_sampled: None,
         };
         match io {
             IoMode::Threads => {
@@ -60,7 +62,7 @@ impl Writer {
                     .name(format!("regatta-log-{node_id}"))
                     .spawn(move || {
                         while let Ok(job) = rx.recv() {
-                            if !run(&mut *storage, job, &done, &slow) {
+                            if !run(&mut *storage, job, &done, &mut stats) {
                                 break;
                             }
                         }
@@ -78,7 +80,7 @@ impl Writer {
                 tokio::task::spawn_local(async move {
                     while let Some(job) = rx.recv().await {
                         tokio::time::sleep(latency()).await;
-                        if !run(&mut *storage, job, &done, &slow) {
+                        if !run(&mut *storage, job, &done, &mut stats) {
                             break;
                         }
                     }
@@ -101,15 +103,26 @@ impl Writer {
 /// takes well under a millisecond, so this means a struggling disk.
 const SLOW_WRITE: Duration = Duration::from_millis(500);
 
-/// Where the writer records how long writes take, and when to complain.
-struct SlowWrites {
+/// How often the log's size is read (for the memory store that is a
+/// walk over the entries, so not after every write).
+const SIZE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the writer records how long writes take and how big the log is,
+/// and when to complain.
+struct WriterStats {
     node_id: NodeId,
     counters: Arc<Counters>,
     threshold: Duration,
+    size_sampled: Option<Instant>,
 }
 
 /// Runs one job and reports it; false once storage has failed.
-fn run(storage: &mut dyn LogStorage, job: Job, done: &Addr<LogStore>, slow: &SlowWrites) -> bool {
+fn run(
+    storage: &mut dyn LogStorage,
+    job: Job,
+    done: &Addr<LogStore>,
+    stats: &mut WriterStats,
+) -> bool {
     let entries: usize = job
         .ops
         .iter()
@@ -121,17 +134,27 @@ fn run(storage: &mut dyn LogStorage, job: Job, done: &Addr<LogStore>, slow: &Slo
     let started = Instant::now();
     let result = execute(storage, job.ops).map_err(|e| e.to_string());
     let elapsed = started.elapsed();
-    let histograms = &slow.counters.histograms;
+    let histograms = &stats.counters.histograms;
     histograms.fsync_latency_us.record_duration(elapsed);
     histograms.write_batch_entries.record(entries as u64);
-    if elapsed > slow.threshold {
+    if elapsed > stats.threshold {
         tracing::warn!(
-            node = slow.node_id,
+            node = stats.node_id,
             entries,
             elapsed_ms = elapsed.as_millis() as u64,
             "slow durable write: the disk took longer than {} ms",
-            slow.threshold.as_millis()
+            stats.threshold.as_millis()
         );
+    }
+    if stats
+        .size_sampled
+        .is_none_or(|at| at.elapsed() >= SIZE_SAMPLE_EVERY)
+    {
+        stats.size_sampled = Some(Instant::now());
+        stats
+            .counters
+            .log_bytes
+            .store(storage.size_bytes(), Ordering::Relaxed);
     }
     let ok = result.is_ok();
     done.do_send(JobDone {

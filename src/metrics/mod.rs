@@ -91,6 +91,8 @@ pub(crate) struct Counters {
     pub writes_failed_shutting_down: AtomicU64,
     pub writes_failed_refused: AtomicU64,
     pub histograms: AtomicHistograms,
+    /// A gauge: bytes the log takes in storage, sampled by the writer.
+    pub log_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -121,6 +123,7 @@ impl Counters {
             writes_failed_indeterminate: get(&self.writes_failed_indeterminate),
             writes_failed_shutting_down: get(&self.writes_failed_shutting_down),
             writes_failed_refused: get(&self.writes_failed_refused),
+            log_bytes: get(&self.log_bytes),
         }
     }
 
@@ -182,6 +185,9 @@ pub struct Counts {
     pub writes_failed_shutting_down: u64,
     /// Writes refused for any other reason (session, encoding, …).
     pub writes_failed_refused: u64,
+    /// Bytes the log and hard state take in storage (on disk for fjall),
+    /// sampled at most once a second after a write.
+    pub log_bytes: u64,
 }
 
 /// The leader's view of one member's replication.

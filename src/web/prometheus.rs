@@ -70,7 +70,7 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
     let register = |c: Box<dyn Collector>| registry.register(c);
 
     let membership = &m.membership;
-    let gauges: [(&str, &str, u64); 14] = [
+    let gauges: [(&str, &str, u64); 15] = [
         ("term", "Current term.", m.term),
         (
             "is_leader",
@@ -102,6 +102,11 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
             "log_entries",
             "Entries in the log after the snapshot.",
             m.last_log_index.saturating_sub(m.snapshot_index),
+        ),
+        (
+            "log_bytes",
+            "Bytes the log takes in storage (sampled each second).",
+            node.counts.log_bytes,
         ),
         (
             "apply_lag_entries",
