@@ -165,6 +165,7 @@ mod node;
 mod probe;
 mod raft;
 mod replicator;
+mod role;
 mod sequence;
 mod session;
 mod snapshotter;

@@ -22,8 +22,9 @@ use crate::message::Envelope;
 use crate::metrics::{Counters, Counts, Histograms, Metrics, Role, Traffic};
 use crate::node::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
-    MembershipRequest, Node, RoleContext, Shutdown, SnapshotPorts,
+    MembershipRequest, Node, Shutdown,
 };
+use crate::role::{RoleContext, SnapshotPorts};
 use crate::sequence::ForwardingSession;
 use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
@@ -221,7 +222,7 @@ impl<SM: StateMachine> Raft<SM> {
             let cx = RoleContext {
                 id,
                 config: config.clone(),
-                node: node_addr,
+                node: node_addr.recipient(),
                 log: log.clone(),
                 transport,
                 snapshots: SnapshotPorts {

@@ -8,7 +8,7 @@ use crate::core::quorum::{ElectionResult, VoteTally};
 use crate::core::types::{LogId, Membership, NodeId};
 use crate::message::{Envelope, Message};
 use crate::metrics::Counters;
-use crate::node::{ElectionTimeout, ElectionWon, PreVoteWon, RoleContext, StopRole};
+use crate::role::{ElectionTimeout, ElectionWon, PreVoteWon, RoleContext, StopRole};
 
 pub(crate) struct Candidate {
     cx: RoleContext,
@@ -48,9 +48,9 @@ impl Candidate {
         self.reported = true;
         let term = self.term;
         if self.pre_vote {
-            self.cx.node.do_send(PreVoteWon { term });
+            self.cx.tell(PreVoteWon { term });
         } else {
-            self.cx.node.do_send(ElectionWon { term });
+            self.cx.tell(ElectionWon { term });
         }
     }
 }
@@ -96,7 +96,7 @@ impl Actor for Candidate {
         let term = self.term;
         // Lost or split: try again after a fresh random timeout.
         ctx.run_later(d, move |act, _| {
-            act.cx.node.do_send(ElectionTimeout { term });
+            act.cx.tell(ElectionTimeout { term });
         });
     }
 }

@@ -10,7 +10,7 @@ use crate::core::types::{Entry, LogId, NodeId};
 use crate::log_store::{AppendRefused, FollowerAppend, InstallSnapshotLog};
 use crate::message::{Envelope, Message};
 use crate::metrics::Counters;
-use crate::node::{CommitTo, ElectionTimeout, RoleContext, StopRole};
+use crate::role::{CommitTo, ElectionTimeout, RoleContext, StopRole};
 use crate::snapshotter::{SnapshotInstalled, SnapshotTaken};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotSink};
 
@@ -49,7 +49,7 @@ impl Follower {
         );
         let term = self.term;
         self.timer = Some(ctx.run_later(d, move |act, _| {
-            act.cx.node.do_send(ElectionTimeout { term });
+            act.cx.tell(ElectionTimeout { term });
         }));
     }
 }
@@ -143,7 +143,7 @@ impl Handler<AppendEntriesRequest> for Follower {
                         move |durable, act, _| {
                             if durable {
                                 act.cx.transport.send(envelope);
-                                act.cx.node.do_send(CommitTo {
+                                act.cx.tell(CommitTo {
                                     term,
                                     index: leader_commit.min(matched.index),
                                 });
@@ -225,8 +225,8 @@ impl Follower {
                 let at = meta.last_included;
                 act.cx.snapshots.installed.do_send(SnapshotInstalled(at));
                 Counters::bump(&act.cx.counters.snapshots_installed);
-                act.cx.node.do_send(SnapshotTaken(at));
-                act.cx.node.do_send(CommitTo { term: act.term, index: at.index });
+                act.cx.tell(SnapshotTaken(at));
+                act.cx.tell(CommitTo { term: act.term, index: at.index });
                 act.snapshot_reply(from, &meta, meta.size, true);
             }
         }));

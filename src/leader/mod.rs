@@ -21,8 +21,8 @@ use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payloa
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
 use crate::metrics::{Counters, PeerProgress};
-use crate::node::{CommitTo, ReplicationProgress, RoleContext, StepDown, StopRole};
-use crate::replicator::{AppendReply, Replicator, Wake};
+use crate::replicator::{AppendReply, PeerReply, Replicator, Wake};
+use crate::role::{CommitTo, ReplicationProgress, RoleContext, StepDown, StopRole};
 use latency::CommitClock;
 
 /// Where a read index goes.
@@ -141,7 +141,7 @@ impl Leader {
             }
             let r = Replicator::new(
                 self.cx.clone(),
-                ctx.address(),
+                ctx.address().recipient(),
                 self.term,
                 peer,
                 sent_upto,
@@ -250,7 +250,7 @@ impl Leader {
                 term = self.term,
                 "removed from the configuration; stepping down"
             );
-            self.cx.node.do_send(StepDown { term: self.term });
+            self.cx.tell(StepDown { term: self.term });
         }
     }
 
@@ -275,7 +275,7 @@ impl Leader {
                 (id, progress)
             })
             .collect();
-        self.cx.node.do_send(ReplicationProgress {
+        self.cx.tell(ReplicationProgress {
             term: self.term,
             peers,
         });
@@ -335,7 +335,7 @@ impl Leader {
                 Instant::now(),
                 &self.cx.counters.histograms.commit_latency_us,
             );
-            self.cx.node.do_send(CommitTo {
+            self.cx.tell(CommitTo {
                 term: self.term,
                 index: new,
             });
@@ -417,7 +417,7 @@ impl Actor for Leader {
                         term = act.term,
                         "no quorum heard within an election timeout; stepping down"
                     );
-                    act.cx.node.do_send(StepDown { term: act.term });
+                    act.cx.tell(StepDown { term: act.term });
                 }
             });
         }
@@ -588,25 +588,11 @@ impl Handler<FlushProposals> for Leader {
                             term = act.term,
                             "own append was not stored"
                         );
-                        act.cx.node.do_send(StepDown { term: act.term });
+                        act.cx.tell(StepDown { term: act.term });
                     }
                 }),
         );
     }
-}
-
-/// A reply from a peer, relayed by its replicator.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PeerReply {
-    pub peer: NodeId,
-    pub match_index: u64,
-    pub round: u64,
-    /// The peer lost its state: `match_index` replaces what it had
-    /// acknowledged before.
-    pub reset: bool,
-    /// AppendEntries still unanswered after this reply.
-    pub inflight: u64,
 }
 
 impl Handler<PeerReply> for Leader {

@@ -5,6 +5,21 @@ use actix::prelude::*;
 
 use super::*;
 
+impl Handler<RoleEvent> for Node {
+    type Result = ();
+    fn handle(&mut self, event: RoleEvent, ctx: &mut Context<Self>) {
+        match event {
+            RoleEvent::ElectionTimeout(e) => self.on_election_timeout(e, ctx),
+            RoleEvent::PreVoteWon(e) => self.on_pre_vote_won(e, ctx),
+            RoleEvent::ElectionWon(e) => self.on_election_won(e, ctx),
+            RoleEvent::StepDown(e) => self.on_step_down(e, ctx),
+            RoleEvent::CommitTo(e) => self.on_commit_to(e, ctx),
+            RoleEvent::ReplicationProgress(e) => self.on_replication_progress(e, ctx),
+            RoleEvent::SnapshotTaken(e) => Handler::handle(self, e, ctx),
+        }
+    }
+}
+
 impl Handler<ComponentFailed> for Node {
     type Result = ();
     fn handle(&mut self, msg: ComponentFailed, ctx: &mut Context<Self>) {
@@ -17,9 +32,8 @@ impl Handler<ComponentFailed> for Node {
     }
 }
 
-impl Handler<ElectionTimeout> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: ElectionTimeout, ctx: &mut Context<Self>) {
+impl Node {
+    fn on_election_timeout(&mut self, msg: ElectionTimeout, ctx: &mut Context<Self>) {
         if msg.term != self.hs.term || msg.term != self.role_term {
             return;
         }
@@ -40,9 +54,8 @@ impl Handler<ElectionTimeout> for Node {
     }
 }
 
-impl Handler<PreVoteWon> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: PreVoteWon, ctx: &mut Context<Self>) {
+impl Node {
+    fn on_pre_vote_won(&mut self, msg: PreVoteWon, ctx: &mut Context<Self>) {
         if msg.term == self.hs.term
             && matches!(self.role, RoleState::Candidate { pre_vote: true, .. })
         {
@@ -51,9 +64,8 @@ impl Handler<PreVoteWon> for Node {
     }
 }
 
-impl Handler<ElectionWon> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: ElectionWon, ctx: &mut Context<Self>) {
+impl Node {
+    fn on_election_won(&mut self, msg: ElectionWon, ctx: &mut Context<Self>) {
         if msg.term != self.hs.term
             || !matches!(
                 self.role,
@@ -100,9 +112,8 @@ impl Handler<ElectionWon> for Node {
     }
 }
 
-impl Handler<StepDown> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: StepDown, _ctx: &mut Context<Self>) {
+impl Node {
+    fn on_step_down(&mut self, msg: StepDown, _ctx: &mut Context<Self>) {
         if msg.term == self.hs.term && matches!(self.role, RoleState::Leader(_)) {
             self.stop_role();
             self.leader = None;
@@ -111,9 +122,8 @@ impl Handler<StepDown> for Node {
     }
 }
 
-impl Handler<CommitTo> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: CommitTo, _ctx: &mut Context<Self>) {
+impl Node {
+    fn on_commit_to(&mut self, msg: CommitTo, _ctx: &mut Context<Self>) {
         if msg.term == self.hs.term && msg.index > self.commit_index {
             self.commit_index = msg.index;
             self.applier.do_send(Committed(msg.index));
@@ -122,9 +132,8 @@ impl Handler<CommitTo> for Node {
     }
 }
 
-impl Handler<ReplicationProgress> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: ReplicationProgress, _ctx: &mut Context<Self>) {
+impl Node {
+    fn on_replication_progress(&mut self, msg: ReplicationProgress, _ctx: &mut Context<Self>) {
         if msg.term == self.hs.term && matches!(self.role, RoleState::Leader(_)) {
             self.replication = msg.peers;
             self.publish();

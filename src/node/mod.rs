@@ -31,6 +31,7 @@ mod clients;
 mod events;
 mod messages;
 
+use crate::role::*;
 use admission::validate;
 use clients::Forwarded;
 pub(crate) use messages::*;

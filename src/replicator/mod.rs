@@ -9,17 +9,16 @@ use actix::prelude::*;
 use crate::core::log::ConflictHint;
 use crate::core::progress::Progress;
 use crate::core::types::{LogId, NodeId};
-use crate::leader::{Leader, PeerReply};
 use crate::log_store::{NextIndexAfterConflict, ReadForPeer};
 use crate::message::{Envelope, Message};
 use crate::metrics::Counters;
-use crate::node::{RoleContext, StopRole};
+use crate::role::{RoleContext, StopRole};
 use crate::storage::snapshot::SnapshotMeta;
 use bytes::Bytes;
 
 pub(crate) struct Replicator {
     cx: RoleContext,
-    leader: Addr<Leader>,
+    leader: Recipient<PeerReply>,
     term: u64,
     peer: NodeId,
     progress: Progress,
@@ -58,7 +57,7 @@ struct Transfer {
 impl Replicator {
     pub(crate) fn new(
         cx: RoleContext,
-        leader: Addr<Leader>,
+        leader: Recipient<PeerReply>,
         term: u64,
         peer: NodeId,
         last_index: u64,
@@ -465,4 +464,18 @@ impl Handler<SnapshotReply> for Replicator {
             self.send_chunk();
         }
     }
+}
+
+/// What a replicator tells its leader after each answer from its peer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PeerReply {
+    pub peer: NodeId,
+    pub match_index: u64,
+    pub round: u64,
+    /// The peer lost its state: `match_index` replaces what it had
+    /// acknowledged before.
+    pub reset: bool,
+    /// AppendEntries still unanswered after this reply.
+    pub inflight: u64,
 }
