@@ -13,7 +13,8 @@ use crate::applier::WriteReply;
 use crate::core::types::{ClientCommand, NodeId};
 use crate::error::RaftError;
 use crate::leader::{
-    AddLearner, ChangeMembership, Propose, ReadIndex, ReadReply, RemoveLearner, TransferLeadership,
+    AddLearner, ChangeMembership, Leader, Propose, ReadIndex, ReadReply, RemoveLearner,
+    TransferLeadership,
 };
 use crate::message::{Envelope, Message, RemoteError};
 
@@ -202,68 +203,68 @@ impl Handler<ClientWrite> for Node {
     }
 }
 
+impl Node {
+    /// Hands a request only a leader serves to this node's leader actor,
+    /// or refuses it: `ShuttingDown` once stopped, else `NotLeader` with
+    /// the leader this node knows of (nothing was done: retry there).
+    fn leader_only<T>(
+        &self,
+        reply: oneshot::Sender<Result<T, RaftError>>,
+        to_leader: impl FnOnce(&Addr<Leader>, oneshot::Sender<Result<T, RaftError>>),
+    ) {
+        match &self.role {
+            RoleState::Leader(l) => to_leader(l, reply),
+            RoleState::Stopped => drop(reply.send(Err(RaftError::ShuttingDown))),
+            _ => drop(reply.send(Err(RaftError::NotLeader(self.leader)))),
+        }
+    }
+}
+
 impl Handler<ClientPropose> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientPropose, _ctx: &mut Context<Self>) {
-        match &self.role {
-            RoleState::Leader(l) => {
-                // Nobody waits for the outcome: the sender of the reply
-                // is dropped, and the applier's answer goes nowhere.
-                let (reply, _) = oneshot::channel();
-                l.do_send(Propose {
-                    command: ClientCommand::Command(msg.command),
-                    reply: Some(reply),
-                    appended: Some(msg.appended),
-                    span: tracing::Span::none(),
-                })
-            }
-            RoleState::Stopped => drop(msg.appended.send(Err(RaftError::ShuttingDown))),
-            _ => drop(msg.appended.send(Err(RaftError::NotLeader(self.leader)))),
-        }
+        self.leader_only(msg.appended, |l, appended| {
+            // Nobody waits for the outcome: the sender of the reply is
+            // dropped, and the applier's answer goes nowhere.
+            let (reply, _) = oneshot::channel();
+            l.do_send(Propose {
+                command: ClientCommand::Command(msg.command),
+                reply: Some(reply),
+                appended: Some(appended),
+                span: tracing::Span::none(),
+            })
+        });
     }
 }
 
 impl Handler<ClientTransfer> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientTransfer, _ctx: &mut Context<Self>) {
-        match &self.role {
-            RoleState::Leader(l) => l.do_send(TransferLeadership {
-                to: msg.to,
-                reply: msg.reply,
-            }),
-            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
-            _ => drop(msg.reply.send(Err(RaftError::NotLeader(self.leader)))),
-        }
+        let to = msg.to;
+        self.leader_only(msg.reply, |l, reply| {
+            l.do_send(TransferLeadership { to, reply })
+        });
     }
 }
 
 impl Handler<ClientMembership> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientMembership, _ctx: &mut Context<Self>) {
-        let reply = msg.reply;
-        match (&self.role, msg.request) {
-            (
-                RoleState::Leader(l),
-                MembershipRequest::AddLearner {
-                    id,
-                    address,
-                    metadata,
-                },
-            ) => l.do_send(AddLearner {
+        let request = msg.request;
+        self.leader_only(msg.reply, |l, reply| match request {
+            MembershipRequest::AddLearner {
+                id,
+                address,
+                metadata,
+            } => l.do_send(AddLearner {
                 id,
                 address,
                 metadata,
                 reply,
             }),
-            (RoleState::Leader(l), MembershipRequest::Change { voters }) => {
-                l.do_send(ChangeMembership { voters, reply })
-            }
-            (RoleState::Leader(l), MembershipRequest::RemoveLearner { id }) => {
-                l.do_send(RemoveLearner { id, reply })
-            }
-            (RoleState::Stopped, _) => drop(reply.send(Err(RaftError::ShuttingDown))),
-            _ => drop(reply.send(Err(RaftError::NotLeader(self.leader)))),
-        }
+            MembershipRequest::Change { voters } => l.do_send(ChangeMembership { voters, reply }),
+            MembershipRequest::RemoveLearner { id } => l.do_send(RemoveLearner { id, reply }),
+        });
     }
 }
 
