@@ -12,7 +12,9 @@
 //! The follower's consistency check runs here too, so that check and write
 //! are atomic with respect to every other append.
 
+mod load;
 mod queue;
+mod reads;
 mod writer;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use crate::metrics::Counters;
 use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 use queue::WriteQueue;
+pub(crate) use reads::{LastLogId, NextIndexAfterConflict, ReadForPeer, ReadRange};
 pub(crate) use writer::WriterThread;
 use writer::{Job, JobDone, Writer};
 
@@ -80,115 +83,6 @@ pub(crate) struct LogStore {
 }
 
 impl LogStore {
-    /// Starts the store on the current arbiter with the state loaded from
-    /// `storage`; returns the actor, the loaded state and the writer thread.
-    pub(crate) fn start(
-        node_id: NodeId,
-        mut storage: Box<dyn LogStorage>,
-        bootstrap: Option<Membership>,
-        cluster_token: &str,
-        io: &IoMode,
-        counters: Arc<Counters>,
-    ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
-        let mut state: InitialState = storage.load()?;
-        if let Some(founders) = bootstrap.as_ref().filter(|_| state.is_empty()) {
-            // Checked before anything is written: a node founded outside
-            // its own configuration would start as removed, for good.
-            if founders.voters.is_empty() {
-                return Err(StartError::EmptyInitialCluster);
-            }
-            if !founders.voters.contains(&node_id) {
-                return Err(StartError::NotInInitialCluster { id: node_id });
-            }
-        }
-        let mut initial_batch = None;
-        let mut bootstrapped = false;
-        // A directory written before identities existed gets one now; a
-        // new directory gets a fresh incarnation, and a founder the
-        // founding cluster id.
-        let founding = bootstrap
-            .as_ref()
-            .filter(|_| state.is_empty())
-            .map(|m| founding_cluster_id(m, cluster_token));
-        let new_identity = state.identity.is_none().then(|| NodeIdentity {
-            cluster_id: founding.unwrap_or(0),
-            incarnation: fastrand::u64(1..),
-        });
-        let identity = state.identity.or(new_identity).unwrap_or_default();
-        if state.is_empty() {
-            if let Some(m) = bootstrap {
-                // Every founding member writes the same first entry (term 1,
-                // index 1), so their logs agree on it without an election.
-                let entry = Entry {
-                    log_id: LogId::new(1, 1),
-                    payload: Payload::Membership(m),
-                };
-                let hs = HardState {
-                    term: 1,
-                    voted_for: None,
-                };
-                state.entries.push(entry.clone());
-                state.hard_state = hs;
-                initial_batch = Some(WriteBatch {
-                    truncate_from: None,
-                    entries: vec![entry],
-                    hard_state: Some(hs),
-                    identity: new_identity,
-                });
-            }
-        }
-        if initial_batch.is_none() && new_identity.is_some() {
-            initial_batch = Some(WriteBatch {
-                identity: new_identity,
-                ..WriteBatch::default()
-            });
-        }
-        if let Some(batch) = initial_batch {
-            storage.write(batch)?;
-            bootstrapped = true;
-        }
-        let snapshot = reconcile_with_snapshot(&mut *storage, &mut state)?;
-        let base_membership = state.snapshot_membership.clone().unwrap_or_default();
-        let mut configs = Vec::new();
-        for e in &state.entries {
-            if let Payload::Membership(m) = &e.payload {
-                configs.push((e.log_id, m.clone()));
-            }
-        }
-        let log = RaftLog::new(state.snapshot, state.entries);
-        let loaded = Loaded {
-            hard_state: state.hard_state,
-            last_log_id: log.last_log_id(),
-            membership: configs
-                .last()
-                .map_or(base_membership.clone(), |(_, m)| m.clone()),
-            // A snapshot holds only committed entries, and a founding
-            // configuration at index 1 is committed by construction;
-            // beyond that the commit index is learned anew.
-            commit_index: snapshot
-                .as_ref()
-                .map_or(bootstrapped as u64, |(m, _)| m.last_included.index),
-            snapshot,
-            identity,
-        };
-        let ctx = Context::<LogStore>::new();
-        let (writer, thread) = Writer::start(node_id, storage, io, ctx.address(), counters)?;
-        let store = LogStore {
-            node_id,
-            log,
-            configs,
-            base_membership,
-            writer: Some(writer),
-            writer_busy: false,
-            queue: WriteQueue::default(),
-            queued_waiters: Vec::new(),
-            listener: None,
-            on_failure: None,
-            failed: false,
-        };
-        Ok((ctx.run(store), thread, loaded))
-    }
-
     fn membership(&self) -> Membership {
         self.membership_at(u64::MAX)
     }
@@ -434,71 +328,6 @@ impl Handler<SaveIdentity> for LogStore {
     fn handle(&mut self, msg: SaveIdentity, _ctx: &mut Context<Self>) {
         self.queue.identity(msg.0);
         self.kick();
-    }
-}
-
-/// The last log id.
-#[derive(Message)]
-#[rtype(result = "LogId")]
-pub(crate) struct LastLogId;
-
-impl Handler<LastLogId> for LogStore {
-    type Result = MessageResult<LastLogId>;
-    fn handle(&mut self, _: LastLogId, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.log.last_log_id())
-    }
-}
-
-/// Entries for a replicator, starting at `from`, with the id before them.
-#[derive(Message)]
-#[rtype(result = "Result<(LogId, Vec<Entry>), ReadError>")]
-pub(crate) struct ReadForPeer {
-    pub from: u64,
-    pub max_entries: usize,
-    pub max_bytes: usize,
-}
-
-impl Handler<ReadForPeer> for LogStore {
-    type Result = Result<(LogId, Vec<Entry>), ReadError>;
-    fn handle(&mut self, msg: ReadForPeer, _ctx: &mut Context<Self>) -> Self::Result {
-        self.log.read(msg.from, msg.max_entries, msg.max_bytes)
-    }
-}
-
-/// Where a replicator resumes after a refusal (fast backtracking).
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub(crate) struct NextIndexAfterConflict(pub ConflictHint);
-
-impl Handler<NextIndexAfterConflict> for LogStore {
-    type Result = u64;
-    fn handle(&mut self, msg: NextIndexAfterConflict, _ctx: &mut Context<Self>) -> u64 {
-        self.log.next_index_after_conflict(msg.0)
-    }
-}
-
-/// Committed entries for the applier: `from..=to`, at most `max`.
-#[derive(Message)]
-#[rtype(result = "Vec<Entry>")]
-pub(crate) struct ReadRange {
-    pub from: u64,
-    pub to: u64,
-    pub max: usize,
-}
-
-impl Handler<ReadRange> for LogStore {
-    type Result = MessageResult<ReadRange>;
-    fn handle(&mut self, msg: ReadRange, _ctx: &mut Context<Self>) -> Self::Result {
-        let mut out = Vec::new();
-        let mut i = msg.from;
-        while i <= msg.to && out.len() < msg.max {
-            match self.log.get(i) {
-                Some(e) => out.push(e.clone()),
-                None => break,
-            }
-            i += 1;
-        }
-        MessageResult(out)
     }
 }
 

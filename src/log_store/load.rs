@@ -1,0 +1,115 @@
+//! Start-up: load what storage holds, found a cluster on empty storage,
+//! check the directory belongs to this cluster, and start the writer.
+
+use super::*;
+
+impl LogStore {
+    /// Starts the store on the current arbiter with the state loaded from
+    /// `storage`; returns the actor, the loaded state and the writer thread.
+    pub(crate) fn start(
+        node_id: NodeId,
+        mut storage: Box<dyn LogStorage>,
+        bootstrap: Option<Membership>,
+        cluster_token: &str,
+        io: &IoMode,
+        counters: Arc<Counters>,
+    ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
+        let mut state: InitialState = storage.load()?;
+        if let Some(founders) = bootstrap.as_ref().filter(|_| state.is_empty()) {
+            // Checked before anything is written: a node founded outside
+            // its own configuration would start as removed, for good.
+            if founders.voters.is_empty() {
+                return Err(StartError::EmptyInitialCluster);
+            }
+            if !founders.voters.contains(&node_id) {
+                return Err(StartError::NotInInitialCluster { id: node_id });
+            }
+        }
+        let mut initial_batch = None;
+        let mut bootstrapped = false;
+        // A directory written before identities existed gets one now; a
+        // new directory gets a fresh incarnation, and a founder the
+        // founding cluster id.
+        let founding = bootstrap
+            .as_ref()
+            .filter(|_| state.is_empty())
+            .map(|m| founding_cluster_id(m, cluster_token));
+        let new_identity = state.identity.is_none().then(|| NodeIdentity {
+            cluster_id: founding.unwrap_or(0),
+            incarnation: fastrand::u64(1..),
+        });
+        let identity = state.identity.or(new_identity).unwrap_or_default();
+        if state.is_empty() {
+            if let Some(m) = bootstrap {
+                // Every founding member writes the same first entry (term 1,
+                // index 1), so their logs agree on it without an election.
+                let entry = Entry {
+                    log_id: LogId::new(1, 1),
+                    payload: Payload::Membership(m),
+                };
+                let hs = HardState {
+                    term: 1,
+                    voted_for: None,
+                };
+                state.entries.push(entry.clone());
+                state.hard_state = hs;
+                initial_batch = Some(WriteBatch {
+                    truncate_from: None,
+                    entries: vec![entry],
+                    hard_state: Some(hs),
+                    identity: new_identity,
+                });
+            }
+        }
+        if initial_batch.is_none() && new_identity.is_some() {
+            initial_batch = Some(WriteBatch {
+                identity: new_identity,
+                ..WriteBatch::default()
+            });
+        }
+        if let Some(batch) = initial_batch {
+            storage.write(batch)?;
+            bootstrapped = true;
+        }
+        let snapshot = reconcile_with_snapshot(&mut *storage, &mut state)?;
+        let base_membership = state.snapshot_membership.clone().unwrap_or_default();
+        let mut configs = Vec::new();
+        for e in &state.entries {
+            if let Payload::Membership(m) = &e.payload {
+                configs.push((e.log_id, m.clone()));
+            }
+        }
+        let log = RaftLog::new(state.snapshot, state.entries);
+        let loaded = Loaded {
+            hard_state: state.hard_state,
+            last_log_id: log.last_log_id(),
+            membership: configs
+                .last()
+                .map_or(base_membership.clone(), |(_, m)| m.clone()),
+            // A snapshot holds only committed entries, and a founding
+            // configuration at index 1 is committed by construction;
+            // beyond that the commit index is learned anew.
+            commit_index: snapshot
+                .as_ref()
+                .map_or(bootstrapped as u64, |(m, _)| m.last_included.index),
+            snapshot,
+            identity,
+        };
+        let ctx = Context::<LogStore>::new();
+        let (writer, thread) = Writer::start(node_id, storage, io, ctx.address(), counters)?;
+        let store = LogStore {
+            node_id,
+            log,
+            configs,
+            base_membership,
+            writer: Some(writer),
+            writer_busy: false,
+            queue: WriteQueue::default(),
+            queued_waiters: Vec::new(),
+            listener: None,
+            on_failure: None,
+            failed: false,
+        };
+        Ok((ctx.run(store), thread, loaded))
+    }
+}

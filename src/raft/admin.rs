@@ -1,0 +1,105 @@
+//! Cluster administration through the handle: membership changes,
+//! leadership transfer, snapshots on request.
+
+use super::*;
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Adds node `id`, listening at `address` (as the transport expects
+    /// it; may be empty for transports that route by id), as a learner: it
+    /// receives the log but does not vote. Returns once the configuration
+    /// with the learner has committed. Must be called on the leader (or
+    /// fails with [`RaftError::NotLeader`] carrying a hint).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+    ) -> Result<Membership, RaftError> {
+        self.add_learner_with_metadata(id, address, BTreeMap::new())
+            .await
+    }
+
+    /// [`Raft::add_learner`], also recording the node's metadata in the
+    /// configuration (its API address under [`crate::API_ADDRESS`], say).
+    /// Adding a learner again replaces its address and metadata.
+    pub async fn add_learner_with_metadata(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Membership, RaftError> {
+        let request = MembershipRequest::AddLearner {
+            id,
+            address: address.into(),
+            metadata,
+        };
+        self.membership_request(request).await
+    }
+
+    /// Removes learner `id` from the configuration; returns once that has
+    /// committed (the leader then stops replicating to it). Voters are
+    /// removed with [`Raft::change_membership`]. Must be called on the
+    /// leader.
+    pub async fn remove_learner(&self, id: NodeId) -> Result<Membership, RaftError> {
+        self.membership_request(MembershipRequest::RemoveLearner { id })
+            .await
+    }
+
+    /// Makes `voters` the voting members, by joint consensus (C_old →
+    /// C_old,new → C_new, each a log entry). Returns the new configuration
+    /// once C_new has committed. Every new voter must already be a learner;
+    /// the leader waits up to an election timeout for each to be at most
+    /// [`Config::learner_max_lag`] entries behind (and to have acknowledged
+    /// something), then refuses. A refusal, or another change in progress,
+    /// gives [`RaftError::Membership`] and nothing changes. A leader that is not
+    /// in `voters` manages the change, then steps down.
+    ///
+    /// [`RaftError::Indeterminate`] means the leader was lost mid-change:
+    /// the next leader finishes a change whose joint entry it has.
+    pub async fn change_membership(
+        &self,
+        voters: impl IntoIterator<Item = NodeId>,
+    ) -> Result<Membership, RaftError> {
+        let request = MembershipRequest::Change {
+            voters: voters.into_iter().collect(),
+        };
+        self.membership_request(request).await
+    }
+
+    /// Hands leadership to voter `to` (dissertation §3.10): the leader
+    /// stops accepting writes (clients get [`RaftError::NotLeader`] naming
+    /// `to` and retry), brings `to` up to date, and sends it TimeoutNow; `to`
+    /// campaigns at once and wins. Returns once this node has stepped down.
+    /// If `to` does not take over within an election timeout the transfer
+    /// fails with [`RaftError::Transfer`] and this leader carries on. Must
+    /// be called on the leader.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RaftError> {
+        let deadline = Instant::now() + self.config.client_timeout;
+        self.retry_until_leader(deadline, |reply| ClientTransfer { to, reply })
+            .await
+    }
+
+    pub(super) async fn membership_request(
+        &self,
+        request: MembershipRequest,
+    ) -> Result<Membership, RaftError> {
+        let deadline = Instant::now() + self.config.client_timeout;
+        self.retry_until_leader(deadline, |reply| ClientMembership {
+            request: request.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Takes a snapshot of the state machine now (besides the automatic
+    /// ones every [`Config::snapshot_every`] applied entries), makes it
+    /// durable and compacts the log behind it. Returns the last entry the
+    /// snapshot covers; if a snapshot is already being taken, its result.
+    pub async fn snapshot(&self) -> Result<LogId, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        self.snapshotter
+            .send(TakeSnapshot(tx))
+            .await
+            .map_err(|_| RaftError::ShuttingDown)?;
+        rx.await.map_err(|_| RaftError::ShuttingDown)?
+    }
+}

@@ -1,0 +1,189 @@
+//! [`Raft`]: the cloneable handle through which an application starts a
+//! node, writes, reads and watches it.
+
+mod admin;
+mod client;
+mod start;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::applier::Applier;
+use crate::config::Config;
+use crate::core::types::{ClientCommand, LogId, Membership, NodeId};
+use crate::error::RaftError;
+use crate::error::StartError;
+use crate::identity::{IdentityCell, Outbox};
+use crate::io::Environment;
+use crate::log_store::{LogStore, Subscribe, WriterThread};
+use crate::message::Envelope;
+use crate::metrics::{Counters, Counts, Histograms, Metrics, Role, Traffic};
+use crate::node::{
+    ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
+    MembershipRequest, Node, Shutdown,
+};
+use crate::role::{RoleContext, SnapshotPorts};
+use crate::sequence::ForwardingSession;
+use crate::snapshotter::{Snapshotter, TakeSnapshot};
+use crate::state_machine::StateMachine;
+use crate::storage::LogStorage;
+use crate::transport::Transport;
+
+/// A committed and applied write: where it sits in the log and what the
+/// state machine answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written<R> {
+    /// The entry's position.
+    pub log_id: LogId,
+    /// The state machine's response.
+    pub response: R,
+}
+
+impl<R: serde::de::DeserializeOwned> Written<R> {
+    /// The entry's position with its encoded response, decoded.
+    pub(crate) fn decode((log_id, response): (LogId, bytes::Bytes)) -> Result<Self, RaftError> {
+        let response =
+            rmp_serde::from_slice(&response).map_err(|e| RaftError::Codec(e.to_string()))?;
+        Ok(Written { log_id, response })
+    }
+}
+
+pub(crate) fn encode<T: serde::Serialize>(command: &T) -> Result<bytes::Bytes, RaftError> {
+    let bytes = rmp_serde::to_vec(command).map_err(|e| RaftError::Codec(e.to_string()))?;
+    Ok(bytes.into())
+}
+
+/// A handle to a running node. Cheap to clone and usable from any thread.
+pub struct Raft<SM: StateMachine> {
+    id: NodeId,
+    node: Addr<Node>,
+    sm: Addr<SM>,
+    metrics: watch::Receiver<Metrics>,
+    /// Woken on every metrics change, in the order waiters came.
+    changed: Arc<Notify>,
+    config: Arc<Config>,
+    writer: WriterThread,
+    snapshotter: Addr<Snapshotter>,
+    /// Tags the plain writes this node forwards.
+    forwarding: Arc<ForwardingSession>,
+    counters: Arc<Counters>,
+    transport: Arc<dyn Transport>,
+}
+
+impl<SM: StateMachine> Clone for Raft<SM> {
+    fn clone(&self) -> Self {
+        Raft {
+            id: self.id,
+            node: self.node.clone(),
+            sm: self.sm.clone(),
+            metrics: self.metrics.clone(),
+            changed: self.changed.clone(),
+            config: self.config.clone(),
+            writer: self.writer.clone(),
+            snapshotter: self.snapshotter.clone(),
+            forwarding: self.forwarding.clone(),
+            counters: self.counters.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Hands a message received from the network to this node. Transports
+    /// call this for every inbound message.
+    pub fn deliver(&self, envelope: Envelope) {
+        self.node.do_send(Inbound(envelope));
+    }
+
+    /// The address of the user's state machine actor.
+    pub fn state_machine(&self) -> &Addr<SM> {
+        &self.sm
+    }
+
+    /// How often things happened on this node since it started.
+    pub fn counts(&self) -> Counts {
+        self.counters.read()
+    }
+
+    /// Latencies and batch sizes this node recorded since it started.
+    pub fn histograms(&self) -> Histograms {
+        self.counters.histograms.read()
+    }
+
+    /// Bytes the transport moved to and from each peer (empty for
+    /// transports that do not count).
+    pub fn traffic(&self) -> BTreeMap<NodeId, Traffic> {
+        self.transport.traffic()
+    }
+
+    /// The node's metrics, updated on every change.
+    pub fn metrics(&self) -> watch::Receiver<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Waits until the metrics satisfy `condition`, up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&Metrics) -> bool,
+    ) -> Result<Metrics, RaftError> {
+        let result = tokio::time::timeout(timeout, async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                {
+                    let m = self.metrics.borrow();
+                    if condition(&m) {
+                        return Ok(m.clone());
+                    }
+                }
+                if self.metrics.has_changed().is_err() {
+                    return Err(RaftError::ShuttingDown);
+                }
+                changed.await;
+            }
+        })
+        .await;
+        result.map_err(|_| RaftError::Timeout)?
+    }
+
+    /// Waits until this node knows a leader; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<NodeId, RaftError> {
+        let m = self.wait_for(timeout, |m| m.leader.is_some()).await?;
+        m.leader.ok_or(RaftError::Timeout)
+    }
+
+    /// Waits until this node has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<Metrics, RaftError> {
+        self.wait_for(timeout, |m| m.last_applied >= index).await
+    }
+
+    /// Stops the node gracefully: pending client calls fail with
+    /// [`RaftError::ShuttingDown`], queued log writes are made durable,
+    /// then every actor of the node stops.
+    pub async fn shutdown(&self) {
+        let _ = self.node.send(Shutdown).await;
+        self.join_writer();
+    }
+
+    /// Blocks until the log writer thread has exited (after the node's
+    /// actors are gone), so the storage can be reopened.
+    pub(crate) fn join_writer(&self) {
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
