@@ -16,7 +16,9 @@ pub(crate) enum IoMode {
     #[default]
     Threads,
     /// Everything on the node's own thread; a log write becomes durable
-    /// after a simulated delay drawn by `write_latency`.
+    /// after a simulated delay drawn by `write_latency`. Built only by the
+    /// simulator (feature `testing`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     Simulated {
         write_latency: Arc<dyn Fn() -> Duration + Send + Sync>,
         /// Virtual time zero: the simulated wall clock reads

@@ -85,7 +85,8 @@
 //!
 //! ## Trying it in one process
 //!
-//! [`testing::Cluster`] runs nodes on a simulated network, for tests:
+//! `testing::Cluster` (feature `testing`) runs nodes on a simulated network,
+//! for tests:
 //!
 //! ```
 //! # use actix::prelude::*;
@@ -171,6 +172,7 @@ mod session;
 mod snapshotter;
 mod state_machine;
 pub mod storage;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 #[cfg(feature = "web")]

@@ -3,6 +3,7 @@
 
 pub use crate::message::{Envelope, Message, RemoteError};
 
+#[cfg(feature = "testing")]
 pub mod sim;
 #[cfg(feature = "tcp")]
 pub mod tcp;
