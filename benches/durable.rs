@@ -41,17 +41,20 @@
 
 #[path = "../examples/service/disk.rs"]
 mod disk;
+mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use regatta::storage::FjallStorage;
+use regatta::testing::sim::Counter;
 use regatta::transport::tcp::{TcpConfig, TcpTransport};
 use regatta::transport::Transport;
-use regatta::{Apply, Config, Membership, NodeId, Raft, Restore, Role, Snapshot, StateMachine};
+use regatta::{Config, Membership, NodeId, Raft, Role};
+use support::{file_system_of, median, medians, positive, seconds_from_env, temp_dir, Sample};
 
 const CLUSTER_ID: &str = "regatta-durable-bench";
 const RAW_BATCHES: [usize; 3] = [1, 64, 256];
@@ -91,27 +94,6 @@ struct Plan {
     raw_run: Duration,
     cluster_run: Duration,
     warmup: Duration,
-}
-
-fn positive(arg: &str, what: &str) -> Result<usize, String> {
-    match arg.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{what} must be a positive integer, got {arg:?}")),
-    }
-}
-
-fn seconds_from_env(name: &str, default: f64) -> Result<Duration, String> {
-    let value = match std::env::var(name) {
-        Ok(v) => v,
-        Err(std::env::VarError::NotPresent) => return Ok(Duration::from_secs_f64(default)),
-        Err(e) => return Err(format!("{name}: {e}")),
-    };
-    match value.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{name} must be a number of seconds between 0 and 86400, got {value:?}"
-        )),
-    }
 }
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
@@ -157,99 +139,8 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
 // ---------------------------------------------------------------------------
 // Statistics
 
-/// The element at quantile `p` of a sorted, non-empty slice (same rule as
-/// benches/throughput.rs).
-fn quantile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// The median (upper median for an even count), or `None` when empty.
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len() / 2).copied()
-}
-
-/// Median rate of `samples` and medians of their percentiles, formatted.
-fn medians(rates: Vec<f64>, p50: Vec<Duration>, p99: Vec<Duration>) -> (String, String, String) {
-    let rate = median(rates).map_or("-".into(), |r| format!("{r:.0}"));
-    let p50 = median(p50).map_or("-".into(), |d| format!("{d:.2?}"));
-    let p99 = median(p99).map_or("-".into(), |d| format!("{d:.2?}"));
-    (rate, p50, p99)
-}
-
-/// Throughput and latency percentiles of one run.
-struct Sample {
-    /// Operations (batches or writes) per second.
-    per_sec: f64,
-    /// `None` when not one operation succeeded.
-    p50: Option<Duration>,
-    p99: Option<Duration>,
-    errors: u64,
-}
-
-impl Sample {
-    fn from_latencies(mut lat: Vec<Duration>, elapsed: Duration, errors: u64) -> Sample {
-        lat.sort_unstable();
-        let (p50, p99) = if lat.is_empty() {
-            (None, None)
-        } else {
-            (Some(quantile(&lat, 0.50)), Some(quantile(&lat, 0.99)))
-        };
-        Sample {
-            per_sec: lat.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-            p50,
-            p99,
-            errors,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Where the data goes
-
-/// `$TMPDIR` or `/tmp`.
-fn temp_base() -> PathBuf {
-    std::env::temp_dir()
-}
-
-fn temp_dir() -> Result<tempfile::TempDir, String> {
-    tempfile::Builder::new()
-        .prefix("regatta-durable-")
-        .tempdir_in(temp_base())
-        .map_err(|e| {
-            format!(
-                "cannot create a temporary directory under {}: {e}",
-                temp_base().display()
-            )
-        })
-}
-
-/// The file system type and device holding `path`, from /proc/mounts
-/// (Linux; `None` elsewhere or when unreadable).
-fn file_system_of(path: &Path) -> Option<String> {
-    let path = path.canonicalize().ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let device = fields.next()?;
-            // Spaces in mount points are escaped as \040.
-            let point = PathBuf::from(fields.next()?.replace("\\040", " "));
-            let kind = fields.next()?;
-            path.starts_with(&point)
-                .then(|| (point.components().count(), format!("{kind} ({device})")))
-        })
-        // The last of the longest matches: later mounts shadow earlier ones.
-        .fold(
-            None,
-            |best: Option<(usize, String)>, (depth, what)| match &best {
-                Some((d, _)) if *d > depth => best,
-                _ => Some((depth, what)),
-            },
-        )
-        .map(|(_, what)| what)
-}
 
 // ---------------------------------------------------------------------------
 // Part (a): the raw disk limit
@@ -257,17 +148,17 @@ fn file_system_of(path: &Path) -> Option<String> {
 /// One raw run on a fresh store: warm up, then write `batch`-entry batches
 /// back-to-back for `run` (the same measurement as `counter check disk`).
 fn raw_run(batch: usize, run: Duration, warmup: Duration) -> Result<Sample, String> {
-    let dir = temp_dir()?;
-    let measured = disk::measure(&dir.path().join("log"), batch, warmup, run)?;
+    let dir = temp_dir("regatta-durable-")?;
+    let mut measured = disk::measure(&dir.path().join("log"), batch, warmup, run)?;
     Ok(Sample::from_latencies(
-        measured.latencies,
+        &mut measured.latencies,
         measured.elapsed,
         0,
     ))
 }
 
 fn raw_part(plan: &Plan) -> Result<(), String> {
-    let base = temp_base();
+    let base = std::env::temp_dir();
     println!("## Raw disk limit: FjallStorage::write (fjall batch + fsync, SyncAll)\n");
     println!(
         "{}-byte command payloads, term 1, consecutive indices; a fresh store per \
@@ -302,42 +193,6 @@ fn raw_part(plan: &Plan) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------
 // Part (b): end to end, 3 nodes with fjall and TCP
-
-#[derive(Default)]
-struct Counter(u64);
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
-}
-impl Handler<Apply<Counter>> for Counter {
-    type Result = Vec<u64>;
-    fn handle(&mut self, b: Apply<Counter>, _: &mut Context<Self>) -> Vec<u64> {
-        b.entries
-            .into_iter()
-            .map(|(_, n)| {
-                self.0 += n;
-                self.0
-            })
-            .collect()
-    }
-}
-impl Handler<Snapshot> for Counter {
-    type Result = Result<regatta::SnapshotData, String>;
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.0.to_be_bytes().to_vec().into())
-    }
-}
-impl Handler<Restore> for Counter {
-    type Result = Result<(), String>;
-    fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
-        self.0 = u64::from_be_bytes(r.data[..].try_into().map_err(|_| "bad")?);
-        Ok(())
-    }
-}
 
 /// One node: its arbiter (thread), handle and transport.
 struct BenchNode {
@@ -408,7 +263,7 @@ struct BenchCluster {
 
 impl BenchCluster {
     async fn start() -> Result<BenchCluster, String> {
-        let dir = temp_dir()?;
+        let dir = temp_dir("regatta-durable-")?;
         let members = Membership::new([1, 2, 3]);
         let mut nodes = Vec::new();
         for id in 1..=3 {
@@ -526,7 +381,7 @@ async fn cluster_run(raft: &Raft<Counter>, clients: usize, run: Duration) -> Sam
             Err(_) => errors += 1,
         }
     }
-    Sample::from_latencies(all, start.elapsed(), errors)
+    Sample::from_latencies(&mut all, start.elapsed(), errors)
 }
 
 /// Starts a cluster, warms it up with `clients` clients, measures `runs`
@@ -567,7 +422,7 @@ async fn measure_clients(
 }
 
 async fn cluster_part(plan: &Plan) -> Result<(), String> {
-    let base = temp_base();
+    let base = std::env::temp_dir();
     println!("## End to end: 3 nodes, FjallStorage + TcpTransport on 127.0.0.1\n");
     println!(
         "One process, one actix Arbiter per node, logs under {} on {}; clients write \

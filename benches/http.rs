@@ -54,6 +54,9 @@
 //! are killed when the bench exits, errors included (a drop guard; on Linux
 //! also `PR_SET_PDEATHSIG`, should the bench itself be killed).
 
+mod support;
+use support::{file_system_of, median, positive, quantile, seconds_from_env};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -106,27 +109,6 @@ struct Plan {
     runs: usize,
     run: Duration,
     warmup: Duration,
-}
-
-fn positive(arg: &str, what: &str) -> Result<usize, String> {
-    match arg.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{what} must be a positive integer, got {arg:?}")),
-    }
-}
-
-fn seconds_from_env(name: &str, default: f64) -> Result<Duration, String> {
-    let value = match std::env::var(name) {
-        Ok(v) => v,
-        Err(std::env::VarError::NotPresent) => return Ok(Duration::from_secs_f64(default)),
-        Err(e) => return Err(format!("{name}: {e}")),
-    };
-    match value.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "{name} must be a number of seconds between 0 and 86400, got {value:?}"
-        )),
-    }
 }
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
@@ -845,18 +827,6 @@ fn progress(line: &str) {
 // ---------------------------------------------------------------------------
 // Statistics
 
-/// The element at quantile `p` of a sorted, non-empty slice (same rule as
-/// benches/throughput.rs).
-fn quantile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// The median (upper median for an even count), or `None` when empty.
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len() / 2).copied()
-}
-
 /// Throughput and latency percentiles of one run.
 struct Sample {
     per_sec: f64,
@@ -1066,33 +1036,6 @@ fn table(plan: &Plan, binary: &Path, target: Target) -> Result<(), String> {
         println!("note: {note}");
     }
     Ok(())
-}
-
-/// The file system type and device holding `path`, from /proc/mounts
-/// (Linux; `None` elsewhere or when unreadable).
-fn file_system_of(path: &Path) -> Option<String> {
-    let path = path.canonicalize().ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let device = fields.next()?;
-            // Spaces in mount points are escaped as \040.
-            let point = PathBuf::from(fields.next()?.replace("\\040", " "));
-            let kind = fields.next()?;
-            path.starts_with(&point)
-                .then(|| (point.components().count(), format!("{kind} ({device})")))
-        })
-        // The last of the longest matches: later mounts shadow earlier ones.
-        .fold(
-            None,
-            |best: Option<(usize, String)>, (depth, what)| match &best {
-                Some((d, _)) if *d > depth => best,
-                _ => Some((depth, what)),
-            },
-        )
-        .map(|(_, what)| what)
 }
 
 fn run(plan: &Plan, binary: &Path) -> Result<(), String> {

@@ -60,9 +60,12 @@
 //! Tables go to stdout, progress and warnings to stderr; `REGATTA_LOG=1`
 //! (or `trace`) shows regatta's debug (trace) logs.
 
+mod support;
+use support::{file_system_of, median, positive, temp_dir};
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -120,13 +123,6 @@ struct Plan {
     transfers: usize,
 }
 
-fn positive(arg: &str, what: &str) -> Result<u64, String> {
-    match arg.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{what} must be a positive integer, got {arg:?}")),
-    }
-}
-
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
     if args.len() > 3 {
         return Err(format!("too many arguments: {args:?}"));
@@ -147,8 +143,7 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
     let count = |i: usize, what: &str, default: usize| -> Result<usize, String> {
         match args.get(i) {
             None => Ok(default),
-            Some(arg) => usize::try_from(positive(arg, what)?)
-                .map_err(|_| format!("{what} is too large: {arg:?}")),
+            Some(arg) => positive::<usize>(arg, what),
         }
     };
     Ok(Plan {
@@ -413,7 +408,7 @@ struct BenchCluster {
 
 impl BenchCluster {
     async fn start() -> Result<BenchCluster, String> {
-        let dir = temp_dir()?;
+        let dir = temp_dir("regatta-snapshot-")?;
         let mut cluster = BenchCluster {
             nodes: Vec::new(),
             members: Membership::new([1, 2, 3]),
@@ -517,51 +512,8 @@ impl BenchCluster {
     }
 }
 
-fn temp_dir() -> Result<tempfile::TempDir, String> {
-    let base = std::env::temp_dir();
-    tempfile::Builder::new()
-        .prefix("regatta-snapshot-")
-        .tempdir_in(&base)
-        .map_err(|e| {
-            format!(
-                "cannot create a temporary directory under {}: {e}",
-                base.display()
-            )
-        })
-}
-
-/// The file system type and device holding `path`, from /proc/mounts
-/// (Linux; `None` elsewhere or when unreadable).
-fn file_system_of(path: &Path) -> Option<String> {
-    let path = path.canonicalize().ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let device = fields.next()?;
-            let point = PathBuf::from(fields.next()?.replace("\\040", " "));
-            let kind = fields.next()?;
-            path.starts_with(&point)
-                .then(|| (point.components().count(), format!("{kind} ({device})")))
-        })
-        .fold(
-            None,
-            |best: Option<(usize, String)>, (depth, what)| match &best {
-                Some((d, _)) if *d > depth => best,
-                _ => Some((depth, what)),
-            },
-        )
-        .map(|(_, what)| what)
-}
-
 // ---------------------------------------------------------------------------
 // Formatting and statistics
-
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len() / 2).copied()
-}
 
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;

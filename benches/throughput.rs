@@ -13,53 +13,14 @@
 
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
+use regatta::testing::sim::Counter;
 use regatta::testing::Cluster;
-use regatta::{Apply, Config, Restore, Snapshot, StateMachine};
+use regatta::Config;
 
-#[derive(Default)]
-struct Counter(u64);
-
-impl Actor for Counter {
-    type Context = Context<Self>;
-}
-impl StateMachine for Counter {
-    type Command = u64;
-    type Response = u64;
-}
-impl Handler<Apply<Counter>> for Counter {
-    type Result = Vec<u64>;
-    fn handle(&mut self, b: Apply<Counter>, _: &mut Context<Self>) -> Vec<u64> {
-        b.entries
-            .into_iter()
-            .map(|(_, n)| {
-                self.0 += n;
-                self.0
-            })
-            .collect()
-    }
-}
-impl Handler<Snapshot> for Counter {
-    type Result = Result<regatta::SnapshotData, String>;
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.0.to_be_bytes().to_vec().into())
-    }
-}
-impl Handler<Restore> for Counter {
-    type Result = Result<(), String>;
-    fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
-        self.0 = u64::from_be_bytes(r.data[..].try_into().map_err(|_| "bad")?);
-        Ok(())
-    }
-}
+mod support;
+use support::{median, Sample};
 
 const RUN: Duration = Duration::from_secs(3);
-
-struct Sample {
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
 
 async fn run(clients: usize) -> Sample {
     let c = Cluster::new(3, Config::default(), 1, |_| Counter::default()).await;
@@ -106,19 +67,7 @@ async fn run(clients: usize) -> Sample {
     for t in tasks {
         all.extend(t.await.expect("client task"));
     }
-    let elapsed = start.elapsed();
-    all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    Sample {
-        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-    }
-}
-
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
-    v[v.len() / 2]
+    Sample::from_latencies(&mut all, start.elapsed(), 0)
 }
 
 fn main() {
@@ -137,9 +86,9 @@ fn main() {
         let samples: Vec<Sample> = (0..runs).map(|_| system.block_on(run(clients))).collect();
         println!(
             "{clients:>7} | {:>10.0} | {:>8.2?} | {:>8.2?}",
-            median(samples.iter().map(|s| s.per_sec).collect()),
-            median(samples.iter().map(|s| s.p50).collect()),
-            median(samples.iter().map(|s| s.p99).collect()),
+            median(samples.iter().map(|s| s.per_sec).collect()).unwrap_or_default(),
+            median(samples.iter().filter_map(|s| s.p50).collect()).unwrap_or_default(),
+            median(samples.iter().filter_map(|s| s.p99).collect()).unwrap_or_default(),
         );
     }
 }

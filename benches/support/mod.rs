@@ -1,0 +1,122 @@
+//! What the benchmarks share: argument parsing, statistics, and where
+//! their data goes. Each bench uses a part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// `arg` as a positive integer, or an error naming `what`.
+pub fn positive<T: FromStr + PartialOrd + Default>(arg: &str, what: &str) -> Result<T, String> {
+    match arg.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(format!("{what} must be a positive integer, got {arg:?}")),
+    }
+}
+
+/// The environment variable `name` as seconds (0 to 86,400), or `default`.
+pub fn seconds_from_env(name: &str, default: f64) -> Result<Duration, String> {
+    let value = match std::env::var(name) {
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => return Ok(Duration::from_secs_f64(default)),
+        Err(e) => return Err(format!("{name}: {e}")),
+    };
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "{name} must be a number of seconds between 0 and 86400, got {value:?}"
+        )),
+    }
+}
+
+/// The element at quantile `p` of a sorted, non-empty slice.
+pub fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// The median (upper median for an even count), or `None` when empty.
+pub fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
+/// Median rate and medians of the percentiles of several runs, formatted.
+pub fn medians(
+    rates: Vec<f64>,
+    p50: Vec<Duration>,
+    p99: Vec<Duration>,
+) -> (String, String, String) {
+    let rate = median(rates).map_or("-".into(), |r| format!("{r:.0}"));
+    let p50 = median(p50).map_or("-".into(), |d| format!("{d:.2?}"));
+    let p99 = median(p99).map_or("-".into(), |d| format!("{d:.2?}"));
+    (rate, p50, p99)
+}
+
+/// Throughput and latency percentiles of one run.
+pub struct Sample {
+    /// Operations (batches or writes) per second.
+    pub per_sec: f64,
+    /// `None` when not one operation succeeded.
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub errors: u64,
+}
+
+impl Sample {
+    /// From the latency of every successful operation.
+    pub fn from_latencies(lat: &mut [Duration], elapsed: Duration, errors: u64) -> Sample {
+        lat.sort_unstable();
+        let (p50, p99) = if lat.is_empty() {
+            (None, None)
+        } else {
+            (Some(quantile(lat, 0.50)), Some(quantile(lat, 0.99)))
+        };
+        Sample {
+            per_sec: lat.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+            p50,
+            p99,
+            errors,
+        }
+    }
+}
+
+/// A fresh directory under `$TMPDIR` (or `/tmp`), named `prefix…`.
+pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    let base = std::env::temp_dir();
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(|e| {
+            format!(
+                "cannot create a temporary directory under {}: {e}",
+                base.display()
+            )
+        })
+}
+
+/// The file system type and device holding `path`, from /proc/mounts
+/// (Linux; `None` elsewhere or when unreadable).
+pub fn file_system_of(path: &Path) -> Option<String> {
+    let path = path.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.next()?;
+            // Spaces in mount points are escaped as \040.
+            let point = PathBuf::from(fields.next()?.replace("\\040", " "));
+            let kind = fields.next()?;
+            path.starts_with(&point)
+                .then(|| (point.components().count(), format!("{kind} ({device})")))
+        })
+        // The last of the longest matches: later mounts shadow earlier ones.
+        .fold(
+            None,
+            |best: Option<(usize, String)>, (depth, what)| match &best {
+                Some((d, _)) if *d > depth => best,
+                _ => Some((depth, what)),
+            },
+        )
+        .map(|(_, what)| what)
+}
