@@ -8,6 +8,7 @@
 //! - [`quorum`]: vote tallies and the commit index over a possibly joint
 //!   configuration, and the leader's own-term commit rule (Figure 8).
 //! - [`progress`]: per-follower replication progress and flow control.
+//! - [`read_index`]: linearizable reads on the leader (ReadIndex).
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
@@ -16,6 +17,7 @@ pub mod election;
 pub mod log;
 pub mod progress;
 pub mod quorum;
+pub mod read_index;
 pub mod session;
 pub mod types;
 pub mod validate;

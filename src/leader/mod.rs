@@ -22,6 +22,7 @@ pub(crate) use self::reads::ReadIndex;
 pub(crate) use self::transfer::TransferLeadership;
 use crate::applier::{RegisterWaiter, WriteReply};
 use crate::core::quorum::{is_quorum, leader_commit, quorum_index};
+use crate::core::read_index::{ReadAction, ReadIndexQueue};
 use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
@@ -43,7 +44,6 @@ pub(crate) struct Leader {
     last_heard: BTreeMap<NodeId, Instant>,
     /// AppendEntries each replicator had unanswered at its last report.
     inflight: BTreeMap<NodeId, u64>,
-    acked_round: BTreeMap<NodeId, u64>,
     /// Last index of this node's own log known durable.
     self_durable: u64,
     last_index: u64,
@@ -51,11 +51,9 @@ pub(crate) struct Leader {
     commit_index: u64,
     proposals: Vec<Proposal>,
     flush_scheduled: bool,
-    round: u64,
-    /// Reads waiting for a heartbeat round: (round, read index, reply).
-    reads: Vec<(u64, u64, ReadReply)>,
-    /// Reads waiting for this term's first entry to commit.
-    reads_waiting_commit: Vec<ReadReply>,
+    /// Reads waiting for this term's first commit or for their
+    /// heartbeat round (ReadIndex).
+    reads: ReadIndexQueue<ReadReply>,
     /// The membership change under way, if any.
     change: Option<PendingChange>,
     /// A leadership transfer under way: the target, whether TimeoutNow was
@@ -104,16 +102,13 @@ impl Leader {
             matches: BTreeMap::new(),
             last_heard: BTreeMap::new(),
             inflight: BTreeMap::new(),
-            acked_round: BTreeMap::new(),
             self_durable: 0,
             last_index: last_log_id.index,
             first_index_of_term: last_log_id.index + 1,
             commit_index,
             proposals: Vec::new(),
             flush_scheduled: false,
-            round: 0,
-            reads: Vec::new(),
-            reads_waiting_commit: Vec::new(),
+            reads: ReadIndexQueue::default(),
             change: None,
             transfer: None,
             leaving: BTreeMap::new(),
@@ -178,7 +173,7 @@ impl Leader {
         self.matches.remove(&id);
         self.last_heard.remove(&id);
         self.inflight.remove(&id);
-        self.acked_round.remove(&id);
+        self.reads.forget(id);
     }
 
     /// A configuration entry was appended: it is in force at once (a node
@@ -209,7 +204,7 @@ impl Leader {
                 r.do_send(StopRole);
             }
             self.matches.remove(&id);
-            self.acked_round.remove(&id);
+            self.reads.forget(id);
         }
         if let Some(change) = &mut self.change {
             if change.awaiting.is_none() {
@@ -287,7 +282,7 @@ impl Leader {
         let wake = Wake {
             last_index: self.last_index,
             commit_index: self.commit_index,
-            round: self.round,
+            round: self.reads.round(),
         };
         for r in self.replicators.values() {
             r.do_send(wake);
@@ -317,9 +312,8 @@ impl Leader {
             });
             self.wake_all();
             if new >= self.first_index_of_term {
-                for reply in std::mem::take(&mut self.reads_waiting_commit) {
-                    self.start_read(reply);
-                }
+                let action = self.reads.term_committed(new);
+                self.start_round(action);
             }
             self.advance_change(ctx);
         }
@@ -403,10 +397,7 @@ impl Actor for Leader {
                 let _ = appended.send(Err(RaftError::NotLeader(None)));
             }
         }
-        for (_, _, reply) in self.reads.drain(..) {
-            let _ = reply.send(Err(RaftError::NotLeader(None)));
-        }
-        for reply in self.reads_waiting_commit.drain(..) {
+        for reply in self.reads.drain() {
             let _ = reply.send(Err(RaftError::NotLeader(None)));
         }
     }
@@ -424,8 +415,7 @@ impl Handler<PeerReply> for Leader {
     fn handle(&mut self, msg: PeerReply, ctx: &mut Context<Self>) {
         self.last_heard.insert(msg.peer, Instant::now());
         self.inflight.insert(msg.peer, msg.inflight);
-        let round = self.acked_round.entry(msg.peer).or_default();
-        *round = (*round).max(msg.round);
+        self.reads.acknowledged(msg.peer, msg.round);
         let m = self.matches.entry(msg.peer).or_default();
         if msg.reset {
             *m = msg.match_index;

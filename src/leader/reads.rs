@@ -1,34 +1,24 @@
-//! Linearizable reads on the leader (ReadIndex, thesis §6.4): a read
-//! waits for this term's first entry to commit, then for one heartbeat
-//! round acknowledged by a quorum, and gets the commit index of that time.
+//! Linearizable reads on the leader (ReadIndex, thesis §6.4): the rules
+//! are in [`crate::core::read_index`]; this sends the rounds and answers.
 
 use actix::prelude::*;
 
 use super::*;
 
 impl Leader {
-    pub(super) fn start_read(&mut self, reply: ReadReply) {
-        self.round += 1;
-        self.reads.push((self.round, self.commit_index, reply));
-        self.wake_all();
-        self.resolve_reads();
+    /// Sends a heartbeat round if the read queue asks for one, and answers
+    /// what is already confirmed (a single-node cluster confirms at once).
+    pub(super) fn start_round(&mut self, action: ReadAction) {
+        if let ReadAction::SendRound(_) = action {
+            self.wake_all();
+            self.resolve_reads();
+        }
     }
 
+    /// Answers the reads a quorum has confirmed with their read index.
     pub(super) fn resolve_reads(&mut self) {
-        let id = self.cx.id;
-        let acked = &self.acked_round;
-        let membership = &self.membership;
-        let mut i = 0;
-        while i < self.reads.len() {
-            let round = self.reads[i].0;
-            if is_quorum(membership, |n| {
-                n == id || acked.get(&n).is_some_and(|r| *r >= round)
-            }) {
-                let (_, index, reply) = self.reads.swap_remove(i);
-                let _ = reply.send(Ok(index));
-            } else {
-                i += 1;
-            }
+        for (index, reply) in self.reads.ready(&self.membership, self.cx.id) {
+            let _ = reply.send(Ok(index));
         }
     }
 }
@@ -43,12 +33,12 @@ pub(crate) struct ReadIndex {
 impl Handler<ReadIndex> for Leader {
     type Result = ();
     fn handle(&mut self, msg: ReadIndex, _ctx: &mut Context<Self>) {
-        if self.commit_index < self.first_index_of_term {
-            // Until our blank entry commits we may not know the latest
-            // committed index.
-            self.reads_waiting_commit.push(msg.reply);
-        } else {
-            self.start_read(msg.reply);
-        }
+        // Until this term's first entry commits the leader may not know
+        // the latest committed index: the queue holds the read until then.
+        let term_committed = self.commit_index >= self.first_index_of_term;
+        let action = self
+            .reads
+            .request(msg.reply, self.commit_index, term_committed);
+        self.start_round(action);
     }
 }
