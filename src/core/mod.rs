@@ -9,6 +9,8 @@
 //!   configuration, and the leader's own-term commit rule (Figure 8).
 //! - [`progress`]: per-follower replication progress and flow control.
 //! - [`read_index`]: linearizable reads on the leader (ReadIndex).
+//! - [`tracker`]: what a leader knows of its peers: the commit candidate
+//!   and check-quorum.
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
@@ -19,6 +21,7 @@ pub mod progress;
 pub mod quorum;
 pub mod read_index;
 pub mod session;
+pub mod tracker;
 pub mod types;
 pub mod validate;
 pub mod vote;

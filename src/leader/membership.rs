@@ -158,7 +158,7 @@ impl Leader {
             .find_map(|id| {
                 // A learner that has acknowledged nothing (this incarnation
                 // of it) is not caught up, however short the log.
-                let matched = self.matches.get(id).copied().unwrap_or(0);
+                let matched = self.tracker.matched(*id);
                 (matched == 0 || matched + lag < self.last_index)
                     .then(|| (*id, self.last_index.saturating_sub(matched)))
             })

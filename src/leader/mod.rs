@@ -21,8 +21,9 @@ pub(crate) use self::proposals::Propose;
 pub(crate) use self::reads::ReadIndex;
 pub(crate) use self::transfer::TransferLeadership;
 use crate::applier::{RegisterWaiter, WriteReply};
-use crate::core::quorum::{is_quorum, leader_commit, quorum_index};
+use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
+use crate::core::tracker::Tracker;
 use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::log_store::LeaderAppend;
@@ -40,10 +41,10 @@ pub(crate) struct Leader {
     membership: Membership,
     waiters: Recipient<RegisterWaiter>,
     replicators: BTreeMap<NodeId, Addr<Replicator>>,
-    matches: BTreeMap<NodeId, u64>,
-    last_heard: BTreeMap<NodeId, Instant>,
-    /// AppendEntries each replicator had unanswered at its last report.
-    inflight: BTreeMap<NodeId, u64>,
+    /// Each peer's match, last answer and inflight count.
+    tracker: Tracker,
+    /// Zero of the milliseconds the tracker is given.
+    epoch: Instant,
     /// Last index of this node's own log known durable.
     self_durable: u64,
     last_index: u64,
@@ -99,9 +100,8 @@ impl Leader {
             membership,
             waiters,
             replicators: BTreeMap::new(),
-            matches: BTreeMap::new(),
-            last_heard: BTreeMap::new(),
-            inflight: BTreeMap::new(),
+            tracker: Tracker::default(),
+            epoch: Instant::now(),
             self_durable: 0,
             last_index: last_log_id.index,
             first_index_of_term: last_log_id.index + 1,
@@ -123,7 +123,7 @@ impl Leader {
     /// `sent_upto`: the last index the new replicators may assume was
     /// already sent (they start probing right after it).
     fn add_replicators(&mut self, sent_upto: u64, ctx: &mut Context<Self>) {
-        let now = Instant::now();
+        let now_ms = self.now_ms();
         for peer in self.membership.members() {
             if peer == self.cx.id || self.replicators.contains_key(&peer) {
                 continue;
@@ -138,7 +138,7 @@ impl Leader {
             )
             .start();
             self.replicators.insert(peer, r);
-            self.last_heard.insert(peer, now);
+            self.tracker.start(peer, now_ms);
         }
     }
 
@@ -163,16 +163,14 @@ impl Leader {
         let Some(&needed) = self.leaving.get(&id) else {
             return;
         };
-        if self.matches.get(&id).copied().unwrap_or(0) < needed {
+        if self.tracker.matched(id) < needed {
             return;
         }
         self.leaving.remove(&id);
         if let Some(r) = self.replicators.remove(&id) {
             r.do_send(StopRole);
         }
-        self.matches.remove(&id);
-        self.last_heard.remove(&id);
-        self.inflight.remove(&id);
+        self.tracker.remove(id);
         self.reads.forget(id);
     }
 
@@ -203,7 +201,7 @@ impl Leader {
             if let Some(r) = self.replicators.remove(&id) {
                 r.do_send(StopRole);
             }
-            self.matches.remove(&id);
+            self.tracker.forget_match(id);
             self.reads.forget(id);
         }
         if let Some(change) = &mut self.change {
@@ -243,23 +241,26 @@ impl Leader {
         }
     }
 
+    /// Milliseconds since this leader started, for the tracker (virtual
+    /// time under the simulator).
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn report_progress(&self) {
-        let now = Instant::now();
+        let now_ms = self.now_ms();
         let peers = self
             .membership
             .members()
             .into_iter()
             .filter(|id| *id != self.cx.id)
             .map(|id| {
-                let matched = self.matches.get(&id).copied().unwrap_or(0);
+                let peer = self.tracker.peer(id).unwrap_or_default();
                 let progress = PeerProgress {
-                    matched,
-                    lag: self.last_index.saturating_sub(matched),
-                    last_contact_ms: self
-                        .last_heard
-                        .get(&id)
-                        .map(|t| now.saturating_duration_since(*t).as_millis() as u64),
-                    inflight: self.inflight.get(&id).copied().unwrap_or(0),
+                    matched: peer.matched,
+                    lag: self.last_index.saturating_sub(peer.matched),
+                    last_contact_ms: peer.last_heard_ms.map(|t| now_ms.saturating_sub(t)),
+                    inflight: peer.inflight,
                 };
                 (id, progress)
             })
@@ -290,14 +291,9 @@ impl Leader {
     }
 
     fn update_commit(&mut self, ctx: &mut Context<Self>) {
-        let id = self.cx.id;
-        let candidate = quorum_index(&self.membership, |n| {
-            if n == id {
-                self.self_durable
-            } else {
-                self.matches.get(&n).copied().unwrap_or(0)
-            }
-        });
+        let candidate =
+            self.tracker
+                .commit_candidate(&self.membership, self.cx.id, self.self_durable);
         let new = leader_commit(self.commit_index, candidate, self.first_index_of_term);
         if new > self.commit_index {
             self.commit_index = new;
@@ -351,12 +347,10 @@ impl Actor for Leader {
         });
         if self.cx.config.check_quorum {
             ctx.run_interval(self.cx.config.election_timeout_max, |act, _ctx| {
-                let cutoff = Instant::now() - act.cx.config.election_timeout_max;
+                let window = act.cx.config.election_timeout_max.as_millis() as u64;
+                let since = act.now_ms().saturating_sub(window);
                 let id = act.cx.id;
-                let heard = &act.last_heard;
-                if !is_quorum(&act.membership, |n| {
-                    n == id || heard.get(&n).is_some_and(|t| *t >= cutoff)
-                }) {
+                if !act.tracker.quorum_heard_since(&act.membership, id, since) {
                     tracing::warn!(
                         node = id,
                         term = act.term,
@@ -413,14 +407,12 @@ impl Handler<StopRole> for Leader {
 impl Handler<PeerReply> for Leader {
     type Result = ();
     fn handle(&mut self, msg: PeerReply, ctx: &mut Context<Self>) {
-        self.last_heard.insert(msg.peer, Instant::now());
-        self.inflight.insert(msg.peer, msg.inflight);
+        let now_ms = self.now_ms();
         self.reads.acknowledged(msg.peer, msg.round);
-        let m = self.matches.entry(msg.peer).or_default();
-        if msg.reset {
-            *m = msg.match_index;
-        } else if msg.match_index > *m {
-            *m = msg.match_index;
+        if self
+            .tracker
+            .answered(msg.peer, msg.match_index, msg.reset, msg.inflight, now_ms)
+        {
             self.update_commit(ctx);
         }
         self.resolve_reads();

@@ -18,7 +18,7 @@ impl Leader {
         // them refuse it and the transfer ends with another leader.
         let caught_up = self.proposals.is_empty()
             && !self.flush_scheduled
-            && self.matches.get(to).copied().unwrap_or(0) >= self.last_index;
+            && self.tracker.matched(*to) >= self.last_index;
         if !*sent && caught_up {
             *sent = true;
             tracing::info!(
