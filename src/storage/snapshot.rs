@@ -362,8 +362,16 @@ impl SnapshotSink for MemSink {
     fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
         check(&self.meta, &self.data).map_err(|r| corrupt(&self.meta, r))?;
         let data = Bytes::from(self.data);
-        *self.store.latest.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((self.meta, data.clone()));
+        let mut latest = self.store.latest.lock().unwrap_or_else(|e| e.into_inner());
+        // As the file store does: a snapshot that finishes after a newer
+        // one (a leader's, installed meanwhile) does not replace it, since
+        // the log may already be compacted up to the newer one.
+        let newer_kept = latest
+            .as_ref()
+            .is_some_and(|(m, _)| m.last_included.index > self.meta.last_included.index);
+        if !newer_kept {
+            *latest = Some((self.meta, data.clone()));
+        }
         Ok(data)
     }
 }
@@ -389,6 +397,31 @@ mod tests {
         assert_eq!(&data[..], b"twenty");
         // The older snapshot is gone.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    /// A snapshot that finishes after a newer one (the snapshotter's own,
+    /// built while a leader's was being installed) must not replace it:
+    /// the log may already be compacted up to the newer one.
+    fn an_older_snapshot_finished_late_stays_behind_the_newer(store: &dyn SnapshotStore) {
+        let mut late = store.sink(meta_of(105, b"older")).unwrap();
+        late.write(b"older").unwrap();
+        save(store, meta_of(112, b"newer"), b"newer").unwrap();
+        late.finish().unwrap();
+        let (meta, data) = store.latest().unwrap().unwrap();
+        assert_eq!(meta.last_included, LogId::new(2, 112));
+        assert_eq!(&data[..], b"newer");
+    }
+
+    #[test]
+    fn memory_store_keeps_the_newer_snapshot_when_an_older_one_finishes_late() {
+        an_older_snapshot_finished_late_stays_behind_the_newer(&MemSnapshotStore::default());
+    }
+
+    #[test]
+    fn file_store_keeps_the_newer_snapshot_when_an_older_one_finishes_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        an_older_snapshot_finished_late_stays_behind_the_newer(&store);
     }
 
     #[test]
