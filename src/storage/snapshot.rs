@@ -53,7 +53,9 @@ pub trait SnapshotSink: Send {
     fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError>;
 
     /// Checks size and checksum against the meta, makes the snapshot durable
-    /// and the latest, and returns its data.
+    /// and the latest, and returns its data. A snapshot that finishes after
+    /// a newer one (of a higher last included index) must not replace it:
+    /// the log may already be compacted up to the newer one.
     fn finish(self: Box<Self>) -> Result<Bytes, StorageError>;
 }
 
