@@ -7,9 +7,9 @@
 //!   commands (consecutive indices, term 1), back-to-back. A fresh store per
 //!   run. Prints, per batch size, the median over runs of batches/s,
 //!   entries/s and the per-run p50 and p99 latency of one `write` call.
-//! - **cluster**: end to end. Three nodes in one process, each on its own
-//!   actix Arbiter with its own [`FjallStorage`] and a real [`TcpTransport`]
-//!   on 127.0.0.1; clients 1, 16, 64 and 256, each writing back-to-back
+//! - **cluster**: end to end. Three `regatta::Node`s in one process, each
+//!   on a thread of its own with its own fjall log and TCP transport on
+//!   127.0.0.1; clients 1, 16, 64 and 256, each writing back-to-back
 //!   through the leader's [`Raft::write`]. One cluster per client count,
 //!   warmed up with that many clients, then measured over several runs.
 //!   Prints the median over runs of writes/s and of per-run p50 and p99.
@@ -45,15 +45,10 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-use regatta::storage::FjallStorage;
 use regatta::testing::sim::Counter;
-use regatta::transport::tcp::{TcpConfig, TcpTransport};
-use regatta::transport::Transport;
-use regatta::{Config, Membership, NodeId, Raft, Role};
+use regatta::{InitialCluster, Node, NodeId, Raft, Role};
 use support::{file_system_of, median, medians, positive, seconds_from_env, temp_dir, Sample};
 
 const CLUSTER_ID: &str = "regatta-durable-bench";
@@ -194,67 +189,26 @@ fn raw_part(plan: &Plan) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 // Part (b): end to end, 3 nodes with fjall and TCP
 
-/// One node: its arbiter (thread), handle and transport.
-struct BenchNode {
-    arbiter: Arbiter,
-    raft: Raft<Counter>,
-    transport: TcpTransport,
-}
-
-/// Starts node `id` on a new arbiter, with fjall in `dir` and TCP on an
-/// ephemeral port of 127.0.0.1 (peer addresses are set by the caller).
-async fn start_node(id: NodeId, dir: PathBuf, members: Membership) -> Result<BenchNode, String> {
-    let arbiter = Arbiter::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = arbiter.spawn_fn(move || {
-        actix_rt::spawn(async move {
-            let result: Result<(Raft<Counter>, TcpTransport), String> = async {
-                let handle: Arc<OnceLock<Raft<Counter>>> = Arc::new(OnceLock::new());
-                let inbound = handle.clone();
-                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-                let transport = TcpTransport::start(
-                    TcpConfig::new(id, CLUSTER_ID, listen),
-                    Arc::new(move |env| {
-                        if let Some(r) = inbound.get() {
-                            r.deliver(env)
-                        }
-                    }),
-                )
-                .await
-                .map_err(|e| format!("node {id}: cannot listen: {e}"))?;
-                let storage =
-                    FjallStorage::open(&dir, CLUSTER_ID).map_err(|e| format!("node {id}: {e}"))?;
-                let raft = Raft::start(
-                    id,
-                    Config::default(),
-                    storage,
-                    Arc::new(transport.clone()),
-                    Some(members),
-                    Counter::default().start(),
-                )
-                .map_err(|e| format!("node {id}: {e}"))?;
-                let _ = handle.set(raft.clone());
-                Ok((raft, transport))
-            }
-            .await;
-            let _ = tx.send(result);
-        });
-    });
-    if !spawned {
-        return Err(format!("node {id}: its arbiter is not running"));
-    }
-    let (raft, transport) = rx
+/// Starts node `id` of `founders` (a regatta `Node`: its own thread, fjall
+/// in `dir`, TCP on an ephemeral port of 127.0.0.1; peer addresses are set
+/// by the caller).
+async fn start_node(
+    id: NodeId,
+    dir: PathBuf,
+    founders: &InitialCluster,
+) -> Result<Node<Counter>, String> {
+    Node::builder(id, Counter::default())
+        .cluster_name(CLUSTER_ID)
+        .data_dir(dir)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .initial_cluster(founders.clone())
+        .start()
         .await
-        .map_err(|_| format!("node {id}: start-up did not report"))??;
-    Ok(BenchNode {
-        arbiter,
-        raft,
-        transport,
-    })
+        .map_err(|e| format!("node {id}: {e}"))
 }
 
 struct BenchCluster {
-    nodes: Vec<BenchNode>,
+    nodes: Vec<Node<Counter>>,
     /// Position of the leader in `nodes`.
     leader: usize,
     /// Removed after the nodes are stopped.
@@ -264,11 +218,13 @@ struct BenchCluster {
 impl BenchCluster {
     async fn start() -> Result<BenchCluster, String> {
         let dir = temp_dir("regatta-durable-")?;
-        let members = Membership::new([1, 2, 3]);
+        // Ports are picked by the OS: founders without addresses, told
+        // them once every node listens.
+        let founders = (1..=3).fold(InitialCluster::new(), |c, id| c.member(id, ""));
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let node_dir = dir.path().join(format!("node-{id}"));
-            match start_node(id, node_dir, members.clone()).await {
+            match start_node(id, node_dir, &founders).await {
                 Ok(node) => nodes.push(node),
                 Err(e) => {
                     stop_nodes(nodes).await;
@@ -276,13 +232,11 @@ impl BenchCluster {
                 }
             }
         }
-        let addrs: Vec<(NodeId, SocketAddr)> = nodes
-            .iter()
-            .map(|n| (n.raft.id(), n.transport.local_addr()))
-            .collect();
+        let addrs: Vec<(NodeId, SocketAddr)> =
+            nodes.iter().map(|n| (n.id(), n.raft_addr())).collect();
         for node in &nodes {
             for (id, addr) in &addrs {
-                node.transport.set_address(*id, &addr.to_string());
+                node.set_peer_address(*id, *addr);
             }
         }
         match Self::find_leader(&nodes).await {
@@ -299,19 +253,19 @@ impl BenchCluster {
     }
 
     /// Waits for an elected leader that knows it is leader.
-    async fn find_leader(nodes: &[BenchNode]) -> Result<usize, String> {
+    async fn find_leader(nodes: &[Node<Counter>]) -> Result<usize, String> {
         let timeout = Duration::from_secs(10);
         let id = nodes[0]
-            .raft
+            .raft()
             .wait_leader(timeout)
             .await
             .map_err(|e| format!("no leader elected: {e}"))?;
         let leader = nodes
             .iter()
-            .position(|n| n.raft.id() == id)
+            .position(|n| n.id() == id)
             .ok_or_else(|| format!("leader {id} is not a node of the cluster"))?;
         nodes[leader]
-            .raft
+            .raft()
             .wait_for(timeout, |m| m.role == Role::Leader)
             .await
             .map_err(|e| format!("node {id} never took office: {e}"))?;
@@ -319,14 +273,11 @@ impl BenchCluster {
     }
 
     fn leader(&self) -> &Raft<Counter> {
-        &self.nodes[self.leader].raft
+        self.nodes[self.leader].raft()
     }
 
     fn dropped_messages(&self) -> u64 {
-        self.nodes
-            .iter()
-            .map(|n| n.transport.dropped_messages())
-            .sum()
+        self.nodes.iter().map(|n| n.dropped_messages()).sum()
     }
 
     async fn shutdown(self) {
@@ -334,18 +285,11 @@ impl BenchCluster {
     }
 }
 
-/// Stops every node cleanly: Raft first (queued log writes made durable,
-/// writer threads joined), then transports, then arbiters.
-async fn stop_nodes(nodes: Vec<BenchNode>) {
-    for node in &nodes {
-        node.raft.shutdown().await;
-    }
-    for node in &nodes {
-        node.transport.shutdown();
-    }
+/// Stops every node cleanly (queued log writes made durable, threads
+/// joined).
+async fn stop_nodes(nodes: Vec<Node<Counter>>) {
     for node in nodes {
-        node.arbiter.stop();
-        let _ = node.arbiter.join();
+        node.shutdown().await;
     }
 }
 
@@ -425,7 +369,7 @@ async fn cluster_part(plan: &Plan) -> Result<(), String> {
     let base = std::env::temp_dir();
     println!("## End to end: 3 nodes, FjallStorage + TcpTransport on 127.0.0.1\n");
     println!(
-        "One process, one actix Arbiter per node, logs under {} on {}; clients write \
+        "One process, one regatta::Node (its own thread) per node, logs under {} on {}; clients write \
          back-to-back through the leader's Raft::write; a fresh cluster per client count, \
          {:?} warm-up, then {} runs of {:?}; medians over runs.\n",
         base.display(),

@@ -107,6 +107,13 @@ impl<SM: StateMachine> Node<SM> {
         self.transport.local_addr()
     }
 
+    /// Messages the transport dropped since the node started (a peer's
+    /// queue full, no address known, too large to send): Raft recovers by
+    /// resending, but a growing count means a peer is unreachable or slow.
+    pub fn dropped_messages(&self) -> u64 {
+        self.transport.dropped_messages()
+    }
+
     /// Tells this node where peer `id` listens. Needed only for clusters
     /// whose ports the OS picked (tests, demos): addresses normally come
     /// from the configuration.
