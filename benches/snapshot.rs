@@ -6,13 +6,12 @@
 //! `examples/queue.rs` (`VecDeque<Arc<str>>`; its `Snapshot` handler copies
 //! the `Arc`s and returns [`SnapshotData::deferred`], which serializes the
 //! copy with rmp-serde off the actor), holding ITEMS items of 100 bytes
-//! (default 1,000,000). Three nodes run in one process, each on its own actix
-//! Arbiter with its own [`FjallStorage`] and a [`TcpTransport`] on
+//! (default 1,000,000). Three `regatta::Node`s run in one process, each on
+//! a thread of its own with its own fjall log and TCP transport on
 //! 127.0.0.1, with `snapshot_every = 0` (snapshots only on request) and
 //! `snapshot_keep_entries = 100`.
 //!
-//! First, **load**: one follower is crashed (its arbiter and transport
-//! stopped) and ITEMS pushes go through the leader from 256 concurrent
+//! First, **load**: one follower is crashed (`Node::abort`) and ITEMS pushes go through the leader from 256 concurrent
 //! clients. Then, in this order:
 //!
 //! 1. **Build**: `Raft::snapshot()` on the leader — copy, serialize, write,
@@ -67,17 +66,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use regatta::storage::FjallStorage;
-use regatta::transport::tcp::{TcpConfig, TcpTransport};
-use regatta::transport::Transport;
 use regatta::{
-    Apply, Config, LogId, Membership, NodeId, Raft, Restore, Role, Snapshot, SnapshotData,
-    StateMachine,
+    Apply, Config, InitialCluster, LogId, Node, NodeId, Raft, Restore, Role, Snapshot,
+    SnapshotData, StateMachine,
 };
 use serde::{Deserialize, Serialize};
 
@@ -298,108 +294,53 @@ fn cluster_config() -> Config {
     }
 }
 
-/// One node: its arbiter (thread), handle, transport and its queue's probe.
+/// One node (a `regatta::Node`: its own thread, fjall, TCP), its handle
+/// and its queue's probe.
 struct BenchNode {
     id: NodeId,
-    arbiter: Arbiter,
     raft: Raft<Queue>,
-    transport: TcpTransport,
+    node: Node<Queue>,
     probe: Arc<Probe>,
 }
 
-/// Starts node `id` on a new arbiter, with fjall in `dir` and TCP on an
+/// Starts node `id` of `founders` with fjall in `dir` and TCP on an
 /// ephemeral port of 127.0.0.1 (peer addresses are set by the caller).
-async fn start_node(id: NodeId, dir: PathBuf, members: Membership) -> Result<BenchNode, String> {
-    let arbiter = Arbiter::new();
+async fn start_node(
+    id: NodeId,
+    dir: PathBuf,
+    founders: &InitialCluster,
+) -> Result<BenchNode, String> {
     let probe = Arc::new(Probe::default());
-    let sm_probe = probe.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = arbiter.spawn_fn(move || {
-        actix_rt::spawn(async move {
-            let result: Result<(Raft<Queue>, TcpTransport), String> = async {
-                let handle: Arc<OnceLock<Raft<Queue>>> = Arc::new(OnceLock::new());
-                let inbound = handle.clone();
-                let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-                let transport = TcpTransport::start(
-                    TcpConfig::new(id, CLUSTER_ID, listen),
-                    Arc::new(move |env| {
-                        if let Some(r) = inbound.get() {
-                            r.deliver(env)
-                        }
-                    }),
-                )
-                .await
-                .map_err(|e| format!("node {id}: cannot listen: {e}"))?;
-                let storage = match FjallStorage::open(&dir, CLUSTER_ID) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        transport.shutdown();
-                        return Err(format!("node {id}: {e}"));
-                    }
-                };
-                let raft = match Raft::start(
-                    id,
-                    cluster_config(),
-                    storage,
-                    Arc::new(transport.clone()),
-                    Some(members),
-                    Queue::new(sm_probe).start(),
-                ) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        transport.shutdown();
-                        return Err(format!("node {id}: {e}"));
-                    }
-                };
-                let _ = handle.set(raft.clone());
-                Ok((raft, transport))
-            }
-            .await;
-            let _ = tx.send(result);
-        });
-    });
-    let started = if spawned {
-        rx.await
-            .map_err(|_| format!("node {id}: start-up did not report"))
-            .and_then(|r| r)
-    } else {
-        Err(format!("node {id}: its arbiter is not running"))
-    };
-    match started {
-        Ok((raft, transport)) => Ok(BenchNode {
-            id,
-            arbiter,
-            raft,
-            transport,
-            probe,
-        }),
-        Err(e) => {
-            arbiter.stop();
-            let _ = arbiter.join();
-            Err(e)
-        }
-    }
+    let node = Node::builder(id, Queue::new(probe.clone()))
+        .cluster_name(CLUSTER_ID)
+        .data_dir(dir)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .initial_cluster(founders.clone())
+        .config(cluster_config())
+        .start()
+        .await
+        .map_err(|e| format!("node {id}: {e}"))?;
+    Ok(BenchNode {
+        id,
+        raft: node.raft().clone(),
+        node,
+        probe,
+    })
 }
 
-/// Stops every node cleanly: Raft first (queued log writes made durable,
-/// writer threads joined), then transports, then arbiters.
+/// Stops every node cleanly (queued log writes made durable, threads
+/// joined).
 async fn stop_nodes(nodes: Vec<BenchNode>) {
-    for node in &nodes {
-        node.raft.shutdown().await;
-    }
-    for node in &nodes {
-        node.transport.shutdown();
-    }
-    for node in nodes {
-        node.arbiter.stop();
-        let _ = node.arbiter.join();
+    for n in nodes {
+        n.node.shutdown().await;
     }
 }
 
 struct BenchCluster {
     /// The running nodes.
     nodes: Vec<BenchNode>,
-    members: Membership,
+    /// The founders, without addresses (ports are picked by the OS).
+    founders: InitialCluster,
     /// Fresh data directories handed out so far.
     dirs_used: usize,
     /// Removed after the nodes are stopped.
@@ -411,13 +352,13 @@ impl BenchCluster {
         let dir = temp_dir("regatta-snapshot-")?;
         let mut cluster = BenchCluster {
             nodes: Vec::new(),
-            members: Membership::new([1, 2, 3]),
+            founders: (1..=3).fold(InitialCluster::new(), |c, id| c.member(id, "")),
             dirs_used: 0,
             dir,
         };
         for id in 1..=3 {
             let node_dir = cluster.fresh_dir(id);
-            match start_node(id, node_dir, cluster.members.clone()).await {
+            match start_node(id, node_dir, &cluster.founders).await {
                 Ok(node) => cluster.nodes.push(node),
                 Err(e) => {
                     cluster.shutdown().await;
@@ -441,11 +382,11 @@ impl BenchCluster {
         let addrs: Vec<(NodeId, SocketAddr)> = self
             .nodes
             .iter()
-            .map(|n| (n.id, n.transport.local_addr()))
+            .map(|n| (n.id, n.node.raft_addr()))
             .collect();
         for node in &self.nodes {
             for (id, addr) in &addrs {
-                node.transport.set_address(*id, &addr.to_string());
+                node.node.set_peer_address(*id, *addr);
             }
         }
     }
@@ -475,35 +416,29 @@ impl BenchCluster {
         }
     }
 
-    /// Crashes node `id`: its transport and arbiter are stopped with no
-    /// shutdown of the node (its data directory is abandoned).
-    fn crash(&mut self, id: NodeId) {
+    /// Crashes node `id`: it stops at once, as a crash would (its data
+    /// directory is abandoned).
+    async fn crash(&mut self, id: NodeId) {
         let at = self
             .nodes
             .iter()
             .position(|n| n.id == id)
             .expect("a running node");
-        let node = self.nodes.remove(at);
-        node.transport.shutdown();
-        node.arbiter.stop();
-        let _ = node.arbiter.join();
+        self.nodes.remove(at).node.abort().await;
     }
 
     /// Starts node `id` on a fresh, empty data directory with the founding
     /// membership, and exchanges addresses with the running nodes.
     async fn restart_fresh(&mut self, id: NodeId) -> Result<(), String> {
         let dir = self.fresh_dir(id);
-        let node = start_node(id, dir, self.members.clone()).await?;
+        let node = start_node(id, dir, &self.founders).await?;
         self.nodes.push(node);
         self.connect();
         Ok(())
     }
 
     fn dropped_messages(&self) -> u64 {
-        self.nodes
-            .iter()
-            .map(|n| n.transport.dropped_messages())
-            .sum()
+        self.nodes.iter().map(|n| n.node.dropped_messages()).sum()
     }
 
     async fn shutdown(self) {
@@ -869,7 +804,7 @@ async fn transfer_part(
     let mut runs = Vec::with_capacity(plan.transfers);
     for run in 1..=plan.transfers {
         if run > 1 {
-            cluster.crash(follower);
+            cluster.crash(follower).await;
         }
         let t = transfer_once(cluster, leader, follower, at).await?;
         let speed = bytes as f64 / (1024.0 * 1024.0) / t.elapsed.as_secs_f64();
@@ -1198,7 +1133,7 @@ async fn run_parts(cluster: &mut BenchCluster, plan: &Plan) -> Result<(), String
         .map(|n| n.id)
         .find(|&id| id != leader)
         .expect("three nodes");
-    cluster.crash(follower);
+    cluster.crash(follower).await;
 
     eprintln!(
         "loading {} items through node {leader} from {LOAD_CLIENTS} clients (node {follower} \
@@ -1297,7 +1232,7 @@ async fn run(plan: Plan) -> Result<(), String> {
         plan.items
     );
     println!(
-        "3 nodes in one process (one actix Arbiter each), FjallStorage under {} on {}, \
+        "3 nodes in one process (one regatta::Node, on its own thread, each), fjall under {} on {}, \
          TcpTransport on 127.0.0.1; snapshot_every = 0, snapshot_keep_entries = \
          {KEEP_ENTRIES}, other settings default. {} CPUs.\n",
         base.display(),
