@@ -231,3 +231,45 @@ async fn a_joining_node_answers_a_leader_whose_address_it_was_never_told() {
     })
     .await;
 }
+
+/// A member that comes back with an empty directory (waiting to be added)
+/// while the cluster is idle is repaired by the leader on its own — from a
+/// snapshot, the log being compacted — not heartbeated forever at the
+/// match point its previous incarnation had.
+#[actix_rt::test]
+async fn a_member_back_with_an_empty_directory_catches_up_while_the_cluster_is_idle() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let config = regatta::Config {
+            snapshot_every: 0,
+            snapshot_keep_entries: 0,
+            ..test_config()
+        };
+        let mut c = Cluster::new(3, config, seed("empty_directory_idle"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(SECS(20)).await.unwrap();
+        for n in 0..20 {
+            c.write(leader, Add(n)).await.unwrap();
+        }
+        let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        let target = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[victim], target, SECS(20)).await.unwrap();
+        c.raft(leader).snapshot().await.unwrap();
+        c.wipe(victim);
+        c.start(victim).await;
+        // No write from here on: only the leader can notice and repair.
+        c.wait_applied(&[victim], target, SECS(20))
+            .await
+            .expect("the member on an empty directory catches up while idle");
+        let applied = c.raft(victim).state_machine().send(History).await.unwrap();
+        let expected = c.raft(leader).state_machine().send(History).await.unwrap();
+        assert_eq!(
+            applied.last(),
+            expected.last(),
+            "the same state after the snapshot"
+        );
+    })
+    .await;
+}
