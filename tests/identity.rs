@@ -273,3 +273,35 @@ async fn a_member_back_with_an_empty_directory_catches_up_while_the_cluster_is_i
     })
     .await;
 }
+
+/// The same with a node that founds again on its empty directory (its disk
+/// replaced, started with the same initial cluster): found by
+/// benches/snapshot.rs, whose transfer to such a node timed out.
+#[actix_rt::test]
+async fn a_founder_restarted_on_an_empty_directory_catches_up_while_the_cluster_is_idle() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let config = regatta::Config {
+            snapshot_every: 0,
+            snapshot_keep_entries: 0,
+            ..test_config()
+        };
+        let mut c = Cluster::new(3, config, seed("refounded_idle"), |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(20)).await.unwrap();
+        let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        // Down while the log grows and is compacted: the leader's
+        // replicator turns to sending it a snapshot, into the void.
+        c.crash(victim);
+        for n in 0..20 {
+            c.write(leader, Add(n)).await.unwrap();
+        }
+        let target = c.metrics()[&leader].commit_index;
+        c.raft(leader).snapshot().await.unwrap();
+        c.replace_disk(victim);
+        c.start(victim).await;
+        c.wait_applied(&[victim], target, SECS(20))
+            .await
+            .expect("the refounded member catches up while idle");
+    })
+    .await;
+}

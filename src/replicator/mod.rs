@@ -235,7 +235,13 @@ impl Replicator {
             peer = self.peer,
             "peer came back with new state (a new incarnation); replicating from scratch"
         );
-        self.progress = Progress::new(self.last_index, self.cx.config.max_inflight);
+        // Probe from the last entry, as after a rejection: a heartbeat at
+        // the new match point (nothing) always succeeds, and with the
+        // cluster idle nothing else would ever find where the logs part.
+        self.progress = Progress::new(
+            self.last_index.saturating_sub(1),
+            self.cx.config.max_inflight,
+        );
         self.matched = LogId::default();
         self.transfer = None;
         true

@@ -118,6 +118,14 @@ impl<SM: StateMachine> Cluster<SM> {
         self.wiped.insert(id);
     }
 
+    /// Crashes node `id` and gives it an empty storage, as an operator
+    /// replacing its disk and starting it with the same command line:
+    /// started again, it founds the cluster anew (it is still a founder).
+    pub fn replace_disk(&mut self, id: NodeId) {
+        self.crash(id);
+        self.storages.insert(id, MemStorage::new());
+    }
+
     /// Crashes then restarts node `id`.
     pub async fn restart(&mut self, id: NodeId) {
         self.crash(id);
