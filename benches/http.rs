@@ -55,7 +55,7 @@
 //! also `PR_SET_PDEATHSIG`, should the bench itself be killed).
 
 mod support;
-use support::{file_system_of, median, positive, quantile, seconds_from_env};
+use support::{file_system_of, median, positive, seconds_from_env, Sample};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -827,31 +827,6 @@ fn progress(line: &str) {
 // ---------------------------------------------------------------------------
 // Statistics
 
-/// Throughput and latency percentiles of one run.
-struct Sample {
-    per_sec: f64,
-    /// `None` when not one write succeeded.
-    p50: Option<Duration>,
-    p99: Option<Duration>,
-}
-
-impl Sample {
-    fn new(tally: &mut Tally, elapsed: Duration) -> Sample {
-        let lat = &mut tally.latencies;
-        lat.sort_unstable();
-        let (p50, p99) = if lat.is_empty() {
-            (None, None)
-        } else {
-            (Some(quantile(lat, 0.50)), Some(quantile(lat, 0.99)))
-        };
-        Sample {
-            per_sec: lat.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
-            p50,
-            p99,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Measuring
 
@@ -948,7 +923,7 @@ fn measure_on(
     for i in 1..=plan.runs {
         progress(&format!("[http] {what}: run {i}/{}", plan.runs));
         let (mut tally, elapsed) = run_clients(&targets, plan.run)?;
-        samples.push(Sample::new(&mut tally, elapsed));
+        samples.push(Sample::from_latencies(&mut tally.latencies, elapsed, 0));
         tally.latencies = Vec::new();
         all.merge(tally);
     }

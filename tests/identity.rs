@@ -232,6 +232,16 @@ async fn a_joining_node_answers_a_leader_whose_address_it_was_never_told() {
     .await;
 }
 
+/// Snapshots only on request, and nothing kept behind them: a node that
+/// lost its log can catch up only by snapshot.
+fn compacting() -> regatta::Config {
+    regatta::Config {
+        snapshot_every: 0,
+        snapshot_keep_entries: 0,
+        ..test_config()
+    }
+}
+
 /// A member that comes back with an empty directory (waiting to be added)
 /// while the cluster is idle is repaired by the leader on its own — from a
 /// snapshot, the log being compacted — not heartbeated forever at the
@@ -240,12 +250,7 @@ async fn a_joining_node_answers_a_leader_whose_address_it_was_never_told() {
 async fn a_member_back_with_an_empty_directory_catches_up_while_the_cluster_is_idle() {
     init_tracing();
     bounded(SECS(60), async {
-        let config = regatta::Config {
-            snapshot_every: 0,
-            snapshot_keep_entries: 0,
-            ..test_config()
-        };
-        let mut c = Cluster::new(3, config, seed("empty_directory_idle"), |_| {
+        let mut c = Cluster::new(3, compacting(), seed("empty_directory_idle"), |_| {
             Counter::default()
         })
         .await;
@@ -281,12 +286,10 @@ async fn a_member_back_with_an_empty_directory_catches_up_while_the_cluster_is_i
 async fn a_founder_restarted_on_an_empty_directory_catches_up_while_the_cluster_is_idle() {
     init_tracing();
     bounded(SECS(60), async {
-        let config = regatta::Config {
-            snapshot_every: 0,
-            snapshot_keep_entries: 0,
-            ..test_config()
-        };
-        let mut c = Cluster::new(3, config, seed("refounded_idle"), |_| Counter::default()).await;
+        let mut c = Cluster::new(3, compacting(), seed("refounded_idle"), |_| {
+            Counter::default()
+        })
+        .await;
         let leader = c.wait_leader(SECS(20)).await.unwrap();
         let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
         // Down while the log grows and is compacted: the leader's

@@ -136,19 +136,48 @@ fn the_dashboard_follows_the_cluster_through_a_failover() {
     }
 }
 
-/// Runs the counter example with `args`; returns its exit code and stdout.
+/// Runs the counter example with `args`, for at most a minute; returns its
+/// exit code and stdout.
 fn counter(args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(process::example_binary("counter"))
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(process::example_binary("counter"))
         .args(args)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the counter example");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + SECS(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`counter {}` did not finish within a minute",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap();
     println!(
         "$ counter {}\n{stdout}{}",
         args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
+        stderr.join().unwrap()
     );
-    (out.status.code(), stdout)
+    (status.code(), stdout)
 }
 
 #[test]

@@ -156,9 +156,13 @@ pub fn status(args: &StatusArgs) -> Result<(), String> {
             Some(s) => {
                 let st = &s["status"];
                 let p99 = if is_leader {
-                    quantile_of(&s["histograms"]["commit_latency_us"], 0.99)
-                        .map(|us| format!("≤{:.1} ms", us as f64 / 1000.0))
-                        .unwrap_or_default()
+                    serde_json::from_value::<regatta::Histogram>(
+                        s["histograms"]["commit_latency_us"].clone(),
+                    )
+                    .ok()
+                    .and_then(|h| h.quantile(0.99))
+                    .map(|us| format!("≤{:.1} ms", us as f64 / 1000.0))
+                    .unwrap_or_default()
                 } else {
                     String::new()
                 };
@@ -201,18 +205,6 @@ pub fn status(args: &StatusArgs) -> Result<(), String> {
         None => println!("no member reports itself leader"),
     }
     Ok(())
-}
-
-/// The bucket bound holding quantile `q` of a histogram in the JSON of
-/// `regatta::Histogram`.
-fn quantile_of(h: &Value, q: f64) -> Option<u64> {
-    let count = h["count"].as_u64().filter(|c| *c > 0)?;
-    let rank = ((q * count as f64).ceil() as u64).max(1);
-    h["buckets"]
-        .as_array()?
-        .iter()
-        .find(|b| b[1].as_u64().is_some_and(|below| below >= rank))
-        .and_then(|b| b[0].as_u64())
 }
 
 fn print_table(rows: &[Vec<String>]) {
@@ -346,7 +338,7 @@ pub fn bench(args: &BenchArgs, default_path: &str) -> Result<(), String> {
                 let mut mine = Vec::new();
                 let mut conn = None;
                 while !stop.load(Ordering::Relaxed) {
-                    let c = match conn.take() {
+                    let mut c = match conn.take() {
                         Some(c) => c,
                         None => match HttpConnection::connect(addr) {
                             Ok(c) => c,
@@ -357,7 +349,6 @@ pub fn bench(args: &BenchArgs, default_path: &str) -> Result<(), String> {
                             }
                         },
                     };
-                    let mut c = c;
                     let t = Instant::now();
                     match c.request("POST", &path, body.as_deref()) {
                         Ok((status, _)) if (200..300).contains(&status) => {

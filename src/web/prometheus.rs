@@ -202,11 +202,7 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
         register(Box::new(counter))?;
     }
     let labelled = |name: &str, help: &str, label: &str, values: &[(&str, u64)]| {
-        let vec = IntCounterVec::new(Opts::new(name, help), &[label])?;
-        for (value, n) in values {
-            vec.with_label_values(&[value]).inc_by(*n);
-        }
-        register(Box::new(vec))
+        counter_vec(&registry, name, help, label, values.iter().copied())
     };
     labelled(
         "writes_failed_total",
@@ -272,12 +268,8 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
         register(Box::new(vec))?;
     }
     let traffic = |name: &str, help: &str, pick: fn(&Traffic) -> u64| {
-        let vec = IntCounterVec::new(Opts::new(name, help), &["peer"])?;
-        for (id, t) in node.traffic {
-            vec.with_label_values(&[id.to_string().as_str()])
-                .inc_by(pick(t));
-        }
-        register(Box::new(vec))
+        let per_peer = node.traffic.iter().map(|(id, t)| (id.to_string(), pick(t)));
+        counter_vec(&registry, name, help, "peer", per_peer)
     };
     traffic("peer_sent_bytes_total", "Bytes written to the peer.", |t| {
         t.sent
@@ -352,6 +344,21 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
     let mut out = Vec::new();
     TextEncoder::new().encode(&families, &mut out)?;
     String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// Registers a counter with one label, one series per `(value, count)`.
+fn counter_vec<V: AsRef<str>>(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (V, u64)>,
+) -> Result<(), prometheus::Error> {
+    let vec = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    for (value, n) in values {
+        vec.with_label_values(&[value.as_ref()]).inc_by(n);
+    }
+    registry.register(Box::new(vec))
 }
 
 /// A histogram family from buckets read off the node's atomics; bounds
