@@ -38,10 +38,12 @@ pub struct Config {
     pub snapshot_keep_entries: u64,
     /// Bytes per InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
-    /// How long a leader waits for a follower to acknowledge one snapshot
-    /// chunk before starting the transfer over. Separate from the
-    /// heartbeat-scaled AppendEntries timeout, so a large snapshot can
-    /// finish on a slow link.
+    /// The longest a leader waits for a follower to acknowledge a snapshot
+    /// chunk before resending it. A chunk is first resent after the
+    /// AppendEntries timeout (half the minimum election timeout), so a
+    /// lost chunk costs milliseconds; each further silent resend waits
+    /// twice as long, up to this bound, so a slow link that needs longer
+    /// per chunk is not flooded with copies.
     pub snapshot_chunk_timeout: Duration,
     /// Mixed into the cluster id the founders generate from the founding
     /// configuration (as etcd's `--initial-cluster-token`): two clusters

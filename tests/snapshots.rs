@@ -230,3 +230,51 @@ async fn a_node_restarted_right_after_a_snapshot_serves_the_right_state() {
     })
     .await;
 }
+
+/// A lost InstallSnapshot chunk (or its acknowledgement) is resent after an
+/// RPC-scale timeout, not after `snapshot_chunk_timeout` (10 s by default,
+/// meant for slow links): on a network losing 10% of messages each way, a
+/// node behind the compaction point catches up by a snapshot of many
+/// chunks well within the MIT tests' 10 s agreement bound.
+#[actix_rt::test]
+async fn a_lost_snapshot_chunk_is_resent_within_an_rpc_timeout() {
+    init_tracing();
+    let seed = seed("lost_snapshot_chunk");
+    bounded(SECS(120), async {
+        let config = Config {
+            snapshot_every: 10,
+            snapshot_keep_entries: 2,
+            // About ten chunks (the snapshot is ~150 bytes), each of which
+            // the network may lose.
+            snapshot_chunk_bytes: 16,
+            ..test_config()
+        };
+        assert_eq!(config.snapshot_chunk_timeout, SECS(10), "the default");
+        let c = Cluster::new(3, config, seed, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(30)).await.expect("leader");
+        let victim = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        c.net().isolate(victim);
+        for n in 1..=40 {
+            c.write(leader, Add(n)).await.expect("write");
+        }
+        let leader_metrics = c.metrics()[&leader].clone();
+        assert!(leader_metrics.snapshot_index > 10, "the leader compacted");
+        let target = leader_metrics.commit_index;
+        c.net().set_link(LinkConfig::unreliable());
+        c.net().rejoin(victim);
+        let started = std::time::Instant::now();
+        c.wait_applied(&[victim], target, SECS(10))
+            .await
+            .unwrap_or_else(|e| panic!("node {victim} did not catch up by snapshot: {e}"));
+        let caught_up = c.metrics()[&victim].clone();
+        assert!(
+            caught_up.snapshot_index >= leader_metrics.snapshot_index,
+            "node {victim} caught up without a snapshot"
+        );
+        eprintln!(
+            "node {victim} caught up to {target} in {:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}

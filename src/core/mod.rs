@@ -2,6 +2,8 @@
 //! functions and structs. No actix, no tokio, no clock, no disk — the actors
 //! around it own timers, mailboxes and I/O and carry out its decisions.
 //!
+//! - [`step`]: the term preamble every message passes, the answer to a
+//!   vote request with its durability barrier, which vote replies count.
 //! - [`vote`]: granting (pre-)votes, log up-to-dateness.
 //! - [`log`]: the follower consistency check with conflict hints, the
 //!   leader's fast backtracking, batched reads.
@@ -11,17 +13,27 @@
 //! - [`read_index`]: linearizable reads on the leader (ReadIndex).
 //! - [`tracker`]: what a leader knows of its peers: the commit candidate
 //!   and check-quorum.
+//! - [`confchange`]: membership changes: the configurations a request
+//!   leads to, the promotion rule, the joint → final sequence, retiring
+//!   removed members.
+//! - [`transfer`]: leadership transfer.
+//! - [`snapshot_transfer`]: InstallSnapshot chunks: pace and resends on
+//!   the leader, which chunk a follower takes.
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
 
+pub mod confchange;
 pub mod election;
 pub mod log;
 pub mod progress;
 pub mod quorum;
 pub mod read_index;
 pub mod session;
+pub mod snapshot_transfer;
+pub mod step;
 pub mod tracker;
+pub mod transfer;
 pub mod types;
 pub mod validate;
 pub mod vote;

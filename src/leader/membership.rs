@@ -1,11 +1,14 @@
 //! Membership changes on the leader: adding and removing learners, and
 //! changing the voters by joint consensus once new voters have caught up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use actix::prelude::*;
 
 use super::{ChangeReply, Leader, PendingChange};
+use crate::core::confchange::{
+    add_learner, check_voters, enter_joint, lagging, leave_joint, remove_learner, ChangeDriver,
+};
 use crate::core::types::{Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError};
 
@@ -26,22 +29,13 @@ impl Handler<AddLearner> for Leader {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if self.membership.is_voter(msg.id) {
-            let _ = msg
-                .reply
-                .send(Err(RaftError::Membership(MembershipError::AlreadyVoter(
-                    msg.id,
-                ))));
-            return;
-        }
-        let mut next = self.membership.clone();
-        next.learners.insert(msg.id);
-        if !msg.address.is_empty() {
-            next.addresses.insert(msg.id, msg.address);
-        }
-        if !msg.metadata.is_empty() {
-            next.metadata.insert(msg.id, msg.metadata);
-        }
+        let next = match add_learner(&self.membership, msg.id, msg.address, msg.metadata) {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = msg.reply.send(Err(RaftError::Membership(e)));
+                return;
+            }
+        };
         if next == self.membership {
             let _ = msg.reply.send(Ok(next));
             return;
@@ -60,8 +54,7 @@ impl Leader {
         ctx: &mut Context<Self>,
     ) {
         self.change = Some(PendingChange {
-            awaiting: None,
-            then: None,
+            driver: ChangeDriver::single(),
             reply: Some(reply),
         });
         self.propose(Payload::Membership(next), None, ctx);
@@ -83,16 +76,12 @@ impl Handler<RemoveLearner> for Leader {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if !self.membership.learners.contains(&msg.id) {
-            let refused = MembershipError::NotALearner(msg.id);
-            let _ = msg.reply.send(Err(RaftError::Membership(refused)));
-            return;
+        match remove_learner(&self.membership, msg.id) {
+            Ok(next) => self.propose_configuration(next, msg.reply, ctx),
+            Err(e) => {
+                let _ = msg.reply.send(Err(RaftError::Membership(e)));
+            }
         }
-        let mut next = self.membership.clone();
-        next.learners.remove(&msg.id);
-        next.addresses.remove(&msg.id);
-        next.metadata.remove(&msg.id);
-        self.propose_configuration(next, msg.reply, ctx);
     }
 }
 
@@ -100,7 +89,7 @@ impl Handler<RemoveLearner> for Leader {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ChangeMembership {
-    pub voters: std::collections::BTreeSet<NodeId>,
+    pub voters: BTreeSet<NodeId>,
     pub reply: ChangeReply,
 }
 
@@ -114,17 +103,13 @@ impl Handler<ChangeMembership> for Leader {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if msg.voters.is_empty() {
-            return refuse(msg.reply, MembershipError::NoVoters);
-        }
-        if msg.voters == self.membership.voters {
-            let _ = msg.reply.send(Ok(self.membership.clone()));
-            return;
-        }
-        for id in &msg.voters {
-            if !self.membership.voters.contains(id) && !self.membership.learners.contains(id) {
-                return refuse(msg.reply, MembershipError::NotAMember(*id));
+        match check_voters(&self.membership, &msg.voters) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = msg.reply.send(Ok(self.membership.clone()));
+                return;
             }
+            Err(why) => return refuse(msg.reply, why),
         }
         // New voters must have caught up; wait for that (replies arrive
         // shortly after a learner applies), for at most an election
@@ -150,18 +135,14 @@ impl Handler<ChangeMembership> for Leader {
 impl Leader {
     /// A new voter in `voters` that may not vote yet, with how far behind
     /// it is.
-    fn lagging(&self, voters: &std::collections::BTreeSet<NodeId>) -> Option<(NodeId, u64)> {
-        let lag = self.cx.config.learner_max_lag;
-        voters
-            .iter()
-            .filter(|id| !self.membership.voters.contains(id))
-            .find_map(|id| {
-                // A learner that has acknowledged nothing (this incarnation
-                // of it) is not caught up, however short the log.
-                let matched = self.tracker.matched(*id);
-                (matched == 0 || matched + lag < self.last_index)
-                    .then(|| (*id, self.last_index.saturating_sub(matched)))
-            })
+    fn lagging(&self, voters: &BTreeSet<NodeId>) -> Option<(NodeId, u64)> {
+        lagging(
+            &self.membership,
+            voters,
+            |id| self.tracker.matched(id),
+            self.last_index,
+            self.cx.config.learner_max_lag,
+        )
     }
 
     /// Starts the waiting change once every new voter has caught up.
@@ -174,17 +155,9 @@ impl Leader {
             return;
         }
         let (voters, reply) = self.promotion.take().expect("checked above");
-        let mut joint = self.membership.clone();
-        joint.old_voters = Some(std::mem::replace(&mut joint.voters, voters));
-        joint.learners.retain(|id| !joint.voters.contains(id));
-        let mut target = joint.clone();
-        target.old_voters = None;
-        let members = target.members();
-        target.addresses.retain(|id, _| members.contains(id));
-        target.metadata.retain(|id, _| members.contains(id));
+        let joint = enter_joint(&self.membership, voters);
         self.change = Some(PendingChange {
-            awaiting: None,
-            then: Some(target),
+            driver: ChangeDriver::joint(leave_joint(&joint)),
             reply: Some(reply),
         });
         self.propose(Payload::Membership(joint), None, ctx);

@@ -21,11 +21,13 @@ pub(crate) use self::proposals::Propose;
 pub(crate) use self::reads::ReadIndex;
 pub(crate) use self::transfer::TransferLeadership;
 use crate::applier::{RegisterWaiter, WriteReply};
+use crate::core::confchange::{leave_joint, ChangeDriver, ChangeStep, Leaving};
 use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
 use crate::core::tracker::Tracker;
+use crate::core::transfer::Transfer;
 use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
-use crate::error::{MembershipError, RaftError, TransferError};
+use crate::error::{MembershipError, RaftError};
 use crate::log_store::LeaderAppend;
 use crate::metrics::{Counters, PeerProgress};
 use crate::replicator::{AppendReply, PeerReply, Replicator, Wake};
@@ -57,12 +59,10 @@ pub(crate) struct Leader {
     reads: ReadIndexQueue<ReadReply>,
     /// The membership change under way, if any.
     change: Option<PendingChange>,
-    /// A leadership transfer under way: the target, whether TimeoutNow was
-    /// sent, and who waits for the outcome.
-    transfer: Option<(NodeId, bool, TransferReply)>,
-    /// Removed nodes still being sent the configuration that removes them:
-    /// node → index of that configuration.
-    leaving: BTreeMap<NodeId, u64>,
+    /// A leadership transfer under way, and who waits for its outcome.
+    transfer: Option<(Transfer, TransferReply)>,
+    /// Removed nodes still being sent the configuration that removes them.
+    leaving: Leaving,
     /// A change waiting for its new voters to catch up.
     promotion: Option<(std::collections::BTreeSet<NodeId>, ChangeReply)>,
     commit_clock: CommitClock,
@@ -74,14 +74,10 @@ pub(crate) type TransferReply = oneshot::Sender<Result<(), RaftError>>;
 /// Where the outcome of a membership change goes.
 pub(crate) type ChangeReply = oneshot::Sender<Result<Membership, RaftError>>;
 
-/// A membership change in progress (dissertation §4.3): the configuration
-/// entry whose commit it waits for and, during the joint phase, the final
-/// configuration to append once C_old,new has committed.
+/// A membership change in progress (dissertation §4.3) and who waits for
+/// its outcome (nobody, for a change a new leader finishes).
 struct PendingChange {
-    /// Index of the configuration entry awaited (set once appended).
-    awaiting: Option<u64>,
-    /// C_new, appended once the joint configuration commits.
-    then: Option<Membership>,
+    driver: ChangeDriver,
     reply: Option<ChangeReply>,
 }
 
@@ -111,7 +107,7 @@ impl Leader {
             reads: ReadIndexQueue::default(),
             change: None,
             transfer: None,
-            leaving: BTreeMap::new(),
+            leaving: Leaving::default(),
             promotion: None,
             commit_clock: CommitClock::default(),
         }
@@ -154,19 +150,15 @@ impl Leader {
             .filter(|id| !members.contains(id))
             .collect();
         for id in gone {
-            self.leaving.insert(id, index);
+            self.leaving.leave(id, index);
             self.retire_if_informed(id);
         }
     }
 
     fn retire_if_informed(&mut self, id: NodeId) {
-        let Some(&needed) = self.leaving.get(&id) else {
-            return;
-        };
-        if self.tracker.matched(id) < needed {
+        if !self.leaving.informed(id, self.tracker.matched(id)) {
             return;
         }
-        self.leaving.remove(&id);
         if let Some(r) = self.replicators.remove(&id) {
             r.do_send(StopRole);
         }
@@ -190,14 +182,7 @@ impl Leader {
         let members = self.membership.members();
         // A node being retired that is added back starts over: what it
         // acknowledged before may be gone (its directory may be new).
-        let returning: Vec<NodeId> = self
-            .leaving
-            .keys()
-            .copied()
-            .filter(|id| members.contains(id))
-            .collect();
-        for id in returning {
-            self.leaving.remove(&id);
+        for id in self.leaving.returning(&members) {
             if let Some(r) = self.replicators.remove(&id) {
                 r.do_send(StopRole);
             }
@@ -205,9 +190,7 @@ impl Leader {
             self.reads.forget(id);
         }
         if let Some(change) = &mut self.change {
-            if change.awaiting.is_none() {
-                change.awaiting = Some(index);
-            }
+            change.driver.appended(index);
         }
         // New members start from the configuration entry that adds them.
         self.add_replicators(index - 1, ctx);
@@ -218,19 +201,18 @@ impl Leader {
         let Some(change) = &mut self.change else {
             return;
         };
-        if change.awaiting.is_none_or(|i| i > self.commit_index) {
-            return;
-        }
-        if let Some(next) = change.then.take() {
-            change.awaiting = None;
-            self.propose(Payload::Membership(next), None, ctx);
-            return;
-        }
-        let change = self.change.take().expect("checked above");
-        if let Some(reply) = change.reply {
+        let index = match change.driver.committed(self.commit_index) {
+            ChangeStep::Wait => return,
+            ChangeStep::Propose(next) => {
+                self.propose(Payload::Membership(next), None, ctx);
+                return;
+            }
+            ChangeStep::Done { index } => index,
+        };
+        if let Some(reply) = self.change.take().and_then(|c| c.reply) {
             let _ = reply.send(Ok(self.membership.clone()));
         }
-        self.remove_replicators(change.awaiting.unwrap_or(self.commit_index));
+        self.remove_replicators(index);
         if !self.membership.is_voter(self.cx.id) {
             tracing::info!(
                 node = self.cx.id,
@@ -326,14 +308,11 @@ impl Actor for Leader {
         if self.membership.is_joint() {
             // A change interrupted by the previous leader: finish it once
             // our blank entry (after C_old,new in the log) has committed.
-            let mut target = self.membership.clone();
-            target.old_voters = None;
-            let members = target.members();
-            target.addresses.retain(|id, _| members.contains(id));
-            target.metadata.retain(|id, _| members.contains(id));
             self.change = Some(PendingChange {
-                awaiting: Some(self.first_index_of_term),
-                then: Some(target),
+                driver: ChangeDriver::resume(
+                    self.first_index_of_term,
+                    leave_joint(&self.membership),
+                ),
                 reply: None,
             });
         }
@@ -363,13 +342,8 @@ impl Actor for Leader {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let Some((to, sent, reply)) = self.transfer.take() {
-            // Leadership ended: after TimeoutNow, by the target's election.
-            let _ = reply.send(if sent {
-                Ok(())
-            } else {
-                Err(RaftError::Transfer(TransferError::LeadershipLost(to)))
-            });
+        if let Some((transfer, reply)) = self.transfer.take() {
+            let _ = reply.send(transfer.outcome_at_step_down().map_err(RaftError::Transfer));
         }
         for r in self.replicators.values() {
             r.do_send(StopRole);

@@ -57,10 +57,10 @@ pub(crate) struct Propose {
 impl Handler<Propose> for Leader {
     type Result = ();
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
-        if let Some((to, _, _)) = &self.transfer {
+        if let Some((transfer, _)) = &self.transfer {
             // Handing over: nothing new is accepted, so the target can
             // catch up; the client retries with the next leader.
-            let refused = RaftError::NotLeader(Some(*to));
+            let refused = RaftError::NotLeader(Some(transfer.target()));
             if let Some(reply) = msg.reply {
                 let _ = reply.send(Err(refused.clone()));
             }

@@ -85,23 +85,14 @@ impl Node {
                 .into_actor(self)
                 .map(move |last, act, ctx| {
                     let Ok(last) = last else { return };
-                    let decision = decide_vote(&act.hs, last, &req, alive);
-                    let reply_term = if req.pre_vote && decision.granted {
-                        req.term
-                    } else {
-                        act.hs.term
-                    };
-                    let reply = Message::RequestVoteResponse {
-                        term: reply_term,
-                        granted: decision.granted,
-                        pre_vote: req.pre_vote,
-                    };
-                    if decision.granted && !req.pre_vote {
+                    let answer = answer_vote(&act.hs, last, &req, alive);
+                    let reply = answer.reply;
+                    if answer.reset_election_timer {
                         if let RoleState::Follower(f) = &act.role {
                             f.do_send(ResetElectionTimer);
                         }
                     }
-                    match decision.persist {
+                    match answer.persist {
                         Some(hs) => {
                             act.hs = hs;
                             let (durable, durable_rx) = oneshot::channel();

@@ -32,71 +32,15 @@ impl Handler<Inbound> for Node {
             );
             return;
         }
-        if let Some(term) = env.message.term() {
-            // A node that hears a live leader ignores vote requests without
-            // adopting their term: a rejoining node cannot disrupt it.
-            if let Message::RequestVote {
-                pre_vote,
-                force: false,
-                ..
-            } = &env.message
-            {
-                if term > self.hs.term && self.leader_alive() {
-                    let reply = Message::RequestVoteResponse {
-                        term: self.hs.term,
-                        granted: false,
-                        pre_vote: *pre_vote,
-                    };
-                    self.send(from, reply);
-                    return;
-                }
-            }
-            let adopts = !matches!(
-                env.message,
-                Message::RequestVote { pre_vote: true, .. }
-                    | Message::RequestVoteResponse {
-                        pre_vote: true,
-                        granted: true,
-                        ..
-                    }
-            );
-            if adopts && term > self.hs.term {
-                let leader = matches!(env.message, Message::AppendEntries { .. }).then_some(from);
+        match preamble(self.hs.term, self.leader_alive(), from, &env.message) {
+            Preamble::Handle => {}
+            Preamble::AdoptTerm { term, leader } => {
                 tracing::debug!(node = self.id(), term, from, "newer term seen");
                 self.become_follower(term, leader);
-            } else if term < self.hs.term {
-                // Tell the stale sender about the newer term.
-                match env.message {
-                    Message::AppendEntries { prev, round, .. } => self.send(
-                        from,
-                        Message::AppendEntriesResponse {
-                            term: self.hs.term,
-                            result: Err(ConflictHint {
-                                conflict_term: None,
-                                first_index: 0,
-                            }),
-                            prev_index: prev.index,
-                            round,
-                        },
-                    ),
-                    Message::RequestVote { pre_vote, .. } => self.send(
-                        from,
-                        Message::RequestVoteResponse {
-                            term: self.hs.term,
-                            granted: false,
-                            pre_vote,
-                        },
-                    ),
-                    Message::InstallSnapshot { meta, .. } => self.send(
-                        from,
-                        Message::InstallSnapshotResponse {
-                            term: self.hs.term,
-                            last_included: meta.last_included,
-                            received: 0,
-                            done: false,
-                        },
-                    ),
-                    _ => {}
+            }
+            Preamble::Refuse { reply } => {
+                if let Some(reply) = reply {
+                    self.send(from, reply);
                 }
                 return;
             }
@@ -191,8 +135,7 @@ impl Handler<Inbound> for Node {
                 pre_vote,
             } => {
                 if let RoleState::Candidate { addr, pre_vote: p } = &self.role {
-                    let expected = if *p { self.hs.term + 1 } else { self.hs.term };
-                    if *p == pre_vote && (term == expected || (!granted && term <= expected)) {
+                    if counts_vote_reply(self.hs.term, *p, term, granted, pre_vote) {
                         addr.do_send(VoteReply { from, granted });
                     }
                 }

@@ -13,9 +13,9 @@ use tokio::sync::{oneshot, watch, Notify};
 
 use crate::applier::{AbandonWaiters, Applied, Committed, ComponentFailed, RegisterWaiter};
 use crate::candidate::{Candidate, VoteReply};
-use crate::core::log::ConflictHint;
+use crate::core::step::{answer_vote, counts_vote_reply, preamble, Preamble};
 use crate::core::types::{HardState, LogId, Membership, NodeId};
-use crate::core::vote::{decide_vote, VoteRequest};
+use crate::core::vote::VoteRequest;
 use crate::error::RaftError;
 use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, SnapshotChunk};
 use crate::leader::{Leader, RouteAppendReply, RouteSnapshotReply};

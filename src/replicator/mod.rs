@@ -2,6 +2,10 @@
 //! AppendEntries with several in flight, backtracks fast on refusals,
 //! sends heartbeats when idle and reports every reply to the leader.
 
+mod snapshot;
+
+pub(crate) use snapshot::SnapshotReply;
+
 use tokio::time::Instant;
 
 use actix::prelude::*;
@@ -13,8 +17,6 @@ use crate::log_store::{NextIndexAfterConflict, ReadForPeer};
 use crate::message::{Envelope, Message};
 use crate::metrics::Counters;
 use crate::role::{RoleContext, StopRole};
-use crate::storage::snapshot::SnapshotMeta;
-use bytes::Bytes;
 
 pub(crate) struct Replicator {
     cx: RoleContext,
@@ -37,21 +39,11 @@ pub(crate) struct Replicator {
     epoch: Instant,
     /// A snapshot being sent because the entries the follower needs are
     /// compacted. AppendEntries wait until it is installed.
-    transfer: Option<Transfer>,
+    transfer: Option<snapshot::Transfer>,
     /// The snapshot is being loaded from the store.
     loading: bool,
     /// The peer's incarnation, once it has answered.
     peer_incarnation: Option<u64>,
-}
-
-struct Transfer {
-    meta: SnapshotMeta,
-    data: Bytes,
-    /// Where the chunk in flight starts.
-    offset: u64,
-    sent_at: Instant,
-    /// When the first chunk went out.
-    started: Instant,
 }
 
 impl Replicator {
@@ -155,69 +147,6 @@ impl Replicator {
         }
     }
 
-    /// Loads the latest snapshot (off the actor thread) and starts sending
-    /// it.
-    fn start_transfer(&mut self, ctx: &mut Context<Self>) {
-        tracing::debug!(
-            node = self.cx.id,
-            peer = self.peer,
-            "loading the snapshot to send"
-        );
-        self.loading = true;
-        let store = self.cx.snapshots.store.clone();
-        let load = self.cx.io.blocking(move || store.latest());
-        ctx.spawn(load.into_actor(self).map(|res, act, ctx| {
-            act.loading = false;
-            match res {
-                Ok(Ok(Some((meta, data)))) => {
-                    tracing::info!(
-                        node = act.cx.id,
-                        peer = act.peer,
-                        term = act.term,
-                        index = meta.last_included.index,
-                        bytes = meta.size,
-                        "follower needs compacted entries; sending a snapshot"
-                    );
-                    act.transfer = Some(Transfer {
-                        meta,
-                        data,
-                        offset: 0,
-                        sent_at: Instant::now(),
-                        started: Instant::now(),
-                    });
-                    act.send_chunk();
-                }
-                Ok(Ok(None)) => {
-                    tracing::error!(node = act.cx.id, peer = act.peer, "entries compacted but no snapshot found")
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(node = act.cx.id, peer = act.peer, error = %e, "cannot load the snapshot to send")
-                }
-                Err(e) => tracing::error!(node = act.cx.id, error = %e, "snapshot loading thread failed"),
-            }
-            act.pump(ctx);
-        }));
-    }
-
-    /// Sends the chunk at the transfer's offset (one chunk in flight: the
-    /// next goes when this one is acknowledged).
-    fn send_chunk(&mut self) {
-        let Some(t) = &mut self.transfer else { return };
-        let start = t.offset.min(t.data.len() as u64) as usize;
-        let end = (start + self.cx.config.snapshot_chunk_bytes.max(1)).min(t.data.len());
-        t.sent_at = Instant::now();
-        let message = Message::InstallSnapshot {
-            term: self.term,
-            meta: t.meta.clone(),
-            offset: start as u64,
-            data: t.data.slice(start..end),
-        };
-        self.sent_since_tick = true;
-        self.cx
-            .transport
-            .send(Envelope::new(self.cx.id, self.peer, message));
-    }
-
     /// A reply from a new incarnation of the peer means it lost its state
     /// (its directory was wiped): forget what it had acknowledged and
     /// start over from probing. Returns whether that happened.
@@ -300,18 +229,7 @@ impl Actor for Replicator {
                 last = act.last_index,
                 "tick"
             );
-            let chunk_lost = act
-                .transfer
-                .as_ref()
-                .is_some_and(|t| t.sent_at.elapsed() >= act.cx.config.snapshot_chunk_timeout);
-            if chunk_lost {
-                tracing::debug!(
-                    node = act.cx.id,
-                    peer = act.peer,
-                    "snapshot chunk unacknowledged; resending"
-                );
-                act.send_chunk();
-            }
+            act.resend_lost_chunk();
             if !act.sent_since_tick {
                 act.heartbeat();
             }
@@ -406,69 +324,6 @@ impl Handler<AppendReply> for Replicator {
             inflight: self.progress.inflight() as u64,
         });
         self.pump(ctx);
-    }
-}
-
-/// The follower's reply to an InstallSnapshot chunk.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct SnapshotReply {
-    pub last_included: LogId,
-    pub received: u64,
-    pub done: bool,
-    /// The incarnation of the follower that answered.
-    pub incarnation: u64,
-}
-
-impl Handler<SnapshotReply> for Replicator {
-    type Result = ();
-    fn handle(&mut self, msg: SnapshotReply, ctx: &mut Context<Self>) {
-        if self.check_incarnation(msg.incarnation) {
-            self.leader.do_send(PeerReply {
-                peer: self.peer,
-                match_index: 0,
-                round: 0,
-                reset: true,
-                inflight: self.progress.inflight() as u64,
-            });
-            self.pump(ctx);
-            return;
-        }
-        let Some(t) = &mut self.transfer else { return };
-        if t.meta.last_included != msg.last_included {
-            return; // about another transfer
-        }
-        if msg.done {
-            let elapsed = t.started.elapsed();
-            self.cx
-                .counters
-                .histograms
-                .snapshot_transfer_us
-                .record_duration(elapsed);
-            tracing::info!(
-                node = self.cx.id,
-                peer = self.peer,
-                index = msg.last_included.index,
-                elapsed_ms = elapsed.as_millis() as u64,
-                "snapshot installed on the follower"
-            );
-            self.transfer = None;
-            Counters::bump(&self.cx.counters.snapshots_sent);
-            self.progress.on_success(msg.last_included.index);
-            self.matched = msg.last_included;
-            self.leader.do_send(PeerReply {
-                peer: self.peer,
-                match_index: self.progress.match_index,
-                round: 0,
-                reset: false,
-                inflight: self.progress.inflight() as u64,
-            });
-            self.pump(ctx);
-        } else if msg.received != t.offset || t.sent_at.elapsed() >= self.cx.config.rpc_timeout() {
-            // Next chunk (or where the follower wants us to resume).
-            t.offset = msg.received;
-            self.send_chunk();
-        }
     }
 }
 

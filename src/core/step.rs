@@ -1,0 +1,397 @@
+//! The per-node rules every message passes before any role sees it: the
+//! term preamble (Raft §5.1, with the dissertation's §4.2.3 guard against
+//! disruptive servers and §9.6 pre-vote), the answer to a vote request
+//! with its durability barrier, and which vote replies a candidate counts.
+//!
+//! The node actor (`node/inbound.rs`, `node/election.rs`) carries these
+//! decisions out: it adopts terms, sends replies, and holds a granted vote
+//! back until the log store says the vote is durable.
+
+use super::types::{HardState, LogId, NodeId};
+use super::vote::{decide_vote, VoteRequest};
+use crate::core::log::ConflictHint;
+use crate::message::Message;
+
+/// What to do with a message before the roles see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Preamble {
+    /// Handle it in the current term.
+    Handle,
+    /// Adopt the newer `term` first (become a follower, of `leader` when
+    /// the message came from that term's leader), then handle it.
+    AdoptTerm {
+        /// The message's term.
+        term: u64,
+        /// The sender, when the message proves it leads `term`.
+        leader: Option<NodeId>,
+    },
+    /// Drop it; send `reply` back to the sender if there is one (so a
+    /// stale sender learns the newer term).
+    Refuse {
+        /// The answer, if the message expects one.
+        reply: Option<Message>,
+    },
+}
+
+/// The term rules for a message from `from` while this node is in
+/// `our_term`. `leader_alive`: this node heard from a current leader within
+/// the minimum election timeout.
+pub fn preamble(our_term: u64, leader_alive: bool, from: NodeId, message: &Message) -> Preamble {
+    let Some(term) = message.term() else {
+        return Preamble::Handle;
+    };
+    if let Message::RequestVote {
+        pre_vote,
+        force: false,
+        ..
+    } = message
+    {
+        // A node that hears a live leader ignores vote requests without
+        // adopting their term: a rejoining node cannot disrupt it.
+        if term > our_term && leader_alive {
+            return Preamble::Refuse {
+                reply: Some(Message::RequestVoteResponse {
+                    term: our_term,
+                    granted: false,
+                    pre_vote: *pre_vote,
+                }),
+            };
+        }
+    }
+    // A pre-vote request, and a granted pre-vote reply, carry a term nobody
+    // is in yet: adopting it would be the disruption pre-vote prevents.
+    let carries_real_term = !matches!(
+        message,
+        Message::RequestVote { pre_vote: true, .. }
+            | Message::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+                ..
+            }
+    );
+    if carries_real_term && term > our_term {
+        let leader = matches!(message, Message::AppendEntries { .. }).then_some(from);
+        return Preamble::AdoptTerm { term, leader };
+    }
+    if term >= our_term {
+        return Preamble::Handle;
+    }
+    Preamble::Refuse {
+        reply: stale_reply(our_term, message),
+    }
+}
+
+/// The refusal a sender of a stale request gets, carrying our term.
+fn stale_reply(our_term: u64, message: &Message) -> Option<Message> {
+    match message {
+        Message::AppendEntries { prev, round, .. } => Some(Message::AppendEntriesResponse {
+            term: our_term,
+            result: Err(ConflictHint {
+                conflict_term: None,
+                first_index: 0,
+            }),
+            prev_index: prev.index,
+            round: *round,
+        }),
+        Message::RequestVote { pre_vote, .. } => Some(Message::RequestVoteResponse {
+            term: our_term,
+            granted: false,
+            pre_vote: *pre_vote,
+        }),
+        Message::InstallSnapshot { meta, .. } => Some(Message::InstallSnapshotResponse {
+            term: our_term,
+            last_included: meta.last_included,
+            received: 0,
+            done: false,
+        }),
+        _ => None,
+    }
+}
+
+/// How a node answers a (pre-)vote request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoteAnswer {
+    /// The reply to the candidate.
+    pub reply: Message,
+    /// For a granted real vote: the hard state to make durable *before*
+    /// `reply` may leave (a vote forgotten in a crash could be cast twice).
+    pub persist: Option<HardState>,
+    /// A granted real vote restarts the follower's election timer: the
+    /// candidate gets its chance to win.
+    pub reset_election_timer: bool,
+}
+
+/// Answers a vote request (after the preamble adopted its term).
+pub fn answer_vote(
+    hard_state: &HardState,
+    our_last: LogId,
+    req: &VoteRequest,
+    leader_alive: bool,
+) -> VoteAnswer {
+    let decision = decide_vote(hard_state, our_last, req, leader_alive);
+    // A granted pre-vote answers in the term asked about, so the candidate
+    // can tell it from a refusal of an older round.
+    let term = if req.pre_vote && decision.granted {
+        req.term
+    } else {
+        hard_state.term
+    };
+    VoteAnswer {
+        reply: Message::RequestVoteResponse {
+            term,
+            granted: decision.granted,
+            pre_vote: req.pre_vote,
+        },
+        persist: decision.persist,
+        reset_election_timer: decision.granted && !req.pre_vote,
+    }
+}
+
+/// Whether a candidate of `our_term` (asking for `our_term + 1` in a
+/// pre-vote round) counts a vote reply: it must answer this round's kind
+/// and, if granted, this round's term — a grant from an older round must
+/// not count toward this one.
+pub fn counts_vote_reply(
+    our_term: u64,
+    candidate_pre_vote: bool,
+    reply_term: u64,
+    granted: bool,
+    reply_pre_vote: bool,
+) -> bool {
+    let asked = if candidate_pre_vote {
+        our_term + 1
+    } else {
+        our_term
+    };
+    candidate_pre_vote == reply_pre_vote
+        && (reply_term == asked || (!granted && reply_term <= asked))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::Entry;
+
+    fn append(term: u64) -> Message {
+        Message::AppendEntries {
+            term,
+            prev: LogId::new(1, 4),
+            entries: Vec::<Entry>::new(),
+            leader_commit: 0,
+            round: 9,
+        }
+    }
+
+    fn vote(term: u64, pre_vote: bool, force: bool) -> Message {
+        Message::RequestVote {
+            term,
+            last_log_id: LogId::new(1, 4),
+            pre_vote,
+            force,
+        }
+    }
+
+    #[test]
+    fn a_newer_term_is_adopted_and_an_append_names_the_leader() {
+        // §5.1: "If RPC request or response contains term T > currentTerm:
+        // set currentTerm = T, convert to follower."
+        assert_eq!(
+            preamble(3, false, 2, &append(5)),
+            Preamble::AdoptTerm {
+                term: 5,
+                leader: Some(2)
+            }
+        );
+        assert_eq!(
+            preamble(3, false, 2, &vote(5, false, false)),
+            Preamble::AdoptTerm {
+                term: 5,
+                leader: None
+            }
+        );
+        let reply = Message::AppendEntriesResponse {
+            term: 4,
+            result: Ok(LogId::new(1, 4)),
+            prev_index: 4,
+            round: 0,
+        };
+        assert_eq!(
+            preamble(3, false, 2, &reply),
+            Preamble::AdoptTerm {
+                term: 4,
+                leader: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_stale_request_is_refused_with_our_term() {
+        // §5.1: "If a server receives a request with a stale term number,
+        // it rejects the request."
+        let Preamble::Refuse { reply: Some(reply) } = preamble(7, false, 2, &append(6)) else {
+            panic!("a stale append must be answered");
+        };
+        assert_eq!(reply.term(), Some(7));
+        assert!(matches!(
+            reply,
+            Message::AppendEntriesResponse {
+                result: Err(_),
+                prev_index: 4,
+                round: 9,
+                ..
+            }
+        ));
+        let Preamble::Refuse { reply: Some(reply) } = preamble(7, false, 2, &vote(6, false, false))
+        else {
+            panic!("a stale vote request must be answered");
+        };
+        assert!(matches!(
+            reply,
+            Message::RequestVoteResponse {
+                term: 7,
+                granted: false,
+                ..
+            }
+        ));
+        // A stale reply is just dropped.
+        let old = Message::RequestVoteResponse {
+            term: 6,
+            granted: true,
+            pre_vote: false,
+        };
+        assert_eq!(
+            preamble(7, false, 2, &old),
+            Preamble::Refuse { reply: None }
+        );
+    }
+
+    #[test]
+    fn the_current_term_is_handled() {
+        assert_eq!(preamble(5, true, 2, &append(5)), Preamble::Handle);
+        assert_eq!(
+            preamble(5, false, 2, &vote(5, false, false)),
+            Preamble::Handle
+        );
+    }
+
+    #[test]
+    fn pre_votes_never_move_the_term() {
+        // A pre-vote asks about a term nobody is in yet (§9.6).
+        assert_eq!(
+            preamble(3, false, 2, &vote(4, true, false)),
+            Preamble::Handle
+        );
+        let granted = Message::RequestVoteResponse {
+            term: 4,
+            granted: true,
+            pre_vote: true,
+        };
+        assert_eq!(preamble(3, false, 2, &granted), Preamble::Handle);
+        // A refused pre-vote carries the voter's real, newer term.
+        let refused = Message::RequestVoteResponse {
+            term: 6,
+            granted: false,
+            pre_vote: true,
+        };
+        assert_eq!(
+            preamble(3, false, 2, &refused),
+            Preamble::AdoptTerm {
+                term: 6,
+                leader: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_live_leader_shields_the_term_from_vote_requests_unless_forced() {
+        // Dissertation §4.2.3: a server that heard a leader within the
+        // minimum election timeout neither adopts the term nor votes.
+        assert_eq!(
+            preamble(3, true, 2, &vote(9, false, false)),
+            Preamble::Refuse {
+                reply: Some(Message::RequestVoteResponse {
+                    term: 3,
+                    granted: false,
+                    pre_vote: false
+                })
+            }
+        );
+        // A leadership transfer's election (TimeoutNow) is forced through.
+        assert_eq!(
+            preamble(3, true, 2, &vote(9, false, true)),
+            Preamble::AdoptTerm {
+                term: 9,
+                leader: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_granted_vote_waits_for_durability_and_resets_the_timer() {
+        let hs = HardState {
+            term: 4,
+            voted_for: None,
+        };
+        let req = VoteRequest {
+            term: 4,
+            candidate: 2,
+            last_log_id: LogId::new(3, 10),
+            pre_vote: false,
+        };
+        let answer = answer_vote(&hs, LogId::new(3, 10), &req, false);
+        assert_eq!(
+            answer.persist,
+            Some(HardState {
+                term: 4,
+                voted_for: Some(2)
+            })
+        );
+        assert!(answer.reset_election_timer);
+        assert!(matches!(
+            answer.reply,
+            Message::RequestVoteResponse {
+                term: 4,
+                granted: true,
+                pre_vote: false
+            }
+        ));
+        // A refusal persists nothing and leaves the timer running.
+        let refused = answer_vote(&hs, LogId::new(3, 11), &req, false);
+        assert!(refused.persist.is_none() && !refused.reset_election_timer);
+    }
+
+    #[test]
+    fn a_granted_pre_vote_answers_in_the_term_asked_about() {
+        let hs = HardState {
+            term: 4,
+            voted_for: Some(1),
+        };
+        let req = VoteRequest {
+            term: 5,
+            candidate: 2,
+            last_log_id: LogId::new(4, 10),
+            pre_vote: true,
+        };
+        let answer = answer_vote(&hs, LogId::new(4, 10), &req, false);
+        assert_eq!(answer.reply.term(), Some(5));
+        assert!(answer.persist.is_none() && !answer.reset_election_timer);
+        let refused = answer_vote(&hs, LogId::new(4, 11), &req, false);
+        assert_eq!(refused.reply.term(), Some(4));
+    }
+
+    #[test]
+    fn a_candidate_counts_only_replies_to_its_own_round() {
+        // Real round in term 6.
+        assert!(counts_vote_reply(6, false, 6, true, false));
+        assert!(!counts_vote_reply(6, false, 5, true, false), "old grant");
+        assert!(
+            !counts_vote_reply(6, false, 6, true, true),
+            "pre-vote reply"
+        );
+        assert!(counts_vote_reply(6, false, 5, false, false), "old refusal");
+        // Pre-vote round of term 6 asks about term 7.
+        assert!(counts_vote_reply(6, true, 7, true, true));
+        assert!(!counts_vote_reply(6, true, 6, true, true), "older round");
+        assert!(!counts_vote_reply(6, true, 7, true, false), "real vote");
+    }
+}
