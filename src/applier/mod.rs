@@ -4,7 +4,6 @@
 
 mod sessions;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -13,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::core::session::{SessionLimits, SessionTable};
 use crate::core::types::{LogId, NodeId};
+use crate::core::waiters::{Matched, Waiters};
 use crate::error::RaftError;
 use crate::log_store::{LogStore, ReadRange};
 use crate::metrics::Counters;
@@ -65,7 +65,7 @@ pub(crate) struct Applier<SM: StateMachine> {
     commit_index: u64,
     busy: bool,
     max_batch: usize,
-    waiters: BTreeMap<u64, (u64, WriteReply, tracing::Span)>,
+    waiters: Waiters<(WriteReply, tracing::Span)>,
     /// Snapshot requests, served between two batches.
     snapshot_requests: std::collections::VecDeque<SnapshotReply>,
     /// A snapshot to restore before applying anything more.
@@ -107,7 +107,7 @@ impl<SM: StateMachine> Applier<SM> {
             commit_index: last_applied.index,
             busy: false,
             max_batch,
-            waiters: BTreeMap::new(),
+            waiters: Waiters::default(),
             snapshot_requests: std::collections::VecDeque::new(),
             restore: snapshot,
             probe,
@@ -309,23 +309,18 @@ impl<SM: StateMachine> Applier<SM> {
     }
 
     fn respond(&mut self, log_id: LogId, result: Result<Bytes, RaftError>) {
-        if let Some((term, reply, span)) = self.waiters.remove(&log_id.index) {
-            tracing::debug!(parent: &span, node = self.node_id, term = log_id.term, index = log_id.index, ok = result.is_ok(), "applied");
-            // A waiter registered for another term at this index lost its
-            // entry to another leader's; whether its command commits later
-            // elsewhere is unknown here.
-            let _ = reply.send(if term == log_id.term {
-                result.map(|response| (log_id, response))
-            } else {
-                Err(RaftError::Indeterminate)
-            });
-        }
+        let ((reply, span), answer) = match self.waiters.applied(log_id) {
+            None => return,
+            Some(Matched::Answer(w)) => (w, result.map(|response| (log_id, response))),
+            Some(Matched::Overwritten(w)) => (w, Err(RaftError::Indeterminate)),
+        };
+        tracing::debug!(parent: &span, node = self.node_id, term = log_id.term, index = log_id.index, ok = answer.is_ok(), "applied");
+        let _ = reply.send(answer);
     }
 
     /// Waiters up to `index` whose entry turned out not to be a command.
     fn settle_upto(&mut self, index: u64) {
-        let rest = self.waiters.split_off(&(index + 1));
-        for (_, (_, reply, _)) in std::mem::replace(&mut self.waiters, rest) {
+        for (reply, _) in self.waiters.settle_upto(index) {
             let _ = reply.send(Err(RaftError::Indeterminate));
         }
     }
@@ -368,7 +363,7 @@ pub(crate) struct AbandonWaiters;
 impl<SM: StateMachine> Handler<AbandonWaiters> for Applier<SM> {
     type Result = ();
     fn handle(&mut self, _: AbandonWaiters, _ctx: &mut Context<Self>) {
-        for (_, (_, reply, _)) in std::mem::take(&mut self.waiters) {
+        for (reply, _) in self.waiters.drain() {
             let _ = reply.send(Err(RaftError::Indeterminate));
         }
     }
@@ -387,15 +382,15 @@ impl<SM: StateMachine> Handler<Committed> for Applier<SM> {
 impl<SM: StateMachine> Handler<RegisterWaiter> for Applier<SM> {
     type Result = ();
     fn handle(&mut self, msg: RegisterWaiter, _ctx: &mut Context<Self>) {
-        if msg.log_id.index <= self.last_applied.index {
-            let _ = msg.reply.send(Err(RaftError::Indeterminate));
-            return;
-        }
-        if let Some((_, old, _)) = self
+        let waiter = (msg.reply, msg.span);
+        match self
             .waiters
-            .insert(msg.log_id.index, (msg.log_id.term, msg.reply, msg.span))
+            .register(msg.log_id, waiter, self.last_applied.index)
         {
-            let _ = old.send(Err(RaftError::Indeterminate));
+            Ok(None) => {}
+            Ok(Some((lost, _))) | Err((lost, _)) => {
+                let _ = lost.send(Err(RaftError::Indeterminate));
+            }
         }
     }
 }

@@ -19,11 +19,15 @@
 //! - [`transfer`]: leadership transfer.
 //! - [`snapshot_transfer`]: InstallSnapshot chunks: pace and resends on
 //!   the leader, which chunk a follower takes.
+//! - [`configs`]: the configurations in the log, by index, reverting on
+//!   truncation.
+//! - [`waiters`]: matching applied entries to the clients waiting for them.
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
 
 pub mod confchange;
+pub mod configs;
 pub mod election;
 pub mod log;
 pub mod progress;
@@ -37,3 +41,4 @@ pub mod transfer;
 pub mod types;
 pub mod validate;
 pub mod vote;
+pub mod waiters;

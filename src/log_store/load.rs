@@ -72,20 +72,15 @@ impl LogStore {
             bootstrapped = true;
         }
         let snapshot = reconcile_with_snapshot(&mut *storage, &mut state)?;
-        let base_membership = state.snapshot_membership.clone().unwrap_or_default();
-        let mut configs = Vec::new();
+        let mut configs = ConfigLog::new(state.snapshot_membership.clone().unwrap_or_default());
         for e in &state.entries {
-            if let Payload::Membership(m) = &e.payload {
-                configs.push((e.log_id, m.clone()));
-            }
+            configs.appended(e);
         }
         let log = RaftLog::new(state.snapshot, state.entries);
         let loaded = Loaded {
             hard_state: state.hard_state,
             last_log_id: log.last_log_id(),
-            membership: configs
-                .last()
-                .map_or(base_membership.clone(), |(_, m)| m.clone()),
+            membership: configs.latest().clone(),
             // A snapshot holds only committed entries, and a founding
             // configuration at index 1 is committed by construction;
             // beyond that the commit index is learned anew.
@@ -101,7 +96,6 @@ impl LogStore {
             node_id,
             log,
             configs,
-            base_membership,
             writer: Some(writer),
             writer_busy: false,
             queue: WriteQueue::default(),

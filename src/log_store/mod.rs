@@ -22,6 +22,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::core::configs::ConfigLog;
 use crate::core::log::{ConflictHint, RaftLog, ReadError};
 use crate::core::types::{
     founding_cluster_id, Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload,
@@ -67,10 +68,9 @@ pub(crate) struct StorageFailed(pub String);
 pub(crate) struct LogStore {
     node_id: NodeId,
     log: RaftLog,
-    /// Configuration entries in the log, in order, plus the one in force at
-    /// the snapshot as a base.
-    configs: Vec<(LogId, Membership)>,
-    base_membership: Membership,
+    /// Configuration entries in the log, over the one in force at the
+    /// snapshot.
+    configs: ConfigLog,
     writer: Option<Writer>,
     writer_busy: bool,
     /// Decided changes not yet handed to the writer, in order.
@@ -83,26 +83,12 @@ pub(crate) struct LogStore {
 }
 
 impl LogStore {
-    fn membership(&self) -> Membership {
-        self.membership_at(u64::MAX)
-    }
-
-    /// The configuration in force at `index`: the latest configuration
-    /// entry at or before it (or the one at the compaction point).
-    fn membership_at(&self, index: u64) -> Membership {
-        match self.configs.iter().rev().find(|(id, _)| id.index <= index) {
-            Some((_, m)) => m.clone(),
-            None => self.base_membership.clone(),
-        }
-    }
-
     /// Drops entries up to `upto` from memory and queues the same on disk;
     /// the configuration at `upto` becomes the base.
     fn purge(&mut self, upto: LogId) {
-        let membership = self.membership_at(upto.index);
+        let membership = self.configs.at(upto.index).clone();
         self.log.purge_upto(upto);
-        self.configs.retain(|(id, _)| id.index > upto.index);
-        self.base_membership = membership.clone();
+        self.configs.compacted(upto.index, membership.clone());
         self.queue.purge(upto, membership);
     }
 
@@ -110,22 +96,20 @@ impl LogStore {
         if let Some(l) = &self.listener {
             l.do_send(LogChanged {
                 last_log_id: self.log.last_log_id(),
-                membership: self.membership(),
+                membership: self.configs.latest().clone(),
             });
         }
     }
 
     fn truncate(&mut self, from: u64) {
         self.log.truncate_from(from);
-        self.configs.retain(|(id, _)| id.index < from);
+        self.configs.truncated(from);
         self.queue.truncate(from);
     }
 
     fn append(&mut self, entries: &[Entry]) {
         for e in entries {
-            if let Payload::Membership(m) = &e.payload {
-                self.configs.push((e.log_id, m.clone()));
-            }
+            self.configs.appended(e);
             self.log.push(e.clone());
         }
         self.queue.append(entries.iter().cloned());
@@ -390,7 +374,7 @@ pub(crate) struct MembershipAt(pub u64);
 impl Handler<MembershipAt> for LogStore {
     type Result = MessageResult<MembershipAt>;
     fn handle(&mut self, msg: MembershipAt, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.membership_at(msg.0))
+        MessageResult(self.configs.at(msg.0).clone())
     }
 }
 
@@ -413,14 +397,12 @@ impl Handler<InstallSnapshotLog> for LogStore {
             if self.log.last_log_id().index >= first {
                 self.truncate(first);
             }
-            self.base_membership = msg.meta.membership.clone();
-            self.configs.clear();
+            self.configs.replaced(msg.meta.membership.clone());
         }
         if last.index > self.log.snapshot_id().index {
             let membership = msg.meta.membership.clone();
             self.log.purge_upto(last);
-            self.configs.retain(|(id, _)| id.index > last.index);
-            self.base_membership = membership.clone();
+            self.configs.compacted(last.index, membership.clone());
             self.queue.purge(last, membership);
         }
         self.enqueue_waiter(Some(msg.durable));
