@@ -49,7 +49,9 @@ use std::time::{Duration, Instant};
 
 use regatta::testing::sim::Counter;
 use regatta::{InitialCluster, Node, NodeId, Raft, Role};
-use support::{file_system_of, median, medians, positive, seconds_from_env, temp_dir, Sample};
+use support::{
+    file_system_of, median, medians, plan_from_args, positive, seconds_from_env, temp_dir, Sample,
+};
 
 const CLUSTER_ID: &str = "regatta-durable-bench";
 const RAW_BATCHES: [usize; 3] = [1, 64, 256];
@@ -404,23 +406,7 @@ async fn cluster_part(plan: &Plan) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 
 fn main() {
-    let all_args: Vec<String> = std::env::args().skip(1).collect();
-    if all_args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return;
-    }
-    // `cargo bench` appends `--bench`; ignore it and any other flag.
-    let args: Vec<String> = all_args
-        .into_iter()
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let plan = match parse_plan(&args) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let plan = plan_from_args(USAGE, parse_plan);
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .try_init();

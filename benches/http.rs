@@ -55,7 +55,7 @@
 //! also `PR_SET_PDEATHSIG`, should the bench itself be killed).
 
 mod support;
-use support::{file_system_of, median, positive, seconds_from_env, Sample};
+use support::{file_system_of, median, plan_from_args, positive, seconds_from_env, Sample};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -1035,23 +1035,7 @@ fn run(plan: &Plan, binary: &Path) -> Result<(), String> {
 }
 
 fn main() {
-    let all_args: Vec<String> = std::env::args().skip(1).collect();
-    if all_args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return;
-    }
-    // `cargo bench` appends `--bench`; ignore it and any other flag.
-    let args: Vec<String> = all_args
-        .into_iter()
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let plan = match parse_plan(&args) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let plan = plan_from_args(USAGE, parse_plan);
     let binary = match example_binary() {
         Ok(path) if path.is_file() => path,
         Ok(path) => {

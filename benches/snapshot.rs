@@ -60,7 +60,7 @@
 //! (or `trace`) shows regatta's debug (trace) logs.
 
 mod support;
-use support::{file_system_of, median, positive, temp_dir};
+use support::{file_system_of, median, plan_from_args, positive, temp_dir};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -1246,23 +1246,7 @@ async fn run(plan: Plan) -> Result<(), String> {
 }
 
 fn main() {
-    let all_args: Vec<String> = std::env::args().skip(1).collect();
-    if all_args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return;
-    }
-    // `cargo bench` appends `--bench`; ignore it and any other flag.
-    let args: Vec<String> = all_args
-        .into_iter()
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let plan = match parse_plan(&args) {
-        Ok(plan) => plan,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let plan = plan_from_args(USAGE, parse_plan);
     let level = match std::env::var("REGATTA_LOG").as_deref() {
         Ok("trace") => tracing::Level::TRACE,
         Ok(_) => tracing::Level::DEBUG,

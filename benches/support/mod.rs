@@ -6,6 +6,23 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The bench's positional arguments, parsed by `parse`. `-h`/`--help`
+/// prints `usage` and exits; a parse error prints it with the error and
+/// exits with status 2. Flags (`cargo bench` appends `--bench`) are
+/// ignored.
+pub fn plan_from_args<P>(usage: &str, parse: impl FnOnce(&[String]) -> Result<P, String>) -> P {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{usage}");
+        std::process::exit(0);
+    }
+    let args: Vec<String> = all.into_iter().filter(|a| !a.starts_with("--")).collect();
+    parse(&args).unwrap_or_else(|e| {
+        eprintln!("error: {e}\n\n{usage}");
+        std::process::exit(2);
+    })
+}
+
 /// `arg` as a positive integer, or an error naming `what`.
 pub fn positive<T: FromStr + PartialOrd + Default>(arg: &str, what: &str) -> Result<T, String> {
     match arg.parse::<T>() {
