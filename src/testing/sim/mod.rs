@@ -70,6 +70,7 @@
 //! ```
 
 mod check;
+mod client;
 mod counter;
 mod net;
 mod world;

@@ -15,11 +15,11 @@ use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 use super::check::Checker;
+use super::client::{client_loop, Workload};
 use super::net::{mix, Net};
-use super::{ClientWrite, Commands, Failure, Report, Simulation};
+use super::{ClientWrite, Failure, Report, Simulation};
 use crate::config::Config;
 use crate::core::types::{Membership, NodeId};
-use crate::error::RaftError;
 use crate::io::{Environment, IoMode};
 use crate::metrics::Role;
 use crate::probe::Probe;
@@ -54,8 +54,8 @@ impl Disks {
     }
 }
 
-type Handles<SM> = Rc<RefCell<BTreeMap<NodeId, Raft<SM>>>>;
-type History<SM> =
+pub(super) type Handles<SM> = Rc<RefCell<BTreeMap<NodeId, Raft<SM>>>>;
+pub(super) type History<SM> =
     Rc<RefCell<Vec<ClientWrite<<SM as StateMachine>::Command, <SM as StateMachine>::Response>>>>;
 
 pub(super) struct World<'a, SM: StateMachine> {
@@ -487,130 +487,4 @@ fn drive(tasks: Rc<RefCell<Option<LocalSet>>>) -> impl Future<Output = ()> {
             },
         }
     })
-}
-
-/// What every client of a run shares.
-struct Workload<SM: StateMachine> {
-    seed: u64,
-    handles: Handles<SM>,
-    history: History<SM>,
-    stop: Rc<std::cell::Cell<bool>>,
-    commands: Commands<SM>,
-    epoch: Instant,
-    /// Clients write in sessions, retrying until definite.
-    sessions: bool,
-}
-
-async fn client_loop<SM: StateMachine>(client: u64, workload: Workload<SM>)
-where
-    SM::Command: Clone,
-{
-    let Workload {
-        seed,
-        handles,
-        history,
-        stop,
-        commands,
-        epoch,
-        sessions,
-    } = workload;
-    let mut rng = fastrand::Rng::with_seed(seed ^ (client + 1).wrapping_mul(0x9e37_79b9));
-    let mut seq = 0;
-    let mut session = None;
-    while !stop.get() {
-        tokio::time::sleep(Duration::from_micros(rng.u64(0..20_000))).await;
-        let raft = {
-            let h = handles.borrow();
-            if h.is_empty() {
-                continue;
-            }
-            h.values().nth(rng.usize(..h.len())).cloned()
-        };
-        let Some(raft) = raft else { continue };
-        seq += 1;
-        let command = commands(&mut rng, client, seq);
-        let call = epoch.elapsed().as_nanos() as u64;
-        let result = if sessions {
-            let to = SessionWrite {
-                handles: &handles,
-                stop: &stop,
-            };
-            to.write(&mut rng, &mut session, seq, command.clone()).await
-        } else {
-            raft.write(command.clone()).await
-        };
-        let now = epoch.elapsed().as_nanos() as u64;
-        let (ret, response) = match result {
-            Ok(r) => (Some(now), Some(r)),
-            Err(e) if e.is_indeterminate() => (None, None),
-            // Definitely not applied: it did not happen.
-            Err(_) => continue,
-        };
-        history.borrow_mut().push(ClientWrite {
-            client,
-            command,
-            call,
-            ret,
-            response,
-        });
-    }
-}
-
-/// A client in a session: retries a write whose outcome is unknown with
-/// the same sequence number, through random nodes, until the answer is
-/// definite (or, once the run is stopping, a few more tries).
-struct SessionWrite<'a, SM: StateMachine> {
-    handles: &'a Handles<SM>,
-    stop: &'a std::cell::Cell<bool>,
-}
-
-impl<SM: StateMachine> SessionWrite<'_, SM>
-where
-    SM::Command: Clone,
-{
-    async fn write(
-        &self,
-        rng: &mut fastrand::Rng,
-        session: &mut Option<u64>,
-        seq: u64,
-        command: SM::Command,
-    ) -> Result<SM::Response, RaftError> {
-        let mut after_stop = 0;
-        loop {
-            if self.stop.get() {
-                after_stop += 1;
-                if after_stop > 20 {
-                    return Err(RaftError::Indeterminate);
-                }
-            }
-            let raft = {
-                let h = self.handles.borrow();
-                (!h.is_empty()).then(|| h.values().nth(rng.usize(..h.len())).cloned())
-            };
-            let Some(Some(raft)) = raft else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let id = match *session {
-                Some(id) => id,
-                None => match raft.open_session().await {
-                    Ok(s) => *session.insert(s.id()),
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let attempt = crate::session::Session::resume(raft, id, seq - 1)
-                .retry_for(Duration::from_millis(300))
-                .write(command.clone())
-                .await;
-            match attempt {
-                Err(e) if e.is_indeterminate() || e.is_retryable() => {
-                    tokio::time::sleep(Duration::from_millis(rng.u64(10..100))).await
-                }
-                other => return other,
-            }
-        }
-    }
 }

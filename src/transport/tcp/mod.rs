@@ -472,3 +472,5 @@ impl Transport for TcpTransport {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
