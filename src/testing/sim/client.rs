@@ -2,15 +2,24 @@
 //! nodes and records what it saw for the linearizability check; with
 //! sessions, it retries an unknown outcome until it is definite.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::world::{Handles, History};
 use super::{ClientWrite, Commands};
+use crate::core::types::NodeId;
 use crate::error::RaftError;
+use crate::raft::Raft;
 use crate::state_machine::StateMachine;
+
+/// The running nodes' handles, by id (a crashed node has none).
+pub(super) type Handles<SM> = Rc<RefCell<BTreeMap<NodeId, Raft<SM>>>>;
+/// Every write the clients made, for the linearizability check.
+pub(super) type History<SM> =
+    Rc<RefCell<Vec<ClientWrite<<SM as StateMachine>::Command, <SM as StateMachine>::Response>>>>;
 
 /// What every client of a run shares.
 pub(super) struct Workload<SM: StateMachine> {

@@ -15,9 +15,9 @@ use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 use super::check::Checker;
-use super::client::{client_loop, Workload};
+use super::client::{client_loop, Handles, History, Workload};
 use super::net::{mix, Net};
-use super::{ClientWrite, Failure, Report, Simulation};
+use super::{Failure, Report, Simulation};
 use crate::config::Config;
 use crate::core::types::{Membership, NodeId};
 use crate::io::{Environment, IoMode};
@@ -53,10 +53,6 @@ impl Disks {
         Duration::from_micros(us)
     }
 }
-
-pub(super) type Handles<SM> = Rc<RefCell<BTreeMap<NodeId, Raft<SM>>>>;
-pub(super) type History<SM> =
-    Rc<RefCell<Vec<ClientWrite<<SM as StateMachine>::Command, <SM as StateMachine>::Response>>>>;
 
 pub(super) struct World<'a, SM: StateMachine> {
     sim: &'a Simulation<SM>,
