@@ -359,3 +359,38 @@ async fn writes_report_their_log_position_and_proposals_are_leader_only() {
     })
     .await
 }
+
+/// A commit-only advance reaches idle followers promptly: a follower
+/// applies a write well within one heartbeat interval of its commit,
+/// instead of waiting for the next heartbeat (which, right after an
+/// append, is skipped: the follower then learned the commit index one to
+/// two intervals late).
+#[actix_rt::test]
+async fn followers_learn_a_new_commit_index_before_the_next_heartbeat() {
+    init_tracing();
+    let seed = seed("prompt_commit");
+    bounded(SECS(60), async {
+        let interval = Duration::from_millis(500);
+        let config = regatta::Config {
+            heartbeat_interval: interval,
+            election_timeout_min: interval * 3,
+            election_timeout_max: interval * 6,
+            ..test_config()
+        };
+        let c = Cluster::new(3, config, seed, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(30)).await.expect("leader");
+        let followers: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+        for round in 0..5 {
+            let written = c.raft(leader).write_entry(Add(round)).await.expect("write");
+            let index = written.log_id.index;
+            let started = std::time::Instant::now();
+            c.wait_applied(&followers, index, interval / 2)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: followers had not applied {index} within half a heartbeat interval: {e}")
+                });
+            eprintln!("round {round}: followers applied {index} after {:?}", started.elapsed());
+        }
+    })
+    .await;
+}

@@ -36,6 +36,10 @@ pub(crate) struct Replicator {
     /// A conflict lookup is under way.
     backtracking: bool,
     sent_since_tick: bool,
+    /// The leader commit index last sent to the peer.
+    sent_commit: u64,
+    /// A heartbeat carrying only a new commit index is scheduled.
+    commit_notice_scheduled: bool,
     epoch: Instant,
     /// A snapshot being sent because the entries the follower needs are
     /// compacted. AppendEntries wait until it is installed.
@@ -70,6 +74,8 @@ impl Replicator {
             reading: false,
             backtracking: false,
             sent_since_tick: false,
+            sent_commit: 0,
+            commit_notice_scheduled: false,
             epoch: Instant::now(),
             transfer: None,
             loading: false,
@@ -89,6 +95,7 @@ impl Replicator {
         }
         self.sent_since_tick = true;
         self.sent_round = self.round;
+        self.sent_commit = self.commit_index;
         self.cx.transport.send(Envelope::new(
             self.cx.id,
             self.peer,
@@ -144,7 +151,28 @@ impl Replicator {
         }
         if self.round > self.sent_round {
             self.heartbeat();
+        } else {
+            self.schedule_commit_notice(ctx);
         }
+    }
+
+    /// Tells an idle peer about a commit index it has not been sent, so
+    /// followers apply (and serve reads) promptly instead of at the next
+    /// heartbeat, one or two intervals later. Waits a tenth of a heartbeat
+    /// interval first: under load the next AppendEntries carries the new
+    /// commit index anyway, and then no extra message is sent.
+    fn schedule_commit_notice(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.progress.inflight() == 0;
+        if !idle || self.commit_index <= self.sent_commit || self.commit_notice_scheduled {
+            return;
+        }
+        self.commit_notice_scheduled = true;
+        ctx.run_later(self.cx.config.heartbeat_interval / 10, |act, _| {
+            act.commit_notice_scheduled = false;
+            if act.commit_index > act.sent_commit && act.progress.inflight() == 0 {
+                act.heartbeat();
+            }
+        });
     }
 
     /// A reply from a new incarnation of the peer means it lost its state
