@@ -11,9 +11,19 @@ pub(super) async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, remote)) => {
-                tokio::spawn(serve_inbound(shared.clone(), stream, remote));
-            }
+            Ok((stream, remote)) => match shared.admission.admit(remote.ip()) {
+                Ok(pending) => {
+                    tokio::spawn(serve_inbound(shared.clone(), stream, remote, pending));
+                }
+                Err(refusal) => {
+                    // Closed at once: nothing is read or buffered for it.
+                    let reason = refusal.to_string();
+                    if shared.should_warn_refusal(&reason) {
+                        warn!(node_id = shared.node_id, %remote, %reason, "refusing inbound connection");
+                    }
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 // Typically out of file descriptors: pause rather than spin.
                 warn!(node_id = shared.node_id, error = %e, "accept failed");
@@ -26,7 +36,12 @@ pub(super) async fn run_listener(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
+pub(super) async fn serve_inbound(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    pending: limits::Pending,
+) {
     let node_id = shared.node_id;
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
@@ -37,7 +52,7 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
 
     let first = tokio::select! {
         _ = shared.cancel.cancelled() => return,
-        first = tokio::time::timeout(IO_TIMEOUT, reader.next()) => first,
+        first = tokio::time::timeout(shared.handshake_timeout, reader.next()) => first,
     };
     let frame = match first {
         Ok(Some(Ok(frame))) => frame,
@@ -89,7 +104,7 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
         }
         if let Ok(frame) = encode_handshake(&Handshake::Refuse { reason }) {
             // Best effort: the dialer learns why; we close either way.
-            let _ = tokio::time::timeout(IO_TIMEOUT, writer.send(frame)).await;
+            let _ = tokio::time::timeout(shared.handshake_timeout, writer.send(frame)).await;
         }
         return;
     }
@@ -101,7 +116,7 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
             return;
         }
     };
-    match tokio::time::timeout(IO_TIMEOUT, writer.send(accept)).await {
+    match tokio::time::timeout(shared.handshake_timeout, writer.send(accept)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             debug!(node_id, peer_id, %remote, error = %e, "sending accept failed");
@@ -116,6 +131,7 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
         .decoder_mut()
         .set_max_frame_length(shared.max_frame_bytes);
     debug!(node_id, peer_id, %remote, "accepted inbound connection");
+    let established = shared.admission.establish(pending, peer_id);
     if !address.is_empty() && address.len() <= MAX_ADVERTISED_LEN {
         // Picked up by the transport on its next send: a node can answer
         // whoever talks to it, even before the configuration names it.
@@ -126,6 +142,10 @@ pub(super) async fn serve_inbound(shared: Arc<Shared>, stream: TcpStream, remote
     loop {
         let frame = tokio::select! {
             _ = shared.cancel.cancelled() => return,
+            _ = established.replaced.cancelled() => {
+                debug!(node_id, peer_id, %remote, "inbound connection replaced by a newer one from the same peer");
+                return;
+            }
             frame = reader.next() => frame,
         };
         let frame = match frame {

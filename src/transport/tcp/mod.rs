@@ -13,11 +13,22 @@
 //! from. A pair of nodes therefore shares two connections, one per direction,
 //! which keeps reconnection logic one-sided and free of dial races.
 //!
+//! Limits against hostile or broken clients (each a [`TcpConfig`] value):
+//! a connection must complete its handshake within `handshake_timeout`;
+//! at most `max_pending_connections` handshakes run at once, at most
+//! `max_pending_connections_per_ip` from one address (more are closed on
+//! accept, before anything is read); handshake frames are capped at 64 KiB
+//! and later frames at `max_frame_bytes`; each peer keeps one inbound
+//! connection (a new one replaces the old); each peer's send queue holds
+//! `send_queue` messages. Established peer connections are not affected
+//! by a flood of new ones.
+//!
 //! There is no authentication or encryption: the handshake catches
 //! misconfiguration (wrong cluster, wrong version, wrong address), not
 //! attackers. Run it on a trusted network.
 
 mod inbound;
+mod limits;
 mod outbound;
 mod wire;
 
@@ -105,6 +116,17 @@ pub struct TcpConfig {
     /// Cap of the exponentially growing redial delay (at most one hour).
     /// Default 5 s.
     pub connect_backoff_max: Duration,
+    /// An inbound connection that has not completed its handshake within
+    /// this is closed (a client that connects and sends nothing holds
+    /// nothing for long). Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Most inbound connections in their handshake at once; more are
+    /// closed on accept. Established peer connections do not count (each
+    /// peer keeps one; a new one replaces the old). Default 64.
+    pub max_pending_connections: usize,
+    /// Most inbound connections in their handshake from one IP address.
+    /// Default 16.
+    pub max_pending_connections_per_ip: usize,
 }
 
 impl TcpConfig {
@@ -120,6 +142,9 @@ impl TcpConfig {
             send_queue: 1024,
             connect_backoff_min: Duration::from_millis(50),
             connect_backoff_max: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_connections: 64,
+            max_pending_connections_per_ip: 16,
         }
     }
 }
@@ -165,6 +190,9 @@ struct Shared {
     cancel: CancellationToken,
     /// Bytes to and from each peer, for the metrics.
     traffic: Mutex<BTreeMap<NodeId, Arc<PeerTraffic>>>,
+    /// Limits on inbound connections.
+    admission: Arc<limits::Admission>,
+    handshake_timeout: Duration,
 }
 
 /// Byte counters of one peer, shared by its connections.
@@ -286,10 +314,16 @@ impl TcpTransport {
         deliver: Arc<dyn Fn(Envelope) + Send + Sync>,
     ) -> std::io::Result<TcpTransport> {
         use std::io::{Error, ErrorKind};
-        if config.send_queue == 0 || config.max_frame_bytes == 0 {
+        if config.send_queue == 0
+            || config.max_frame_bytes == 0
+            || config.max_pending_connections == 0
+            || config.max_pending_connections_per_ip == 0
+            || config.handshake_timeout.is_zero()
+        {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                "send_queue and max_frame_bytes must be positive",
+                "send_queue, max_frame_bytes, max_pending_connections, \
+                 max_pending_connections_per_ip and handshake_timeout must be positive",
             ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(Error::other)?;
@@ -316,6 +350,11 @@ impl TcpTransport {
             refusals_logged: Mutex::new(HashMap::new()),
             traffic: Mutex::new(BTreeMap::new()),
             cancel: CancellationToken::new(),
+            admission: limits::Admission::new(
+                config.max_pending_connections,
+                config.max_pending_connections_per_ip,
+            ),
+            handshake_timeout: config.handshake_timeout,
         });
         info!(node_id = shared.node_id, %local_addr, "tcp transport listening");
         runtime.spawn(run_listener(shared.clone(), listener));

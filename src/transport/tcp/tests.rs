@@ -356,3 +356,99 @@ async fn send_queue_is_bounded_for_a_dead_peer() {
     a.set_address(3, "127.0.0.1:1");
     assert_eq!(a.queue_len(2), None);
 }
+
+/// A pair whose acceptor `b` closes handshakes after 300 ms and admits at
+/// most 8 at once (4 per address).
+async fn limited_pair() -> ((TcpTransport, Inbox), (TcpTransport, Inbox)) {
+    let (a, ra) = node(1, "c").await;
+    let mut cb = config(2, "c", local());
+    cb.handshake_timeout = Duration::from_millis(300);
+    cb.max_pending_connections = 8;
+    cb.max_pending_connections_per_ip = 4;
+    let (b, rb) = start(cb).await.unwrap();
+    a.set_address(2, &b.local_addr().to_string());
+    b.set_address(1, &a.local_addr().to_string());
+    ((a, ra), (b, rb))
+}
+
+/// How many of `streams` the server has closed (read returns at once).
+async fn closed_count(streams: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for s in streams.iter_mut() {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = timeout(Duration::from_millis(20), s.read(&mut byte)).await {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_connections_is_capped_and_timed_out_while_peers_talk() {
+    let (mut a, mut b) = limited_pair().await;
+    still_works(&mut a, &mut b, 0).await;
+    let addr = b.0.local_addr();
+    // 100 connections that never say a word.
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // All but the per-address cap are closed on accept...
+    timeout(WAIT, async {
+        while closed_count(&mut flood).await < 96 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("connections over the cap were not closed");
+    assert!(b.0.inner.shared.admission.pending() <= 4);
+    // ...the established peer connection is untouched...
+    for term in 1..20 {
+        still_works(&mut a, &mut b, term).await;
+    }
+    // ...and the rest are closed at the handshake timeout, freeing their
+    // slots: nothing stays behind.
+    timeout(WAIT, async {
+        while closed_count(&mut flood).await < 100 || b.0.inner.shared.admission.pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("silent connections were not timed out");
+    still_works(&mut a, &mut b, 100).await;
+}
+
+#[tokio::test]
+async fn a_slow_loris_handshake_is_closed_at_the_handshake_timeout() {
+    let (mut a, mut b) = limited_pair().await;
+    let addr = b.0.local_addr();
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    // A length prefix promising a frame, then a byte every 50 ms.
+    slow.write_all(&100u32.to_be_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = timeout(WAIT, async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if slow.write_all(&[0x90]).await.is_err() {
+                return;
+            }
+            if closed_count(std::slice::from_mut(&mut slow)).await == 1 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client was never disconnected");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    still_works(&mut a, &mut b, 1).await;
+}
+
+#[tokio::test]
+async fn a_new_connection_from_a_peer_replaces_its_old_one() {
+    let (_a, b) = limited_pair().await;
+    let addr = b.0.local_addr();
+    let first = raw_client(addr, 1).await;
+    let _second = raw_client(addr, 1).await;
+    // The older connection's task ends: the server closes it.
+    assert_disconnected(first).await;
+}
