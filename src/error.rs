@@ -245,6 +245,10 @@ pub enum StartError {
     /// A [`crate::Config`] value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The TLS files cannot be used (missing, unparsable, a key that does
+    /// not match, a certificate that does not name this node).
+    #[error("{0}: fix the files or the paths given to the builder")]
+    Tls(String),
     /// The node's thread or runtime could not be started.
     #[error("cannot start the node's runtime: {0}")]
     Runtime(String),

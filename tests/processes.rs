@@ -12,7 +12,22 @@ use common::process_faults::{read_all, run_faults, shut_down, Clients, LEADER_WA
 
 #[test]
 fn counter_processes_lose_no_acknowledged_increment() {
-    let mut cluster = ProcessCluster::start("counter", 3);
+    lose_no_acknowledged_increment(ProcessCluster::start("counter", 3));
+}
+
+/// The same kill/restart run with Raft traffic over mutual TLS.
+#[test]
+fn counter_processes_over_mutual_tls_lose_no_acknowledged_increment() {
+    let cluster = ProcessCluster::start_tls("counter", 3);
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(cluster.log_path(id)).expect("log");
+        assert!(log.contains("security=\"mutual TLS\""), "node {id}:\n{log}");
+    }
+    lose_no_acknowledged_increment(cluster);
+}
+
+fn lose_no_acknowledged_increment(mut cluster: ProcessCluster) {
     cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
     // Every increment is by 1, so the values answered are all different and
     // the final value counts the increments that took effect.

@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpServer};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use regatta::{Config, InitialCluster, Node, NodeId, Raft, RaftError, StartError, StateMachine};
 
+mod certs;
 mod disk;
 pub mod http;
 mod ops;
@@ -56,6 +57,9 @@ enum Command {
     /// Send writes to a running cluster through its HTTP API and report
     /// throughput and latency percentiles.
     Bench(ops::BenchArgs),
+    /// Write a CA and one certificate per node for a test cluster over
+    /// mutual TLS (keys unencrypted: not for production).
+    Certs(CertsArgs),
 }
 
 #[derive(clap::Args)]
@@ -102,6 +106,26 @@ struct ServeArgs {
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log: tracing::Level,
+    /// The cluster's CA certificate (PEM). With --tls-cert and --tls-key,
+    /// Raft traffic between nodes uses mutual TLS; see `certs`.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), naming `node-<id>`.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// Where to write ca.pem, node-<id>.pem and node-<id>.key.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The node ids, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = clap::value_parser!(u64).range(1..))]
+    nodes: Vec<u64>,
 }
 
 /// Entry point of an example binary.
@@ -120,6 +144,13 @@ pub fn main<S: Service>() {
             System::new().block_on(run_demo::<S>())
         }
         Some(Command::Status(args)) => ops::status(&args),
+        Some(Command::Certs(args)) => certs::write_cluster(&args.dir, &args.nodes).map(|()| {
+            println!(
+                "wrote {} (CA) and a certificate and key per node into {}",
+                args.dir.join("ca.pem").display(),
+                args.dir.display()
+            )
+        }),
         Some(Command::Check(ops::Check::Disk(args))) => match ops::check_disk(&args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(3),
@@ -205,11 +236,15 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
     if args.join {
         builder = builder.join();
     }
+    if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
+        builder = builder.tls(regatta::transport::tls::TlsConfig::new(ca, cert, key));
+    }
     let node = builder.start().await.map_err(|e| match e {
         e @ (StartError::NotInInitialCluster { .. }
         | StartError::AddressMismatch { .. }
         | StartError::NoInitialState { .. }
-        | StartError::InitialClusterAndJoin) => Failure::Flags(e),
+        | StartError::InitialClusterAndJoin
+        | StartError::Tls(_)) => Failure::Flags(e),
         e => Failure::Other(e.to_string()),
     })?;
     let raft = node.raft().clone();

@@ -86,6 +86,8 @@ impl<SM: StateMachine + Send> Node<SM> {
             join: false,
             cluster_token: None,
             config: Config::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -171,6 +173,8 @@ pub struct NodeBuilder<SM: StateMachine> {
     join: bool,
     cluster_token: Option<String>,
     config: Config,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::transport::tls::TlsConfig>,
 }
 
 impl<SM: StateMachine + Send> NodeBuilder<SM> {
@@ -230,6 +234,17 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
         self
     }
 
+    /// Mutual TLS between nodes (feature `tls`): every connection is
+    /// encrypted, and each side proves with a certificate of the cluster's
+    /// CA that it is the node it claims (see [`crate::transport::tls`]).
+    /// Without it, Raft traffic is plain TCP — the node logs a warning
+    /// when it listens beyond loopback.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::transport::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Checks the inputs, opens the data directory, listens and starts the
     /// node on a thread of its own. Works from any async runtime (actix,
     /// `#[tokio::main]`, ...): the node's actors never run on the caller's.
@@ -286,6 +301,11 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
             config.cluster_token = token;
         }
         config.validate().map_err(StartError::Config)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            crate::transport::tls::TlsContext::load(id, tls.clone())
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+        }
         if self.join && self.initial_cluster.is_some() {
             return Err(StartError::InitialClusterAndJoin);
         }
@@ -322,6 +342,8 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
             advertise: self.advertise,
             founders: self.initial_cluster,
             config,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         })
     }
 }
@@ -341,6 +363,8 @@ struct Plan<SM> {
     advertise: Option<String>,
     founders: Option<InitialCluster>,
     config: Config,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::transport::tls::TlsConfig>,
 }
 
 type Started<SM> = Result<(Raft<SM>, TcpTransport), StartError>;
@@ -383,6 +407,8 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         advertise,
         founders,
         config,
+        #[cfg(feature = "tls")]
+        tls,
     } = plan;
     std::fs::create_dir_all(&dir)
         .map_err(|e| storage_error(&dir, StorageError::Io(e.to_string())))?;
@@ -396,6 +422,10 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
     let inbound = handle.clone();
     let mut tcp = TcpConfig::new(id, cluster_name, listen);
     tcp.advertise = advertise;
+    #[cfg(feature = "tls")]
+    {
+        tcp.tls = tls;
+    }
     let transport = TcpTransport::start(
         tcp,
         Arc::new(move |envelope| {

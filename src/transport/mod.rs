@@ -7,6 +7,8 @@ pub use crate::message::{Envelope, Message, RemoteError};
 pub mod sim;
 #[cfg(feature = "tcp")]
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Sends messages to other nodes.
 ///

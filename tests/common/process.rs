@@ -91,6 +91,8 @@ pub struct ProcessCluster {
     dir: Option<tempfile::TempDir>,
     initial_cluster: String,
     extra_args: Vec<String>,
+    /// Nodes talk mutual TLS with certificates under `<root>/certs`.
+    tls: bool,
     pub nodes: BTreeMap<u64, ServeProcess>,
 }
 
@@ -103,6 +105,17 @@ impl ProcessCluster {
     /// Starts `size` nodes of example `name`, each `serve` given `extra`
     /// flags.
     pub fn start_with(name: &str, size: u64, extra: &[&str]) -> ProcessCluster {
+        Self::launch(name, size, extra, false)
+    }
+
+    /// Starts `size` nodes of example `name` over mutual TLS, with
+    /// certificates written by the example's `certs` command (ids up to 9
+    /// have one).
+    pub fn start_tls(name: &str, size: u64) -> ProcessCluster {
+        Self::launch(name, size, &[], true)
+    }
+
+    fn launch(name: &str, size: u64, extra: &[&str], tls: bool) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         println!("process cluster under {}", dir.path().display());
         let mut nodes = BTreeMap::new();
@@ -129,8 +142,17 @@ impl ProcessCluster {
             dir: Some(dir),
             initial_cluster,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
             nodes,
         };
+        if tls {
+            let written = Command::new(&cluster.binary)
+                .args(["certs", "--nodes", "1,2,3,4,5,6,7,8,9", "--dir"])
+                .arg(cluster.root().join("certs"))
+                .output()
+                .expect("run the certs command");
+            assert!(written.status.success(), "certs failed: {written:?}");
+        }
         for id in 1..=size {
             cluster.spawn(id);
         }
@@ -171,6 +193,16 @@ impl ProcessCluster {
             command.arg("--join");
         } else {
             command.args(["--initial-cluster", &self.initial_cluster]);
+        }
+        if self.tls {
+            let certs = self.root().join("certs");
+            command
+                .arg("--tls-ca")
+                .arg(certs.join("ca.pem"))
+                .arg("--tls-cert")
+                .arg(certs.join(format!("node-{id}.pem")))
+                .arg("--tls-key")
+                .arg(certs.join(format!("node-{id}.key")));
         }
         let child = command
             .args(&self.extra_args)

@@ -44,7 +44,17 @@ pub(super) async fn serve_inbound(
 ) {
     let node_id = shared.node_id;
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let (read, write, certificates) = match shared.accept_halves(stream).await {
+        Ok(halves) => halves,
+        Err(reason) => {
+            if shared.should_warn_refusal(&reason) {
+                warn!(node_id, %remote, %reason, "refusing inbound connection");
+            } else {
+                debug!(node_id, %remote, %reason, "refusing inbound connection again");
+            }
+            return;
+        }
+    };
     let mut reader = FramedRead::new(read, codec(HANDSHAKE_MAX_FRAME));
     // Kept alive until the function returns: dropping the write half would
     // half-close the socket, which the dialer reads as a lost connection.
@@ -86,7 +96,10 @@ pub(super) async fn serve_inbound(
         }
     };
 
-    if let Some(reason) = shared.check_hello(version, &cluster_id, peer_id) {
+    let refusal = shared
+        .check_hello(version, &cluster_id, peer_id)
+        .or_else(|| certificates.refuses(&shared, peer_id));
+    if let Some(reason) = refusal {
         if shared.should_warn_refusal(&reason) {
             warn!(
                 node_id,

@@ -30,6 +30,7 @@
 mod inbound;
 mod limits;
 mod outbound;
+mod secure;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +44,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -127,6 +128,10 @@ pub struct TcpConfig {
     /// Most inbound connections in their handshake from one IP address.
     /// Default 16.
     pub max_pending_connections_per_ip: usize,
+    /// Mutual TLS on every connection (see [`crate::transport::tls`]);
+    /// `None`: plain TCP, neither encrypted nor authenticated.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::transport::tls::TlsConfig>,
 }
 
 impl TcpConfig {
@@ -145,6 +150,8 @@ impl TcpConfig {
             handshake_timeout: Duration::from_secs(5),
             max_pending_connections: 64,
             max_pending_connections_per_ip: 16,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -193,7 +200,21 @@ struct Shared {
     /// Limits on inbound connections.
     admission: Arc<limits::Admission>,
     handshake_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<crate::transport::tls::TlsContext>>,
 }
+
+/// The TLS state a transport starts with.
+#[cfg(feature = "tls")]
+type TlsSlot = Option<Arc<crate::transport::tls::TlsContext>>;
+/// Without the `tls` feature there is none.
+#[cfg(not(feature = "tls"))]
+type TlsSlot = ();
+
+/// One direction of a connection, plain or TLS.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// See [`ReadHalf`].
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Byte counters of one peer, shared by its connections.
 #[derive(Debug, Default)]
@@ -313,6 +334,24 @@ impl TcpTransport {
         config: TcpConfig,
         deliver: Arc<dyn Fn(Envelope) + Send + Sync>,
     ) -> std::io::Result<TcpTransport> {
+        #[cfg(feature = "tls")]
+        let tls = match config.tls.clone() {
+            Some(tls) => Some(Arc::new(
+                crate::transport::tls::TlsContext::load(config.node_id, tls)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            )),
+            None => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        let tls = ();
+        Self::start_inner(config, deliver, tls).await
+    }
+
+    async fn start_inner(
+        config: TcpConfig,
+        deliver: Arc<dyn Fn(Envelope) + Send + Sync>,
+        tls: TlsSlot,
+    ) -> std::io::Result<TcpTransport> {
         use std::io::{Error, ErrorKind};
         if config.send_queue == 0
             || config.max_frame_bytes == 0
@@ -355,8 +394,16 @@ impl TcpTransport {
                 config.max_pending_connections_per_ip,
             ),
             handshake_timeout: config.handshake_timeout,
+            #[cfg(feature = "tls")]
+            tls,
         });
-        info!(node_id = shared.node_id, %local_addr, "tcp transport listening");
+        #[cfg(not(feature = "tls"))]
+        let () = tls;
+        shared.announce_security(local_addr);
+        #[cfg(feature = "tls")]
+        if shared.tls.is_some() {
+            runtime.spawn(secure::reload_tls(shared.clone()));
+        }
         runtime.spawn(run_listener(shared.clone(), listener));
         let transport = TcpTransport {
             inner: Arc::new(Inner {
@@ -511,5 +558,7 @@ impl Transport for TcpTransport {
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, feature = "tls"))]
+mod tls_tests;
 #[cfg(test)]
 mod wire_tests;

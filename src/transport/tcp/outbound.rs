@@ -5,8 +5,8 @@
 use super::*;
 
 pub(super) struct Outbound {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    reader: FramedRead<ReadHalf, LengthDelimitedCodec>,
+    writer: FramedWrite<WriteHalf, LengthDelimitedCodec>,
 }
 
 pub(super) enum DialError {
@@ -120,7 +120,7 @@ pub(super) async fn dial(
     };
     // Raft messages are small and latency-bound.
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let (read, write) = shared.dial_halves(peer_id, stream).await?;
     // The acceptor only ever sends one handshake frame.
     let mut reader = FramedRead::new(read, codec(HANDSHAKE_MAX_FRAME));
     let mut writer = FramedWrite::new(write, codec(shared.max_frame_bytes));

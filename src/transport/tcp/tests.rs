@@ -9,13 +9,13 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::timeout;
 
 /// Upper bound for every wait in the integration tests.
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 // --- integration tests ----------------------------------------------
 
-type Inbox = mpsc::UnboundedReceiver<Envelope>;
+pub(super) type Inbox = mpsc::UnboundedReceiver<Envelope>;
 
-fn local() -> SocketAddr {
+pub(super) fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
@@ -25,14 +25,14 @@ fn dead_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-fn config(id: NodeId, cluster: &str, listen: SocketAddr) -> TcpConfig {
+pub(super) fn config(id: NodeId, cluster: &str, listen: SocketAddr) -> TcpConfig {
     let mut config = TcpConfig::new(id, cluster, listen);
     config.connect_backoff_min = Duration::from_millis(5);
     config.connect_backoff_max = Duration::from_millis(100);
     config
 }
 
-async fn start(config: TcpConfig) -> std::io::Result<(TcpTransport, Inbox)> {
+pub(super) async fn start(config: TcpConfig) -> std::io::Result<(TcpTransport, Inbox)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let deliver = Arc::new(move |e: Envelope| {
         let _ = tx.send(e);
@@ -44,11 +44,11 @@ async fn node(id: NodeId, cluster: &str) -> (TcpTransport, Inbox) {
     start(config(id, cluster, local())).await.unwrap()
 }
 
-fn msg(from: NodeId, to: NodeId, term: u64) -> Envelope {
+pub(super) fn msg(from: NodeId, to: NodeId, term: u64) -> Envelope {
     Envelope::new(from, to, Message::TimeoutNow { term })
 }
 
-async fn recv(inbox: &mut Inbox) -> Envelope {
+pub(super) async fn recv(inbox: &mut Inbox) -> Envelope {
     timeout(WAIT, inbox.recv())
         .await
         .expect("timed out waiting for a message")
@@ -162,7 +162,7 @@ async fn changed_address_reconnects() {
 
 /// Collects formatted log output of the current thread.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -175,13 +175,13 @@ impl std::io::Write for Logs {
 }
 
 impl Logs {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&lock(&self.0)).into_owned()
     }
-    fn count(&self, needle: &str) -> usize {
+    pub(super) fn count(&self, needle: &str) -> usize {
         self.text().lines().filter(|l| l.contains(needle)).count()
     }
-    async fn wait_for(&self, needle: &str, times: usize) {
+    pub(super) async fn wait_for(&self, needle: &str, times: usize) {
         timeout(WAIT, async {
             while self.count(needle) < times {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -225,7 +225,7 @@ async fn wrong_cluster_is_refused_and_logged_once() {
     b.shutdown();
 }
 
-async fn raw_frame(stream: &mut TcpStream, body: &[u8]) {
+pub(super) async fn raw_frame(stream: &mut TcpStream, body: &[u8]) {
     stream
         .write_all(&(body.len() as u32).to_be_bytes())
         .await
