@@ -18,7 +18,7 @@ fn counter_processes_lose_no_acknowledged_increment() {
 /// The same kill/restart run with Raft traffic over mutual TLS.
 #[test]
 fn counter_processes_over_mutual_tls_lose_no_acknowledged_increment() {
-    let cluster = ProcessCluster::start_tls("counter", 3);
+    let cluster = ProcessCluster::start_tls("counter", 3, &[]);
     cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
     for id in 1..=3 {
         let log = std::fs::read_to_string(cluster.log_path(id)).expect("log");
@@ -607,5 +607,47 @@ fn after_every_founder_is_replaced_a_new_node_still_joins() {
         value >= acked && value <= acked + maybe,
         "{value} after {acked} acknowledged and {maybe} indeterminate increments"
     );
+    shut_down(&mut cluster);
+}
+
+/// The secure deployment of the README: three `serve` processes over
+/// mutual TLS whose admin endpoints need the token from a file.
+#[test]
+fn a_secure_cluster_guards_its_admin_endpoints_with_a_token() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "correct-horse\n").expect("token file");
+    let token_flag = token_file.to_str().expect("utf-8 path");
+    let mut cluster = ProcessCluster::start_tls("counter", 3, &["--admin-token-file", token_flag]);
+    let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    let addr = cluster.http(leader);
+    let mut conn = common::process::HttpConnection::connect(addr).expect("connect");
+    let (status, body) = conn
+        .request("POST", "/cluster/snapshot", None)
+        .expect("answer");
+    assert_eq!(status, 401, "{body}");
+    let wrong = [("Authorization", "Bearer guess".to_string())];
+    let (status, body) = conn
+        .request_with("POST", "/cluster/snapshot", None, &wrong)
+        .expect("answer");
+    assert_eq!(status, 403, "{body}");
+    let right = [("Authorization", "Bearer correct-horse".to_string())];
+    let (status, body) = conn
+        .request_with("POST", "/cluster/snapshot", None, &right)
+        .expect("answer");
+    assert_eq!(status, 200, "{body}");
+    // Client writes and status stay open.
+    assert!(matches!(
+        write(addr, "/counter/incr", None),
+        WriteOutcome::Acked(_)
+    ));
+    let (status, _) = http(addr, "GET", "/cluster/status", None).expect("status");
+    assert_eq!(status, 200);
+    let log = std::fs::read_to_string(cluster.log_path(leader)).expect("log");
+    assert!(
+        !log.contains("correct-horse") && !log.contains("guess"),
+        "{log}"
+    );
+    assert!(log.contains("admin request refused"), "{log}");
     shut_down(&mut cluster);
 }

@@ -606,3 +606,86 @@ async fn metrics_are_in_the_prometheus_text_format() {
     })
     .await
 }
+
+#[actix_rt::test]
+async fn admin_endpoints_refuse_without_the_token_and_accept_with_it() {
+    bounded(LIMIT, async {
+        let c = Cluster::new(3, test_config(), seed("web_admin_token"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(LIMIT).await.unwrap();
+        let access = regatta::web::Access::token("s3cret").unwrap();
+        let app = web_test::init_service(
+            App::new()
+                .configure(regatta::web::configure_with(c.raft(leader).clone(), access))
+                .route("/add", web::post().to(add)),
+        )
+        .await;
+        let bearer = |t: &str| [("authorization", format!("Bearer {t}"))];
+        // A change without a credential: 401; with a wrong one: 403.
+        let (status, body) = call(&app, "POST", "/cluster/snapshot", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+        let (status, body) =
+            call_with(&app, "POST", "/cluster/snapshot", None, &bearer("guess")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let other = if leader == 1 { 2 } else { 1 };
+        let path = format!("/cluster/members/{other}");
+        assert_eq!(
+            call(&app, "DELETE", &path, None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let transfer = format!(r#"{{"to": {other}}}"#);
+        let (status, _) = call(&app, "POST", "/cluster/transfer-leader", Some(&transfer)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // Nothing happened: still the same leader and members.
+        assert_eq!(c.metrics()[&leader].membership.voters.len(), 3);
+        // With the token the change is made.
+        let (status, body) =
+            call_with(&app, "POST", "/cluster/snapshot", None, &bearer("s3cret")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Reads and client requests stay open.
+        assert_eq!(
+            call(&app, "GET", "/cluster/status", None).await.0,
+            StatusCode::OK
+        );
+        let (status, body) = call(&app, "POST", "/add", Some(r#"{"by": 2}"#)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, _) = call(&app, "POST", "/cluster/session", None).await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn protected_reads_need_the_token_too() {
+    bounded(LIMIT, async {
+        let c = Cluster::new(1, test_config(), seed("web_read_token"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(LIMIT).await.unwrap();
+        let access = regatta::web::Access::token("s3cret")
+            .unwrap()
+            .protect_reads(true);
+        let app = web_test::init_service(
+            App::new().configure(regatta::web::configure_with(c.raft(leader).clone(), access)),
+        )
+        .await;
+        assert_eq!(
+            call(&app, "GET", "/cluster/status", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let metrics = web_test::call_service(
+            &app,
+            web_test::TestRequest::get().uri("/metrics").to_request(),
+        )
+        .await;
+        assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+        let auth = [("authorization", "Bearer s3cret".to_string())];
+        let (status, body) = call_with(&app, "GET", "/cluster/status", None, &auth).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    })
+    .await;
+}

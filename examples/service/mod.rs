@@ -116,6 +116,11 @@ struct ServeArgs {
     /// This node's private key (PEM).
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// A file whose first line is the admin token: requests that change
+    /// the cluster (members, transfer-leader, snapshot) must then carry
+    /// `Authorization: Bearer <token>`. Without it they are open.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -218,6 +223,17 @@ enum Failure {
 
 /// `serve`: one node with its HTTP API, until SIGTERM or SIGINT.
 async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
+    // Read before the node starts: a bad token file starts nothing.
+    let access = match &args.admin_token_file {
+        Some(file) => regatta::web::Access::token_file(file).map_err(Failure::Other)?,
+        None => {
+            tracing::warn!(
+                "admin endpoints are open to anyone who reaches {}: give --admin-token-file",
+                args.http_addr
+            );
+            regatta::web::Access::open()
+        }
+    };
     let config = Config {
         client_timeout: Duration::from_millis(args.request_timeout_ms),
         snapshot_every: args.snapshot_every,
@@ -250,7 +266,7 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
     let raft = node.raft().clone();
     let server = HttpServer::new(move || {
         App::new()
-            .configure(regatta::web::configure(raft.clone()))
+            .configure(regatta::web::configure_with(raft.clone(), access.clone()))
             .configure(S::routes)
             .default_service(web::to(regatta::web::not_found))
     })

@@ -61,6 +61,7 @@
 //! [`ApiError`] JSON body.
 
 mod admin;
+mod auth;
 mod error;
 mod prometheus;
 
@@ -68,10 +69,12 @@ use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
+use actix_web::middleware::from_fn;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+pub use self::auth::Access;
 pub use self::error::{ApiError, ReadError, WriteError};
 use crate::core::types::SessionTag;
 use crate::raft::{Raft, Written};
@@ -82,13 +85,34 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Registers `raft` as app data (for [`Replica`]), mounts the admin
 /// scope under `/cluster`, Prometheus metrics at `GET /metrics` and the
-/// live dashboard at `GET /dashboard`. Call inside `App::configure`.
+/// live dashboard at `GET /dashboard`, all open to anyone who reaches the
+/// port ([`Access::open`]). Call inside `App::configure`.
 pub fn configure<SM: StateMachine>(raft: Raft<SM>) -> impl FnOnce(&mut web::ServiceConfig) {
+    configure_with(raft, Access::open())
+}
+
+/// [`configure`], with the admin endpoints guarded by `access`: requests
+/// that change the cluster need its bearer token (401 without one, 403
+/// with a wrong one, as JSON [`ApiError`]s; logged without the
+/// credential), and so do the read-only ones if it protects reads.
+pub fn configure_with<SM: StateMachine>(
+    raft: Raft<SM>,
+    access: Access,
+) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(raft));
-        cfg.service(admin::scope::<SM>());
-        cfg.route("/metrics", web::get().to(prometheus::metrics::<SM>));
-        cfg.route("/dashboard", web::get().to(dashboard));
+        cfg.app_data(web::Data::new(access));
+        cfg.service(admin::scope::<SM>().wrap(from_fn(auth::guard)));
+        cfg.service(
+            web::resource("/metrics")
+                .wrap(from_fn(auth::guard))
+                .route(web::get().to(prometheus::metrics::<SM>)),
+        );
+        cfg.service(
+            web::resource("/dashboard")
+                .wrap(from_fn(auth::guard))
+                .route(web::get().to(dashboard)),
+        );
     }
 }
 

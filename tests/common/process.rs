@@ -111,8 +111,8 @@ impl ProcessCluster {
     /// Starts `size` nodes of example `name` over mutual TLS, with
     /// certificates written by the example's `certs` command (ids up to 9
     /// have one).
-    pub fn start_tls(name: &str, size: u64) -> ProcessCluster {
-        Self::launch(name, size, &[], true)
+    pub fn start_tls(name: &str, size: u64, extra: &[&str]) -> ProcessCluster {
+        Self::launch(name, size, extra, true)
     }
 
     fn launch(name: &str, size: u64, extra: &[&str], tls: bool) -> ProcessCluster {
