@@ -43,14 +43,13 @@
 mod disk;
 mod support;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use regatta::testing::sim::Counter;
-use regatta::{InitialCluster, Node, NodeId, Raft, Role};
+use regatta::{Config, InitialCluster, Node, Raft, Role};
 use support::{
-    file_system_of, median, medians, plan_from_args, positive, seconds_from_env, temp_dir, Sample,
+    connect, file_system_of, median, medians, plan_from_args, positive, seconds_from_env,
+    start_node, stop_nodes, temp_dir, Sample,
 };
 
 const CLUSTER_ID: &str = "regatta-durable-bench";
@@ -134,12 +133,6 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
 }
 
 // ---------------------------------------------------------------------------
-// Statistics
-
-// ---------------------------------------------------------------------------
-// Where the data goes
-
-// ---------------------------------------------------------------------------
 // Part (a): the raw disk limit
 
 /// One raw run on a fresh store: warm up, then write `batch`-entry batches
@@ -176,11 +169,7 @@ fn raw_part(plan: &Plan) -> Result<(), String> {
             samples.push(raw_run(batch, plan.raw_run, plan.warmup)?);
         }
         let batches_per_sec = median(samples.iter().map(|s| s.per_sec).collect());
-        let (rate, p50, p99) = medians(
-            samples.iter().map(|s| s.per_sec).collect(),
-            samples.iter().filter_map(|s| s.p50).collect(),
-            samples.iter().filter_map(|s| s.p99).collect(),
-        );
+        let (rate, p50, p99) = medians(&samples);
         let entries = batches_per_sec.map_or("-".into(), |r| format!("{:.0}", r * batch as f64));
         println!("| {batch:>13} | {rate:>9} | {entries:>9} | {p50:>17} | {p99:>17} |");
     }
@@ -190,24 +179,6 @@ fn raw_part(plan: &Plan) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------
 // Part (b): end to end, 3 nodes with fjall and TCP
-
-/// Starts node `id` of `founders` (a regatta `Node`: its own thread, fjall
-/// in `dir`, TCP on an ephemeral port of 127.0.0.1; peer addresses are set
-/// by the caller).
-async fn start_node(
-    id: NodeId,
-    dir: PathBuf,
-    founders: &InitialCluster,
-) -> Result<Node<Counter>, String> {
-    Node::builder(id, Counter::default())
-        .cluster_name(CLUSTER_ID)
-        .data_dir(dir)
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .initial_cluster(founders.clone())
-        .start()
-        .await
-        .map_err(|e| format!("node {id}: {e}"))
-}
 
 struct BenchCluster {
     nodes: Vec<Node<Counter>>,
@@ -226,7 +197,16 @@ impl BenchCluster {
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let node_dir = dir.path().join(format!("node-{id}"));
-            match start_node(id, node_dir, &founders).await {
+            let started = start_node(
+                id,
+                Counter::default(),
+                CLUSTER_ID,
+                node_dir,
+                &founders,
+                Config::default(),
+            )
+            .await;
+            match started {
                 Ok(node) => nodes.push(node),
                 Err(e) => {
                     stop_nodes(nodes).await;
@@ -234,13 +214,7 @@ impl BenchCluster {
                 }
             }
         }
-        let addrs: Vec<(NodeId, SocketAddr)> =
-            nodes.iter().map(|n| (n.id(), n.raft_addr())).collect();
-        for node in &nodes {
-            for (id, addr) in &addrs {
-                node.set_peer_address(*id, *addr);
-            }
-        }
+        connect(&nodes);
         match Self::find_leader(&nodes).await {
             Ok(leader) => Ok(BenchCluster {
                 nodes,
@@ -284,14 +258,6 @@ impl BenchCluster {
 
     async fn shutdown(self) {
         stop_nodes(self.nodes).await;
-    }
-}
-
-/// Stops every node cleanly (queued log writes made durable, threads
-/// joined).
-async fn stop_nodes(nodes: Vec<Node<Counter>>) {
-    for node in nodes {
-        node.shutdown().await;
     }
 }
 
@@ -388,11 +354,7 @@ async fn cluster_part(plan: &Plan) -> Result<(), String> {
             .await
             .map_err(|e| format!("{clients} clients: {e}"))?;
         notes.extend(n);
-        let (rate, p50, p99) = medians(
-            samples.iter().map(|s| s.per_sec).collect(),
-            samples.iter().filter_map(|s| s.p50).collect(),
-            samples.iter().filter_map(|s| s.p99).collect(),
-        );
+        let (rate, p50, p99) = medians(&samples);
         let errors: u64 = samples.iter().map(|s| s.errors).sum();
         println!("| {clients:>7} | {rate:>8} | {p50:>11} | {p99:>11} | {errors:>13} |");
     }

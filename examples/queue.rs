@@ -12,116 +12,21 @@
 //! With `serve`: one node of a multi-process cluster with an HTTP API
 //! (`POST /queue/push` `{"item": "text"}`, `POST /queue/pop`, `GET /queue`,
 //! `GET /cluster/status`); see README.md.
+//!
+//! The state machine (items, commands, snapshots, reads) is in
+//! `state/queue.rs`, shared with the snapshot bench; this file serves it.
 
 mod service;
+#[path = "state/queue.rs"]
+mod state;
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-
-use actix::prelude::*;
 use actix_web::{web, HttpResponse};
 use regatta::web::{ApiError, JsonBody, Replica};
-use regatta::{Apply, Raft, Restore, Snapshot, StateMachine};
-use serde::{Deserialize, Serialize};
+use regatta::Raft;
+use serde::Deserialize;
 use serde_json::json;
 use service::{DemoCluster, Service};
-
-/// The replicated state: the items, oldest first. Items are shared
-/// (`Arc<str>`) so that a snapshot can copy the queue in a few
-/// milliseconds and serialize the copy off the actor (see `Snapshot`).
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Arc<str>>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum QueueCommand {
-    /// Append an item; answers the new length.
-    Push(String),
-    /// Remove the oldest item; answers it, or `None` when empty.
-    Pop,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum QueueResponse {
-    Len(usize),
-    Item(Option<String>),
-}
-
-impl Actor for Queue {
-    type Context = Context<Self>;
-}
-
-impl StateMachine for Queue {
-    type Command = QueueCommand;
-    type Response = QueueResponse;
-}
-
-impl Handler<Apply<Queue>> for Queue {
-    type Result = Vec<QueueResponse>;
-    fn handle(&mut self, batch: Apply<Queue>, _: &mut Context<Self>) -> Self::Result {
-        batch
-            .entries
-            .into_iter()
-            .map(|(_, command)| match command {
-                QueueCommand::Push(item) => {
-                    self.items.push_back(item.into());
-                    QueueResponse::Len(self.items.len())
-                }
-                QueueCommand::Pop => {
-                    QueueResponse::Item(self.items.pop_front().map(|item| item.to_string()))
-                }
-            })
-            .collect()
-    }
-}
-
-impl Handler<Snapshot> for Queue {
-    type Result = Result<regatta::SnapshotData, String>;
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        // Applying waits only for this copy of pointers; the serialization
-        // runs on a background thread.
-        let items = self.items.clone();
-        Ok(regatta::SnapshotData::deferred(move || {
-            let items: Vec<&str> = items.iter().map(|item| &**item).collect();
-            rmp_serde::to_vec(&items)
-                .map(Into::into)
-                .map_err(|e| e.to_string())
-        }))
-    }
-}
-
-impl Handler<Restore> for Queue {
-    type Result = Result<(), String>;
-    fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
-        let items: Vec<String> = rmp_serde::from_slice(&r.data).map_err(|e| e.to_string())?;
-        self.items = items.into_iter().map(Arc::from).collect();
-        Ok(())
-    }
-}
-
-/// A read of the length and the oldest item; linearizable through
-/// `Raft::read`.
-#[derive(Message)]
-#[rtype(result = "QueueView")]
-struct Peek;
-
-/// What `Peek` sees.
-#[derive(Debug, PartialEq, Eq, MessageResponse)]
-struct QueueView {
-    len: usize,
-    head: Option<String>,
-}
-
-impl Handler<Peek> for Queue {
-    type Result = QueueView;
-    fn handle(&mut self, _: Peek, _: &mut Context<Self>) -> Self::Result {
-        QueueView {
-            len: self.items.len(),
-            head: self.items.front().map(|item| item.to_string()),
-        }
-    }
-}
+use state::{Peek, Queue, QueueCommand, QueueResponse, QueueView};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,10 +1,14 @@
-//! What the benchmarks share: argument parsing, statistics, and where
-//! their data goes. Each bench uses a part of it.
+//! What the benchmarks share: argument parsing, statistics, where their
+//! data goes, and starting and stopping in-process nodes. Each bench uses a
+//! part of it.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use regatta::{Config, InitialCluster, Node, NodeId, StateMachine};
 
 /// The bench's positional arguments, parsed by `parse`. `-h`/`--help`
 /// prints `usage` and exits; a parse error prints it with the error and
@@ -57,15 +61,15 @@ pub fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
     v.get(v.len() / 2).copied()
 }
 
-/// Median rate and medians of the percentiles of several runs, formatted.
-pub fn medians(
-    rates: Vec<f64>,
-    p50: Vec<Duration>,
-    p99: Vec<Duration>,
-) -> (String, String, String) {
-    let rate = median(rates).map_or("-".into(), |r| format!("{r:.0}"));
-    let p50 = median(p50).map_or("-".into(), |d| format!("{d:.2?}"));
-    let p99 = median(p99).map_or("-".into(), |d| format!("{d:.2?}"));
+/// The median rate and the medians of the percentiles of several runs,
+/// formatted (`-` where no run has one).
+pub fn medians(samples: &[Sample]) -> (String, String, String) {
+    let rate = median(samples.iter().map(|s| s.per_sec).collect())
+        .map_or("-".into(), |r| format!("{r:.0}"));
+    let p50 = median(samples.iter().filter_map(|s| s.p50).collect())
+        .map_or("-".into(), |d| format!("{d:.2?}"));
+    let p99 = median(samples.iter().filter_map(|s| s.p99).collect())
+        .map_or("-".into(), |d| format!("{d:.2?}"));
     (rate, p50, p99)
 }
 
@@ -136,4 +140,46 @@ pub fn file_system_of(path: &Path) -> Option<String> {
             },
         )
         .map(|(_, what)| what)
+}
+
+/// Starts node `id` of `founders` running `state_machine`: a regatta
+/// `Node` on a thread of its own, fjall in `dir`, TCP on an ephemeral port
+/// of 127.0.0.1. The founders are listed without addresses (the OS picks
+/// the ports); [`connect`] tells the nodes each other's once all listen.
+pub async fn start_node<S: StateMachine + Send>(
+    id: NodeId,
+    state_machine: S,
+    cluster_name: &str,
+    dir: PathBuf,
+    founders: &InitialCluster,
+    config: Config,
+) -> Result<Node<S>, String> {
+    Node::builder(id, state_machine)
+        .cluster_name(cluster_name)
+        .data_dir(dir)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .initial_cluster(founders.clone())
+        .config(config)
+        .start()
+        .await
+        .map_err(|e| format!("node {id}: {e}"))
+}
+
+/// Tells every node every node's address.
+pub fn connect<'a, S: StateMachine + 'a>(nodes: impl IntoIterator<Item = &'a Node<S>>) {
+    let nodes: Vec<&Node<S>> = nodes.into_iter().collect();
+    let addrs: Vec<(NodeId, SocketAddr)> = nodes.iter().map(|n| (n.id(), n.raft_addr())).collect();
+    for node in &nodes {
+        for (id, addr) in &addrs {
+            node.set_peer_address(*id, *addr);
+        }
+    }
+}
+
+/// Stops every node cleanly (queued log writes made durable, threads
+/// joined), one after the other.
+pub async fn stop_nodes<S: StateMachine>(nodes: impl IntoIterator<Item = Node<S>>) {
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
