@@ -71,7 +71,7 @@ impl Node {
 }
 
 /// Checks a message from the network against the protocol's rules.
-pub(super) fn validate(message: &Message) -> Result<(), Invalid> {
+pub(crate) fn validate(message: &Message) -> Result<(), Invalid> {
     match message {
         Message::AppendEntries {
             term,

@@ -34,7 +34,7 @@ mod inbound;
 mod messages;
 
 use crate::role::*;
-use admission::validate;
+pub(crate) use admission::validate;
 use clients::Forwarded;
 pub(crate) use messages::*;
 

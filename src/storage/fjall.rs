@@ -102,6 +102,21 @@ fn frame<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     Ok(out)
 }
 
+/// Decodes `bytes`, as stored and with a correct checksum put in front of
+/// them, as every record kind the log keeps: for the fuzzer, which checks
+/// that no stored value makes a decoder panic.
+#[cfg(feature = "testing")]
+pub(crate) fn decode_records_for_fuzzing(bytes: &[u8]) {
+    let mut framed = crc32fast::hash(bytes).to_le_bytes().to_vec();
+    framed.extend_from_slice(bytes);
+    for value in [bytes, &framed[..]] {
+        let _ = FjallStorage::decode_entry(1, value);
+        let _ = unframe::<HardState>(value);
+        let _ = unframe::<SnapshotRecord>(value);
+        let _ = unframe::<crate::core::types::NodeIdentity>(value);
+    }
+}
+
 /// Verifies the checksum of a framed value and decodes it. The error is a
 /// human-readable reason, turned into [`StorageError::Corrupt`] by the caller
 /// (which knows the index). Never panics, whatever the bytes.

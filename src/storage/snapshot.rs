@@ -177,16 +177,22 @@ impl FileSnapshotStore {
                 .unwrap_or(0),
             reason: format!("{}: {reason}", path.display()),
         };
-        if bytes.len() < 4 {
-            return Err(bad("truncated snapshot meta".into()));
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let crc = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
-        if crc32fast::hash(body) != crc {
-            return Err(bad("snapshot meta fails its checksum".into()));
-        }
-        rmp_serde::from_slice(body).map_err(|e| bad(format!("undecodable snapshot meta: {e}")))
+        parse_meta(&bytes).map_err(bad)
     }
+}
+
+/// Decodes a snapshot meta file: the encoded meta, then its CRC-32
+/// (big-endian). Never panics, whatever the bytes.
+pub(crate) fn parse_meta(bytes: &[u8]) -> Result<SnapshotMeta, String> {
+    if bytes.len() < 4 {
+        return Err("truncated snapshot meta".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let crc = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != crc {
+        return Err("snapshot meta fails its checksum".into());
+    }
+    rmp_serde::from_slice(body).map_err(|e| format!("undecodable snapshot meta: {e}"))
 }
 
 fn io(path: &Path, e: std::io::Error) -> StorageError {

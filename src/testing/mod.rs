@@ -5,6 +5,8 @@
 //! Must be used inside an actix system (e.g. `#[actix_rt::test]`).
 
 /// A linearizability checker for client histories.
+#[cfg(feature = "tcp")]
+pub mod fuzz;
 pub mod linearizability;
 pub mod sim;
 

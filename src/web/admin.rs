@@ -318,3 +318,12 @@ async fn view<SM: StateMachine>(raft: Node<SM>) -> Result<HttpResponse, ApiError
         "members": members,
     })))
 }
+
+/// Parses `body` as every admin request body, as the endpoints would: for
+/// the fuzzer, which checks that no body makes a parser panic.
+#[cfg(feature = "testing")]
+pub(crate) fn parse_bodies_for_fuzzing(body: &[u8]) {
+    let _ = super::parse_json::<AddMember>(body);
+    let _ = super::parse_json::<TransferTo>(body);
+    let _ = super::parse_json::<serde_json::Value>(body);
+}

@@ -126,6 +126,12 @@ async fn dashboard() -> HttpResponse {
         .body(include_str!("dashboard.html"))
 }
 
+/// Parses `body` as every admin request body: for the fuzzer.
+#[cfg(feature = "testing")]
+pub(crate) fn fuzz_admin_bodies(body: &[u8]) {
+    admin::parse_bodies_for_fuzzing(body)
+}
+
 /// A JSON 404 for `App::default_service`.
 pub async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::not_found("no such endpoint"))

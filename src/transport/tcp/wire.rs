@@ -79,7 +79,7 @@ pub(super) fn decode_exact<T: DeserializeOwned>(frame: &[u8]) -> Result<T, Frame
     }
 }
 
-pub(super) fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
+pub(crate) fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(max_frame_bytes)
         .new_codec()
