@@ -281,7 +281,8 @@ async fn a_member_back_with_an_empty_directory_catches_up_while_the_cluster_is_i
 
 /// The same with a node that founds again on its empty directory (its disk
 /// replaced, started with the same initial cluster): found by
-/// benches/snapshot.rs, whose transfer to such a node timed out.
+/// the snapshot bench (benches/snapshot/), whose transfer to such a node
+/// timed out.
 #[actix_rt::test]
 async fn a_founder_restarted_on_an_empty_directory_catches_up_while_the_cluster_is_idle() {
     init_tracing();
