@@ -29,7 +29,9 @@
 //! - `DURABLE_RAW_SECS`: length of one raw run (default 2);
 //! - `DURABLE_CLUSTER_SECS`: length of one cluster run (default 3);
 //! - `DURABLE_WARMUP_SECS`: warm-up before every raw run and before the
-//!   runs of every client count, not measured (default 1).
+//!   runs of every client count, not measured (default 1);
+//! - `DURABLE_TLS=1`: the cluster's nodes talk mutual TLS (certificates of
+//!   a test CA), to measure what TLS costs on the write path.
 //!
 //! A smoke test: `DURABLE_RAW_SECS=0.2 DURABLE_CLUSTER_SECS=0.5
 //! DURABLE_WARMUP_SECS=0.1 cargo bench --bench durable -- all 1`.
@@ -39,6 +41,8 @@
 //! and, on Linux, its file system are printed with the results (a `tmpfs`
 //! makes fsync free).
 
+#[path = "../examples/service/certs.rs"]
+mod certs;
 #[path = "../examples/service/disk.rs"]
 mod disk;
 mod support;
@@ -180,6 +184,11 @@ fn raw_part(plan: &Plan) -> Result<(), String> {
 // ---------------------------------------------------------------------------
 // Part (b): end to end, 3 nodes with fjall and TCP
 
+/// Whether `DURABLE_TLS=1` asks for mutual TLS between the nodes.
+fn tls_on() -> bool {
+    std::env::var("DURABLE_TLS").is_ok_and(|v| v == "1")
+}
+
 struct BenchCluster {
     nodes: Vec<Node<Counter>>,
     /// Position of the leader in `nodes`.
@@ -194,9 +203,20 @@ impl BenchCluster {
         // Ports are picked by the OS: founders without addresses, told
         // them once every node listens.
         let founders = (1..=3).fold(InitialCluster::new(), |c, id| c.member(id, ""));
+        let certs = dir.path().join("certs");
+        if tls_on() {
+            certs::write_cluster(&certs, &[1, 2, 3])?;
+        }
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let node_dir = dir.path().join(format!("node-{id}"));
+            let tls = tls_on().then(|| {
+                regatta::transport::tls::TlsConfig::new(
+                    certs.join("ca.pem"),
+                    certs.join(format!("node-{id}.pem")),
+                    certs.join(format!("node-{id}.key")),
+                )
+            });
             let started = start_node(
                 id,
                 Counter::default(),
@@ -204,6 +224,7 @@ impl BenchCluster {
                 node_dir,
                 &founders,
                 Config::default(),
+                tls,
             )
             .await;
             match started {
@@ -335,7 +356,8 @@ async fn measure_clients(
 
 async fn cluster_part(plan: &Plan) -> Result<(), String> {
     let base = std::env::temp_dir();
-    println!("## End to end: 3 nodes, FjallStorage + TcpTransport on 127.0.0.1\n");
+    let security = if tls_on() { "mutual TLS" } else { "plain TCP" };
+    println!("## End to end: 3 nodes, FjallStorage + TcpTransport ({security}) on 127.0.0.1\n");
     println!(
         "One process, one regatta::Node (its own thread) per node, logs under {} on {}; clients write \
          back-to-back through the leader's Raft::write; a fresh cluster per client count, \

@@ -40,7 +40,7 @@ async fn start_bench_node(
 ) -> Result<BenchNode, String> {
     let probe = Arc::new(SnapshotProbe::default());
     let queue = Queue::with_probe(probe.clone());
-    let node = start_node(id, queue, CLUSTER_ID, dir, founders, cluster_config()).await?;
+    let node = start_node(id, queue, CLUSTER_ID, dir, founders, cluster_config(), None).await?;
     Ok(BenchNode {
         id,
         raft: node.raft().clone(),

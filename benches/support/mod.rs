@@ -153,16 +153,18 @@ pub async fn start_node<S: StateMachine + Send>(
     dir: PathBuf,
     founders: &InitialCluster,
     config: Config,
+    tls: Option<regatta::transport::tls::TlsConfig>,
 ) -> Result<Node<S>, String> {
-    Node::builder(id, state_machine)
+    let mut builder = Node::builder(id, state_machine)
         .cluster_name(cluster_name)
         .data_dir(dir)
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .initial_cluster(founders.clone())
-        .config(config)
-        .start()
-        .await
-        .map_err(|e| format!("node {id}: {e}"))
+        .config(config);
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    builder.start().await.map_err(|e| format!("node {id}: {e}"))
 }
 
 /// Tells every node every node's address.
