@@ -651,3 +651,78 @@ fn a_secure_cluster_guards_its_admin_endpoints_with_a_token() {
     assert!(log.contains("admin request refused"), "{log}");
     shut_down(&mut cluster);
 }
+
+/// One HTTPS exchange (`GET path`) trusting only `ca`; the status code.
+fn https_get(addr: std::net::SocketAddr, ca: &std::path::Path, path: &str) -> Result<u16, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))
+}
+
+/// `serve --http-tls-cert/--http-tls-key` serves the API over HTTPS only.
+#[test]
+fn serve_answers_over_https_with_the_given_certificate() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let binary = common::process::example_binary("counter");
+    let certs = dir.path().join("certs");
+    let made = std::process::Command::new(&binary)
+        .args(["certs", "--nodes", "1", "--dir"])
+        .arg(&certs)
+        .output()
+        .expect("certs");
+    assert!(made.status.success(), "{made:?}");
+    let cert = certs.join("node-1.pem");
+    let key = certs.join("node-1.key");
+    let cluster = ProcessCluster::start_with(
+        "counter",
+        1,
+        &[
+            "--http-tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--http-tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let addr = cluster.http(1);
+    let ca = certs.join("ca.pem");
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    let status = loop {
+        match https_get(addr, &ca, "/cluster/health") {
+            Ok(200) => break 200,
+            other if std::time::Instant::now() > deadline => panic!("no healthy answer: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(status, 200);
+    // Plain HTTP gets no answer from the HTTPS port.
+    assert!(http(addr, "GET", "/cluster/status", None).is_err());
+}

@@ -41,17 +41,28 @@ impl TestCa {
         self.cert.pem()
     }
 
-    /// A certificate for node `id` (naming `node-<id>`), valid from 2024
-    /// to 2036.
+    /// A certificate for node `id`, valid from 2024 to 2036: it names
+    /// `node-<id>` (for the Raft transport) and `localhost` and
+    /// `127.0.0.1` (so the same pair can serve the HTTP API over HTTPS on
+    /// this machine).
     pub fn node(&self, id: u64) -> Result<Issued, String> {
-        self.issue(&format!("node-{id}"), false)
+        let names = [format!("node-{id}"), "localhost".into(), "127.0.0.1".into()];
+        self.issue_for(&names, false)
     }
 
     /// A certificate naming `name`; `expired`: its validity ended in 2021.
+    #[allow(dead_code)] // for the TLS tests
     pub fn issue(&self, name: &str, expired: bool) -> Result<Issued, String> {
+        self.issue_for(&[name.to_owned()], expired)
+    }
+
+    fn issue_for(&self, names: &[String], expired: bool) -> Result<Issued, String> {
+        let name = &names[0];
         let key = KeyPair::generate().map_err(err)?;
-        let mut params = CertificateParams::new(vec![name.to_owned()]).map_err(err)?;
-        params.distinguished_name.push(DnType::CommonName, name);
+        let mut params = CertificateParams::new(names.to_vec()).map_err(err)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, name.as_str());
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);

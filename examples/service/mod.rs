@@ -47,7 +47,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of a multi-process cluster with an HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print every member's role, term, indices and lag as a table, asking
     /// any one member for the configuration.
     Status(ops::StatusArgs),
@@ -116,6 +116,13 @@ struct ServeArgs {
     /// This node's private key (PEM).
     #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Serve the HTTP API over HTTPS with this certificate chain (PEM);
+    /// with --http-tls-key.
+    #[arg(long, requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// The HTTPS private key (PEM).
+    #[arg(long, requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
     /// A file whose first line is the admin token: requests that change
     /// the cluster (members, transfer-leader, snapshot) must then carry
     /// `Authorization: Bearer <token>`. Without it they are open.
@@ -174,7 +181,7 @@ pub fn main<S: Service>() {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .try_init();
-            match System::new().block_on(serve::<S>(args)) {
+            match System::new().block_on(serve::<S>(*args)) {
                 Err(Failure::Flags(e)) => {
                     let e = command
                         .find_subcommand_mut("serve")
@@ -223,7 +230,14 @@ enum Failure {
 
 /// `serve`: one node with its HTTP API, until SIGTERM or SIGINT.
 async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
-    // Read before the node starts: a bad token file starts nothing.
+    // Read before the node starts: bad files start nothing.
+    let https = match (&args.http_tls_cert, &args.http_tls_key) {
+        (Some(cert), Some(key)) => Some(
+            regatta::transport::tls::https_server_config(cert, key)
+                .map_err(|e| Failure::Other(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let access = match &args.admin_token_file {
         Some(file) => regatta::web::Access::token_file(file).map_err(Failure::Other)?,
         None => {
@@ -272,8 +286,11 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(5)
-    .bind(args.http_addr);
+    .shutdown_timeout(5);
+    let server = match https {
+        Some(tls) => server.bind_rustls_0_23(args.http_addr, tls),
+        None => server.bind(args.http_addr),
+    };
     let server = match server {
         Ok(server) => server.run(),
         Err(e) => {

@@ -30,6 +30,10 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::NodeId;
 
+/// The rustls this module is built on, for configurations passed to it or
+/// taken from it.
+pub use rustls;
+
 /// Where a node's TLS material is, in PEM files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
@@ -54,6 +58,28 @@ impl TlsConfig {
             reload_interval: Duration::from_secs(10),
         }
     }
+}
+
+/// A rustls server configuration for serving HTTPS (e.g. with actix-web's
+/// `HttpServer::bind_rustls_0_23`) from a certificate chain and key in
+/// PEM, on the same crypto provider as the transport. No client
+/// certificates are asked for: clients authenticate at the HTTP level.
+pub fn https_server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    let chain = read_certs(cert, "certificate file")?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError(format!("key file {}: {e}", key.display())))?;
+    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("protocol versions: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            TlsError(format!(
+                "certificate {} and key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })
 }
 
 /// The DNS name a node's certificate must carry.
