@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client::{body_text, http_once, status};
-use crate::report::progress;
+use crate::support::progress;
 use crate::{WRITE_BODY, WRITE_PATH};
 
 const NODES: u64 = 3;

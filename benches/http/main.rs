@@ -71,8 +71,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use measure::Target;
-use report::{progress, table};
-use support::{file_system_of, plan_from_args, positive, seconds_from_env};
+use report::table;
+use support::{file_system_of, plan_from_args, positive, progress, seconds_from_env};
 
 const EXAMPLE: &str = "counter";
 const CLIENT_COUNTS: [usize; 4] = [1, 16, 64, 256];

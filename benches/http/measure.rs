@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::client::status;
 use crate::cluster::Cluster;
 use crate::load::{run_clients, Tally};
-use crate::report::progress;
+use crate::support::progress;
 use crate::support::Sample;
 use crate::Plan;
 

@@ -1,4 +1,4 @@
-//! The tables and the progress line.
+//! The tables.
 
 use std::path::Path;
 
@@ -55,13 +55,4 @@ pub(crate) fn table(plan: &Plan, binary: &Path, target: Target) -> Result<(), St
         println!("note: {note}");
     }
     Ok(())
-}
-
-/// A progress line on stderr that the next one (or `progress("")`)
-/// erases; nothing when stderr is not a terminal.
-pub(crate) fn progress(line: &str) {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[K{line}");
-    }
 }

@@ -185,3 +185,12 @@ pub async fn stop_nodes<S: StateMachine>(nodes: impl IntoIterator<Item = Node<S>
         node.shutdown().await;
     }
 }
+
+/// A progress line on stderr that the next one (or `progress("")`)
+/// erases; nothing when stderr is not a terminal.
+pub fn progress(line: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K{line}");
+    }
+}

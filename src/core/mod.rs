@@ -22,6 +22,8 @@
 //! - [`configs`]: the configurations in the log, by index, reverting on
 //!   truncation.
 //! - [`waiters`]: matching applied entries to the clients waiting for them.
+//! - [`write_queue`]: the log store's ordered write queue: every change to
+//!   durable state in the order it was decided, merged into batches.
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
@@ -42,3 +44,4 @@ pub mod types;
 pub mod validate;
 pub mod vote;
 pub mod waiters;
+pub mod write_queue;

@@ -13,7 +13,6 @@
 //! are atomic with respect to every other append.
 
 mod load;
-mod queue;
 mod reads;
 mod writer;
 
@@ -27,12 +26,12 @@ use crate::core::log::{ConflictHint, RaftLog, ReadError};
 use crate::core::types::{
     founding_cluster_id, Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload,
 };
+use crate::core::write_queue::WriteQueue;
 use crate::error::StartError;
 use crate::io::IoMode;
 use crate::metrics::Counters;
 use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
-use queue::WriteQueue;
 pub(crate) use reads::{LastLogId, NextIndexAfterConflict, ReadForPeer, ReadRange};
 pub(crate) use writer::WriterThread;
 use writer::{Job, JobDone, Writer};

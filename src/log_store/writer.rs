@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::queue::{execute, WriteOp};
 use super::{Durable, LogStore};
 use crate::core::types::NodeId;
+use crate::core::write_queue::{execute, WriteOp};
 use crate::io::IoMode;
 use crate::metrics::Counters;
 use crate::storage::{LogStorage, StorageError};
