@@ -394,3 +394,45 @@ async fn followers_learn_a_new_commit_index_before_the_next_heartbeat() {
     })
     .await;
 }
+
+/// A write a follower forwarded to a leader that then vanished is answered
+/// (indeterminate: the old leader may still commit it) as soon as the
+/// follower's election timer fires — it no longer believes in that
+/// leader — not only at the client timeout (found by benches/failover.rs:
+/// writes through the node that went on to win the election waited the
+/// full client timeout).
+#[actix_rt::test]
+async fn a_forwarded_write_is_answered_when_the_forwarder_stops_believing_in_its_leader() {
+    init_tracing();
+    let seed = seed("forward_to_vanished_leader");
+    bounded(SECS(60), async {
+        let config = regatta::Config {
+            client_timeout: SECS(20),
+            ..test_config()
+        };
+        let c = Cluster::new(3, config, seed, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(30)).await.expect("leader");
+        let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+        let (forwarder, bystander) = (others[0], others[1]);
+        c.write(leader, Add(1)).await.expect("first write");
+        c.wait_applied(&c.ids(), c.metrics()[&leader].commit_index, SECS(10))
+            .await
+            .expect("applied");
+        // The leader and the bystander vanish: only the forwarder's own
+        // timer can end its belief in the leader.
+        c.net().isolate(leader);
+        c.net().isolate(bystander);
+        let started = std::time::Instant::now();
+        let outcome = c.raft(forwarder).write(Add(2)).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(outcome, Err(ref e) if e.is_indeterminate()),
+            "{outcome:?}"
+        );
+        assert!(
+            took < SECS(5),
+            "the forwarded write was answered only after {took:?} (client timeout 20 s)"
+        );
+    })
+    .await;
+}

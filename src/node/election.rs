@@ -9,7 +9,7 @@ use super::*;
 impl Node {
     pub(super) fn start_pre_vote(&mut self, ctx: &mut Context<Self>) {
         self.stop_role();
-        self.leader = None;
+        self.stop_believing_in_the_leader();
         let term = self.hs.term;
         self.role_term = term;
         self.publish();
@@ -29,6 +29,15 @@ impl Node {
         );
     }
 
+    /// The election timer fired (or a transfer asked us to campaign): the
+    /// leader is presumed gone. Requests forwarded to it are answered now
+    /// — a write as indeterminate, since it may still commit there — not
+    /// at the client timeout; the client may retry through the next leader.
+    fn stop_believing_in_the_leader(&mut self) {
+        self.fail_forwarded(None);
+        self.leader = None;
+    }
+
     pub(super) fn start_candidate(&mut self, term: u64, pre_vote: bool, force: bool, last: LogId) {
         let membership = self.membership.clone();
         let c = Candidate::new(self.cx.clone(), term, pre_vote, force, membership, last);
@@ -40,7 +49,7 @@ impl Node {
 
     pub(super) fn start_election(&mut self, force: bool, ctx: &mut Context<Self>) {
         self.stop_role();
-        self.leader = None;
+        self.stop_believing_in_the_leader();
         let term = self.hs.term + 1;
         self.hs = HardState {
             term,
