@@ -726,3 +726,41 @@ fn serve_answers_over_https_with_the_given_certificate() {
     // Plain HTTP gets no answer from the HTTPS port.
     assert!(http(addr, "GET", "/cluster/status", None).is_err());
 }
+
+/// A flood of silent connections and a slow-loris handshake on every
+/// node's Raft port do not stop the cluster from committing.
+#[test]
+fn a_flood_of_silent_connections_does_not_stop_the_cluster_committing() {
+    use std::io::Write;
+    let mut cluster = ProcessCluster::start("counter", 3);
+    let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    let addr = cluster.http(leader);
+    assert!(matches!(
+        write(addr, "/counter/incr", None),
+        WriteOutcome::Acked(_)
+    ));
+    let mut held = Vec::new();
+    for node in cluster.nodes.values() {
+        for _ in 0..200 {
+            if let Ok(s) = std::net::TcpStream::connect(node.raft) {
+                held.push(s);
+            }
+        }
+        // A length prefix, then nothing more: a handshake that never ends.
+        let mut slow = std::net::TcpStream::connect(node.raft).expect("connect");
+        slow.write_all(&100u32.to_be_bytes()).expect("write");
+        held.push(slow);
+    }
+    println!("holding {} connections", held.len());
+    let started = std::time::Instant::now();
+    for n in 0..50 {
+        let outcome = write(addr, "/counter/incr", None);
+        assert!(
+            matches!(outcome, WriteOutcome::Acked(_)),
+            "write {n} under the flood: {outcome:?}"
+        );
+    }
+    println!("50 writes under the flood in {:?}", started.elapsed());
+    drop(held);
+    shut_down(&mut cluster);
+}
