@@ -167,6 +167,50 @@ pub fn counts_vote_reply(
         && (reply_term == asked || (!granted && reply_term <= asked))
 }
 
+/// A node's role, as the election rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Following (or waiting for) a leader.
+    Follower,
+    /// Asking for pre-votes or votes.
+    Candidate,
+    /// Leading.
+    Leader,
+    /// Starting up or stopped.
+    Inactive,
+}
+
+/// What a node does when an election timer fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Campaign {
+    /// Nothing: the timer is stale, or this node does not campaign.
+    Ignore,
+    /// Ask whether it could win before bumping the term (§9.6).
+    PreVote,
+    /// Bump the term and ask for votes (§5.2).
+    Election,
+}
+
+/// Decides what an election timer armed in `timer_term` means for a node
+/// in `term`, whose role was taken in `role_term`. Only voters campaign:
+/// a learner or a removed node waits to be told (§4.2.2).
+pub fn on_election_timeout(
+    timer_term: u64,
+    term: u64,
+    role_term: u64,
+    role: Role,
+    is_voter: bool,
+    pre_vote: bool,
+) -> Campaign {
+    let current = timer_term == term && timer_term == role_term;
+    let waiting = matches!(role, Role::Follower | Role::Candidate);
+    match (current && waiting && is_voter, pre_vote) {
+        (false, _) => Campaign::Ignore,
+        (true, true) => Campaign::PreVote,
+        (true, false) => Campaign::Election,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +437,47 @@ mod tests {
         assert!(counts_vote_reply(6, true, 7, true, true));
         assert!(!counts_vote_reply(6, true, 6, true, true), "older round");
         assert!(!counts_vote_reply(6, true, 7, true, false), "real vote");
+    }
+
+    #[test]
+    fn only_a_voter_waiting_for_a_leader_campaigns_on_a_current_timer() {
+        use Campaign::*;
+        // §5.2: a follower that hears nothing campaigns (after a pre-vote
+        // round when enabled); a candidate whose election timed out tries
+        // again.
+        assert_eq!(
+            on_election_timeout(4, 4, 4, Role::Follower, true, true),
+            PreVote
+        );
+        assert_eq!(
+            on_election_timeout(4, 4, 4, Role::Follower, true, false),
+            Election
+        );
+        assert_eq!(
+            on_election_timeout(4, 4, 4, Role::Candidate, true, false),
+            Election
+        );
+        // A timer of an earlier term or role is stale.
+        assert_eq!(
+            on_election_timeout(3, 4, 4, Role::Follower, true, true),
+            Ignore
+        );
+        assert_eq!(
+            on_election_timeout(4, 4, 5, Role::Follower, true, true),
+            Ignore
+        );
+        // A leader, a learner and a node not started never campaign.
+        assert_eq!(
+            on_election_timeout(4, 4, 4, Role::Leader, true, true),
+            Ignore
+        );
+        assert_eq!(
+            on_election_timeout(4, 4, 4, Role::Follower, false, true),
+            Ignore
+        );
+        assert_eq!(
+            on_election_timeout(4, 4, 4, Role::Inactive, true, true),
+            Ignore
+        );
     }
 }

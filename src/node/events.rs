@@ -4,6 +4,7 @@
 use actix::prelude::*;
 
 use super::*;
+use crate::core::step::{on_election_timeout, Campaign, Role as ElectionRole};
 
 impl Handler<RoleEvent> for Node {
     type Result = ();
@@ -34,22 +35,27 @@ impl Handler<ComponentFailed> for Node {
 
 impl Node {
     fn on_election_timeout(&mut self, msg: ElectionTimeout, ctx: &mut Context<Self>) {
-        if msg.term != self.hs.term || msg.term != self.role_term {
-            return;
+        let role = match self.role {
+            RoleState::Follower(_) => ElectionRole::Follower,
+            RoleState::Candidate { .. } => ElectionRole::Candidate,
+            RoleState::Leader(_) => ElectionRole::Leader,
+            RoleState::Pending | RoleState::Stopped => ElectionRole::Inactive,
+        };
+        let campaign = on_election_timeout(
+            msg.term,
+            self.hs.term,
+            self.role_term,
+            role,
+            self.membership.is_voter(self.id()),
+            self.cx.config.pre_vote,
+        );
+        if campaign != Campaign::Ignore {
+            tracing::info!(node = self.id(), term = self.hs.term, "election timeout");
         }
-        match self.role {
-            RoleState::Follower(_) | RoleState::Candidate { .. } => {}
-            _ => return,
-        }
-        if !self.membership.is_voter(self.id()) {
-            // Learners and removed nodes never campaign.
-            return;
-        }
-        tracing::info!(node = self.id(), term = self.hs.term, "election timeout");
-        if self.cx.config.pre_vote {
-            self.start_pre_vote(ctx);
-        } else {
-            self.start_election(false, ctx);
+        match campaign {
+            Campaign::Ignore => {}
+            Campaign::PreVote => self.start_pre_vote(ctx),
+            Campaign::Election => self.start_election(false, ctx),
         }
     }
 }
