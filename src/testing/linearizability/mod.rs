@@ -18,11 +18,11 @@
 //!   "runs" right before a completed operation, and shorter runs are tried first: a timed-out
 //!   operation is assumed to have taken effect only when an observed output needs it.
 //! * Unknown-outcome operations the model declares interchangeable (see
-//!   [`Model::interchangeable`](crate::testing::linearizability::Model::interchangeable)) are used in invocation order only, which reduces the choice
+//!   [`Model::interchangeable`]) are used in invocation order only, which reduces the choice
 //!   among `k` of them from `2^k` subsets to `k + 1` prefixes. Of two configurations that
 //!   differ only in the unknown-outcome operations used, one that used a subset of the other's
 //!   makes exploring the other pointless.
-//! * A completed read-only operation (see [`Model::is_read_only`](crate::testing::linearizability::Model::is_read_only)) is linearized as soon as it
+//! * A completed read-only operation (see [`Model::is_read_only`]) is linearized as soon as it
 //!   is legal, without branching, and an unknown-outcome operation that would not change the
 //!   state is never linearized: in both cases the alternatives cannot do better.
 //! * Which unknown-outcome operations explain a jump in the observed state is often ambiguous
@@ -36,7 +36,7 @@
 //!   are inconclusive does the exact search run, which may need the whole budget. In
 //!   particular, proving a history illegal when many operations with distinct effects timed out
 //!   (a counter incremented by unique amounts) is exponential in how many are pending at once,
-//!   and may end in [`CheckResult::Timeout`](crate::testing::linearizability::CheckResult::Timeout).
+//!   and may end in [`CheckResult::Timeout`].
 
 use std::fmt::Debug;
 
