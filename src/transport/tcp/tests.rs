@@ -192,8 +192,9 @@ impl Logs {
     }
 }
 
-#[tokio::test]
-async fn wrong_cluster_is_refused_and_logged_once() {
+/// Captures this thread's logs until the guard drops (the tests run on a
+/// current-thread runtime: every task logs on this thread).
+pub(super) fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -201,8 +202,12 @@ async fn wrong_cluster_is_refused_and_logged_once() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    // Current-thread runtime: every task logs on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn wrong_cluster_is_refused_and_logged_once() {
+    let (logs, _guard) = capture_logs();
 
     let (a, _ra) = node(1, "alpha").await;
     let (b, mut rb) = node(2, "beta").await;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::tests::{config, local, msg, recv, start, Inbox, Logs, WAIT};
+use super::tests::{capture_logs, config, local, msg, recv, start, Inbox, WAIT};
 use super::*;
 use crate::transport::tls::TlsConfig;
 use tokio::time::timeout;
@@ -37,21 +37,9 @@ async fn tls_node(id: NodeId, tls: TlsConfig) -> (TcpTransport, Inbox) {
     start(c).await.unwrap()
 }
 
-/// Captures this thread's logs (the tests run on a current-thread runtime).
-fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
-}
-
 #[tokio::test]
 async fn peers_with_certificates_of_the_cluster_ca_talk_over_mutual_tls() {
-    let (logs, _guard) = capture();
+    let (logs, _guard) = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("cluster").unwrap();
     let (a, mut ra) = tls_node(1, files(dir.path(), "a", &ca, &ca.node(1).unwrap())).await;
@@ -78,7 +66,7 @@ async fn peers_with_certificates_of_the_cluster_ca_talk_over_mutual_tls() {
 /// Node 1 dials node 2 with `dialer`'s certificate; node 2 must refuse it
 /// with a log line containing `reason`, and deliver nothing.
 async fn refused(ca: &TestCa, dialer_ca: &TestCa, dialer: Issued, reason: &str) {
-    let (logs, _guard) = capture();
+    let (logs, _guard) = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     // The dialer trusts the cluster CA (so it accepts node 2), but its own
     // certificate comes from `dialer_ca`.
@@ -162,7 +150,7 @@ async fn a_node_refuses_to_start_with_a_certificate_that_does_not_name_it() {
 
 #[tokio::test]
 async fn the_dialer_refuses_a_node_whose_certificate_names_another_id() {
-    let (logs, _guard) = capture();
+    let (logs, _guard) = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("cluster").unwrap();
     let (a, _ra) = tls_node(1, files(dir.path(), "a", &ca, &ca.node(1).unwrap())).await;
@@ -182,7 +170,7 @@ async fn the_dialer_refuses_a_node_whose_certificate_names_another_id() {
 
 #[tokio::test]
 async fn changed_certificate_files_are_used_without_a_restart() {
-    let (logs, _guard) = capture();
+    let (logs, _guard) = capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("cluster").unwrap();
     let other = TestCa::new("another").unwrap();
