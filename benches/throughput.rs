@@ -10,6 +10,10 @@
 //! Prints, per client count, the median over runs of writes/s, p50 and p99.
 //! With `THROUGHPUT_SESSIONS=1` every client writes in its own client
 //! session (`Session::write`: tagged entries, the applier's dedup cache).
+//! With `THROUGHPUT_COUNT=1` it also prints, per write, the allocations
+//! (every thread, a counting allocator) and the context switches (every
+//! thread of the process, from `/proc/self/task/*/status`) — the costs the
+//! write path is meant to shed; counting slows the run a little.
 
 use std::time::{Duration, Instant};
 
@@ -17,12 +21,41 @@ use regatta::testing::sim::Counter;
 use regatta::testing::Cluster;
 use regatta::Config;
 
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 mod support;
 use support::{median, Sample};
 
+#[global_allocator]
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
+
+/// Context switches of every thread of this process so far (Linux).
+fn context_switches() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Costs per write of one run.
+#[derive(Clone, Copy, Default)]
+struct PerWrite {
+    allocations: f64,
+    context_switches: f64,
+}
+
 const RUN: Duration = Duration::from_secs(3);
 
-async fn run(clients: usize) -> Sample {
+async fn run(clients: usize) -> (Sample, PerWrite) {
     let c = Cluster::new(3, Config::default(), 1, |_| Counter::default()).await;
     let leader = c
         .wait_leader(Duration::from_secs(10))
@@ -42,6 +75,7 @@ async fn run(clients: usize) -> Sample {
             None
         });
     }
+    let (allocs_before, switches_before) = (counting_alloc::allocations(), context_switches());
     let start = Instant::now();
     let tasks: Vec<_> = opened
         .into_iter()
@@ -67,7 +101,16 @@ async fn run(clients: usize) -> Sample {
     for t in tasks {
         all.extend(t.await.expect("client task"));
     }
-    Sample::from_latencies(&mut all, start.elapsed(), 0)
+    let elapsed = start.elapsed();
+    let writes = all.len().max(1) as f64;
+    let per_write = PerWrite {
+        allocations: (counting_alloc::allocations() - allocs_before) as f64 / writes,
+        context_switches: match (switches_before, context_switches()) {
+            (Some(before), Some(after)) => after.saturating_sub(before) as f64 / writes,
+            _ => f64::NAN,
+        },
+    };
+    (Sample::from_latencies(&mut all, elapsed, 0), per_write)
 }
 
 fn main() {
@@ -80,15 +123,38 @@ fn main() {
         None => vec![1, 16, 64, 256],
     };
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let counting = std::env::var("THROUGHPUT_COUNT").is_ok_and(|v| v == "1");
+    if counting {
+        counting_alloc::enable();
+    }
     let system = actix::System::new();
-    println!("clients | writes/s (median of {runs}) | p50 | p99");
+    print!("clients | writes/s (median of {runs}) | p50 | p99");
+    println!(
+        "{}",
+        if counting {
+            " | allocations/write | context switches/write"
+        } else {
+            ""
+        }
+    );
     for clients in counts {
-        let samples: Vec<Sample> = (0..runs).map(|_| system.block_on(run(clients))).collect();
-        println!(
+        let results: Vec<(Sample, PerWrite)> =
+            (0..runs).map(|_| system.block_on(run(clients))).collect();
+        let samples: Vec<&Sample> = results.iter().map(|(s, _)| s).collect();
+        print!(
             "{clients:>7} | {:>10.0} | {:>8.2?} | {:>8.2?}",
             median(samples.iter().map(|s| s.per_sec).collect()).unwrap_or_default(),
             median(samples.iter().filter_map(|s| s.p50).collect()).unwrap_or_default(),
             median(samples.iter().filter_map(|s| s.p99).collect()).unwrap_or_default(),
         );
+        if counting {
+            let costs: Vec<&PerWrite> = results.iter().map(|(_, c)| c).collect();
+            print!(
+                " | {:>6.1} | {:>6.2}",
+                median(costs.iter().map(|c| c.allocations).collect()).unwrap_or_default(),
+                median(costs.iter().map(|c| c.context_switches).collect()).unwrap_or_default(),
+            );
+        }
+        println!();
     }
 }

@@ -13,38 +13,19 @@
 //! `fuzz-findings/<target>-<n>.bin` and the exit code is 1. A hang is
 //! caught by a watchdog that writes the input and aborts.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use regatta::testing::fuzz;
 
-/// Counts the bytes allocated and live, to catch inputs that make a
-/// decoder allocate without bound.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(live, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "../benches/support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 #[derive(Parser)]
 #[command(about = "Fuzz regatta's decoders and validators")]
@@ -74,6 +55,7 @@ struct Args {
 }
 
 fn main() {
+    counting_alloc::enable();
     let args = Args::parse();
     let mut targets = fuzz::targets();
     if let Some(name) = &args.target {
@@ -135,7 +117,7 @@ fn main() {
     let corpus = args.corpus.is_dir().then_some(args.corpus.as_path());
     let report = fuzz::run(&targets, corpus, args.execs, args.seed, |target, input| {
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        let peak = PEAK.swap(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+        let peak = counting_alloc::take_peak();
         let took = last_exec.elapsed();
         last_exec = Instant::now();
         if let Ok(mut c) = current.lock() {
