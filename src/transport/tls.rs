@@ -66,9 +66,8 @@ impl TlsConfig {
 /// certificates are asked for: clients authenticate at the HTTP level.
 pub fn https_server_config(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     let chain = read_certs(cert, "certificate file")?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError(format!("key file {}: {e}", key.display())))?;
-    ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let key_der = read_key(key)?;
+    ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("protocol versions: {e}")))?
         .with_no_client_auth()
@@ -184,8 +183,7 @@ pub(crate) fn check_peer_identity(
     };
     let cert = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|e| format!("unparsable client certificate: {e}"))?;
-    let name = ServerName::try_from(node_name(claimed)).map_err(|e| e.to_string())?;
-    cert.verify_is_valid_for_subject_name(&name)
+    cert.verify_is_valid_for_subject_name(&server_name(claimed)?)
         .map_err(|_| format!("its certificate does not name {}", node_name(claimed)))
 }
 
@@ -216,9 +214,21 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, T
     Ok(certs)
 }
 
+/// The crypto provider of every configuration here, named rather than
+/// taken from the process default (which is ambiguous when another crate
+/// enables a second provider).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError(format!("key file {}: {e}", path.display())))
+}
+
 fn load(node_id: NodeId, config: &TlsConfig, check_own_name: bool) -> Result<Loaded, TlsError> {
     let stamp = stamp(config);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let mut roots = RootCertStore::empty();
     for ca in read_certs(&config.ca, "CA file")? {
         roots
@@ -236,8 +246,7 @@ fn load(node_id: NodeId, config: &TlsConfig, check_own_name: bool) -> Result<Loa
             ))
         })?;
     }
-    let key = PrivateKeyDer::from_pem_file(&config.key)
-        .map_err(|e| TlsError(format!("key file {}: {e}", config.key.display())))?;
+    let key = read_key(&config.key)?;
     let versions = |e: rustls::Error| TlsError(format!("protocol versions: {e}"));
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()

@@ -119,9 +119,6 @@ fn snapshot(input: &[u8]) {
             return;
         }
         offset += chunk.len();
-        if control & 2 != 0 && offset > step {
-            let _ = chunk_is_next(offset as u64 - 1, sink.written(), chunk.len());
-        }
     }
     let finished = sink.finish();
     if meta == honest {
