@@ -12,7 +12,11 @@
 //!   127.0.0.1; clients 1, 16, 64 and 256, each writing back-to-back
 //!   through the leader's [`Raft::write`]. One cluster per client count,
 //!   warmed up with that many clients, then measured over several runs.
-//!   Prints the median over runs of writes/s and of per-run p50 and p99.
+//!   Prints the median over runs of writes/s and of per-run p50 and p99,
+//!   next to the physical limit measured just before in the same run
+//!   (loopback round trip and fsync: 1 / (fsync p50 + round trip) for one
+//!   client, the disk's group-commit entries/s at a batch of N for N
+//!   clients) and the ratio to it.
 //!
 //! ```text
 //! cargo bench --bench durable                   # both parts, 5 runs each
@@ -52,8 +56,8 @@ use std::time::{Duration, Instant};
 use regatta::testing::sim::Counter;
 use regatta::{Config, InitialCluster, Node, Raft, Role};
 use support::{
-    connect, file_system_of, median, medians, plan_from_args, positive, seconds_from_env,
-    start_node, stop_nodes, temp_dir, Sample,
+    connect, file_system_of, loopback_rtt, median, medians, plan_from_args, positive,
+    seconds_from_env, start_node, stop_nodes, temp_dir, Sample,
 };
 
 const CLUSTER_ID: &str = "regatta-durable-bench";
@@ -368,8 +372,18 @@ async fn cluster_part(plan: &Plan) -> Result<(), String> {
         plan.runs,
         plan.cluster_run,
     );
-    println!("| clients | writes/s | p50 latency | p99 latency | failed writes |");
-    println!("|--------:|---------:|------------:|------------:|--------------:|");
+    let limits = Limits::measure(plan)?;
+    println!(
+        "Physical limits, measured just before: loopback round trip p50 {:?}; \
+         fsync of one entry p50 {:?}, so one write at a time can reach at most \
+         1 / (fsync + round trip) = {:.0} writes/s; a batch of N entries per fsync \
+         (group commit) reaches the entries/s in the last column's denominator.\n",
+        limits.rtt,
+        limits.fsync_one,
+        limits.one_at_a_time(),
+    );
+    println!("| clients | writes/s | p50 latency | p99 latency | failed writes | limit (writes/s) | of limit |");
+    println!("|--------:|---------:|------------:|------------:|--------------:|-----------------:|---------:|");
     let mut notes = Vec::new();
     for &clients in &plan.clients {
         let (samples, n) = measure_clients(plan, clients)
@@ -378,13 +392,78 @@ async fn cluster_part(plan: &Plan) -> Result<(), String> {
         notes.extend(n);
         let (rate, p50, p99) = medians(&samples);
         let errors: u64 = samples.iter().map(|s| s.errors).sum();
-        println!("| {clients:>7} | {rate:>8} | {p50:>11} | {p99:>11} | {errors:>13} |");
+        let limit = limits.for_clients(clients);
+        let ratio = median(samples.iter().map(|s| s.per_sec).collect())
+            .map_or("-".into(), |r| format!("{:.0}%", 100.0 * r / limit));
+        println!(
+            "| {clients:>7} | {rate:>8} | {p50:>11} | {p99:>11} | {errors:>13} | {limit:>16.0} | {ratio:>8} |"
+        );
     }
     println!();
     for note in notes {
         println!("note: {note}");
     }
     Ok(())
+}
+
+/// What the disk and the loopback network allow, measured in the same
+/// run as the cluster so the ratios compare like with like.
+struct Limits {
+    rtt: Duration,
+    fsync_one: Duration,
+    /// Entries/s of back-to-back batches of this many entries.
+    group_commit: Vec<(usize, f64)>,
+}
+
+impl Limits {
+    fn measure(plan: &Plan) -> Result<Limits, String> {
+        let rtt = loopback_rtt(2_000)?;
+        let run = plan.raw_run.min(Duration::from_secs(1));
+        let warmup = plan.warmup.min(Duration::from_millis(200));
+        let mut fsync_one = None;
+        let mut group_commit = Vec::new();
+        for &clients in &plan.clients {
+            let dir = temp_dir("regatta-durable-limit-")?;
+            let measured = disk::measure(&dir.path().join("log"), clients, warmup, run)?;
+            if clients == 1 {
+                fsync_one = measured.quantile(0.5);
+            }
+            group_commit.push((clients, measured.entries_per_sec()));
+        }
+        let fsync_one = match fsync_one {
+            Some(d) => d,
+            None => {
+                let dir = temp_dir("regatta-durable-limit-")?;
+                disk::measure(&dir.path().join("log"), 1, warmup, run)?
+                    .quantile(0.5)
+                    .ok_or("no single-entry write measured")?
+            }
+        };
+        Ok(Limits {
+            rtt,
+            fsync_one,
+            group_commit,
+        })
+    }
+
+    /// One client waits for each write: the leader's fsync overlaps the
+    /// follower's round trip and fsync, so a write costs at least one
+    /// fsync plus one round trip.
+    fn one_at_a_time(&self) -> f64 {
+        1.0 / (self.fsync_one + self.rtt).as_secs_f64()
+    }
+
+    /// The most `clients` clients can write: one at a time for one, else
+    /// every client's write in one group commit.
+    fn for_clients(&self, clients: usize) -> f64 {
+        if clients == 1 {
+            return self.one_at_a_time();
+        }
+        self.group_commit
+            .iter()
+            .find(|(n, _)| *n == clients)
+            .map_or(f64::NAN, |(_, rate)| *rate)
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ fn entry(term: u64, index: u64) -> Entry {
     let payload = match index % 3 {
         0 => Payload::Blank,
         1 => Payload::Command(Bytes::from(format!("cmd-{term}-{index}"))),
-        _ => Payload::Membership(Membership::new([1, 2, index])),
+        _ => Payload::Membership(Box::new(Membership::new([1, 2, index]))),
     };
     Entry {
         log_id: LogId::new(term, index),

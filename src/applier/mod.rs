@@ -43,14 +43,18 @@ pub(crate) struct ComponentFailed {
 pub(crate) type WriteReply = oneshot::Sender<Result<(LogId, Bytes), RaftError>>;
 
 /// Waits for the entry at `log_id` to be applied.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct RegisterWaiter {
+pub(crate) struct Waiter {
     pub log_id: LogId,
     pub reply: WriteReply,
     /// The client's write span (disabled unless debug tracing is on).
     pub span: tracing::Span,
 }
+
+/// The waiters of one appended batch, in log order: one message per
+/// append, not one per write.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RegisterWaiters(pub Vec<Waiter>);
 
 pub(crate) struct Applier<SM: StateMachine> {
     node_id: NodeId,
@@ -379,17 +383,18 @@ impl<SM: StateMachine> Handler<Committed> for Applier<SM> {
     }
 }
 
-impl<SM: StateMachine> Handler<RegisterWaiter> for Applier<SM> {
+impl<SM: StateMachine> Handler<RegisterWaiters> for Applier<SM> {
     type Result = ();
-    fn handle(&mut self, msg: RegisterWaiter, _ctx: &mut Context<Self>) {
-        let waiter = (msg.reply, msg.span);
-        match self
-            .waiters
-            .register(msg.log_id, waiter, self.last_applied.index)
-        {
-            Ok(None) => {}
-            Ok(Some((lost, _))) | Err((lost, _)) => {
-                let _ = lost.send(Err(RaftError::Indeterminate));
+    fn handle(&mut self, msg: RegisterWaiters, _ctx: &mut Context<Self>) {
+        for w in msg.0 {
+            match self
+                .waiters
+                .register(w.log_id, (w.reply, w.span), self.last_applied.index)
+            {
+                Ok(None) => {}
+                Ok(Some((lost, _))) | Err((lost, _)) => {
+                    let _ = lost.send(Err(RaftError::Indeterminate));
+                }
             }
         }
     }

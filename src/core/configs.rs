@@ -44,7 +44,7 @@ impl ConfigLog {
     /// An entry was appended to the log.
     pub fn appended(&mut self, entry: &Entry) {
         if let Payload::Membership(m) = &entry.payload {
-            self.entries.push((entry.log_id, m.clone()));
+            self.entries.push((entry.log_id, (**m).clone()));
         }
     }
 
@@ -75,7 +75,7 @@ mod tests {
     fn config(index: u64, voters: &[u64]) -> Entry {
         Entry {
             log_id: LogId::new(1, index),
-            payload: Payload::Membership(Membership::new(voters.iter().copied())),
+            payload: Payload::Membership(Box::new(Membership::new(voters.iter().copied()))),
         }
     }
 

@@ -36,8 +36,9 @@ pub enum Payload {
     Blank,
     /// A user command, encoded with rmp-serde.
     Command(Bytes),
-    /// A cluster configuration.
-    Membership(Membership),
+    /// A cluster configuration (boxed: rare, and large next to the
+    /// other variants, it would otherwise size every entry).
+    Membership(Box<Membership>),
     /// Opens a client session; its id is this entry's index.
     OpenSession {
         /// The leader's clock when it appended the entry (ms since the

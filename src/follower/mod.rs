@@ -19,7 +19,11 @@ use crate::storage::snapshot::{SnapshotMeta, SnapshotSink};
 pub(crate) struct Follower {
     cx: RoleContext,
     term: u64,
-    timer: Option<SpawnHandle>,
+    /// When the election timeout fires unless the leader is heard first.
+    deadline: tokio::time::Instant,
+    /// Whether a timer is pending: it fires at the deadline it was set
+    /// for, and then waits on if the deadline moved meanwhile.
+    timer_pending: bool,
     rng: fastrand::Rng,
     /// A snapshot being received from the leader.
     receiving: Option<(SnapshotMeta, Box<dyn SnapshotSink>)>,
@@ -33,26 +37,42 @@ impl Follower {
         Follower {
             cx,
             term,
-            timer: None,
+            deadline: tokio::time::Instant::now(),
+            timer_pending: false,
             rng,
             receiving: None,
             installing: false,
         }
     }
 
+    /// Restarts the election timeout. Called on every message from the
+    /// leader, so it only moves the deadline: one timer is pending at a
+    /// time, instead of one cancelled and one spawned per AppendEntries.
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(t) = self.timer.take() {
-            ctx.cancel_future(t);
-        }
         let d = random_timeout(
             &mut self.rng,
             self.cx.config.election_timeout_min,
             self.cx.config.election_timeout_max,
         );
-        let term = self.term;
-        self.timer = Some(ctx.run_later(d, move |act, _| {
-            act.cx.tell(ElectionTimeout { term });
-        }));
+        self.deadline = tokio::time::Instant::now() + d;
+        if !self.timer_pending {
+            self.wait_for_deadline(ctx);
+        }
+    }
+
+    fn wait_for_deadline(&mut self, ctx: &mut Context<Self>) {
+        self.timer_pending = true;
+        let wait = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        ctx.run_later(wait, |act, ctx| {
+            act.timer_pending = false;
+            if tokio::time::Instant::now() < act.deadline {
+                act.wait_for_deadline(ctx);
+            } else {
+                act.cx.tell(ElectionTimeout { term: act.term });
+            }
+        });
     }
 }
 

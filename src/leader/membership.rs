@@ -57,7 +57,7 @@ impl Leader {
             driver: ChangeDriver::single(),
             reply: Some(reply),
         });
-        self.propose(Payload::Membership(next), None, ctx);
+        self.propose(Payload::Membership(Box::new(next)), None, ctx);
     }
 }
 
@@ -160,6 +160,6 @@ impl Leader {
             driver: ChangeDriver::joint(leave_joint(&joint)),
             reply: Some(reply),
         });
-        self.propose(Payload::Membership(joint), None, ctx);
+        self.propose(Payload::Membership(Box::new(joint)), None, ctx);
     }
 }

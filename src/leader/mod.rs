@@ -20,7 +20,7 @@ use self::proposals::Proposal;
 pub(crate) use self::proposals::Propose;
 pub(crate) use self::reads::ReadIndex;
 pub(crate) use self::transfer::TransferLeadership;
-use crate::applier::{RegisterWaiter, WriteReply};
+use crate::applier::{RegisterWaiters, Waiter, WriteReply};
 use crate::core::confchange::{leave_joint, ChangeDriver, ChangeStep, Leaving};
 use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
@@ -41,7 +41,7 @@ pub(crate) struct Leader {
     cx: RoleContext,
     term: u64,
     membership: Membership,
-    waiters: Recipient<RegisterWaiter>,
+    waiters: Recipient<RegisterWaiters>,
     replicators: BTreeMap<NodeId, Addr<Replicator>>,
     /// Each peer's match, last answer and inflight count.
     tracker: Tracker,
@@ -88,7 +88,7 @@ impl Leader {
         membership: Membership,
         last_log_id: LogId,
         commit_index: u64,
-        waiters: Recipient<RegisterWaiter>,
+        waiters: Recipient<RegisterWaiters>,
     ) -> Self {
         Leader {
             cx,
@@ -204,7 +204,7 @@ impl Leader {
         let index = match change.driver.committed(self.commit_index) {
             ChangeStep::Wait => return,
             ChangeStep::Propose(next) => {
-                self.propose(Payload::Membership(next), None, ctx);
+                self.propose(Payload::Membership(Box::new(next)), None, ctx);
                 return;
             }
             ChangeStep::Done { index } => index,

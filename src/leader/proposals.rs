@@ -102,6 +102,7 @@ impl Handler<FlushProposals> for Leader {
             return;
         }
         let mut entries = Vec::with_capacity(self.proposals.len());
+        let mut waiters = Vec::with_capacity(self.proposals.len());
         let mut configs = Vec::new();
         for proposal in std::mem::take(&mut self.proposals) {
             let Proposal {
@@ -118,7 +119,7 @@ impl Handler<FlushProposals> for Leader {
                 tracing::debug!(parent: &span, node = self.cx.id, term = log_id.term, index = log_id.index, "appended");
             }
             if let Some(reply) = reply {
-                self.waiters.do_send(RegisterWaiter {
+                waiters.push(Waiter {
                     log_id,
                     reply,
                     span,
@@ -128,9 +129,12 @@ impl Handler<FlushProposals> for Leader {
                 let _ = appended.send(Ok(log_id));
             }
             if let Payload::Membership(m) = &payload {
-                configs.push((m.clone(), log_id.index));
+                configs.push(((**m).clone(), log_id.index));
             }
             entries.push(Entry { log_id, payload });
+        }
+        if !waiters.is_empty() {
+            self.waiters.do_send(RegisterWaiters(waiters));
         }
         for (m, index) in configs {
             self.on_config_appended(m, index, ctx);

@@ -45,7 +45,7 @@ impl LogStore {
                 // index 1), so their logs agree on it without an election.
                 let entry = Entry {
                     log_id: LogId::new(1, 1),
-                    payload: Payload::Membership(m),
+                    payload: Payload::Membership(Box::new(m)),
                 };
                 let hs = HardState {
                     term: 1,
@@ -101,6 +101,7 @@ impl LogStore {
             queue: WriteQueue::default(),
             queued_waiters: Vec::new(),
             listener: None,
+            told_membership: None,
             on_failure: None,
             failed: false,
         };

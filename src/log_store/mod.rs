@@ -2,7 +2,8 @@
 //!
 //! It keeps the log after the last snapshot in memory (a [`RaftLog`]) so the
 //! roles and replicators read it without touching the disk, and makes every
-//! change durable through a [`LogStorage`] on a dedicated writer thread.
+//! change durable through a [`LogStorage`] on a dedicated writer thread
+//! (inline instead, for a storage that never blocks).
 //! Writes that arrive while a batch is being made durable are merged into
 //! the next batch: one write and one fsync for everything queued (group
 //! commit). A caller that must not act before its write is durable (a vote,
@@ -34,7 +35,7 @@ use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 pub(crate) use reads::{LastLogId, NextIndexAfterConflict, ReadForPeer, ReadRange};
 pub(crate) use writer::WriterThread;
-use writer::{Job, JobDone, Writer};
+use writer::{Handed, Job, JobDone, Writer};
 
 /// Fires once a write is durable.
 pub(crate) type Durable = oneshot::Sender<()>;
@@ -56,7 +57,9 @@ pub(crate) struct Loaded {
 #[rtype(result = "()")]
 pub(crate) struct LogChanged {
     pub last_log_id: LogId,
-    pub membership: Membership,
+    /// The configuration now in force, if it is not the one told last
+    /// (most appends change only the last log id).
+    pub membership: Option<Membership>,
 }
 
 /// The storage failed: the node must stop.
@@ -77,6 +80,8 @@ pub(crate) struct LogStore {
     /// Waiters for everything queued so far (a durability barrier).
     queued_waiters: Vec<Durable>,
     listener: Option<Recipient<LogChanged>>,
+    /// The configuration last told to the listener.
+    told_membership: Option<Membership>,
     on_failure: Option<Recipient<StorageFailed>>,
     failed: bool,
 }
@@ -91,11 +96,17 @@ impl LogStore {
         self.queue.purge(upto, membership);
     }
 
-    fn notify_changed(&self) {
+    fn notify_changed(&mut self) {
         if let Some(l) = &self.listener {
+            let latest = self.configs.latest();
+            let membership =
+                (self.told_membership.as_ref() != Some(latest)).then(|| latest.clone());
+            if membership.is_some() {
+                self.told_membership = membership.clone();
+            }
             l.do_send(LogChanged {
                 last_log_id: self.log.last_log_id(),
-                membership: self.configs.latest().clone(),
+                membership,
             });
         }
     }
@@ -138,25 +149,24 @@ impl LogStore {
             ops: self.queue.take(),
             waiters: std::mem::take(&mut self.queued_waiters),
         };
-        if let Some(w) = &self.writer {
-            if w.send(job) {
-                self.writer_busy = true;
-            }
+        let handed = match &mut self.writer {
+            Some(w) => w.hand(job),
+            None => Handed::Gone,
+        };
+        match handed {
+            Handed::Queued => self.writer_busy = true,
+            Handed::Done(result, waiters) => self.finished(result, waiters),
+            Handed::Gone => {}
         }
     }
-}
 
-impl Actor for LogStore {
-    type Context = Context<Self>;
-}
-
-impl Handler<JobDone> for LogStore {
-    type Result = ();
-    fn handle(&mut self, msg: JobDone, _ctx: &mut Context<Self>) {
+    /// A job is done: tell its waiters and start the next, or stop
+    /// acknowledging anything if storage failed.
+    fn finished(&mut self, result: Result<(), String>, waiters: Vec<Durable>) {
         self.writer_busy = false;
-        match msg.result {
+        match result {
             Ok(()) => {
-                for w in msg.waiters {
+                for w in waiters {
                     let _ = w.send(());
                 }
                 self.kick();
@@ -175,6 +185,17 @@ impl Handler<JobDone> for LogStore {
     }
 }
 
+impl Actor for LogStore {
+    type Context = Context<Self>;
+}
+
+impl Handler<JobDone> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: JobDone, _ctx: &mut Context<Self>) {
+        self.finished(msg.result, msg.waiters);
+    }
+}
+
 /// Registers who hears about log changes and failures.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -187,6 +208,7 @@ impl Handler<Subscribe> for LogStore {
     type Result = ();
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Context<Self>) {
         self.listener = Some(msg.changes);
+        self.told_membership = None;
         self.on_failure = Some(msg.failures);
         self.notify_changed();
     }

@@ -1,6 +1,7 @@
 //! The log store's writer: carries out queued operations on the
 //! [`LogStorage`] off the node's thread (or, simulated, after a virtual
-//! delay) and reports back, one job at a time.
+//! delay) and reports back, one job at a time — or, for a storage that
+//! never blocks, inline on the node's thread.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,9 @@ pub(crate) struct JobDone {
 pub(crate) enum Writer {
     Thread(std::sync::mpsc::Sender<Job>),
     Task(tokio::sync::mpsc::UnboundedSender<Job>),
+    /// A storage that never blocks, called on the log store's own thread:
+    /// no hand-off to another thread and back for each write.
+    Inline(Box<dyn LogStorage>, WriterStats),
 }
 
 impl Writer {
@@ -56,13 +60,20 @@ impl Writer {
             size_sampled: None,
         };
         match io {
+            IoMode::Threads if !storage.blocks() => {
+                Ok((Writer::Inline(storage, stats), Arc::new(Mutex::new(None))))
+            }
             IoMode::Threads => {
                 let (tx, rx) = std::sync::mpsc::channel::<Job>();
                 let handle = std::thread::Builder::new()
                     .name(format!("regatta-log-{node_id}"))
                     .spawn(move || {
                         while let Ok(job) = rx.recv() {
-                            if !run(&mut *storage, job, &done, &mut stats) {
+                            if !report(
+                                perform(&mut *storage, job.ops, &mut stats),
+                                job.waiters,
+                                &done,
+                            ) {
                                 break;
                             }
                         }
@@ -80,7 +91,11 @@ impl Writer {
                 tokio::task::spawn_local(async move {
                     while let Some(job) = rx.recv().await {
                         tokio::time::sleep(latency()).await;
-                        if !run(&mut *storage, job, &done, &mut stats) {
+                        if !report(
+                            perform(&mut *storage, job.ops, &mut stats),
+                            job.waiters,
+                            &done,
+                        ) {
                             break;
                         }
                     }
@@ -90,13 +105,32 @@ impl Writer {
         }
     }
 
-    /// Hands a job over; false if the writer is gone.
-    pub(crate) fn send(&self, job: Job) -> bool {
-        match self {
+    /// Hands a job over: `Queued` if another thread or task will report
+    /// it with [`JobDone`], `Done` if it ran right here.
+    pub(crate) fn hand(&mut self, job: Job) -> Handed {
+        let queued = match self {
             Writer::Thread(tx) => tx.send(job).is_ok(),
             Writer::Task(tx) => tx.send(job).is_ok(),
+            Writer::Inline(storage, stats) => {
+                return Handed::Done(perform(&mut **storage, job.ops, stats), job.waiters)
+            }
+        };
+        if queued {
+            Handed::Queued
+        } else {
+            Handed::Gone
         }
     }
+}
+
+/// What became of a job handed to the writer.
+pub(crate) enum Handed {
+    /// It will be reported with [`JobDone`].
+    Queued,
+    /// It ran inline, with this result; the waiters are still to be told.
+    Done(Result<(), String>, Vec<Durable>),
+    /// The writer is gone (it failed earlier).
+    Gone,
 }
 
 /// A durable write slower than this is logged: fsync on a healthy SSD
@@ -109,22 +143,20 @@ const SIZE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the writer records how long writes take and how big the log is,
 /// and when to complain.
-struct WriterStats {
+pub(crate) struct WriterStats {
     node_id: NodeId,
     counters: Arc<Counters>,
     threshold: Duration,
     size_sampled: Option<Instant>,
 }
 
-/// Runs one job and reports it; false once storage has failed.
-fn run(
+/// Runs one job's operations, recording how long they took.
+fn perform(
     storage: &mut dyn LogStorage,
-    job: Job,
-    done: &Addr<LogStore>,
+    ops: Vec<WriteOp>,
     stats: &mut WriterStats,
-) -> bool {
-    let entries: usize = job
-        .ops
+) -> Result<(), String> {
+    let entries: usize = ops
         .iter()
         .map(|op| match op {
             WriteOp::Write(batch) => batch.entries.len(),
@@ -132,7 +164,7 @@ fn run(
         })
         .sum();
     let started = Instant::now();
-    let result = execute(storage, job.ops).map_err(|e| e.to_string());
+    let result = execute(storage, ops).map_err(|e| e.to_string());
     let elapsed = started.elapsed();
     let histograms = &stats.counters.histograms;
     histograms.fsync_latency_us.record_duration(elapsed);
@@ -156,10 +188,13 @@ fn run(
             .log_bytes
             .store(storage.size_bytes(), Ordering::Relaxed);
     }
+    result
+}
+
+/// Reports a job run on another thread or task; false once storage has
+/// failed.
+fn report(result: Result<(), String>, waiters: Vec<Durable>, done: &Addr<LogStore>) -> bool {
     let ok = result.is_ok();
-    done.do_send(JobDone {
-        result,
-        waiters: job.waiters,
-    });
+    done.do_send(JobDone { result, waiters });
     ok
 }

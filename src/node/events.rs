@@ -151,20 +151,21 @@ impl Handler<LogChanged> for Node {
     type Result = ();
     fn handle(&mut self, msg: LogChanged, _ctx: &mut Context<Self>) {
         self.last_log_id = msg.last_log_id;
-        if msg.membership != self.membership {
-            let m = &msg.membership;
-            tracing::info!(
-                node = self.id(),
-                term = self.hs.term,
-                index = msg.last_log_id.index,
-                voters = ?m.voters,
-                old_voters = ?m.old_voters,
-                learners = ?m.learners,
-                "configuration changed"
-            );
+        if let Some(m) = msg.membership {
+            if m != self.membership {
+                tracing::info!(
+                    node = self.id(),
+                    term = self.hs.term,
+                    index = msg.last_log_id.index,
+                    voters = ?m.voters,
+                    old_voters = ?m.old_voters,
+                    learners = ?m.learners,
+                    "configuration changed"
+                );
+            }
+            self.membership = m;
+            self.learn_addresses();
         }
-        self.membership = msg.membership;
-        self.learn_addresses();
         self.publish();
     }
 }

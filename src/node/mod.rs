@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::applier::{AbandonWaiters, Applied, Committed, ComponentFailed, RegisterWaiter};
+use crate::applier::{AbandonWaiters, Applied, Committed, ComponentFailed, RegisterWaiters};
 use crate::candidate::{Candidate, VoteReply};
 use crate::core::step::{answer_vote, counts_vote_reply, preamble, Preamble};
 use crate::core::types::{HardState, LogId, Membership, NodeId};
@@ -66,7 +66,7 @@ pub(crate) struct Node {
     /// Last index covered by a durable snapshot.
     snapshot_index: u64,
     applier: Recipient<Committed>,
-    waiters: Recipient<RegisterWaiter>,
+    waiters: Recipient<RegisterWaiters>,
     metrics: watch::Sender<Metrics>,
     /// Woken on every metrics change. Waiters are woken in the order they
     /// began to wait, which a watch channel does not promise (it spreads
@@ -102,7 +102,7 @@ impl Node {
         commit_index: u64,
         snapshot_index: u64,
         applier: Recipient<Committed>,
-        waiters: Recipient<RegisterWaiter>,
+        waiters: Recipient<RegisterWaiters>,
         metrics: watch::Sender<Metrics>,
         changed: Arc<Notify>,
         abandon: Recipient<AbandonWaiters>,
@@ -153,30 +153,58 @@ impl Node {
             RoleState::Follower(_) if !self.membership.is_voter(self.id()) => Role::Learner,
             RoleState::Follower(_) => Role::Follower,
         };
-        let m = Metrics {
-            id: self.id(),
-            cluster_id: self.cx.identity.get().cluster_id,
-            role,
-            term: self.hs.term,
-            leader: self.leader,
-            last_log_index: self.last_log_id.index,
-            commit_index: self.commit_index,
-            last_applied: self.last_applied,
-            snapshot_index: self.snapshot_index,
-            membership: self.membership.clone(),
-            stopped_because: self.stopped_because.clone(),
-            replication: match role {
-                Role::Leader => self.replication.clone(),
-                _ => Default::default(),
-            },
+        let none = BTreeMap::new();
+        let replication = match role {
+            Role::Leader => &self.replication,
+            _ => &none,
         };
-        let modified = self.metrics.send_if_modified(|old| {
-            if *old != m {
-                *old = m;
-                true
-            } else {
-                false
+        // Compared and copied field by field in place: most calls (every
+        // append, commit and apply) change only a counter, and then
+        // nothing is allocated.
+        let modified = self.metrics.send_if_modified(|m| {
+            let before = (
+                m.cluster_id,
+                m.role,
+                m.term,
+                m.leader,
+                m.last_log_index,
+                m.commit_index,
+                m.last_applied,
+                m.snapshot_index,
+            );
+            m.id = self.id();
+            m.cluster_id = self.cx.identity.get().cluster_id;
+            m.role = role;
+            m.term = self.hs.term;
+            m.leader = self.leader;
+            m.last_log_index = self.last_log_id.index;
+            m.commit_index = self.commit_index;
+            m.last_applied = self.last_applied;
+            m.snapshot_index = self.snapshot_index;
+            let mut changed = before
+                != (
+                    m.cluster_id,
+                    m.role,
+                    m.term,
+                    m.leader,
+                    m.last_log_index,
+                    m.commit_index,
+                    m.last_applied,
+                    m.snapshot_index,
+                );
+            if m.membership != self.membership {
+                m.membership = self.membership.clone();
+                changed = true;
             }
+            if m.stopped_because != self.stopped_because {
+                m.stopped_because = self.stopped_because.clone();
+                changed = true;
+            }
+            if &m.replication != replication {
+                m.replication = replication.clone();
+                changed = true;
+            }
+            changed
         });
         if modified {
             self.changed.notify_waiters();

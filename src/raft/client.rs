@@ -144,16 +144,17 @@ impl<SM: StateMachine> Raft<SM> {
         Node: Handler<M>,
     {
         loop {
-            // Registered before asking, so news of a leader that arrives
-            // meanwhile is not missed.
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            // The leader as known before asking: if it changes before we
+            // wait below, we retry at once instead of missing the news.
+            let leader_before = self.metrics.borrow().leader;
             let (tx, rx) = oneshot::channel();
-            self.node
-                .send(make(tx))
-                .await
-                .map_err(|_| RaftError::ShuttingDown)?;
+            if !self.node.connected() {
+                return Err(RaftError::ShuttingDown);
+            }
+            // One message in, one answer out: no acknowledgement of the
+            // delivery itself (a thread hand-off each way). A node that
+            // stops meanwhile drops the request, answered below.
+            self.node.do_send(make(tx));
             let outcome = match tokio::time::timeout_at(deadline, rx).await {
                 Err(_) => return Err(RaftError::Timeout),
                 // The node dropped the request: it stopped.
@@ -170,7 +171,15 @@ impl<SM: StateMachine> Raft<SM> {
                     if Instant::now() >= deadline {
                         return Err(RaftError::NotLeader(hint));
                     }
-                    let _ = tokio::time::timeout_at(wait_until, changed).await;
+                    // Registered only now, not for every request: waking
+                    // every waiting client on each metrics change costs
+                    // the node time on every commit.
+                    let changed = self.changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if self.metrics.borrow().leader == leader_before {
+                        let _ = tokio::time::timeout_at(wait_until, changed).await;
+                    }
                 }
                 other => return other,
             }

@@ -86,4 +86,8 @@ impl LogStorage for MemStorage {
         let s = self.lock();
         s.entries.iter().map(|e| e.size_hint() as u64).sum::<u64>() + 32
     }
+
+    fn blocks(&self) -> bool {
+        false
+    }
 }

@@ -1,9 +1,11 @@
 //! An in-process simulated network with fault injection, for tests: per-link
 //! loss, delay, long delays (reordering) and duplication; partitions; and
 //! counters of messages and bytes. Every message is encoded and decoded as
-//! on a real wire.
+//! on a real wire, unless a benchmark turns that off
+//! ([`SimNetwork::set_encoding`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +76,8 @@ struct NetState {
 #[derive(Clone)]
 pub struct SimNetwork {
     state: Arc<Mutex<NetState>>,
+    /// Outside the lock: encoding is the costly part of a send.
+    encode: Arc<AtomicBool>,
     timers: tokio::runtime::Handle,
     _timer_thread: Arc<TimerThread>,
 }
@@ -116,6 +120,7 @@ impl SimNetwork {
                 rng: fastrand::Rng::with_seed(seed),
                 next_group: 1,
             })),
+            encode: Arc::new(AtomicBool::new(true)),
             timers: handle,
             _timer_thread: Arc::new(TimerThread {
                 stop: Some(stop_tx),
@@ -143,6 +148,14 @@ impl SimNetwork {
             net: self.clone(),
             from: id,
         })
+    }
+
+    /// Whether messages go through the wire encoding (the default). Off,
+    /// envelopes are handed to the addressee as they are, like function
+    /// calls between nodes: for benchmarks that measure the protocol, not
+    /// the codec. Byte counters then stay at zero.
+    pub fn set_encoding(&self, encode: bool) {
+        self.encode.store(encode, Ordering::Relaxed);
     }
 
     /// Replaces the fault settings.
@@ -200,19 +213,23 @@ impl SimNetwork {
     }
 
     fn send(&self, envelope: Envelope) {
-        let bytes = match rmp_serde::to_vec(&envelope) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "message does not encode");
-                return;
-            }
-        };
         let is_request = envelope.message.is_request();
+        let wire = if self.encode.load(Ordering::Relaxed) {
+            match rmp_serde::to_vec(&envelope) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::error!(error = %e, "message does not encode");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let (deliveries, deliver) = {
             let mut s = self.lock();
             let c = s.counters.entry(envelope.from).or_default();
             c.messages += 1;
-            c.bytes += bytes.len() as u64;
+            c.bytes += wire.as_ref().map_or(0, |b| b.len() as u64);
             if is_request {
                 c.requests += 1;
             }
@@ -243,10 +260,25 @@ impl SimNetwork {
             }
             (delays, deliver)
         };
-        for delay in deliveries {
-            let Ok(decoded) = rmp_serde::from_slice::<Envelope>(&bytes) else {
-                tracing::error!("message does not decode");
-                return;
+        let mut envelope = Some(envelope);
+        let copies = deliveries.len();
+        for (copy, delay) in deliveries.into_iter().enumerate() {
+            let decoded = match &wire {
+                Some(bytes) => match rmp_serde::from_slice::<Envelope>(bytes) {
+                    Ok(e) => e,
+                    Err(_) => {
+                        tracing::error!("message does not decode");
+                        return;
+                    }
+                },
+                None if copy + 1 == copies => match envelope.take() {
+                    Some(e) => e,
+                    None => return,
+                },
+                None => match &envelope {
+                    Some(e) => e.clone(),
+                    None => return,
+                },
             };
             if delay.is_zero() {
                 deliver(decoded);

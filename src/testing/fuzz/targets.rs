@@ -139,7 +139,7 @@ fn entries() -> Vec<Entry> {
     vec![
         Entry {
             log_id: LogId::new(1, 1),
-            payload: Payload::Membership(Membership::new([1, 2, 3])),
+            payload: Payload::Membership(Box::new(Membership::new([1, 2, 3]))),
         },
         Entry {
             log_id: LogId::new(1, 2),

@@ -34,13 +34,13 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
             ),
         )
             .prop_map(|(voters, old_voters, addresses, metadata)| {
-                Payload::Membership(Membership {
+                Payload::Membership(Box::new(Membership {
                     voters,
                     old_voters,
                     learners: Default::default(),
                     addresses,
                     metadata,
-                })
+                }))
             }),
     ];
     (arb_log_id(), payload).prop_map(|(log_id, payload)| Entry { log_id, payload })
