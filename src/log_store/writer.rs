@@ -198,3 +198,91 @@ fn report(result: Result<(), String>, waiters: Vec<Durable>, done: &Addr<LogStor
     done.do_send(JobDone { result, waiters });
     ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::{Entry, LogId, Payload};
+    use crate::storage::{MemStorage, SnapshotStore, WriteBatch};
+
+    /// Memory storage that claims to block, as a disk does.
+    struct Blocking(MemStorage);
+
+    impl LogStorage for Blocking {
+        fn load(&mut self) -> Result<crate::storage::InitialState, StorageError> {
+            self.0.load()
+        }
+        fn write(&mut self, batch: WriteBatch) -> Result<(), StorageError> {
+            self.0.write(batch)
+        }
+        fn purge(
+            &mut self,
+            upto: LogId,
+            membership: &crate::core::types::Membership,
+        ) -> Result<(), StorageError> {
+            self.0.purge(upto, membership)
+        }
+        fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+            self.0.snapshots()
+        }
+        fn size_bytes(&self) -> u64 {
+            self.0.size_bytes()
+        }
+    }
+
+    fn start(storage: Box<dyn LogStorage>) -> (Writer, WriterThread) {
+        let store = Context::<LogStore>::new();
+        Writer::start(
+            1,
+            storage,
+            &IoMode::Threads,
+            store.address(),
+            Arc::new(Counters::default()),
+        )
+        .expect("writer starts")
+    }
+
+    fn one_entry() -> Vec<WriteOp> {
+        vec![WriteOp::Write(WriteBatch {
+            entries: vec![Entry {
+                log_id: LogId::new(1, 1),
+                payload: Payload::Blank,
+            }],
+            ..WriteBatch::default()
+        })]
+    }
+
+    #[actix_rt::test]
+    async fn a_storage_that_never_blocks_is_written_inline_at_once() {
+        let memory = MemStorage::new();
+        let (mut writer, thread) = start(Box::new(memory.clone()));
+        assert!(thread.lock().unwrap().is_none(), "no writer thread");
+        let (durable, _) = tokio::sync::oneshot::channel();
+        match writer.hand(Job {
+            ops: one_entry(),
+            waiters: vec![durable],
+        }) {
+            Handed::Done(Ok(()), waiters) => assert_eq!(waiters.len(), 1),
+            _ => panic!("the job did not run inline"),
+        }
+        assert_eq!(memory.contents().entries.len(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_storage_that_may_block_gets_a_writer_thread() {
+        let (mut writer, thread) = start(Box::new(Blocking(MemStorage::new())));
+        assert!(matches!(writer, Writer::Thread(_)));
+        assert!(matches!(
+            writer.hand(Job {
+                ops: one_entry(),
+                waiters: Vec::new(),
+            }),
+            Handed::Queued
+        ));
+        drop(writer);
+        let handle = thread.lock().unwrap().take().expect("a writer thread");
+        handle
+            .join()
+            .expect("the writer thread exits once its queue closes");
+    }
+}

@@ -323,3 +323,48 @@ impl Transport for SimTransport {
         self.net.send(envelope);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    /// Delivers every envelope sent to node 2 into a shared list.
+    fn receiver(net: &SimNetwork) -> Arc<Mutex<Vec<Envelope>>> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        net.register(1, Arc::new(|_| {}));
+        net.register(2, Arc::new(move |e| sink.lock().unwrap().push(e)));
+        got
+    }
+
+    #[test]
+    fn envelopes_arrive_alike_with_and_without_the_wire_encoding() {
+        for encode in [true, false] {
+            let net = SimNetwork::new(1);
+            net.set_encoding(encode);
+            let got = receiver(&net);
+            let sent = Envelope::new(1, 2, Message::TimeoutNow { term: 7 });
+            net.transport(1).send(sent.clone());
+            assert_eq!(*got.lock().unwrap(), vec![sent], "encode={encode}");
+            let counted = net.counters(1);
+            assert_eq!(counted.messages, 1);
+            // Bytes are counted only when there is an encoding to count.
+            assert_eq!(counted.bytes > 0, encode);
+        }
+    }
+
+    #[test]
+    fn unencoded_duplicates_are_copies() {
+        let net = SimNetwork::new(1);
+        net.set_encoding(false);
+        net.set_link(LinkConfig {
+            duplicate: 1.0,
+            ..LinkConfig::default()
+        });
+        let got = receiver(&net);
+        let sent = Envelope::new(1, 2, Message::TimeoutNow { term: 3 });
+        net.transport(1).send(sent.clone());
+        assert_eq!(*got.lock().unwrap(), vec![sent.clone(), sent]);
+    }
+}
