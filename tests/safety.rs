@@ -295,6 +295,27 @@ async fn a_node_whose_applier_died_stops() {
             .expect("the node stops");
         let cause = m.stopped_because.expect("the cause is in the metrics");
         assert!(cause.contains("applier"), "{cause}");
+        // A watcher of the node's end hears the same cause.
+        let told = h.raft.stopped().await.expect("stopped on its own");
+        assert_eq!(told, cause);
+    })
+    .await;
+}
+
+/// `Raft::stopped` wakes when the node stops, and says nothing of a cause
+/// after a requested shutdown.
+#[actix_rt::test]
+async fn a_watcher_of_the_node_hears_a_requested_shutdown() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(quiet());
+        let raft = h.raft.clone();
+        let watcher = actix_rt::spawn(async move { raft.stopped().await });
+        // Still running: the watcher waits.
+        tokio::task::yield_now().await;
+        assert!(!watcher.is_finished());
+        h.raft.shutdown().await;
+        assert_eq!(watcher.await.unwrap(), None);
     })
     .await;
 }

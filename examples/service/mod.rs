@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use regatta::{Config, InitialCluster, Node, NodeId, Raft, RaftError, StartError, StateMachine};
+use regatta::{Config, InitialCluster, Node, NodeId, Raft, StartError, StateMachine};
 
 mod certs;
 mod disk;
@@ -339,20 +339,10 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
 
 /// Stops the HTTP server once the node stops on its own.
 async fn stopped_on_its_own<S: Service>(raft: Raft<S>, http: actix_web::dev::ServerHandle) {
-    loop {
-        let hour = Duration::from_secs(3600);
-        match raft.wait_for(hour, |m| m.stopped_because.is_some()).await {
-            Ok(m) => {
-                let cause = m.stopped_because.unwrap_or_default();
-                tracing::error!(node = m.id, %cause, "the node stopped; exiting");
-                http.stop(true).await;
-                return;
-            }
-            // Still running after an hour: keep watching.
-            Err(RaftError::Timeout) => {}
-            // The node is gone (a requested shutdown).
-            Err(_) => return,
-        }
+    // Woken only when the node stops, not by every commit.
+    if let Some(cause) = raft.stopped().await {
+        tracing::error!(node = raft.id(), %cause, "the node stopped; exiting");
+        http.stop(true).await;
     }
 }
 

@@ -212,3 +212,16 @@ pub struct Traffic {
     /// Bytes read from the peer.
     pub received: u64,
 }
+
+/// How a node tells its handles that something changed. Waiters are woken
+/// in the order they began to wait, which a watch channel does not promise
+/// (it spreads them over randomly chosen slots): the simulator needs the
+/// order.
+#[derive(Debug, Default)]
+pub(crate) struct Notices {
+    /// Woken on every metrics change.
+    pub changed: tokio::sync::Notify,
+    /// Woken once, when the node stops: for waiters that care only about
+    /// that, so they are not woken by every commit.
+    pub stopped: tokio::sync::Notify,
+}

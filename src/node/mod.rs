@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 
 use crate::applier::{AbandonWaiters, Applied, Committed, ComponentFailed, RegisterWaiters};
 use crate::candidate::{Candidate, VoteReply};
@@ -21,7 +21,7 @@ use crate::follower::{AppendEntriesRequest, Follower, ResetElectionTimer, Snapsh
 use crate::leader::{Leader, RouteAppendReply, RouteSnapshotReply};
 use crate::log_store::{Close, LastLogId, LogChanged, SaveHardState, StorageFailed};
 use crate::message::{Envelope, Message};
-use crate::metrics::{Metrics, Role};
+use crate::metrics::{Metrics, Notices, Role};
 use crate::probe::ProbeEvent;
 use crate::replicator::{AppendReply, SnapshotReply};
 use crate::snapshotter::SnapshotTaken;
@@ -68,10 +68,8 @@ pub(crate) struct Node {
     applier: Recipient<Committed>,
     waiters: Recipient<RegisterWaiters>,
     metrics: watch::Sender<Metrics>,
-    /// Woken on every metrics change. Waiters are woken in the order they
-    /// began to wait, which a watch channel does not promise (it spreads
-    /// them over randomly chosen slots): the simulator needs the order.
-    changed: Arc<Notify>,
+    /// Woken on every metrics change, and when the node stops.
+    notices: Arc<Notices>,
     /// Requests forwarded to a leader: id → (that leader, its incarnation
     /// when we sent, who waits).
     forwarded: BTreeMap<u64, (NodeId, u64, Forwarded)>,
@@ -104,7 +102,7 @@ impl Node {
         applier: Recipient<Committed>,
         waiters: Recipient<RegisterWaiters>,
         metrics: watch::Sender<Metrics>,
-        changed: Arc<Notify>,
+        notices: Arc<Notices>,
         abandon: Recipient<AbandonWaiters>,
     ) -> Self {
         Node {
@@ -124,7 +122,7 @@ impl Node {
             applier,
             waiters,
             metrics,
-            changed,
+            notices,
             forwarded: BTreeMap::new(),
             incarnations: BTreeMap::new(),
             boot_term: hs.term,
@@ -207,7 +205,7 @@ impl Node {
             changed
         });
         if modified {
-            self.changed.notify_waiters();
+            self.notices.changed.notify_waiters();
         }
     }
 
@@ -309,6 +307,7 @@ impl Node {
             }
         }
         self.publish();
+        self.notices.stopped.notify_waiters();
         ctx.stop();
     }
 }
@@ -356,7 +355,8 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         // Waiters find the metrics sender gone when they look again.
-        self.changed.notify_waiters();
+        self.notices.changed.notify_waiters();
+        self.notices.stopped.notify_waiters();
     }
 }
 

@@ -174,7 +174,7 @@ impl<SM: StateMachine> Raft<SM> {
                     // Registered only now, not for every request: waking
                     // every waiting client on each metrics change costs
                     // the node time on every commit.
-                    let changed = self.changed.notified();
+                    let changed = self.notices.changed.notified();
                     tokio::pin!(changed);
                     changed.as_mut().enable();
                     if self.metrics.borrow().leader == leader_before {

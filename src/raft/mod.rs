@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -23,7 +23,7 @@ use crate::identity::{IdentityCell, Outbox};
 use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
-use crate::metrics::{Counters, Counts, Histograms, Metrics, Role, Traffic};
+use crate::metrics::{Counters, Counts, Histograms, Metrics, Notices, Role, Traffic};
 use crate::node::{
     ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
     MembershipRequest, Node, Shutdown,
@@ -65,8 +65,9 @@ pub struct Raft<SM: StateMachine> {
     node: Addr<Node>,
     sm: Addr<SM>,
     metrics: watch::Receiver<Metrics>,
-    /// Woken on every metrics change, in the order waiters came.
-    changed: Arc<Notify>,
+    /// Woken on every metrics change (in the order waiters came), and
+    /// when the node stops.
+    notices: Arc<Notices>,
     config: Arc<Config>,
     writer: WriterThread,
     snapshotter: Addr<Snapshotter>,
@@ -83,7 +84,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             node: self.node.clone(),
             sm: self.sm.clone(),
             metrics: self.metrics.clone(),
-            changed: self.changed.clone(),
+            notices: self.notices.clone(),
             config: self.config.clone(),
             writer: self.writer.clone(),
             snapshotter: self.snapshotter.clone(),
@@ -140,7 +141,7 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<Metrics, RaftError> {
         let result = tokio::time::timeout(timeout, async {
             loop {
-                let changed = self.changed.notified();
+                let changed = self.notices.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
                 {
@@ -157,6 +158,38 @@ impl<SM: StateMachine> Raft<SM> {
         })
         .await;
         result.map_err(|_| RaftError::Timeout)?
+    }
+
+    /// Waits until the node has stopped, on its own or by request, and
+    /// returns why it stopped on its own (a part of it failed: storage,
+    /// the applier, the state machine), or `None` after a requested
+    /// shutdown. Unlike [`Raft::wait_for`], which looks at every metrics
+    /// change (several per write), this wakes only when the node stops:
+    /// for a watcher that lives as long as the node.
+    ///
+    /// ```no_run
+    /// # async fn watch<SM: regatta::StateMachine>(raft: regatta::Raft<SM>) {
+    /// if let Some(cause) = raft.stopped().await {
+    ///     eprintln!("the node stopped: {cause}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn stopped(&self) -> Option<String> {
+        loop {
+            let stopped = self.notices.stopped.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            {
+                let m = self.metrics.borrow();
+                if m.role == Role::Shutdown {
+                    return m.stopped_because.clone();
+                }
+            }
+            if self.metrics.has_changed().is_err() {
+                return self.metrics.borrow().stopped_because.clone();
+            }
+            stopped.await;
+        }
     }
 
     /// Waits until this node knows a leader; returns its id.

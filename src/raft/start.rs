@@ -91,8 +91,8 @@ impl<SM: StateMachine> Raft<SM> {
         });
         let snapshot_data = loaded.snapshot.map(|(m, data)| (m.last_included, data));
         let sm_for_node = sm.clone();
-        let changed = Arc::new(Notify::new());
-        let changed_for_node = changed.clone();
+        let notices = Arc::new(Notices::default());
+        let notices_for_node = notices.clone();
         let counters_for_node = counters.clone();
         let mut snapshotter = None;
         let node = Node::create(|ctx| {
@@ -157,7 +157,7 @@ impl<SM: StateMachine> Raft<SM> {
                 applier.clone().recipient(),
                 applier.clone().recipient(),
                 metrics_tx,
-                changed_for_node,
+                notices_for_node,
                 applier.clone().recipient(),
             )
         });
@@ -166,7 +166,7 @@ impl<SM: StateMachine> Raft<SM> {
             node,
             sm,
             metrics: metrics_rx,
-            changed,
+            notices,
             config,
             writer,
             snapshotter: snapshotter.expect("created with the node"),
