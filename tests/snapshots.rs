@@ -257,8 +257,13 @@ async fn a_lost_snapshot_chunk_is_resent_within_an_rpc_timeout() {
         for n in 1..=40 {
             c.write(leader, Add(n)).await.expect("write");
         }
-        let leader_metrics = c.metrics()[&leader].clone();
-        assert!(leader_metrics.snapshot_index > 10, "the leader compacted");
+        // Snapshots are taken in the background after the writes apply:
+        // wait for one past index 10 rather than race it.
+        let leader_metrics = c
+            .raft(leader)
+            .wait_for(SECS(10), |m| m.snapshot_index > 10)
+            .await
+            .expect("the leader compacted");
         let target = leader_metrics.commit_index;
         c.net().set_link(LinkConfig::unreliable());
         c.net().rejoin(victim);
