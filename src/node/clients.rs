@@ -67,6 +67,7 @@ impl Node {
         self.next_request += 1;
         let incarnation = self.incarnations.get(&leader).copied().unwrap_or(0);
         self.forwarded.insert(id, (leader, incarnation, pending));
+        tracing::debug!(node = self.id(), leader, request = id, "forwarding");
         self.send(leader, make(id));
         ctx.run_later(self.cx.config.client_timeout, move |act, _| {
             match act.forwarded.remove(&id) {
@@ -102,6 +103,7 @@ impl Node {
     pub(super) fn on_forwarding(&mut self, from: NodeId, incarnation: u64, message: Message) {
         match message {
             Message::ForwardWrite { id, term, command } => {
+                tracing::debug!(node = self.id(), from, request = id, "forward received");
                 // A copy duplicated by the network is proposed again: its
                 // session tag (the forwarding node's, or its client's)
                 // makes every node's applier answer it from the cache
@@ -137,6 +139,7 @@ impl Node {
                 });
             }
             Message::ForwardWriteResponse { id, result } => {
+                tracing::debug!(node = self.id(), from, request = id, "forward answered");
                 if let Some((_, sent_to, Forwarded::Write(r))) = self.forwarded.remove(&id) {
                     let result = result.map_err(|e| match e {
                         // The leader's node was stopping: it may have
