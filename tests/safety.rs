@@ -362,3 +362,86 @@ async fn a_forward_for_a_term_led_before_a_restart_is_indeterminate() {
     })
     .await;
 }
+
+/// Found by the simulator (seed 104799): node 1 forwarded a write to
+/// leader 2, which proposed it; a network duplicate of the forward was
+/// answered "not leader" after leader 2 stepped down, and that answer
+/// reached node 1 first, so its client retried. By then node 1 led
+/// itself and proposed the retry locally — with its implicit session tag
+/// stripped, so the applier could not tell it from the copy leader 2 had
+/// proposed, and applied the write twice. A retry keeps the tag.
+#[actix_rt::test]
+async fn a_retried_write_proposed_by_the_node_that_forwarded_it_keeps_its_tag() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(quiet());
+        // From node 2 as a running process (incarnation 7): its "not
+        // leader" then speaks for what it did.
+        let from_2 = |message: Message| {
+            let mut e = Envelope::new(2, 1, message);
+            e.incarnation = 7;
+            h.raft.deliver(e);
+        };
+        from_2(append(2, LogId::new(1, 1), &[]));
+        h.raft
+            .wait_for(SECS(5), |m| m.leader == Some(2))
+            .await
+            .expect("node 1 follows node 2");
+        let raft = h.raft.clone();
+        let write = actix_rt::spawn(async move { raft.write(Add(5)).await });
+        let forward = h
+            .expect("the forwarded write", |e| {
+                matches!(e.message, Message::ForwardWrite { .. })
+            })
+            .await;
+        let Message::ForwardWrite { id, command, .. } = forward.message else {
+            unreachable!()
+        };
+        let regatta::core::types::ClientCommand::Tagged(forwarded_tag, _) = command else {
+            panic!("a forwarded write carries its node's tag: {command:?}")
+        };
+        // Node 2 proposed it (unseen here); a duplicate's "not leader"
+        // comes back first. Then node 2 hands leadership to node 1.
+        from_2(Message::ForwardWriteResponse {
+            id,
+            result: Err(RemoteError::NotLeader(None)),
+        });
+        from_2(Message::TimeoutNow { term: 2 });
+        h.expect("RequestVote", |e| {
+            matches!(e.message, Message::RequestVote { .. })
+        })
+        .await;
+        from_2(Message::RequestVoteResponse {
+            term: 3,
+            granted: true,
+            pre_vote: false,
+        });
+        // The retry, proposed by node 1 as leader of term 3: in its log
+        // (its followers answer nothing here, so it is not replicated).
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        let payload = loop {
+            let found = h.storage.contents().entries.into_iter().find(|e| {
+                e.log_id.term == 3
+                    && matches!(e.payload, Payload::Command(_) | Payload::Tagged { .. })
+            });
+            if let Some(e) = found {
+                break e.payload;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the retry was never proposed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        match payload {
+            Payload::Tagged { tag, .. } => assert_eq!(
+                (tag.session, tag.seq),
+                (forwarded_tag.session, forwarded_tag.seq),
+                "the retry carries the forwarded copy's tag"
+            ),
+            other => panic!("the retry lost its tag: {other:?}"),
+        }
+        write.abort();
+    })
+    .await;
+}

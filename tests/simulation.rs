@@ -68,6 +68,12 @@ fn seeds_that_found_bugs() {
     // twice (tests/safety.rs has the targeted test).
     let sim = counter(3, Faults::all());
     run_counter(&sim, 17174).unwrap_or_else(|f| panic!("{f}"));
+    // A forwarded write was proposed (tagged) by the leader, a network
+    // duplicate of the forward was answered "not leader" after that
+    // leader stepped down, and the forwarding node, leader itself by the
+    // time it retried, proposed the retry with its tag stripped: applied
+    // twice (tests/safety.rs has the targeted test).
+    run_counter(&sim, 104_799).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

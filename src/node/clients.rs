@@ -183,10 +183,14 @@ impl Handler<ClientWrite> for Node {
         match &self.role {
             RoleState::Leader(l) => l.do_send(Propose {
                 // This node's own tag only guards copies on the network:
-                // proposed here, the write is not forwarded, and a failure
-                // is reported, not retried.
+                // on a first attempt proposed here, the write was never
+                // forwarded, and it goes without. A retry keeps it: an
+                // earlier attempt may have been forwarded and proposed by
+                // the leader of then (its "not leader" can answer a
+                // network duplicate and race the real outcome), and only
+                // the tag makes the two copies apply once.
                 command: match msg.command {
-                    ClientCommand::Tagged(tag, command) if tag.implicit => {
+                    ClientCommand::Tagged(tag, command) if tag.implicit && !msg.retry => {
                         ClientCommand::Command(command)
                     }
                     command => command,

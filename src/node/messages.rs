@@ -19,6 +19,9 @@ pub(crate) struct Inbound(pub Envelope);
 #[rtype(result = "()")]
 pub(crate) struct ClientWrite {
     pub command: crate::core::types::ClientCommand,
+    /// An earlier attempt of this write was sent (and may have been
+    /// forwarded and proposed elsewhere).
+    pub retry: bool,
     pub reply: WriteReply,
     /// The client's write span, followed through append and apply.
     pub span: tracing::Span,

@@ -27,11 +27,17 @@ impl<SM: StateMachine> Raft<SM> {
         let seq = self.forwarding.begin();
         let deadline = Instant::now() + self.config.client_timeout;
         let span = write_span(self.id);
+        // Atomic only so the future stays `Send`: one task counts.
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         let submitted = self
-            .retry_until_leader(deadline, |reply| ClientWrite {
-                command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
-                reply,
-                span: span.clone(),
+            .retry_until_leader(deadline, |reply| {
+                let earlier = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ClientWrite {
+                    command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
+                    retry: earlier > 0,
+                    reply,
+                    span: span.clone(),
+                }
             })
             .instrument(span.clone())
             .await;
@@ -68,6 +74,9 @@ impl<SM: StateMachine> Raft<SM> {
         let submitted = self
             .retry_until_leader(deadline, |reply| ClientWrite {
                 command: command.clone(),
+                // Only the implicit tag is ever stripped, and these
+                // commands carry none.
+                retry: false,
                 reply,
                 span: span.clone(),
             })
