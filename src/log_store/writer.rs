@@ -69,11 +69,7 @@ impl Writer {
                     .name(format!("regatta-log-{node_id}"))
                     .spawn(move || {
                         while let Ok(job) = rx.recv() {
-                            if !report(
-                                perform(&mut *storage, job.ops, &mut stats),
-                                job.waiters,
-                                &done,
-                            ) {
+                            if !run(&mut *storage, job, &done, &mut stats) {
                                 break;
                             }
                         }
@@ -91,11 +87,7 @@ impl Writer {
                 tokio::task::spawn_local(async move {
                     while let Some(job) = rx.recv().await {
                         tokio::time::sleep(latency()).await;
-                        if !report(
-                            perform(&mut *storage, job.ops, &mut stats),
-                            job.waiters,
-                            &done,
-                        ) {
+                        if !run(&mut *storage, job, &done, &mut stats) {
                             break;
                         }
                     }
@@ -191,11 +183,20 @@ fn perform(
     result
 }
 
-/// Reports a job run on another thread or task; false once storage has
-/// failed.
-fn report(result: Result<(), String>, waiters: Vec<Durable>, done: &Addr<LogStore>) -> bool {
+/// Runs one job on another thread or task and reports it; false once
+/// storage has failed.
+fn run(
+    storage: &mut dyn LogStorage,
+    job: Job,
+    done: &Addr<LogStore>,
+    stats: &mut WriterStats,
+) -> bool {
+    let result = perform(storage, job.ops, stats);
     let ok = result.is_ok();
-    done.do_send(JobDone { result, waiters });
+    done.do_send(JobDone {
+        result,
+        waiters: job.waiters,
+    });
     ok
 }
 

@@ -160,49 +160,23 @@ impl Node {
         // append, commit and apply) change only a counter, and then
         // nothing is allocated.
         let modified = self.metrics.send_if_modified(|m| {
-            let before = (
-                m.cluster_id,
-                m.role,
-                m.term,
-                m.leader,
-                m.last_log_index,
-                m.commit_index,
-                m.last_applied,
-                m.snapshot_index,
-            );
-            m.id = self.id();
-            m.cluster_id = self.cx.identity.get().cluster_id;
-            m.role = role;
-            m.term = self.hs.term;
-            m.leader = self.leader;
-            m.last_log_index = self.last_log_id.index;
-            m.commit_index = self.commit_index;
-            m.last_applied = self.last_applied;
-            m.snapshot_index = self.snapshot_index;
-            let mut changed = before
-                != (
-                    m.cluster_id,
-                    m.role,
-                    m.term,
-                    m.leader,
-                    m.last_log_index,
-                    m.commit_index,
-                    m.last_applied,
-                    m.snapshot_index,
-                );
-            if m.membership != self.membership {
-                m.membership = self.membership.clone();
-                changed = true;
-            }
-            if m.stopped_because != self.stopped_because {
-                m.stopped_because = self.stopped_because.clone();
-                changed = true;
-            }
-            if &m.replication != replication {
-                m.replication = replication.clone();
-                changed = true;
-            }
-            changed
+            // Every field is looked at (an array, not `||`, which would
+            // stop at the first change).
+            [
+                update(&mut m.id, &self.id()),
+                update(&mut m.cluster_id, &self.cx.identity.get().cluster_id),
+                update(&mut m.role, &role),
+                update(&mut m.term, &self.hs.term),
+                update(&mut m.leader, &self.leader),
+                update(&mut m.last_log_index, &self.last_log_id.index),
+                update(&mut m.commit_index, &self.commit_index),
+                update(&mut m.last_applied, &self.last_applied),
+                update(&mut m.snapshot_index, &self.snapshot_index),
+                update(&mut m.membership, &self.membership),
+                update(&mut m.stopped_because, &self.stopped_because),
+                update(&mut m.replication, replication),
+            ]
+            .contains(&true)
         });
         if modified {
             self.notices.changed.notify_waiters();
@@ -373,4 +347,14 @@ impl Actor for Node {
         self.learn_addresses();
         self.become_follower(self.hs.term, None);
     }
+}
+
+/// Sets `slot` to `value` if they differ (cloning only then); whether it
+/// did.
+fn update<T: PartialEq + Clone>(slot: &mut T, value: &T) -> bool {
+    let differs = slot != value;
+    if differs {
+        *slot = value.clone();
+    }
+    differs
 }

@@ -27,17 +27,14 @@ impl<SM: StateMachine> Raft<SM> {
         let seq = self.forwarding.begin();
         let deadline = Instant::now() + self.config.client_timeout;
         let span = write_span(self.id);
-        // Atomic only so the future stays `Send`: one task counts.
-        let attempts = std::sync::atomic::AtomicU32::new(0);
+        // Atomic only so the future stays `Send`: one task sets it.
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let submitted = self
-            .retry_until_leader(deadline, |reply| {
-                let earlier = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ClientWrite {
-                    command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
-                    retry: earlier > 0,
-                    reply,
-                    span: span.clone(),
-                }
+            .retry_until_leader(deadline, |reply| ClientWrite {
+                command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
+                retry: sent.swap(true, std::sync::atomic::Ordering::Relaxed),
+                reply,
+                span: span.clone(),
             })
             .instrument(span.clone())
             .await;

@@ -260,47 +260,59 @@ impl SimNetwork {
             }
             (delays, deliver)
         };
-        let mut envelope = Some(envelope);
-        let copies = deliveries.len();
-        for (copy, delay) in deliveries.into_iter().enumerate() {
-            let decoded = match &wire {
-                Some(bytes) => match rmp_serde::from_slice::<Envelope>(bytes) {
-                    Ok(e) => e,
-                    Err(_) => {
-                        tracing::error!("message does not decode");
-                        return;
-                    }
-                },
-                None if copy + 1 == copies => match envelope.take() {
-                    Some(e) => e,
-                    None => return,
-                },
-                None => match &envelope {
-                    Some(e) => e.clone(),
-                    None => return,
-                },
+        // Every copy but the last is a clone (or a decoding); the last
+        // takes the envelope itself.
+        let Some((last, earlier)) = deliveries.split_last() else {
+            return;
+        };
+        for delay in earlier {
+            let copy = match &wire {
+                Some(bytes) => decode(bytes),
+                None => Some(envelope.clone()),
             };
-            if delay.is_zero() {
-                deliver(decoded);
-            } else {
-                let net = self.clone();
-                self.timers.spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    // A partition or crash that began meanwhile still cuts
-                    // the message off; a restarted node gets it.
-                    let target = {
-                        let s = net.lock();
-                        let g = |id| s.groups.get(&id).copied().unwrap_or(0);
-                        let connected = g(decoded.from) == g(decoded.to);
-                        s.nodes.get(&decoded.to).filter(|_| connected).cloned()
-                    };
-                    if let Some(deliver) = target {
-                        deliver(decoded);
-                    }
-                });
+            if let Some(copy) = copy {
+                self.deliver_after(*delay, copy, &deliver);
             }
         }
+        let last_copy = match &wire {
+            Some(bytes) => decode(bytes),
+            None => Some(envelope),
+        };
+        if let Some(copy) = last_copy {
+            self.deliver_after(*last, copy, &deliver);
+        }
     }
+
+    /// Hands `envelope` to `deliver` after `delay` (at once if zero).
+    fn deliver_after(&self, delay: Duration, envelope: Envelope, deliver: &Deliver) {
+        if delay.is_zero() {
+            deliver(envelope);
+            return;
+        }
+        let net = self.clone();
+        self.timers.spawn(async move {
+            tokio::time::sleep(delay).await;
+            // A partition or crash that began meanwhile still cuts
+            // the message off; a restarted node gets it.
+            let target = {
+                let s = net.lock();
+                let g = |id| s.groups.get(&id).copied().unwrap_or(0);
+                let connected = g(envelope.from) == g(envelope.to);
+                s.nodes.get(&envelope.to).filter(|_| connected).cloned()
+            };
+            if let Some(deliver) = target {
+                deliver(envelope);
+            }
+        });
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<Envelope> {
+    let decoded = rmp_serde::from_slice::<Envelope>(bytes);
+    if decoded.is_err() {
+        tracing::error!("message does not decode");
+    }
+    decoded.ok()
 }
 
 fn draw(rng: &mut fastrand::Rng, (lo, hi): (Duration, Duration)) -> Duration {
