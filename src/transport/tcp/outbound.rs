@@ -60,7 +60,13 @@ pub(super) async fn run_peer(
                 match reason {
                     // New address: dial it right away.
                     None => continue,
-                    Some(reason) => {
+                    // A peer shutting down closes its connections: not
+                    // worth a warning by itself. If it stays away, the
+                    // failed redial below warns.
+                    Some(Lost::Closed) => {
+                        info!(node_id, peer_id, address = %addr, "peer closed the connection; reconnecting");
+                    }
+                    Some(Lost::Failed(reason)) => {
                         warn!(node_id, peer_id, address = %addr, %reason, "connection to peer lost; reconnecting");
                     }
                 }
@@ -155,14 +161,23 @@ pub(super) async fn dial(
     }
 }
 
-/// Sends queued messages until the connection fails (`Some(reason)`) or the
+/// Why a working connection ended.
+pub(super) enum Lost {
+    /// The peer closed it in order: it stopped or restarted, or replaced
+    /// the connection. Expected whenever a peer shuts down.
+    Closed,
+    /// A read or write failed, or the peer broke the protocol.
+    Failed(String),
+}
+
+/// Sends queued messages until the connection ends (`Some(why)`) or the
 /// queue is closed because the transport is going away (`None`).
 pub(super) async fn pump(
     shared: &Shared,
     peer_id: NodeId,
     mut conn: Outbound,
     queue: &mut mpsc::Receiver<Envelope>,
-) -> Option<String> {
+) -> Option<Lost> {
     let traffic = shared.traffic_of(peer_id);
     loop {
         tokio::select! {
@@ -170,9 +185,9 @@ pub(super) async fn pump(
             // instead of at the next write.
             frame = conn.reader.next() => {
                 return Some(match frame {
-                    None => "peer closed the connection".to_owned(),
-                    Some(Err(e)) => format!("read error: {e}"),
-                    Some(Ok(_)) => "unexpected frame from acceptor".to_owned(),
+                    None => Lost::Closed,
+                    Some(Err(e)) => Lost::Failed(format!("read error: {e}")),
+                    Some(Ok(_)) => Lost::Failed("unexpected frame from acceptor".to_owned()),
                 });
             }
             first = queue.recv() => {
@@ -194,8 +209,8 @@ pub(super) async fn pump(
                 };
                 match tokio::time::timeout(IO_TIMEOUT, write).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Some(format!("write error: {e}")),
-                    Err(_) => return Some("write timed out".to_owned()),
+                    Ok(Err(e)) => return Some(Lost::Failed(format!("write error: {e}"))),
+                    Err(_) => return Some(Lost::Failed("write timed out".to_owned())),
                 }
             }
         }

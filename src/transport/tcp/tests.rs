@@ -230,6 +230,32 @@ async fn wrong_cluster_is_refused_and_logged_once() {
     b.shutdown();
 }
 
+#[tokio::test]
+async fn a_peer_that_shuts_down_is_noted_and_warned_of_only_if_it_stays_away() {
+    let (logs, _guard) = capture_logs();
+    let ((a, _ra), (b, mut rb)) = pair().await;
+    send_until_received(&a, &mut rb, 1, 2).await;
+    b.shutdown();
+    logs.wait_for("peer closed the connection; reconnecting", 1)
+        .await;
+    // The redial finds nobody: that is worth a warning.
+    logs.wait_for("cannot connect to peer; will keep retrying", 1)
+        .await;
+    let text = logs.text();
+    let closed = text
+        .lines()
+        .find(|l| l.contains("peer closed the connection"))
+        .unwrap_or_default();
+    assert!(closed.contains("INFO"), "{text}");
+    assert_eq!(logs.count("connection to peer lost"), 0, "{text}");
+    let redial = text
+        .lines()
+        .find(|l| l.contains("cannot connect to peer"))
+        .unwrap_or_default();
+    assert!(redial.contains("WARN"), "{text}");
+    a.shutdown();
+}
+
 pub(super) async fn raw_frame(stream: &mut TcpStream, body: &[u8]) {
     stream
         .write_all(&(body.len() as u32).to_be_bytes())
