@@ -184,6 +184,12 @@ impl Membership {
         self.voters.contains(&id) || self.old_voters.as_ref().is_some_and(|o| o.contains(&id))
     }
 
+    /// Whether `id` receives the log: a voter of either half or a learner.
+    /// [`Membership::members`] without building the set.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.learners.contains(&id)
+    }
+
     /// Every node that receives the log: voters of both halves and learners.
     pub fn members(&self) -> BTreeSet<NodeId> {
         let mut all = self.voters.clone();
@@ -212,6 +218,20 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_the_voters_of_both_halves_and_the_learners() {
+        let m = Membership {
+            voters: [1, 2].into(),
+            old_voters: Some([2, 3].into()),
+            learners: [4].into(),
+            ..Default::default()
+        };
+        for id in 1..=5 {
+            assert_eq!(m.is_member(id), m.members().contains(&id), "node {id}");
+        }
+        assert_eq!(m.members(), [1, 2, 3, 4].into());
+    }
 
     /// A configuration as builds before member metadata stored it (data
     /// directories and snapshots of those builds still hold it).

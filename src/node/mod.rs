@@ -145,9 +145,7 @@ impl Node {
             RoleState::Leader(_) => Role::Leader,
             RoleState::Candidate { .. } | RoleState::Pending => Role::Candidate,
             RoleState::Stopped => Role::Shutdown,
-            RoleState::Follower(_) if !self.membership.members().contains(&self.id()) => {
-                Role::Removed
-            }
+            RoleState::Follower(_) if !self.membership.is_member(self.id()) => Role::Removed,
             RoleState::Follower(_) if !self.membership.is_voter(self.id()) => Role::Learner,
             RoleState::Follower(_) => Role::Follower,
         };
@@ -290,7 +288,7 @@ impl Node {
     /// A leader's request of our term arrived: follow `from` (the leader of
     /// this term) and return the follower to hand it to. A leader hearing
     /// from another leader of its own term refuses.
-    fn follow(&mut self, from: NodeId) -> Option<Addr<Follower>> {
+    fn follow(&mut self, from: NodeId) -> Option<&Addr<Follower>> {
         if let RoleState::Leader(_) = self.role {
             tracing::error!(
                 node = self.id(),
@@ -309,8 +307,10 @@ impl Node {
             );
         }
         self.become_follower(self.hs.term, Some(from));
+        // Borrowed, not cloned: cloning an actix address allocates, and
+        // this runs for every AppendEntries.
         match &self.role {
-            RoleState::Follower(f) => Some(f.clone()),
+            RoleState::Follower(f) => Some(f),
             _ => None,
         }
     }
