@@ -58,6 +58,35 @@ async fn a_write_is_traced_from_append_to_apply_in_one_span() {
     .await;
 }
 
+/// A receiver from `Raft::metrics` waits for the next change: it does not
+/// report the changes made before it was taken (a loop that takes a fresh
+/// receiver per wait would spin).
+#[actix_rt::test]
+async fn a_new_metrics_receiver_waits_for_the_next_change() {
+    bounded(SECS(60), async {
+        let c = Cluster::new(3, test_config(), seed("metrics_rx"), |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        c.raft(leader).write(Add(1)).await.unwrap();
+        let follower = c.running().into_iter().find(|id| *id != leader).unwrap();
+        // Much has changed on this node since it started.
+        let mut rx = c.raft(follower).metrics();
+        assert!(
+            !rx.has_changed().unwrap(),
+            "a new receiver reports old news"
+        );
+        let applied = rx.borrow().last_applied;
+        c.raft(leader).write(Add(1)).await.unwrap();
+        tokio::time::timeout(SECS(10), async {
+            while rx.borrow_and_update().last_applied <= applied {
+                rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the follower applied the write");
+    })
+    .await;
+}
+
 /// What the dashboard shows: the leader it names, the members it lists,
 /// rows marked leader, rows of members that answer, leader changes logged.
 const DASHBOARD_STATE: &str = "

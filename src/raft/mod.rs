@@ -128,9 +128,17 @@ impl<SM: StateMachine> Raft<SM> {
         self.transport.traffic()
     }
 
-    /// The node's metrics, updated on every change.
+    /// The node's metrics, updated on every change. The receiver starts
+    /// with the current metrics seen: its `changed()` waits for the next
+    /// change after this call.
     pub fn metrics(&self) -> watch::Receiver<Metrics> {
-        self.metrics.clone()
+        // A clone inherits the version this handle's own receiver last saw,
+        // which is never marked: without this, `changed()` on every new
+        // receiver returned at once, and a loop that took a fresh receiver
+        // per wait spun.
+        let mut rx = self.metrics.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// Waits until the metrics satisfy `condition`, up to `timeout`.

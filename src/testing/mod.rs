@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -189,6 +190,9 @@ impl<SM: StateMachine> Cluster<SM> {
     ) -> Result<NodeId, String> {
         let deadline = Instant::now() + timeout;
         loop {
+            // Taken before looking: a change made while we look wakes the
+            // wait below instead of being missed.
+            let watchers = self.watch_all();
             let metrics = self.metrics();
             let ms: Vec<&Metrics> = among.iter().filter_map(|id| metrics.get(id)).collect();
             let leaders: Vec<&&Metrics> = ms.iter().filter(|m| m.role == Role::Leader).collect();
@@ -208,7 +212,7 @@ impl<SM: StateMachine> Cluster<SM> {
                         .collect::<Vec<_>>()
                 ));
             }
-            self.wait_any_change(Duration::from_millis(20)).await;
+            any_change(watchers, Duration::from_millis(20)).await;
         }
     }
 
@@ -232,23 +236,10 @@ impl<SM: StateMachine> Cluster<SM> {
         Ok(())
     }
 
-    async fn wait_any_change(&self, max: Duration) {
-        let mut futs: Vec<_> = self
-            .running
-            .values()
-            .map(|s| {
-                let mut rx = s.raft.metrics();
-                Box::pin(async move {
-                    let _ = rx.changed().await;
-                })
-            })
-            .collect();
-        if futs.is_empty() {
-            tokio::time::sleep(max).await;
-            return;
-        }
-        let any = futures_util::future::select_all(futs.drain(..));
-        let _ = tokio::time::timeout(max, any).await;
+    /// A metrics receiver of every running node, each marked as having
+    /// seen the current metrics.
+    fn watch_all(&self) -> Vec<watch::Receiver<Metrics>> {
+        self.running.values().map(|s| s.raft.metrics()).collect()
     }
 
     /// Writes through node `via`.
@@ -277,4 +268,18 @@ impl<SM: StateMachine> Drop for Cluster<SM> {
     fn drop(&mut self) {
         self.crash_all();
     }
+}
+
+/// Waits until any of `watchers` sees a change, at most `max`.
+async fn any_change(watchers: Vec<watch::Receiver<Metrics>>, max: Duration) {
+    if watchers.is_empty() {
+        tokio::time::sleep(max).await;
+        return;
+    }
+    let changes = watchers.into_iter().map(|mut rx| {
+        Box::pin(async move {
+            let _ = rx.changed().await;
+        })
+    });
+    let _ = tokio::time::timeout(max, futures_util::future::select_all(changes)).await;
 }
