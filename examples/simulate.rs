@@ -5,6 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release --example simulate -- --seeds 100000 --nodes 5
+//! cargo run --release --example simulate -- --seeds 100000 --sessions   # exactly-once clients
 //! cargo run --release --example simulate -- --seed 1234 --nodes 3 --log debug   # replay one
 //! ```
 
@@ -34,6 +35,10 @@ struct Args {
     /// Log filter for a replay (error, warn, info, debug, trace).
     #[arg(long)]
     log: Option<String>,
+    /// Clients write in exactly-once sessions and retry every unknown
+    /// outcome until it is definite.
+    #[arg(long)]
+    sessions: bool,
     /// Worker threads, each running its share of the seeds.
     #[arg(long, default_value_t = 1)]
     threads: u64,
@@ -62,10 +67,13 @@ fn main() {
     let started = Instant::now();
     let threads: Vec<_> = (0..args.threads)
         .map(|t| {
-            let (nodes, seconds, threads) = (args.nodes, args.seconds, args.threads);
+            let (nodes, seconds, threads, sessions) =
+                (args.nodes, args.seconds, args.threads, args.sessions);
             let verbose = args.seed.is_some() || args.log.is_some();
             std::thread::spawn(move || {
-                let sim = counter(nodes, Faults::all()).duration(Duration::from_secs(seconds));
+                let sim = counter(nodes, Faults::all())
+                    .sessions(sessions)
+                    .duration(Duration::from_secs(seconds));
                 let mut simulated = Duration::ZERO;
                 let mut done = 0u64;
                 for seed in (first + t..first + seeds).step_by(threads as usize) {
@@ -85,7 +93,7 @@ fn main() {
                         }
                         Err(f) => {
                             eprintln!("FAILED: {f}");
-                            return Err(simulated);
+                            return Err((done, simulated));
                         }
                     }
                 }
@@ -96,13 +104,20 @@ fn main() {
     let mut total = (0, Duration::ZERO);
     let mut failed = false;
     for t in threads {
-        match t.join() {
-            Ok(Ok((done, simulated))) => {
-                total.0 += done;
-                total.1 += simulated;
+        // A failed thread still counts the seeds that passed before it.
+        let (done, simulated) = match t.join() {
+            Ok(Ok(passed)) => passed,
+            Ok(Err(passed)) => {
+                failed = true;
+                passed
             }
-            _ => failed = true,
-        }
+            Err(_) => {
+                failed = true;
+                (0, Duration::ZERO)
+            }
+        };
+        total.0 += done;
+        total.1 += simulated;
     }
     let wall = started.elapsed();
     println!(

@@ -8,7 +8,7 @@ use crate::storage::StorageError;
 
 /// Why a write or read did not succeed, and whether a retry is safe.
 ///
-/// **Definite** errors mean nothing was submitted to any leader: the
+/// **Definite** errors mean nothing left this node for a leader: the
 /// operation did not happen and retrying cannot apply it twice.
 /// **Indeterminate** errors ([`RaftError::is_indeterminate`]) mean the
 /// write may have reached a leader: it may be applied (now or later, by a
@@ -21,8 +21,9 @@ use crate::storage::StorageError;
 /// | where it fails | error | kind |
 /// |---|---|---|
 /// | the command does not encode | `Codec` | definite |
-/// | this node has stopped (its mailbox is closed, or it is stopped) | `ShuttingDown` | definite |
-/// | no leader known until the client timeout | `NotLeader` | definite |
+/// | this node has stopped (its mailbox is closed, or it is stopped) before any attempt was forwarded | `ShuttingDown` | definite |
+/// | no leader known until the client timeout, and no attempt was forwarded | `NotLeader` | definite |
+/// | an attempt was forwarded, then a later one found no leader until the client timeout, or this node stopped | `Indeterminate` | indeterminate (the forwarded copy may be applied) |
 /// | the leader refuses: it is handing over leadership, or stepped down before appending | `NotLeader` | definite |
 /// | the client timeout passes after the write was handed to a leader | `Timeout` | indeterminate |
 /// | the leader appended the entry, then lost leadership (or another leader's entry took its index) | `Indeterminate` | indeterminate |

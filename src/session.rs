@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::core::session::SessionError;
 use crate::core::types::{ClientCommand, SessionTag};
 use crate::error::RaftError;
 use crate::raft::{encode, Raft, Written};
@@ -28,10 +29,11 @@ use crate::state_machine::StateMachine;
 ///
 /// | error | meaning |
 /// |---|---|
-/// | `Session(Unknown)` | the session expired or was evicted: open a new one; earlier unanswered writes may or may not have applied |
+/// | `Session(Unknown)` | the session expired or was evicted before this write's first attempt: open a new one; earlier unanswered writes may or may not have applied |
 /// | `Session(Stale)`, `Session(TooManyUnacknowledged)` | refused, not applied |
+/// | `Indeterminate` | an attempt's outcome was unknown, and a retry was then refused (`Unknown`, `Stale`) or this node stopped: the first attempt may have been applied |
 /// | `Codec` | the command did not encode, or the response did not decode (then it **was** applied) |
-/// | `ShuttingDown` | this node stopped before the write reached a leader; if the write was sent before, its outcome is unknown |
+/// | `ShuttingDown` | this node stopped before any attempt of the write left it |
 /// | `Timeout` | no definite answer within `retry_for`: applied at most once |
 pub struct Session<SM: StateMachine> {
     raft: Raft<SM>,
@@ -133,6 +135,9 @@ impl<SM: StateMachine> Session<SM> {
         command: bytes::Bytes,
     ) -> Result<(crate::LogId, bytes::Bytes), RaftError> {
         let deadline = Instant::now() + self.retry_for;
+        // Whether an earlier attempt may have been applied: then no later
+        // refusal proves that the write was not.
+        let mut unknown = false;
         loop {
             let received = self
                 .sequence
@@ -152,14 +157,22 @@ impl<SM: StateMachine> Session<SM> {
             match attempt {
                 // Unknown or not submitted: the same sequence number again
                 // cannot apply it twice.
-                Err(RaftError::Timeout | RaftError::Indeterminate | RaftError::NotLeader(_))
-                    if Instant::now() < deadline =>
-                {
+                Err(
+                    e @ (RaftError::Timeout | RaftError::Indeterminate | RaftError::NotLeader(_)),
+                ) if Instant::now() < deadline => {
+                    unknown |= e.is_indeterminate();
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(RaftError::Indeterminate | RaftError::NotLeader(_)) => {
                     return Err(RaftError::Timeout)
                 }
+                // An earlier copy may have been applied before the session
+                // expired or its floor passed this write, or before this
+                // node stopped.
+                Err(
+                    RaftError::Session(SessionError::Unknown(_) | SessionError::Stale { .. })
+                    | RaftError::ShuttingDown,
+                ) if unknown => return Err(RaftError::Indeterminate),
                 other => return other,
             }
         }

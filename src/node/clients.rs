@@ -180,17 +180,20 @@ impl Node {
 impl Handler<ClientWrite> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientWrite, ctx: &mut Context<Self>) {
+        use std::sync::atomic::Ordering::Relaxed;
         match &self.role {
             RoleState::Leader(l) => l.do_send(Propose {
                 // This node's own tag only guards copies on the network:
-                // on a first attempt proposed here, the write was never
-                // forwarded, and it goes without. A retry keeps it: an
-                // earlier attempt may have been forwarded and proposed by
-                // the leader of then (its "not leader" can answer a
-                // network duplicate and race the real outcome), and only
-                // the tag makes the two copies apply once.
+                // a write no attempt of which was ever forwarded has no
+                // copy elsewhere, and it goes without. Once one was
+                // forwarded, the leader of then may have proposed it (its
+                // "not leader" can answer a network duplicate and race the
+                // real outcome), and only the tag makes the copies apply
+                // once.
                 command: match msg.command {
-                    ClientCommand::Tagged(tag, command) if tag.implicit && !msg.retry => {
+                    ClientCommand::Tagged(tag, command)
+                        if tag.implicit && !msg.forwarded.load(Relaxed) =>
+                    {
                         ClientCommand::Command(command)
                     }
                     command => command,
@@ -201,8 +204,9 @@ impl Handler<ClientWrite> for Node {
             }),
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
             _ => {
-                let (command, term) = (msg.command, self.hs.term);
+                let (command, term, forwarded) = (msg.command, self.hs.term, msg.forwarded);
                 self.forward(ctx, Forwarded::Write(msg.reply), move |id| {
+                    forwarded.store(true, Relaxed);
                     Message::ForwardWrite { id, term, command }
                 });
             }

@@ -19,9 +19,11 @@ pub(crate) struct Inbound(pub Envelope);
 #[rtype(result = "()")]
 pub(crate) struct ClientWrite {
     pub command: crate::core::types::ClientCommand,
-    /// An earlier attempt of this write was sent (and may have been
-    /// forwarded and proposed elsewhere).
-    pub retry: bool,
+    /// Set by the node once an attempt of this write has been forwarded
+    /// (shared by every attempt): from then on a copy may be proposed
+    /// elsewhere, so the write keeps its session tag and no later failure
+    /// of it is definite.
+    pub forwarded: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub reply: WriteReply,
     /// The client's write span, followed through append and apply.
     pub span: tracing::Span,

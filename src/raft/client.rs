@@ -25,18 +25,8 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<Written<SM::Response>, RaftError> {
         let bytes = encode(&command)?;
         let seq = self.forwarding.begin();
-        let deadline = Instant::now() + self.config.client_timeout;
-        let span = write_span(self.id);
-        // Atomic only so the future stays `Send`: one task sets it.
-        let sent = std::sync::atomic::AtomicBool::new(false);
         let submitted = self
-            .retry_until_leader(deadline, |reply| ClientWrite {
-                command: ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()),
-                retry: sent.swap(true, std::sync::atomic::Ordering::Relaxed),
-                reply,
-                span: span.clone(),
-            })
-            .instrument(span.clone())
+            .attempt_write(|| ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()))
             .await;
         self.forwarding.end(seq);
         let submitted = submitted.map_err(|e| match e {
@@ -66,20 +56,40 @@ impl<SM: StateMachine> Raft<SM> {
         &self,
         command: ClientCommand,
     ) -> Result<(LogId, bytes::Bytes), RaftError> {
+        let submitted = self.attempt_write(|| command.clone()).await;
+        self.counted(submitted)
+    }
+
+    /// Hands a write to this node until a leader takes it or the client
+    /// timeout passes; `command` makes each attempt's copy. Once any
+    /// attempt has been forwarded, a copy may be applied by the leader it
+    /// reached even if a later answer says "not leader" (a network
+    /// duplicate's answer can beat the real outcome back) or this node
+    /// stops: those failures are then indeterminate, not definite.
+    async fn attempt_write(
+        &self,
+        command: impl Fn() -> ClientCommand,
+    ) -> Result<(LogId, bytes::Bytes), RaftError> {
         let deadline = Instant::now() + self.config.client_timeout;
         let span = write_span(self.id);
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let submitted = self
             .retry_until_leader(deadline, |reply| ClientWrite {
-                command: command.clone(),
-                // Only the implicit tag is ever stripped, and these
-                // commands carry none.
-                retry: false,
+                command: command(),
+                forwarded: forwarded.clone(),
                 reply,
                 span: span.clone(),
             })
             .instrument(span.clone())
             .await;
-        self.counted(submitted)
+        match submitted {
+            Err(RaftError::NotLeader(_) | RaftError::ShuttingDown)
+                if forwarded.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Err(RaftError::Indeterminate)
+            }
+            other => other,
+        }
     }
 
     /// Counts a client write and, if it failed, how.

@@ -1,0 +1,129 @@
+//! Regression tests for the holes the second protocol review found
+//! (2026-12): writes reported as definitely not applied after a copy had
+//! left the node, unvalidated responses, acknowledgements after a failed
+//! write, retired incarnations. Each runs one real node whose peers the
+//! test scripts, and each failed before its fix.
+
+mod common;
+
+use std::time::Duration;
+
+use common::scripted::Harness;
+use common::*;
+use regatta::transport::{Envelope, Message, RemoteError};
+use regatta::{Config, LogId, RaftError, Session};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// Node 1 never campaigns on its own; clients give up after a second.
+fn quiet() -> Config {
+    Config {
+        pre_vote: false,
+        election_timeout_min: SECS(20),
+        election_timeout_max: SECS(21),
+        client_timeout: SECS(1),
+        ..test_config()
+    }
+}
+
+fn heartbeat(term: u64) -> Message {
+    Message::AppendEntries {
+        term,
+        prev: LogId::new(1, 1),
+        entries: Vec::new(),
+        leader_commit: 0,
+        round: 0,
+    }
+}
+
+/// Node 1 follows node 2 (a running process: incarnation 7) in term 2.
+async fn following_2() -> Harness {
+    let h = Harness::start(quiet());
+    from(&h, 2, heartbeat(2));
+    h.raft
+        .wait_for(SECS(5), |m| m.leader == Some(2))
+        .await
+        .expect("node 1 follows node 2");
+    h
+}
+
+fn from(h: &Harness, peer: u64, message: Message) {
+    let mut e = Envelope::new(peer, 1, message);
+    e.incarnation = 7;
+    h.raft.deliver(e);
+}
+
+async fn forwarded(h: &Harness) -> u64 {
+    let forward = h
+        .expect("the forwarded write", |e| {
+            matches!(e.message, Message::ForwardWrite { .. })
+        })
+        .await;
+    let Message::ForwardWrite { id, .. } = forward.message else {
+        unreachable!()
+    };
+    id
+}
+
+/// Finding 4a (and simulator seed 410): node 1 forwarded a write to
+/// leader 2, which may have proposed it; a network duplicate's "not
+/// leader" came back first, the client retried, and node 1 then stopped
+/// (in seed 410 it crashed, and the write had been applied). The final
+/// answer must be indeterminate, not a definite "shutting down" (nor a
+/// "not leader" at the deadline).
+#[actix_rt::test]
+async fn a_write_that_was_forwarded_never_fails_definitely() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = following_2().await;
+        let raft = h.raft.clone();
+        let write = actix_rt::spawn(async move { raft.write(Add(5)).await });
+        let id = forwarded(&h).await;
+        from(
+            &h,
+            2,
+            Message::ForwardWriteResponse {
+                id,
+                result: Err(RemoteError::NotLeader(None)),
+            },
+        );
+        h.raft.shutdown().await;
+        let result = write.await.expect("the write task");
+        assert_eq!(result, Err(RaftError::Indeterminate));
+    })
+    .await;
+}
+
+/// Finding 4b: a session write whose first attempt has an unknown
+/// outcome, and whose retry is refused because the session is gone, may
+/// have been applied by the first: indeterminate, not "unknown session".
+#[actix_rt::test]
+async fn a_session_retry_refused_after_an_unknown_attempt_is_indeterminate() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = following_2().await;
+        let session = Session::resume(h.raft.clone(), 9, 0).retry_for(SECS(10));
+        let write = actix_rt::spawn(async move { session.write(Add(5)).await });
+        let id = forwarded(&h).await;
+        from(
+            &h,
+            2,
+            Message::ForwardWriteResponse {
+                id,
+                result: Err(RemoteError::Indeterminate),
+            },
+        );
+        let id = forwarded(&h).await;
+        from(
+            &h,
+            2,
+            Message::ForwardWriteResponse {
+                id,
+                result: Err(RemoteError::Session(regatta::SessionError::Unknown(9))),
+            },
+        );
+        let result = write.await.expect("the write task");
+        assert_eq!(result, Err(RaftError::Indeterminate));
+    })
+    .await;
+}
