@@ -85,10 +85,12 @@ fn session_of(
         .clone()
 }
 
-fn tagged(session: &str, seq: u64) -> [(&'static str, String); 2] {
+/// Each client has one write in flight: it has the answers below `seq`.
+fn tagged(session: &str, seq: u64) -> [(&'static str, String); 3] {
     [
         ("Regatta-Session", session.to_string()),
         ("Regatta-Sequence", seq.to_string()),
+        ("Regatta-Received", (seq - 1).to_string()),
     ]
 }
 

@@ -137,11 +137,19 @@ impl ResponseError for ApiError {
     }
 }
 
-/// A failed write, as HTTP: 503 while no leader answers (`retryable`), 503
-/// with `indeterminate: true` when the write may have been applied (a lost
-/// leader, a timeout), 500 for a command or response that does not
-/// encode. Converts into [`ApiError`], so `?` works in handlers returning
-/// either.
+/// A failed write, as HTTP. Converts into [`ApiError`], so `?` works in
+/// handlers returning either. The body's `indeterminate` says whether the
+/// write may have been applied; `retryable` whether the same request may
+/// succeed later:
+///
+/// | status | `indeterminate` | meaning | what to do |
+/// |---|---|---|---|
+/// | 503 | false | no leader answered, nothing left the node | retry (any node) |
+/// | 503 | true | the write may have been applied (a lost leader, a timeout, a node that stopped after forwarding it) | in a session: send it again with the same sequence; else read the state first |
+/// | 410 | false | the session is unknown (expired or evicted): this request was not applied | open a new session; an earlier unanswered write of the old one may or may not have been applied: read the state |
+/// | 409 | false | the sequence is at or below the client's own `Regatta-Received`: not applied | a client bug: never acknowledge a write still in flight |
+/// | 429 | false | too many unacknowledged answers: not applied | send `Regatta-Received` with your writes |
+/// | 500 | false | the command or the response does not encode | fix the request; a response that does not decode means the write **was** applied |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteError(ApiError);
 

@@ -142,7 +142,7 @@ pub async fn not_found() -> HttpResponse {
 /// address.
 ///
 /// A request with the headers [`SESSION_HEADER`] and [`SEQUENCE_HEADER`]
-/// (and optionally [`RECEIVED_HEADER`], default: sequence − 1) writes in
+/// (and optionally [`RECEIVED_HEADER`], default: acknowledges nothing) writes in
 /// that client session (open one with `POST /cluster/session`): sent again
 /// after an unknown outcome (a `503` with `"indeterminate": true`, a lost
 /// connection), the write is not applied twice, and the answer is the
@@ -156,8 +156,12 @@ pub struct Replica<SM: StateMachine> {
 pub const SESSION_HEADER: &str = "Regatta-Session";
 /// The write's sequence number in its session, from 1.
 pub const SEQUENCE_HEADER: &str = "Regatta-Sequence";
-/// The client has the answers of every sequence up to this one (default:
-/// sequence − 1, for a client with one write in flight).
+/// The client has the answers of every sequence up to this one, so the
+/// cluster may forget them and refuse their copies. Without it a write
+/// acknowledges nothing: a client with several writes in flight must not
+/// have an earlier one refused as already answered. A client that never
+/// sends it is refused (`429`) once `Config::max_unacknowledged` answers
+/// are kept.
 pub const RECEIVED_HEADER: &str = "Regatta-Received";
 
 impl<SM: StateMachine> Replica<SM> {
@@ -245,7 +249,9 @@ fn session_tag(req: &HttpRequest) -> Result<Option<SessionTag>, ApiError> {
             Ok(Some(SessionTag {
                 session,
                 seq,
-                received: received.unwrap_or(seq - 1),
+                // Acknowledges nothing: never assume the earlier writes are
+                // answered (they may still be in flight).
+                received: received.unwrap_or(0),
                 implicit: false,
             }))
         }

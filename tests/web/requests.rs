@@ -167,7 +167,31 @@ async fn a_write_sent_again_with_its_session_headers_is_answered_not_applied() {
         )
         .await;
         assert_eq!((s, &v["value"]), (StatusCode::OK, &json!(6)), "{v}");
-        // Sequence 1 is acknowledged now (Regatta-Received defaults to 1).
+        // Without Regatta-Received, sequence 2 acknowledged nothing: with
+        // both in flight, the retry of 1 is answered from the cache (a
+        // default of "sequence - 1" refused it as stale, "not applied",
+        // though it was).
+        let (s, v) = call_with(
+            &on_leader,
+            "POST",
+            "/add",
+            Some(r#"{"by": 5}"#),
+            &tagged("1"),
+        )
+        .await;
+        assert_eq!((s, &v["value"]), (StatusCode::OK, &json!(5)), "{v}");
+        // Once the client says it has the answer of 1, a copy is refused.
+        let mut acknowledged = tagged("3");
+        acknowledged.push(("Regatta-Received", "1".to_string()));
+        let (s, v) = call_with(
+            &on_leader,
+            "POST",
+            "/add",
+            Some(r#"{"by": 0}"#),
+            &acknowledged,
+        )
+        .await;
+        assert_eq!((s, &v["value"]), (StatusCode::OK, &json!(6)), "{v}");
         let (s, v) = call_with(
             &on_leader,
             "POST",
@@ -198,8 +222,8 @@ async fn a_write_sent_again_with_its_session_headers_is_answered_not_applied() {
             ],
             vec![
                 ("Regatta-Session", session.clone()),
-                ("Regatta-Sequence", "3".to_string()),
-                ("Regatta-Received", "3".to_string()),
+                ("Regatta-Sequence", "4".to_string()),
+                ("Regatta-Received", "4".to_string()),
             ],
         ] {
             let (s, v) = call_with(&on_leader, "POST", "/add", None, &headers).await;
