@@ -127,3 +127,51 @@ async fn a_session_retry_refused_after_an_unknown_attempt_is_indeterminate() {
     })
     .await;
 }
+
+/// Finding 5: responses are network input too. A refusal naming
+/// `prev_index = u64::MAX` overflowed the leader's progress arithmetic (a
+/// panic in its replicator, which stops the node); it is refused with a
+/// warning, and the leader goes on counting its follower's real answers.
+#[actix_rt::test]
+async fn an_absurd_append_entries_answer_is_refused_and_the_leader_carries_on() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(Config {
+            election_timeout_min: SECS(1),
+            election_timeout_max: SECS(2),
+            ..quiet()
+        });
+        h.elect().await;
+        from(
+            &h,
+            2,
+            Message::AppendEntriesResponse {
+                term: 2,
+                result: Err(regatta::core::log::ConflictHint {
+                    conflict_term: None,
+                    first_index: 1,
+                }),
+                prev_index: u64::MAX,
+                round: 0,
+            },
+        );
+        // Node 2 stores the new leader's blank entry (index 2): committed.
+        from(
+            &h,
+            2,
+            Message::AppendEntriesResponse {
+                term: 2,
+                result: Ok(LogId::new(2, 2)),
+                prev_index: 1,
+                round: 0,
+            },
+        );
+        h.raft
+            .wait_for(SECS(5), |m| m.commit_index >= 2)
+            .await
+            .expect("the leader commits with its follower's real answer");
+        assert_eq!(h.raft.metrics().borrow().stopped_because, None);
+        assert_eq!(h.raft.counts().messages_invalid, 1, "refused as invalid");
+    })
+    .await;
+}

@@ -93,13 +93,16 @@ impl Progress {
         if rejected_prev < self.match_index {
             return false; // older than what we know matches
         }
-        if self.state == ProgressState::Probe && rejected_prev + 1 != self.next_index {
+        if self.state == ProgressState::Probe && rejected_prev.saturating_add(1) != self.next_index
+        {
             return false; // answers a probe we no longer wait for
         }
         self.state = ProgressState::Probe;
         self.inflight.clear();
         // Always move back, never below what is known to match.
-        self.next_index = suggested_next.min(rejected_prev).max(self.match_index + 1);
+        self.next_index = suggested_next
+            .min(rejected_prev)
+            .max(self.match_index.saturating_add(1));
         true
     }
 
@@ -152,6 +155,16 @@ mod tests {
         p.on_success(7);
         assert!(!p.on_reject(4, 1), "refusal older than the match point");
         assert_eq!(p.match_index, 7);
+    }
+
+    #[test]
+    fn a_refusal_at_the_end_of_the_index_space_does_not_overflow() {
+        let mut p = Progress::new(10, 3);
+        p.sent(10, 0);
+        assert!(!p.on_reject(u64::MAX, 1), "answers no probe of ours");
+        p.on_success(10);
+        assert!(p.on_reject(u64::MAX, 1));
+        assert_eq!(p.next_index, 11, "never below the match point");
     }
 
     #[test]

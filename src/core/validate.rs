@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use super::log::ConflictHint;
 use super::types::{Entry, LogId, Membership};
 
 /// The rule a message broke.
@@ -95,6 +96,50 @@ pub fn install_snapshot(term: u64, chunk: &SnapshotChunk<'_>) -> Result<(), Inva
     Ok(())
 }
 
+/// An AppendEntries answer, checked against what this leader can have
+/// sent (`last_index`, the end of its log, in its `term`): a success
+/// acknowledges no entry past it nor of a later term, and a refusal names
+/// a `prev_index` within it and a hint that does not point past it.
+/// Responses are network input like requests: a peer that is confused,
+/// foreign or hostile must not move the leader's counting.
+pub fn append_response(
+    term: u64,
+    last_index: u64,
+    result: &Result<LogId, ConflictHint>,
+    prev_index: u64,
+) -> Result<(), Invalid> {
+    if prev_index > last_index {
+        return refuse(format!(
+            "answers an AppendEntries after index {prev_index}, past this leader's last index {last_index}"
+        ));
+    }
+    match result {
+        Ok(matched) => {
+            position("acknowledged entry", *matched, term)?;
+            if matched.index > last_index {
+                return refuse(format!(
+                    "acknowledges {matched:?}, past this leader's last index {last_index}"
+                ));
+            }
+        }
+        Err(hint) => {
+            if hint.conflict_term.is_some_and(|t| t > term) {
+                return refuse(format!(
+                    "the conflicting term {:?} is above the message's term {term}",
+                    hint.conflict_term
+                ));
+            }
+            if hint.first_index > prev_index.saturating_add(1) {
+                return refuse(format!(
+                    "the hint's first index {} is past the refused position {prev_index}",
+                    hint.first_index
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +190,26 @@ mod tests {
         assert!(install_snapshot(2, &chunk(2, 10, 90, 20, &voters)).is_err());
         assert!(install_snapshot(2, &chunk(2, 10, u64::MAX, 1, &voters)).is_err());
         assert!(install_snapshot(2, &chunk(2, 10, 0, 10, &none)).is_err());
+    }
+
+    #[test]
+    fn append_response_rules() {
+        let hint = |conflict_term, first_index| {
+            Err(ConflictHint {
+                conflict_term,
+                first_index,
+            })
+        };
+        assert!(append_response(3, 10, &Ok(LogId::new(3, 10)), 9).is_ok());
+        assert!(append_response(3, 10, &Ok(LogId::default()), 0).is_ok());
+        assert!(append_response(3, 10, &hint(Some(2), 4), 9).is_ok());
+        assert!(append_response(3, 10, &hint(None, 6), 9).is_ok());
+        // Past the leader's log, a later term, a hint pointing ahead.
+        assert!(append_response(3, 10, &Ok(LogId::new(3, 11)), 9).is_err());
+        assert!(append_response(3, 10, &Ok(LogId::new(4, 10)), 9).is_err());
+        assert!(append_response(3, 10, &hint(None, 1), u64::MAX).is_err());
+        assert!(append_response(3, 10, &hint(Some(4), 1), 9).is_err());
+        assert!(append_response(3, 10, &hint(None, 12), 9).is_err());
+        assert!(append_response(3, u64::MAX, &hint(None, u64::MAX), u64::MAX).is_ok());
     }
 }

@@ -15,6 +15,8 @@
 
 mod load;
 mod reads;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::sync::Arc;
@@ -127,7 +129,11 @@ impl LogStore {
 
     fn enqueue_waiter(&mut self, waiter: Option<Durable>) {
         if let Some(w) = waiter {
-            if !self.writer_busy && self.queue.is_empty() {
+            if self.failed {
+                // Storage failed: nothing is durable any more, not even
+                // what is already in memory. Dropping the waiter says so.
+                drop(w);
+            } else if !self.writer_busy && self.queue.is_empty() {
                 let _ = w.send(());
             } else {
                 self.queued_waiters.push(w);

@@ -320,19 +320,23 @@ impl Handler<AppendReply> for Replicator {
             self.pump(ctx);
             return;
         }
-        if let Ok(matched) = msg.result {
-            if matched.index > self.last_index || matched.term > self.term {
-                // Not something this leader sent: a confused or foreign peer.
-                tracing::warn!(
-                    node = self.cx.id,
-                    term = self.term,
-                    peer = self.peer,
-                    claimed = ?matched,
-                    last_index = self.last_index,
-                    "reply acknowledges entries this leader never sent; ignored"
-                );
-                return;
-            }
+        if let Err(why) = crate::core::validate::append_response(
+            self.term,
+            self.last_index,
+            &msg.result,
+            msg.prev_index,
+        ) {
+            // Not an answer to anything this leader sent: a confused,
+            // foreign or hostile peer.
+            Counters::bump(&self.cx.counters.messages_invalid);
+            tracing::warn!(
+                node = self.cx.id,
+                term = self.term,
+                peer = self.peer,
+                reason = %why,
+                "invalid AppendEntries answer; ignored"
+            );
+            return;
         }
         match msg.result {
             Ok(matched) => {
