@@ -175,3 +175,66 @@ async fn an_absurd_append_entries_answer_is_refused_and_the_leader_carries_on() 
     })
     .await;
 }
+
+/// Finding 3: incarnation 7 of node 2 stored entry 3 and its answer was
+/// delayed and duplicated; node 2 came back on an empty disk as
+/// incarnation 8 and answered first. The late copies from 7 flipped the
+/// leader's idea of node 2 back to 7, and the second one was counted:
+/// entry 3 committed with only the leader holding it. Once replaced, an
+/// incarnation never counts again.
+#[actix_rt::test]
+async fn answers_of_a_replaced_incarnation_never_count_again() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(Config {
+            election_timeout_min: SECS(1),
+            election_timeout_max: SECS(2),
+            ..quiet()
+        });
+        h.elect().await;
+        let answer = |incarnation: u64, matched: LogId, prev_index: u64| {
+            let mut e = Envelope::new(
+                2,
+                1,
+                Message::AppendEntriesResponse {
+                    term: 2,
+                    result: Ok(matched),
+                    prev_index,
+                    round: 0,
+                },
+            );
+            e.incarnation = incarnation;
+            h.raft.deliver(e);
+        };
+        // Incarnation 7 stores the leader's blank entry: committed.
+        answer(7, LogId::new(2, 2), 1);
+        h.raft
+            .wait_for(SECS(5), |m| m.commit_index >= 2)
+            .await
+            .expect("the blank entry commits with node 2");
+        let raft = h.raft.clone();
+        let write = actix_rt::spawn(async move { raft.write(Add(5)).await });
+        h.raft
+            .wait_for(SECS(5), |m| m.last_log_index >= 3)
+            .await
+            .expect("the write is appended at index 3");
+        // Incarnation 8, empty, answers first: it matches nothing.
+        answer(8, LogId::default(), 0);
+        // The late copies of incarnation 7's acknowledgement of entry 3.
+        answer(7, LogId::new(2, 3), 2);
+        answer(7, LogId::new(2, 3), 2);
+        // Incarnation 8 stores entry 1: handled after the copies above.
+        answer(8, LogId::new(1, 1), 0);
+        h.raft
+            .wait_for(SECS(5), |m| {
+                m.replication.get(&2).is_some_and(|p| p.matched >= 1)
+            })
+            .await
+            .expect("incarnation 8's progress is counted");
+        let m = h.raft.metrics().borrow().clone();
+        assert_eq!(m.commit_index, 2, "entry 3 is held by the leader alone");
+        assert_eq!(m.replication.get(&2).map(|p| p.matched), Some(1));
+        write.abort();
+    })
+    .await;
+}

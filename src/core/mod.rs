@@ -27,10 +27,13 @@
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
+//! - [`incarnations`]: which incarnation of each peer is live; retired
+//!   ones are ignored for good.
 
 pub mod confchange;
 pub mod configs;
 pub mod election;
+pub mod incarnations;
 pub mod log;
 pub mod progress;
 pub mod quorum;

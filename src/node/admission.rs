@@ -58,8 +58,17 @@ impl Node {
     }
 
     /// Rate-limits refusal warnings to one per peer per ten seconds.
-    fn should_log_refusal(&mut self, peer: NodeId) -> bool {
+    pub(super) fn should_log_refusal(&mut self, peer: NodeId) -> bool {
         let now = Instant::now();
+        if self.refusals_logged.len() >= super::MAX_TRACKED_PEERS {
+            // Strangers claiming ever new ids: forget the oldest record
+            // rather than grow without bound.
+            self.refusals_logged
+                .retain(|_, at| now.duration_since(*at) < std::time::Duration::from_secs(10));
+            if self.refusals_logged.len() >= super::MAX_TRACKED_PEERS {
+                return false;
+            }
+        }
         match self.refusals_logged.get(&peer) {
             Some(at) if now.duration_since(*at) < std::time::Duration::from_secs(10) => false,
             _ => {

@@ -65,7 +65,7 @@ impl Node {
         };
         let id = self.next_request;
         self.next_request += 1;
-        let incarnation = self.incarnations.get(&leader).copied().unwrap_or(0);
+        let incarnation = self.incarnations.live(leader).unwrap_or(0);
         self.forwarded.insert(id, (leader, incarnation, pending));
         tracing::debug!(node = self.id(), leader, request = id, "forwarding");
         self.send(leader, make(id));

@@ -164,6 +164,9 @@ impl Handler<LogChanged> for Node {
                 );
             }
             self.membership = m;
+            // Incarnations of members only (joiners come back at once).
+            let members = &self.membership;
+            self.incarnations.retain(|id| members.is_member(id));
             self.learn_addresses();
         }
         self.publish();

@@ -18,8 +18,35 @@ impl Handler<Inbound> for Node {
         if !self.same_cluster(&env) {
             return;
         }
-        if incarnation != 0 {
-            self.incarnations.insert(from, incarnation);
+        match self.incarnations.hear(from, incarnation) {
+            Heard::Live | Heard::First => {}
+            Heard::Replaced { retired } => tracing::info!(
+                node = self.id(),
+                term = self.hs.term,
+                peer = from,
+                incarnation,
+                retired,
+                "peer came back with a new incarnation; the old one is ignored from now on"
+            ),
+            Heard::Retired => {
+                tracing::debug!(
+                    node = self.id(),
+                    from,
+                    incarnation,
+                    "message from a replaced incarnation ignored"
+                );
+                return;
+            }
+            Heard::Untracked => {
+                if self.should_log_refusal(from) {
+                    tracing::warn!(
+                        node = self.id(),
+                        peer = from,
+                        "message from a peer beyond the {MAX_TRACKED_PEERS} this node tracks; ignored"
+                    );
+                }
+                return;
+            }
         }
         if let Err(rule) = validate(&env.message) {
             crate::metrics::Counters::bump(&self.cx.counters.messages_invalid);

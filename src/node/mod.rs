@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::applier::{AbandonWaiters, Applied, Committed, ComponentFailed, RegisterWaiters};
 use crate::candidate::{Candidate, VoteReply};
+use crate::core::incarnations::{Heard, Incarnations};
 use crate::core::step::{answer_vote, counts_vote_reply, preamble, Preamble};
 use crate::core::types::{HardState, LogId, Membership, NodeId};
 use crate::core::vote::VoteRequest;
@@ -25,6 +26,11 @@ use crate::metrics::{Metrics, Notices, Role};
 use crate::probe::ProbeEvent;
 use crate::replicator::{AppendReply, SnapshotReply};
 use crate::snapshotter::SnapshotTaken;
+
+/// Peers whose incarnations (and refusal log times) a node tracks at
+/// most: members, joiners and a margin. Messages from further strangers
+/// are ignored rather than grow the node's memory.
+const MAX_TRACKED_PEERS: usize = 256;
 
 mod admission;
 mod clients;
@@ -73,8 +79,9 @@ pub(crate) struct Node {
     /// Requests forwarded to a leader: id → (that leader, its incarnation
     /// when we sent, who waits).
     forwarded: BTreeMap<u64, (NodeId, u64, Forwarded)>,
-    /// The latest incarnation heard from each peer.
-    incarnations: BTreeMap<NodeId, u64>,
+    /// The live incarnation of each peer, and those replaced (ignored
+    /// for good).
+    incarnations: Incarnations,
     /// The term this node started in: it may have led that term or an
     /// earlier one in a previous run, whose forwarded writes it does not
     /// remember.
@@ -124,7 +131,7 @@ impl Node {
             metrics,
             notices,
             forwarded: BTreeMap::new(),
-            incarnations: BTreeMap::new(),
+            incarnations: Incarnations::new(MAX_TRACKED_PEERS),
             boot_term: hs.term,
             abandon,
             stopped_because: None,

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use actix::prelude::*;
 
+use crate::core::incarnations::{Heard, Incarnations};
 use crate::core::log::ConflictHint;
 use crate::core::progress::Progress;
 use crate::core::types::{LogId, NodeId};
@@ -46,8 +47,9 @@ pub(crate) struct Replicator {
     transfer: Option<snapshot::Transfer>,
     /// The snapshot is being loaded from the store.
     loading: bool,
-    /// The peer's incarnation, once it has answered.
-    peer_incarnation: Option<u64>,
+    /// The peer's live incarnation, once it has answered, and those it
+    /// replaced (whose late answers never count again).
+    peer_incarnation: Incarnations,
 }
 
 impl Replicator {
@@ -79,7 +81,7 @@ impl Replicator {
             epoch: Instant::now(),
             transfer: None,
             loading: false,
-            peer_incarnation: None,
+            peer_incarnation: Incarnations::new(1),
         }
     }
 
@@ -177,14 +179,13 @@ impl Replicator {
 
     /// A reply from a new incarnation of the peer means it lost its state
     /// (its directory was wiped): forget what it had acknowledged and
-    /// start over from probing. Returns whether that happened.
-    fn check_incarnation(&mut self, incarnation: u64) -> bool {
-        if incarnation == 0 {
-            return false;
-        }
-        let previous = self.peer_incarnation.replace(incarnation);
-        if previous.is_none_or(|p| p == incarnation) {
-            return false;
+    /// start over from probing. Returns whether that happened, or `None`
+    /// for a reply from an incarnation already replaced: ignore it.
+    fn check_incarnation(&mut self, incarnation: u64) -> Option<bool> {
+        match self.peer_incarnation.hear(self.peer, incarnation) {
+            Heard::Retired | Heard::Untracked => return None,
+            Heard::Replaced { .. } => {}
+            Heard::Live | Heard::First => return Some(false),
         }
         tracing::info!(
             node = self.cx.id,
@@ -201,7 +202,7 @@ impl Replicator {
         );
         self.matched = LogId::default();
         self.transfer = None;
-        true
+        Some(true)
     }
 
     fn on_reject(&mut self, hint: ConflictHint, prev_index: u64, ctx: &mut Context<Self>) {
@@ -307,7 +308,9 @@ pub(crate) struct AppendReply {
 impl Handler<AppendReply> for Replicator {
     type Result = ();
     fn handle(&mut self, msg: AppendReply, ctx: &mut Context<Self>) {
-        let reset = self.check_incarnation(msg.incarnation);
+        let Some(reset) = self.check_incarnation(msg.incarnation) else {
+            return;
+        };
         if reset && msg.result.is_ok() {
             // An answer to what we sent its previous incarnation.
             self.leader.do_send(PeerReply {

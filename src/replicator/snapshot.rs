@@ -125,7 +125,10 @@ pub(crate) struct SnapshotReply {
 impl Handler<SnapshotReply> for Replicator {
     type Result = ();
     fn handle(&mut self, msg: SnapshotReply, ctx: &mut Context<Self>) {
-        if self.check_incarnation(msg.incarnation) {
+        let Some(reset) = self.check_incarnation(msg.incarnation) else {
+            return;
+        };
+        if reset {
             self.leader.do_send(PeerReply {
                 peer: self.peer,
                 match_index: 0,

@@ -1,0 +1,158 @@
+//! Which incarnation of each peer is live. An incarnation is the identity
+//! of one data directory: a node whose disk was replaced comes back under
+//! its old id with a new one. Once a peer's incarnation has been replaced,
+//! everything its retired incarnation sends — late, duplicated or
+//! reordered on the network — is ignored for good: its acknowledgements
+//! and votes speak for a disk that no longer exists.
+//!
+//! Incarnation ids are random, so "newer" means "heard after": the first
+//! one heard is live, a different one replaces it, and a replaced one
+//! never comes back. The memory is bounded: per peer the last
+//! [`RETIRED_PER_PEER`] retired ids, and at most `max_peers` peers.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::types::NodeId;
+
+/// Retired incarnations remembered per peer (a disk replaced this many
+/// times while copies of the first one's messages are still in flight is
+/// beyond any network's delay).
+pub const RETIRED_PER_PEER: usize = 8;
+
+/// What a message's incarnation says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// The live incarnation (or the sender did not say: incarnation 0).
+    Live,
+    /// The first heard of this peer.
+    First,
+    /// A new incarnation replaced `retired`: forget what the old one said.
+    Replaced {
+        /// The incarnation that is gone for good.
+        retired: u64,
+    },
+    /// A retired incarnation: ignore the message.
+    Retired,
+    /// A peer this node has no room to track: ignore the message.
+    Untracked,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    live: u64,
+    retired: VecDeque<u64>,
+}
+
+/// The live and retired incarnations of each peer.
+#[derive(Clone, Debug)]
+pub struct Incarnations {
+    peers: BTreeMap<NodeId, Peer>,
+    max_peers: usize,
+}
+
+impl Incarnations {
+    /// Tracks at most `max_peers` peers.
+    pub fn new(max_peers: usize) -> Self {
+        Incarnations {
+            peers: BTreeMap::new(),
+            max_peers,
+        }
+    }
+
+    /// Classifies a message from `peer` stamped with `incarnation`, and
+    /// records what it teaches.
+    pub fn hear(&mut self, peer: NodeId, incarnation: u64) -> Heard {
+        if incarnation == 0 {
+            return Heard::Live;
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= self.max_peers {
+            return Heard::Untracked;
+        }
+        let p = self.peers.entry(peer).or_default();
+        if p.live == incarnation {
+            return Heard::Live;
+        }
+        if p.retired.contains(&incarnation) {
+            return Heard::Retired;
+        }
+        if p.live == 0 {
+            p.live = incarnation;
+            return Heard::First;
+        }
+        let retired = std::mem::replace(&mut p.live, incarnation);
+        if p.retired.len() >= RETIRED_PER_PEER {
+            p.retired.pop_front();
+        }
+        p.retired.push_back(retired);
+        Heard::Replaced { retired }
+    }
+
+    /// The live incarnation of `peer`, once heard.
+    pub fn live(&self, peer: NodeId) -> Option<u64> {
+        self.peers.get(&peer).map(|p| p.live).filter(|i| *i != 0)
+    }
+
+    /// Whether `incarnation` of `peer` was replaced.
+    pub fn is_retired(&self, peer: NodeId, incarnation: u64) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.retired.contains(&incarnation))
+    }
+
+    /// Forgets peers for which `keep` is false (no longer members), so
+    /// the table stays within the cluster's size.
+    pub fn retain(&mut self, mut keep: impl FnMut(NodeId) -> bool) {
+        self.peers.retain(|id, _| keep(*id));
+    }
+
+    /// Number of peers tracked.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_incarnation_never_comes_back() {
+        let mut t = Incarnations::new(16);
+        assert_eq!(t.hear(2, 7), Heard::First);
+        assert_eq!(t.hear(2, 7), Heard::Live);
+        assert_eq!(t.hear(2, 8), Heard::Replaced { retired: 7 });
+        // Late and duplicated copies from 7: ignored every time, and 8
+        // stays live (the bug: the last one heard became live again).
+        assert_eq!(t.hear(2, 7), Heard::Retired);
+        assert_eq!(t.hear(2, 7), Heard::Retired);
+        assert_eq!(t.live(2), Some(8));
+        assert!(t.is_retired(2, 7));
+        // Unstamped messages say nothing.
+        assert_eq!(t.hear(2, 0), Heard::Live);
+        assert_eq!(t.live(2), Some(8));
+    }
+
+    #[test]
+    fn memory_is_bounded_per_peer_and_in_peers() {
+        let mut t = Incarnations::new(2);
+        for i in 1..=20 {
+            t.hear(2, i);
+        }
+        assert_eq!(t.live(2), Some(20));
+        assert!(t.is_retired(2, 19) && t.is_retired(2, 12));
+        assert!(
+            !t.is_retired(2, 11),
+            "only the last {RETIRED_PER_PEER} are kept"
+        );
+        assert_eq!(t.hear(3, 5), Heard::First);
+        assert_eq!(t.hear(4, 5), Heard::Untracked);
+        t.retain(|id| id != 3);
+        assert_eq!(t.hear(4, 5), Heard::First);
+        assert_eq!(t.len(), 2);
+    }
+}
