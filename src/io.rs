@@ -21,14 +21,8 @@ pub(crate) enum IoMode {
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     Simulated {
         write_latency: Arc<dyn Fn() -> Duration + Send + Sync>,
-        /// Virtual time zero: the simulated wall clock reads
-        /// [`SIMULATED_EPOCH_MS`] there.
-        epoch: tokio::time::Instant,
     },
 }
-
-/// The simulated wall clock at virtual time zero (2026-01-01).
-const SIMULATED_EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// What differs between a node in production and one under the simulator.
 #[derive(Clone, Default)]
@@ -41,19 +35,6 @@ pub(crate) struct Environment {
 pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
 
 impl IoMode {
-    /// The wall clock in ms since the Unix epoch, as a leader stamps it on
-    /// session entries (virtual, under the simulator).
-    pub(crate) fn wall_clock_ms(&self) -> u64 {
-        match self {
-            IoMode::Threads => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            IoMode::Simulated { epoch, .. } => {
-                SIMULATED_EPOCH_MS + epoch.elapsed().as_millis() as u64
-            }
-        }
-    }
-
     /// Runs `work`, which may block, without blocking the node's thread
     /// (or, simulated, at once). `Err` says the worker thread failed.
     pub(crate) fn blocking<T: Send + 'static>(

@@ -32,6 +32,10 @@ pub(crate) struct RoleContext {
     pub probe: Probe,
     pub identity: Arc<IdentityCell>,
     pub counters: Arc<crate::metrics::Counters>,
+    /// The latest log time this node has applied (session entries'
+    /// stamps), which a leader's [`crate::core::session::LogClock`]
+    /// continues from.
+    pub applied_log_time: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a

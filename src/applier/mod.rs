@@ -79,6 +79,8 @@ pub(crate) struct Applier<SM: StateMachine> {
     sessions: SessionTable,
     session_limits: SessionLimits,
     counters: Arc<Counters>,
+    /// The session table's clock, for this node's leaders to continue.
+    applied_log_time: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a snapshot of the state machine goes: the last applied entry and
@@ -86,6 +88,11 @@ pub(crate) struct Applier<SM: StateMachine> {
 pub(crate) type SnapshotReply = oneshot::Sender<Result<(LogId, SnapshotData), String>>;
 
 impl<SM: StateMachine> Applier<SM> {
+    fn publish_log_time(&self) {
+        self.applied_log_time
+            .fetch_max(self.sessions.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node_id: NodeId,
@@ -98,6 +105,7 @@ impl<SM: StateMachine> Applier<SM> {
         session_limits: SessionLimits,
         probe: Probe,
         counters: Arc<Counters>,
+        applied_log_time: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         let last_applied = snapshot.as_ref().map_or(LogId::default(), |(id, _)| *id);
         Applier {
@@ -118,6 +126,7 @@ impl<SM: StateMachine> Applier<SM> {
             sessions: SessionTable::default(),
             session_limits,
             counters,
+            applied_log_time,
         }
     }
 
@@ -159,6 +168,7 @@ impl<SM: StateMachine> Applier<SM> {
                     &mut act.sessions,
                     &act.session_limits,
                 );
+                act.publish_log_time();
                 for (log_id, err) in std::mem::take(&mut batch.undecodable) {
                     tracing::warn!(node = act.node_id, index = log_id.index, error = %err, "undecodable command skipped");
                     act.respond(log_id, Err(RaftError::Codec(err)));
@@ -234,6 +244,7 @@ impl<SM: StateMachine> Applier<SM> {
             act.busy = false;
             if matches!(res, Ok(Ok(()))) {
                 act.sessions = table;
+                act.publish_log_time();
             }
             match res {
                 Ok(Ok(())) => {

@@ -53,6 +53,39 @@ pub enum SessionError {
     },
 }
 
+/// A leader's clock for the log (the time it stamps on session entries,
+/// which expires idle sessions on every node). A leader never reads the
+/// wall clock for it: its stamps move on from the latest log time its
+/// node has applied by the time the leader has itself seen passing on
+/// its monotonic clock. So a leader whose wall clock jumps (or runs a
+/// day ahead) cannot expire every session at once; at worst a leader
+/// that starts behind the log's clock stamps low, and sessions live a
+/// little longer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogClock {
+    base_ms: u64,
+    /// The leader's monotonic time when `base_ms` was taken.
+    at_ms: u64,
+}
+
+impl LogClock {
+    /// The log time to stamp at `now_ms` (the leader's own monotonic
+    /// milliseconds), given the latest log time applied on its node.
+    pub fn stamp(&mut self, applied_ms: u64, now_ms: u64) -> u64 {
+        let own = self
+            .base_ms
+            .saturating_add(now_ms.saturating_sub(self.at_ms));
+        if applied_ms > own {
+            // Another leader's stamps (bounded the same way) are ahead:
+            // continue from them.
+            self.base_ms = applied_ms;
+            self.at_ms = now_ms;
+            return applied_ms;
+        }
+        own
+    }
+}
+
 /// What to do with a tagged write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -75,6 +108,12 @@ pub struct SessionTable {
     now_ms: u64,
     /// When sessions were last checked for expiry.
     swept_ms: u64,
+    /// Nodes' forwarding sessions that expired: id → (floor, when). A
+    /// forwarding session is reopened by its node's next write, so its
+    /// floor stays behind: a late network copy of a write it had sent
+    /// before is refused, never applied again.
+    #[serde(default)]
+    retired_implicit: BTreeMap<u64, (u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +124,20 @@ struct Session {
     /// Responses of applied sequences above `floor`; `None` while being
     /// applied.
     responses: BTreeMap<u64, Option<Bytes>>,
+    /// A node's own forwarding session: opened by its first write, never
+    /// evicted by the cap (strangers cannot push it out), and remembered
+    /// by its floor when it expires.
+    #[serde(default)]
+    implicit: bool,
+}
+
+impl Session {
+    /// Every sequence at or below this may have been applied.
+    fn highest(&self) -> u64 {
+        self.responses
+            .last_key_value()
+            .map_or(self.floor, |(seq, _)| (*seq).max(self.floor))
+    }
 }
 
 /// Answers a node's own forwarding session keeps at least.
@@ -92,6 +145,11 @@ const MIN_IMPLICIT_CACHED: usize = 65_536;
 
 /// How often, in log time, idle sessions are looked for.
 const SWEEP_EVERY_MS: u64 = 1_000;
+
+/// Expired forwarding sessions whose floors are kept (the oldest goes
+/// first). One is opened per run of a node, so this covers thousands of
+/// restarts.
+const MAX_RETIRED_IMPLICIT: usize = 4_096;
 
 impl SessionTable {
     /// Number of live sessions.
@@ -102,6 +160,11 @@ impl SessionTable {
     /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+
+    /// The log's clock: the latest leader time applied (ms).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
     }
 
     /// Whether `id` is live.
@@ -126,9 +189,27 @@ impl SessionTable {
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
-            self.sessions.remove(id);
+            if let Some(s) = self.sessions.remove(id) {
+                if s.implicit {
+                    self.retire_implicit(*id, s.highest());
+                }
+            }
         }
         expired
+    }
+
+    fn retire_implicit(&mut self, id: u64, floor: u64) {
+        if self.retired_implicit.len() >= MAX_RETIRED_IMPLICIT {
+            let oldest = self
+                .retired_implicit
+                .iter()
+                .min_by_key(|(id, (_, at))| (*at, **id))
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.retired_implicit.remove(&oldest);
+            }
+        }
+        self.retired_implicit.insert(id, (floor, self.now_ms));
     }
 
     /// Opens session `id` (the index of its entry) at `time_ms`. Returns
@@ -137,16 +218,21 @@ impl SessionTable {
     pub fn open(&mut self, id: u64, time_ms: u64, limits: &SessionLimits) -> Vec<u64> {
         self.advance(time_ms, limits);
         let mut evicted = Vec::new();
-        while !self.sessions.is_empty() && self.sessions.len() >= limits.max_sessions {
+        // Clients' sessions only: nodes' forwarding sessions are few (one
+        // per run of a node) and must not be pushed out by strangers.
+        let mut explicit = self.sessions.values().filter(|s| !s.implicit).count();
+        while explicit > 0 && explicit >= limits.max_sessions {
             let lru = self
                 .sessions
                 .iter()
+                .filter(|(_, s)| !s.implicit)
                 .min_by_key(|(id, s)| (s.last_active_ms, **id))
                 .map(|(id, _)| *id);
             match lru {
                 Some(victim) => {
                     self.sessions.remove(&victim);
                     evicted.push(victim);
+                    explicit -= 1;
                 }
                 None => break,
             }
@@ -159,6 +245,21 @@ impl SessionTable {
             },
         );
         evicted
+    }
+
+    /// Opens a node's forwarding session on its first write, at the floor
+    /// it left if it expired before.
+    fn open_implicit(&mut self, id: u64) {
+        let floor = self.retired_implicit.remove(&id).map_or(0, |(f, _)| f);
+        self.sessions.insert(
+            id,
+            Session {
+                last_active_ms: self.now_ms,
+                floor,
+                implicit: true,
+                ..Session::default()
+            },
+        );
     }
 
     /// Decides about write `seq` of `session`, whose client has answers
@@ -178,7 +279,7 @@ impl SessionTable {
             if !implicit {
                 return Admission::Refused(SessionError::Unknown(session));
             }
-            self.open(session, time_ms, limits);
+            self.open_implicit(session);
         }
         let now = self.now_ms;
         let Some(s) = self.sessions.get_mut(&session) else {
@@ -376,5 +477,94 @@ mod tests {
             t.admit(9, cap, 0, 0, true, &LIMITS),
             Admission::Answered(Bytes::new())
         );
+    }
+
+    /// Review finding 2 (2026-12): a node's forwarding session that
+    /// expired (or was evicted) was reopened empty by its next write, so a
+    /// late network copy of a write it had already applied was applied
+    /// again.
+    #[test]
+    fn an_expired_forwarding_session_keeps_its_floor() {
+        let mut t = SessionTable::default();
+        for seq in 1..=3 {
+            assert_eq!(t.admit(9, seq, 0, 0, true, &LIMITS), Admission::Apply);
+            t.record(9, seq, Bytes::new());
+        }
+        // Idle past the timeout (here a clock far ahead): expired.
+        assert_eq!(t.advance(LIMITS.timeout_ms + 5_000, &LIMITS), vec![9]);
+        assert!(!t.contains(9));
+        // A late copy of seq 2 is refused, not applied again.
+        assert!(matches!(
+            t.admit(9, 2, 0, LIMITS.timeout_ms + 6_000, true, &LIMITS),
+            Admission::Refused(SessionError::Stale { .. })
+        ));
+        // The node's next writes go on.
+        assert_eq!(
+            t.admit(9, 4, 0, LIMITS.timeout_ms + 6_000, true, &LIMITS),
+            Admission::Apply
+        );
+    }
+
+    #[test]
+    fn clients_opening_sessions_never_evict_a_forwarding_session() {
+        let mut t = SessionTable::default();
+        assert_eq!(t.admit(9, 1, 0, 0, true, &LIMITS), Admission::Apply);
+        t.record(9, 1, Bytes::new());
+        for id in 100..110 {
+            let evicted = t.open(id, 1, &LIMITS);
+            assert!(!evicted.contains(&9), "evicted the forwarding session");
+        }
+        assert!(t.contains(9));
+        assert_eq!(t.len(), LIMITS.max_sessions + 1);
+        assert_eq!(
+            t.admit(9, 1, 0, 2, true, &LIMITS),
+            Admission::Answered(Bytes::new())
+        );
+    }
+
+    #[test]
+    fn a_table_written_before_floors_existed_still_loads() {
+        // The fields added for forwarding sessions default when absent.
+        #[derive(Serialize)]
+        struct OldSession {
+            last_active_ms: u64,
+            floor: u64,
+            responses: BTreeMap<u64, Option<Bytes>>,
+        }
+        #[derive(Serialize)]
+        struct OldTable {
+            sessions: BTreeMap<u64, OldSession>,
+            now_ms: u64,
+            swept_ms: u64,
+        }
+        let old = OldTable {
+            sessions: BTreeMap::from([(
+                7,
+                OldSession {
+                    last_active_ms: 5,
+                    floor: 2,
+                    responses: BTreeMap::new(),
+                },
+            )]),
+            now_ms: 5,
+            swept_ms: 0,
+        };
+        let bytes = rmp_serde::to_vec(&old).unwrap();
+        let t: SessionTable = rmp_serde::from_slice(&bytes).unwrap();
+        assert!(t.contains(7));
+    }
+
+    #[test]
+    fn a_leader_stamps_the_time_it_saw_pass_not_its_wall_clock() {
+        let mut c = LogClock::default();
+        // The log stood at 50 s when this leader took over at its own 7 s.
+        assert_eq!(c.stamp(50_000, 7_000), 50_000);
+        // Its stamps move with its own monotonic clock only.
+        assert_eq!(c.stamp(50_000, 8_500), 51_500);
+        // Applied stamps behind its own change nothing.
+        assert_eq!(c.stamp(10_000, 9_000), 52_000);
+        // Applied stamps ahead of it (another leader's): continue there.
+        assert_eq!(c.stamp(60_000, 9_000), 60_000);
+        assert_eq!(c.stamp(60_000, 10_000), 61_000);
     }
 }

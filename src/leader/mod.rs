@@ -24,6 +24,7 @@ use crate::applier::{RegisterWaiters, Waiter, WriteReply};
 use crate::core::confchange::{leave_joint, ChangeDriver, ChangeStep, Leaving};
 use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
+use crate::core::session::LogClock;
 use crate::core::tracker::Tracker;
 use crate::core::transfer::Transfer;
 use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
@@ -47,6 +48,8 @@ pub(crate) struct Leader {
     tracker: Tracker,
     /// Zero of the milliseconds the tracker is given.
     epoch: Instant,
+    /// What this leader stamps on session entries.
+    log_clock: LogClock,
     /// Last index of this node's own log known durable.
     self_durable: u64,
     last_index: u64,
@@ -98,6 +101,7 @@ impl Leader {
             replicators: BTreeMap::new(),
             tracker: Tracker::default(),
             epoch: Instant::now(),
+            log_clock: LogClock::default(),
             self_durable: 0,
             last_index: last_log_id.index,
             first_index_of_term: last_log_id.index + 1,

@@ -54,6 +54,18 @@ pub(crate) struct Propose {
     pub span: tracing::Span,
 }
 
+impl Leader {
+    /// The log time to stamp on a session entry now.
+    fn log_time(&mut self) -> u64 {
+        let applied = self
+            .cx
+            .applied_log_time
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now_ms = self.now_ms();
+        self.log_clock.stamp(applied, now_ms)
+    }
+}
+
 impl Handler<Propose> for Leader {
     type Result = ();
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
@@ -69,14 +81,15 @@ impl Handler<Propose> for Leader {
             }
             return;
         }
-        let time_ms = || self.cx.io.wall_clock_ms();
         let payload = match msg.command {
             ClientCommand::Empty => Payload::Blank,
             ClientCommand::Command(command) => Payload::Command(command),
-            ClientCommand::OpenSession => Payload::OpenSession { time_ms: time_ms() },
+            ClientCommand::OpenSession => Payload::OpenSession {
+                time_ms: self.log_time(),
+            },
             ClientCommand::Tagged(tag, command) => Payload::Tagged {
                 tag,
-                time_ms: time_ms(),
+                time_ms: self.log_time(),
                 command,
             },
         };

@@ -94,6 +94,7 @@ impl<SM: StateMachine> Raft<SM> {
         let notices = Arc::new(Notices::default());
         let notices_for_node = notices.clone();
         let counters_for_node = counters.clone();
+        let applied_log_time = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut snapshotter = None;
         let node = Node::create(|ctx| {
             let node_addr = ctx.address();
@@ -108,6 +109,7 @@ impl<SM: StateMachine> Raft<SM> {
                 config.session_limits(),
                 probe.clone(),
                 counters_for_node.clone(),
+                applied_log_time.clone(),
             )
             .start();
             let snapshotter_addr = Snapshotter::new(
@@ -146,6 +148,7 @@ impl<SM: StateMachine> Raft<SM> {
                 probe,
                 identity,
                 counters: counters_for_node,
+                applied_log_time,
             };
             Node::new(
                 cx,

@@ -1,8 +1,11 @@
 //! Who may use the admin endpoints: a bearer token guards every request
 //! that changes the cluster (members, leadership transfer, snapshots);
 //! status, health, metrics and the dashboard are open unless
-//! [`Access::protect_reads`] says otherwise. Client requests (your routes,
-//! `POST /cluster/session`) are not affected.
+//! [`Access::protect_reads`] says otherwise. Opening a client session
+//! (`POST /cluster/session`) needs the token too: every open may evict the
+//! least recently used session from the bounded table, so strangers must
+//! not be able to push other clients' sessions out. Your own routes are
+//! not affected.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -62,13 +65,12 @@ impl Access {
 
     /// Whether a request with this method to a guarded endpoint needs the
     /// token.
-    fn requires_token(&self, method: &Method, path: &str) -> bool {
+    fn requires_token(&self, method: &Method) -> bool {
         if self.token.is_none() {
             return false;
         }
         let changes = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let client_request = path.ends_with("/cluster/session");
-        (changes && !client_request) || (!changes && self.protect_reads)
+        changes || self.protect_reads
     }
 
     /// Checks an `Authorization` header value against the token.
@@ -111,7 +113,7 @@ pub(super) async fn guard(
     let access = req
         .app_data::<web::Data<Access>>()
         .map(|a| a.get_ref().clone());
-    if let Some(access) = access.filter(|a| a.requires_token(req.method(), req.path())) {
+    if let Some(access) = access.filter(|a| a.requires_token(req.method())) {
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -156,15 +158,14 @@ mod tests {
     #[test]
     fn changes_need_the_token_reads_only_when_protected() {
         let access = Access::token("t").unwrap();
-        assert!(access.requires_token(&Method::POST, "/cluster/members"));
-        assert!(access.requires_token(&Method::DELETE, "/cluster/members/3"));
-        assert!(!access.requires_token(&Method::GET, "/cluster/status"));
-        assert!(!access.requires_token(&Method::POST, "/cluster/session"));
+        assert!(access.requires_token(&Method::POST));
+        assert!(access.requires_token(&Method::DELETE));
+        assert!(!access.requires_token(&Method::GET));
         let access = access.protect_reads(true);
-        assert!(access.requires_token(&Method::GET, "/metrics"));
+        assert!(access.requires_token(&Method::GET));
         assert!(!Access::open()
             .protect_reads(true)
-            .requires_token(&Method::POST, "/x"));
+            .requires_token(&Method::POST));
     }
 
     #[test]

@@ -208,14 +208,19 @@ async fn admin_endpoints_refuse_without_the_token_and_accept_with_it() {
         let (status, body) =
             call_with(&app, "POST", "/cluster/snapshot", None, &bearer("s3cret")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        // Reads and client requests stay open.
+        // Reads and the service's own routes stay open.
         assert_eq!(
             call(&app, "GET", "/cluster/status", None).await.0,
             StatusCode::OK
         );
         let (status, body) = call(&app, "POST", "/add", Some(r#"{"by": 2}"#)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        // Opening a session may evict another client's (the table is
+        // bounded): it needs the token (issue 23, finding 2).
         let (status, _) = call(&app, "POST", "/cluster/session", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) =
+            call_with(&app, "POST", "/cluster/session", None, &bearer("s3cret")).await;
         assert_eq!(status, StatusCode::OK);
     })
     .await;

@@ -151,7 +151,6 @@ where
                 }
                 disks.latency(id)
             }),
-            epoch: self.epoch,
         };
         let checker = self.checker.clone();
         let observed = storage.clone();
