@@ -238,3 +238,35 @@ async fn answers_of_a_replaced_incarnation_never_count_again() {
     })
     .await;
 }
+
+/// Finding 7: envelopes without a cluster id were accepted from anyone,
+/// which let a stranger around the cluster check (here: depose the
+/// leader with a higher term). Only members may send without one.
+#[actix_rt::test]
+async fn a_stranger_without_a_cluster_id_is_refused() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(quiet());
+        assert_ne!(h.raft.metrics().borrow().cluster_id, 0);
+        // Node 9 is no member and names no cluster.
+        h.inject(
+            9,
+            Message::RequestVote {
+                term: 5,
+                last_log_id: LogId::new(9, 99),
+                pre_vote: false,
+                force: false,
+            },
+        );
+        // Member 2 (also without a cluster id) leads term 2: followed only
+        // if node 9's term 5 was not adopted.
+        from(&h, 2, heartbeat(2));
+        h.raft
+            .wait_for(SECS(5), |m| m.leader == Some(2))
+            .await
+            .expect("node 1 follows member 2 in term 2");
+        assert_eq!(h.raft.metrics().borrow().term, 2);
+        assert_eq!(h.raft.counts().messages_other_cluster, 1);
+    })
+    .await;
+}

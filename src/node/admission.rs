@@ -21,7 +21,13 @@ impl Node {
             }
             return false;
         }
-        if env.cluster_id == 0 || env.cluster_id == ours.cluster_id {
+        if env.cluster_id == ours.cluster_id {
+            return true;
+        }
+        // No cluster id: a node added as a learner that has not heard from
+        // its leader yet. Only members may say so: from anyone else it
+        // would be a way around the cluster check.
+        if env.cluster_id == 0 && self.membership.is_member(env.from) {
             return true;
         }
         if ours.cluster_id == 0
@@ -40,13 +46,22 @@ impl Node {
             self.cx.log.do_send(SaveIdentity(self.cx.identity.get()));
             return true;
         }
-        let reason = format!(
+        let reason = if env.cluster_id == 0 {
+            format!(
+                "node {} belongs to cluster {:#x}; node {} names no cluster and is not a member: add it through a membership change first",
+                self.id(),
+                ours.cluster_id,
+                env.from
+            )
+        } else {
+            format!(
             "node {} belongs to cluster {:#x}; node {} belongs to cluster {:#x}: a node of another cluster (or of an earlier cluster on the same addresses) is refused",
             self.id(),
             ours.cluster_id,
             env.from,
             env.cluster_id
-        );
+        )
+        };
         crate::metrics::Counters::bump(&self.cx.counters.messages_other_cluster);
         if self.should_log_refusal(env.from) {
             tracing::warn!(node = self.id(), peer = env.from, %reason, "refusing a message from another cluster");
