@@ -309,3 +309,52 @@ async fn a_founder_restarted_on_an_empty_directory_catches_up_while_the_cluster_
     })
     .await;
 }
+
+/// Issue 23, finding 1: cluster {1, 2, 3} with node 3 cut off; a write is
+/// acknowledged with copies on the leader and node 2 only; node 2's disk
+/// is replaced and it comes back waiting to be added; the leader crashes
+/// and the network heals. Node 2 had forgotten its votes and its copy,
+/// and its vote could make node 3 leader: the acknowledged write lost. A
+/// node without a configuration grants no vote (and one that has not
+/// learned the cluster id refuses the candidate outright), so no leader
+/// is elected until the old leader is back, with the write.
+#[actix_rt::test]
+async fn a_voter_back_on_an_empty_disk_cannot_elect_a_leader_that_lacks_an_acknowledged_write() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let mut c = Cluster::new(3, test_config(), seed("replaced_disk_vote"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(SECS(20)).await.unwrap();
+        let others: Vec<NodeId> = c.ids().into_iter().filter(|id| *id != leader).collect();
+        let (replaced, cut_off) = (others[0], others[1]);
+        c.net().isolate(cut_off);
+        c.write(leader, Add(42))
+            .await
+            .expect("acknowledged by two of three");
+        c.wipe(replaced);
+        c.start(replaced).await;
+        c.crash(leader);
+        c.net().rejoin(cut_off);
+        // Several election timeouts: the node missing the write must not
+        // win with the replaced node's vote.
+        let won = c
+            .raft(cut_off)
+            .wait_for(SECS(4), |m| m.role == Role::Leader)
+            .await;
+        assert!(
+            won.is_err(),
+            "node {cut_off} led without the acknowledged write"
+        );
+        c.start(leader).await;
+        let now = c.wait_leader(SECS(20)).await.unwrap();
+        c.write(now, Add(0)).await.unwrap();
+        let history = c.raft(now).state_machine().send(History).await.unwrap();
+        assert!(
+            history.iter().any(|(_, n)| *n == 42),
+            "the acknowledged write is lost: {history:?}"
+        );
+    })
+    .await;
+}

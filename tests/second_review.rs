@@ -270,3 +270,77 @@ async fn a_stranger_without_a_cluster_id_is_refused() {
     })
     .await;
 }
+
+/// Finding 1 (the path through `--join`): a voter whose disk was replaced
+/// comes back empty and waits to be added. Once a leader's heartbeat has
+/// told it the cluster id, but before it has any entry or configuration,
+/// it granted a candidate's vote (it had forgotten its vote and its
+/// copies). A node without a configuration grants nothing.
+#[actix_rt::test]
+async fn a_node_waiting_to_be_added_grants_no_vote() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let sent = std::sync::Arc::new(common::scripted::Capture::default());
+        let storage = regatta::storage::MemStorage::new();
+        let raft = regatta::Raft::start(
+            2,
+            quiet(),
+            storage.clone(),
+            sent.clone(),
+            None,
+            actix::Actor::start(Counter::default()),
+        )
+        .unwrap();
+        let h = Harness {
+            raft,
+            sent,
+            storage,
+        };
+        let cluster = |mut e: Envelope| {
+            e.cluster_id = 0xc1;
+            e.incarnation = 7;
+            e
+        };
+        // Leader 1's heartbeat: the node learns the cluster id.
+        h.raft.deliver(cluster(Envelope::new(
+            1,
+            2,
+            Message::AppendEntries {
+                term: 5,
+                prev: LogId::default(),
+                entries: Vec::new(),
+                leader_commit: 0,
+                round: 0,
+            },
+        )));
+        h.raft
+            .wait_for(SECS(5), |m| m.cluster_id == 0xc1)
+            .await
+            .expect("the node learns its cluster id");
+        h.raft.deliver(cluster(Envelope::new(
+            3,
+            2,
+            Message::RequestVote {
+                term: 6,
+                last_log_id: LogId::new(4, 9),
+                pre_vote: false,
+                // Past the leader stickiness (as after a leadership
+                // transfer, or once the heartbeat is old).
+                force: true,
+            },
+        )));
+        let reply = h
+            .expect("the vote reply", |e| {
+                matches!(e.message, Message::RequestVoteResponse { .. })
+            })
+            .await;
+        assert!(
+            matches!(
+                reply.message,
+                Message::RequestVoteResponse { granted: false, .. }
+            ),
+            "{reply:?}"
+        );
+    })
+    .await;
+}

@@ -121,14 +121,27 @@ pub struct VoteAnswer {
     pub reset_election_timer: bool,
 }
 
-/// Answers a vote request (after the preamble adopted its term).
+/// Answers a vote request (after the preamble adopted its term). A node
+/// that holds no configuration grants nothing: it is new or back on an
+/// empty disk, waiting to be added, and may have forgotten a vote and the
+/// entries it acknowledged; its grant could elect a leader missing
+/// committed entries. (A learner, or a voter not yet told of its
+/// promotion, does grant: a joint configuration may need its vote.)
 pub fn answer_vote(
     hard_state: &HardState,
     our_last: LogId,
     req: &VoteRequest,
     leader_alive: bool,
+    configured: bool,
 ) -> VoteAnswer {
-    let decision = decide_vote(hard_state, our_last, req, leader_alive);
+    let decision = if configured {
+        decide_vote(hard_state, our_last, req, leader_alive)
+    } else {
+        crate::core::vote::VoteDecision {
+            granted: false,
+            persist: None,
+        }
+    };
     // A granted pre-vote answers in the term asked about, so the candidate
     // can tell it from a refusal of an older round.
     let term = if req.pre_vote && decision.granted {
@@ -382,7 +395,7 @@ mod tests {
             last_log_id: LogId::new(3, 10),
             pre_vote: false,
         };
-        let answer = answer_vote(&hs, LogId::new(3, 10), &req, false);
+        let answer = answer_vote(&hs, LogId::new(3, 10), &req, false, true);
         assert_eq!(
             answer.persist,
             Some(HardState {
@@ -400,8 +413,38 @@ mod tests {
             }
         ));
         // A refusal persists nothing and leaves the timer running.
-        let refused = answer_vote(&hs, LogId::new(3, 11), &req, false);
+        let refused = answer_vote(&hs, LogId::new(3, 11), &req, false, true);
         assert!(refused.persist.is_none() && !refused.reset_election_timer);
+    }
+
+    /// Review finding 1 (2026-12): a voter back on an empty disk, waiting
+    /// to be added again, granted votes at once (it had forgotten its
+    /// vote and its entries): a candidate missing an acknowledged entry
+    /// could win with it. A node without a configuration grants neither
+    /// votes nor pre-votes.
+    #[test]
+    fn a_node_without_a_configuration_grants_nothing() {
+        let empty = HardState::default();
+        for pre_vote in [true, false] {
+            let req = VoteRequest {
+                term: 4,
+                candidate: 3,
+                last_log_id: LogId::new(2, 5),
+                pre_vote,
+            };
+            let answer = answer_vote(&empty, LogId::default(), &req, false, false);
+            assert!(answer.persist.is_none() && !answer.reset_election_timer);
+            assert!(matches!(
+                answer.reply,
+                Message::RequestVoteResponse { granted: false, .. }
+            ));
+            // The same request to a configured node is granted.
+            let granted = answer_vote(&empty, LogId::default(), &req, false, true);
+            assert!(matches!(
+                granted.reply,
+                Message::RequestVoteResponse { granted: true, .. }
+            ));
+        }
     }
 
     #[test]
@@ -416,10 +459,10 @@ mod tests {
             last_log_id: LogId::new(4, 10),
             pre_vote: true,
         };
-        let answer = answer_vote(&hs, LogId::new(4, 10), &req, false);
+        let answer = answer_vote(&hs, LogId::new(4, 10), &req, false, true);
         assert_eq!(answer.reply.term(), Some(5));
         assert!(answer.persist.is_none() && !answer.reset_election_timer);
-        let refused = answer_vote(&hs, LogId::new(4, 11), &req, false);
+        let refused = answer_vote(&hs, LogId::new(4, 11), &req, false, true);
         assert_eq!(refused.reply.term(), Some(4));
     }
 

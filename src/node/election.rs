@@ -94,7 +94,8 @@ impl Node {
                 .into_actor(self)
                 .map(move |last, act, ctx| {
                     let Ok(last) = last else { return };
-                    let answer = answer_vote(&act.hs, last, &req, alive);
+                    let configured = !act.membership.voters.is_empty();
+                    let answer = answer_vote(&act.hs, last, &req, alive, configured);
                     let reply = answer.reply;
                     if answer.reset_election_timer {
                         if let RoleState::Follower(f) = &act.role {
