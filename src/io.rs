@@ -29,6 +29,10 @@ pub(crate) enum IoMode {
 pub(crate) struct Environment {
     pub io: IoMode,
     pub probe: crate::probe::Probe,
+    /// A founder on an empty directory asks the other founders whether
+    /// the cluster exists before founding it (see
+    /// [`crate::core::founding`]); without this it founds at once.
+    pub ask_founders: bool,
 }
 
 /// A boxed future, for handing to actix's `into_actor`.

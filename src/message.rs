@@ -177,6 +177,14 @@ pub enum Message {
         /// The read index or a failure.
         result: Result<u64, RemoteError>,
     },
+    /// Founder on an empty directory → the other founders: do you hold
+    /// state of this cluster? (see [`crate::core::founding`]).
+    FoundingQuery,
+    /// Founder → founder on an empty directory: the answer.
+    FoundingReply {
+        /// Whether the cluster exists.
+        answer: crate::core::founding::FoundingAnswer,
+    },
 }
 
 impl Message {
@@ -205,6 +213,7 @@ impl Message {
                 | Message::TimeoutNow { .. }
                 | Message::ForwardWrite { .. }
                 | Message::ReadIndexRequest { .. }
+                | Message::FoundingQuery
         )
     }
 }

@@ -27,12 +27,14 @@
 //! - [`election`]: randomized election timeouts.
 //! - [`validate`]: the rules a message from the network must satisfy.
 //! - [`session`]: client sessions, so a retried write applies at most once.
+//! - [`founding`]: who may found a cluster on an empty directory.
 //! - [`incarnations`]: which incarnation of each peer is live; retired
 //!   ones are ignored for good.
 
 pub mod confchange;
 pub mod configs;
 pub mod election;
+pub mod founding;
 pub mod incarnations;
 pub mod log;
 pub mod progress;

@@ -159,6 +159,13 @@ pub struct Membership {
     /// clients where the leader serves them.
     #[serde(default)]
     pub metadata: BTreeMap<NodeId, BTreeMap<String, String>>,
+    /// The incarnation (data directory) of members, where known: the
+    /// founders' are written into the founding configuration, so a
+    /// founder that asks again from the same directory (it crashed before
+    /// its founding entry was durable) is told to found, and one on a new
+    /// disk is told the cluster exists.
+    #[serde(default)]
+    pub incarnations: BTreeMap<NodeId, u64>,
 }
 
 /// The metadata key under which a member's API (HTTP) address is kept;

@@ -439,13 +439,18 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         addr: listen.to_string(),
         source,
     })?;
-    let started = Raft::start(
+    // A founder on an empty directory asks the other founders first.
+    let started = Raft::start_with(
         id,
         config,
         storage,
         Arc::new(transport.clone()),
         founders.map(|c| c.membership()),
         state_machine.start(),
+        crate::io::Environment {
+            ask_founders: true,
+            ..Default::default()
+        },
     );
     let raft = match started {
         Ok(raft) => raft,

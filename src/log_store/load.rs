@@ -13,6 +13,7 @@ impl LogStore {
         cluster_token: &str,
         io: &IoMode,
         counters: Arc<Counters>,
+        ask_founders: bool,
     ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
         let mut state: InitialState = storage.load()?;
         if let Some(founders) = bootstrap.as_ref().filter(|_| state.is_empty()) {
@@ -26,7 +27,7 @@ impl LogStore {
             }
         }
         let mut initial_batch = None;
-        let mut bootstrapped = false;
+        let mut founded = false;
         // A directory written before identities existed gets one now; a
         // new directory gets a fresh incarnation, and a founder the
         // founding cluster id.
@@ -39,8 +40,14 @@ impl LogStore {
             incarnation: fastrand::u64(1..),
         });
         let identity = state.identity.or(new_identity).unwrap_or_default();
-        if state.is_empty() {
-            if let Some(m) = bootstrap {
+        // An empty directory founds only once the other founders have said
+        // the cluster does not exist yet (the node asks them: see
+        // core::founding); until then it holds its identity and nothing
+        // else. Without `ask_founders` (Raft::start: the caller knows the
+        // cluster is new) it founds at once.
+        let mut pending_founding = bootstrap.filter(|_| state.is_empty());
+        if !ask_founders {
+            if let Some(m) = pending_founding.take() {
                 // Every founding member writes the same first entry (term 1,
                 // index 1), so their logs agree on it without an election.
                 let entry = Entry {
@@ -59,6 +66,7 @@ impl LogStore {
                     hard_state: Some(hs),
                     identity: new_identity,
                 });
+                founded = true;
             }
         }
         if initial_batch.is_none() && new_identity.is_some() {
@@ -69,7 +77,6 @@ impl LogStore {
         }
         if let Some(batch) = initial_batch {
             storage.write(batch)?;
-            bootstrapped = true;
         }
         let snapshot = reconcile_with_snapshot(&mut *storage, &mut state)?;
         let mut configs = ConfigLog::new(state.snapshot_membership.clone().unwrap_or_default());
@@ -86,9 +93,10 @@ impl LogStore {
             // beyond that the commit index is learned anew.
             commit_index: snapshot
                 .as_ref()
-                .map_or(bootstrapped as u64, |(m, _)| m.last_included.index),
+                .map_or(founded as u64, |(m, _)| m.last_included.index),
             snapshot,
             identity,
+            pending_founding,
         };
         let ctx = Context::<LogStore>::new();
         let (writer, thread) = Writer::start(node_id, storage, io, ctx.address(), counters)?;

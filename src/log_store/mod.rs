@@ -52,6 +52,9 @@ pub(crate) struct Loaded {
     /// applying anything.
     pub snapshot: Option<(SnapshotMeta, bytes::Bytes)>,
     pub identity: NodeIdentity,
+    /// The founding members, when the directory is empty and the node
+    /// was told to found: it founds once the other founders agree.
+    pub pending_founding: Option<Membership>,
 }
 
 /// Told to the node whenever the last log id or the configuration changes.
@@ -309,6 +312,36 @@ impl Handler<FollowerAppend> for LogStore {
         }
         self.kick();
         Ok(plan.last_matched)
+    }
+}
+
+/// Founds the cluster on this empty log: the founding configuration at
+/// (term 1, index 1), the same entry on every founder so their logs agree
+/// on it without an election, and term 1.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Found(pub Membership);
+
+impl Handler<Found> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: Found, _ctx: &mut Context<Self>) {
+        if self.log.last_log_id().index != 0 {
+            tracing::error!(
+                node = self.node_id,
+                "asked to found a cluster on a non-empty log; ignored"
+            );
+            return;
+        }
+        self.append(&[Entry {
+            log_id: LogId::new(1, 1),
+            payload: Payload::Membership(Box::new(msg.0)),
+        }]);
+        self.queue.hard_state(HardState {
+            term: 1,
+            voted_for: None,
+        });
+        self.notify_changed();
+        self.kick();
     }
 }
 

@@ -61,6 +61,7 @@ async fn nothing_is_acknowledged_after_a_failed_write() {
         "",
         &IoMode::Threads,
         Arc::new(Counters::default()),
+        false,
     )
     .expect("the store starts");
     fail.store(true, Ordering::Relaxed);

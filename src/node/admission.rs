@@ -27,7 +27,8 @@ impl Node {
         // No cluster id: a node added as a learner that has not heard from
         // its leader yet. Only members may say so: from anyone else it
         // would be a way around the cluster check.
-        if env.cluster_id == 0 && self.membership.is_member(env.from) {
+        if env.cluster_id == 0 && (self.membership.is_member(env.from) || self.is_founder(env.from))
+        {
             return true;
         }
         if ours.cluster_id == 0

@@ -94,7 +94,8 @@ impl Node {
                 .into_actor(self)
                 .map(move |last, act, ctx| {
                     let Ok(last) = last else { return };
-                    let configured = !act.membership.voters.is_empty();
+                    // Nor while it waits to learn whether it may found.
+                    let configured = !act.membership.voters.is_empty() && act.founding.is_none();
                     let answer = answer_vote(&act.hs, last, &req, alive, configured);
                     let reply = answer.reply;
                     if answer.reset_election_timer {

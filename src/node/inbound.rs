@@ -183,6 +183,9 @@ impl Handler<Inbound> for Node {
             | Message::ReadIndexRequest { .. }
             | Message::ReadIndexResponse { .. }) => self.on_forwarding(from, incarnation, message),
             Message::Refused { .. } => {} // handled by `same_cluster`
+            message @ (Message::FoundingQuery | Message::FoundingReply { .. }) => {
+                self.on_founding(from, incarnation, message, ctx)
+            }
         }
     }
 }

@@ -36,6 +36,7 @@ mod admission;
 mod clients;
 mod election;
 mod events;
+mod founding;
 mod inbound;
 mod messages;
 
@@ -82,6 +83,8 @@ pub(crate) struct Node {
     /// The live incarnation of each peer, and those replaced (ignored
     /// for good).
     incarnations: Incarnations,
+    /// Waiting to found the cluster on an empty directory.
+    founding: Option<founding::PendingFounding>,
     /// The term this node started in: it may have led that term or an
     /// earlier one in a previous run, whose forwarded writes it does not
     /// remember.
@@ -132,6 +135,7 @@ impl Node {
             notices,
             forwarded: BTreeMap::new(),
             incarnations: Incarnations::new(MAX_TRACKED_PEERS),
+            founding: None,
             boot_term: hs.term,
             abandon,
             stopped_because: None,
@@ -324,6 +328,13 @@ impl Node {
 
     /// Tells the transport where every member listens: addresses travel in
     /// the configuration, so a restarted node needs no address flags.
+    /// This node waits to found the cluster of `members` (its directory
+    /// is empty): it asks the other founders first.
+    pub(crate) fn founding(mut self, members: Option<Membership>) -> Self {
+        self.founding = members.map(|m| founding::PendingFounding::new(self.id(), m));
+        self
+    }
+
     fn learn_addresses(&self) {
         for (id, addr) in &self.membership.addresses {
             if *id != self.id() {
@@ -344,7 +355,7 @@ impl Drop for Node {
 impl Actor for Node {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(
             node = self.id(),
             term = self.hs.term,
@@ -353,6 +364,7 @@ impl Actor for Node {
         );
         self.learn_addresses();
         self.become_follower(self.hs.term, None);
+        self.start_founding(ctx);
     }
 }
 

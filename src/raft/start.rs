@@ -13,6 +13,12 @@ impl<SM: StateMachine> Raft<SM> {
     /// every founding member must pass the same configuration. A node
     /// started on empty storage with `None` waits to be added by a leader.
     ///
+    /// This low-level start founds at once on empty storage: use it only
+    /// where the cluster is known to be new (tests, tools). [`crate::Node`]
+    /// first asks the other founders whether the cluster exists, and
+    /// refuses to found if it does (a voter whose disk was replaced must
+    /// come back as a new member, not found again).
+    ///
     /// Must run inside an actix system or a tokio `LocalSet` (the node's
     /// actors are spawned on the current thread). [`crate::Node`] does all
     /// of this on a thread of its own, from any runtime.
@@ -44,7 +50,11 @@ impl<SM: StateMachine> Raft<SM> {
         transport: Arc<dyn Transport>,
         initial_members: Option<Membership>,
         sm: Addr<SM>,
-        Environment { io, probe }: Environment,
+        Environment {
+            io,
+            probe,
+            ask_founders,
+        }: Environment,
     ) -> Result<Self, StartError> {
         if actix_rt::System::try_current().is_none() {
             // Starting actors here would panic inside tokio.
@@ -67,6 +77,7 @@ impl<SM: StateMachine> Raft<SM> {
             &config.cluster_token,
             &io,
             counters.clone(),
+            ask_founders,
         )?;
         let identity = IdentityCell::new(loaded.identity);
         let raw_transport = transport.clone();
@@ -163,6 +174,7 @@ impl<SM: StateMachine> Raft<SM> {
                 notices_for_node,
                 applier.clone().recipient(),
             )
+            .founding(loaded.pending_founding)
         });
         Ok(Raft {
             id,

@@ -90,7 +90,20 @@ impl<SM: StateMachine> Cluster<SM> {
         let factory = self.factory.clone();
         arbiter.spawn_fn(move || {
             let sm = factory(id).start();
-            let _ = tx.send(Raft::start(id, config, storage, transport, members, sm));
+            // As a production node: a founder on an empty directory asks
+            // the other founders before founding.
+            let _ = tx.send(Raft::start_with(
+                id,
+                config,
+                storage,
+                transport,
+                members,
+                sm,
+                crate::io::Environment {
+                    ask_founders: true,
+                    ..Default::default()
+                },
+            ));
         });
         let raft = rx
             .await

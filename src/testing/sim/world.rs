@@ -177,7 +177,11 @@ where
                 transport,
                 members,
                 sm,
-                Environment { io, probe },
+                Environment {
+                    io,
+                    probe,
+                    ask_founders: true,
+                },
             ));
         });
         let tasks = Rc::new(RefCell::new(Some(tasks)));

@@ -40,6 +40,7 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
                     learners: Default::default(),
                     addresses,
                     metadata,
+                    incarnations: Default::default(),
                 }))
             }),
     ];

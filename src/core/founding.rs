@@ -1,0 +1,178 @@
+//! Who may found a cluster. A node that finds an empty data directory and
+//! was given the founding members does not know whether the cluster is new
+//! or whether its own disk was replaced under a running cluster — and a
+//! voter that founds again on an empty disk has forgotten its votes and
+//! the entries it acknowledged. So it asks the other founders first
+//! (etcd refuses a "member already bootstrapped" the same way), and founds
+//! only once every one of them answers that it holds no state of the
+//! cluster, or that it founded together with this very directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::NodeId;
+
+/// A founder's answer to "do you hold state of this cluster?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FoundingAnswer {
+    /// No state: it waits to found too (or to be added).
+    Pending,
+    /// It founded the cluster together with the asking directory (it
+    /// heard that very incarnation waiting before it founded).
+    FoundedWithYou,
+    /// It holds state of the cluster, and the asking directory was not
+    /// part of its founding: the cluster exists, the asker's disk is new.
+    Exists,
+}
+
+/// How a node answers a founding query from `peer`'s `incarnation`;
+/// `known` holds the incarnations of members its configuration names (the
+/// founders', written into the founding configuration).
+pub fn answer(
+    pending: bool,
+    known: &BTreeMap<NodeId, u64>,
+    peer: NodeId,
+    incarnation: u64,
+) -> FoundingAnswer {
+    if pending {
+        FoundingAnswer::Pending
+    } else if incarnation != 0 && known.get(&peer) == Some(&incarnation) {
+        FoundingAnswer::FoundedWithYou
+    } else {
+        FoundingAnswer::Exists
+    }
+}
+
+/// What a waiting founder does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Found now; these founders (and incarnations) waited with it.
+    Found {
+        /// Each other founder's incarnation, as heard.
+        with: BTreeMap<NodeId, u64>,
+    },
+    /// Never found: `peer` holds the cluster's state.
+    Exists {
+        /// A founder that holds state.
+        peer: NodeId,
+    },
+    /// Wait for these founders to answer.
+    Wait {
+        /// Founders not heard from yet.
+        missing: Vec<NodeId>,
+    },
+}
+
+/// A founder on an empty directory, collecting the others' answers.
+#[derive(Clone, Debug)]
+pub struct Founding {
+    others: BTreeSet<NodeId>,
+    answers: BTreeMap<NodeId, (FoundingAnswer, u64)>,
+}
+
+impl Founding {
+    /// Node `me` founding with `founders`.
+    pub fn new(me: NodeId, founders: impl IntoIterator<Item = NodeId>) -> Self {
+        Founding {
+            others: founders.into_iter().filter(|id| *id != me).collect(),
+            answers: BTreeMap::new(),
+        }
+    }
+
+    /// The founders to ask.
+    pub fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.others.iter().copied()
+    }
+
+    /// Records `peer`'s answer, sent by its `incarnation` (a later answer
+    /// replaces an earlier one). Answers from non-founders are ignored.
+    pub fn record(&mut self, peer: NodeId, answer: FoundingAnswer, incarnation: u64) {
+        if self.others.contains(&peer) {
+            self.answers.insert(peer, (answer, incarnation));
+        }
+    }
+
+    /// What to do with the answers so far: any founder holding state
+    /// forbids founding; every founder must have answered to found.
+    pub fn decide(&self) -> Decision {
+        if let Some((peer, _)) = self
+            .answers
+            .iter()
+            .find(|(_, (a, _))| *a == FoundingAnswer::Exists)
+        {
+            return Decision::Exists { peer: *peer };
+        }
+        let missing: Vec<NodeId> = self
+            .others
+            .iter()
+            .filter(|id| !self.answers.contains_key(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Decision::Wait { missing };
+        }
+        Decision::Found {
+            with: self
+                .answers
+                .iter()
+                .map(|(id, (_, incarnation))| (*id, *incarnation))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn founders_found_together_once_all_have_answered() {
+        let mut f = Founding::new(1, [1, 2, 3]);
+        assert_eq!(
+            f.decide(),
+            Decision::Wait {
+                missing: vec![2, 3]
+            }
+        );
+        f.record(2, FoundingAnswer::Pending, 20);
+        assert_eq!(f.decide(), Decision::Wait { missing: vec![3] });
+        // Node 3 founded already, having heard this directory waiting.
+        f.record(3, FoundingAnswer::FoundedWithYou, 30);
+        assert_eq!(
+            f.decide(),
+            Decision::Found {
+                with: BTreeMap::from([(2, 20), (3, 30)])
+            }
+        );
+        // A single founder founds at once.
+        assert!(matches!(
+            Founding::new(1, [1]).decide(),
+            Decision::Found { .. }
+        ));
+    }
+
+    #[test]
+    fn one_founder_holding_state_forbids_founding() {
+        let mut f = Founding::new(2, [1, 2, 3]);
+        f.record(3, FoundingAnswer::Exists, 30);
+        // Even before node 1 answers.
+        assert_eq!(f.decide(), Decision::Exists { peer: 3 });
+        f.record(9, FoundingAnswer::Pending, 90);
+        assert_eq!(f.decide(), Decision::Exists { peer: 3 });
+    }
+
+    #[test]
+    fn a_founded_node_recognizes_only_the_directories_it_founded_with() {
+        let with = BTreeMap::from([(2, 20)]);
+        assert_eq!(answer(true, &with, 2, 99), FoundingAnswer::Pending);
+        assert_eq!(answer(false, &with, 2, 20), FoundingAnswer::FoundedWithYou);
+        // Node 2 on a new disk (a new incarnation): the cluster exists.
+        assert_eq!(answer(false, &with, 2, 21), FoundingAnswer::Exists);
+        assert_eq!(answer(false, &with, 2, 0), FoundingAnswer::Exists);
+        assert_eq!(
+            answer(false, &BTreeMap::new(), 3, 30),
+            FoundingAnswer::Exists
+        );
+    }
+}

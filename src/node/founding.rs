@@ -1,0 +1,162 @@
+//! Founding a cluster on an empty directory: the node asks the other
+//! founders whether the cluster exists (core::founding), founds once all
+//! of them say it does not, and stops with an error that says what to do
+//! if one of them holds its state.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use super::Node;
+use crate::applier::Committed;
+use crate::core::founding::{self, Decision, Founding};
+use crate::core::types::{Membership, NodeId};
+use crate::log_store::Found;
+use crate::message::Message;
+
+/// How long a founder waits for every other founder to answer before it
+/// gives up (it never founds blind).
+const FOUNDING_PATIENCE: Duration = Duration::from_secs(300);
+
+/// A founder on an empty directory that has not founded yet.
+pub(super) struct PendingFounding {
+    founding: Founding,
+    members: Membership,
+    since: Instant,
+    asked: u64,
+}
+
+impl PendingFounding {
+    pub(super) fn new(me: NodeId, members: Membership) -> Self {
+        PendingFounding {
+            founding: Founding::new(me, members.voters.iter().copied()),
+            members,
+            since: Instant::now(),
+            asked: 0,
+        }
+    }
+}
+
+impl Node {
+    /// Whether `id` is one of the founders this node waits to found with.
+    pub(super) fn is_founder(&self, id: NodeId) -> bool {
+        self.founding
+            .as_ref()
+            .is_some_and(|p| p.members.is_voter(id))
+    }
+
+    /// Starts asking the other founders, if this node waits to found.
+    pub(super) fn start_founding(&mut self, ctx: &mut Context<Self>) {
+        let Some(p) = &self.founding else { return };
+        for (id, addr) in &p.members.addresses {
+            if *id != self.id() {
+                self.cx.transport.set_address(*id, addr);
+            }
+        }
+        tracing::info!(
+            node = self.id(),
+            founders = ?p.members.voters,
+            "empty data directory: asking the other founders whether the cluster exists before founding it"
+        );
+        self.decide_founding(ctx);
+        self.ask_founders(ctx);
+    }
+
+    fn ask_founders(&mut self, ctx: &mut Context<Self>) {
+        let id = self.id();
+        let Some(p) = &mut self.founding else { return };
+        let missing = match p.founding.decide() {
+            Decision::Wait { missing } => missing,
+            _ => return,
+        };
+        if p.since.elapsed() >= FOUNDING_PATIENCE {
+            let cause = format!(
+                "could not found the cluster: founders {missing:?} did not answer within {FOUNDING_PATIENCE:?}, \
+                 and a node on an empty directory never founds without knowing that the cluster does not exist \
+                 yet. Start them (with the same initial cluster), or, if this node's disk was replaced under a \
+                 running cluster, start it with --join and add it back (README: Replacing a disk)"
+            );
+            self.fail(cause, ctx);
+            return;
+        }
+        p.asked += 1;
+        if p.asked % 20 == 0 {
+            tracing::info!(node = id, waiting_for = ?missing, "still waiting for founders to answer before founding");
+        }
+        for peer in missing {
+            self.send(peer, Message::FoundingQuery);
+        }
+        let interval = self.cx.config.election_timeout_min / 2;
+        ctx.run_later(interval, |act, ctx| act.ask_founders(ctx));
+    }
+
+    /// A founding query or answer from `from`'s `incarnation`.
+    pub(super) fn on_founding(
+        &mut self,
+        from: NodeId,
+        incarnation: u64,
+        message: Message,
+        ctx: &mut Context<Self>,
+    ) {
+        match message {
+            Message::FoundingQuery => {
+                let answer = founding::answer(
+                    self.founding.is_some(),
+                    &self.membership.incarnations,
+                    from,
+                    incarnation,
+                );
+                self.send(from, Message::FoundingReply { answer });
+            }
+            Message::FoundingReply { answer } => {
+                if let Some(p) = &mut self.founding {
+                    p.founding.record(from, answer, incarnation);
+                    self.decide_founding(ctx);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn decide_founding(&mut self, ctx: &mut Context<Self>) {
+        let Some(p) = &self.founding else { return };
+        match p.founding.decide() {
+            Decision::Wait { .. } => {}
+            Decision::Exists { peer } => {
+                let cause = format!(
+                    "refusing to found the cluster: founder {peer} holds its state, so this node's data \
+                     directory is not new but was lost or replaced. A voter back on an empty disk has \
+                     forgotten its votes and the entries it acknowledged; it must be added back as a new \
+                     member: start it with --join (Node::builder(..).join()) and replace it through the \
+                     cluster (README: Replacing a disk)"
+                );
+                self.fail(cause, ctx);
+            }
+            Decision::Found { with } => {
+                let Some(p) = self.founding.take() else {
+                    return;
+                };
+                tracing::info!(node = self.id(), founders = ?p.members.voters, "founding the cluster");
+                // Every founder heard every other one: they all write the
+                // same configuration, with every founder's incarnation.
+                let mut members = p.members;
+                members.incarnations = with;
+                members
+                    .incarnations
+                    .insert(self.id(), self.cx.identity.get().incarnation);
+                // In force at once (the log store confirms it): a founder
+                // asking right after must be recognized.
+                self.membership = members.clone();
+                self.cx.log.do_send(Found(members));
+                // A follower of term 1, whose election timer counts.
+                self.become_follower(1, None);
+                // The founding configuration is committed by construction:
+                // every founder writes the same entry.
+                self.commit_index = self.commit_index.max(1);
+                self.applier.do_send(Committed(self.commit_index));
+                self.publish();
+            }
+        }
+    }
+}
