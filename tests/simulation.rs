@@ -80,6 +80,12 @@ fn seeds_that_found_bugs() {
     // Once an attempt was forwarded, no failure is definite
     // (tests/second_review.rs has the targeted test).
     run_counter(&sim, 410).unwrap_or_else(|f| panic!("{f}"));
+    // Disk replacement (issue 23): a member removed from the configuration
+    // had its incarnations forgotten, so a late message from its older
+    // incarnation passed for a new one, and the leader ignored the
+    // member's real incarnation once it was added back.
+    run_counter(&sim, 1371).unwrap_or_else(|f| panic!("{f}"));
+    run_counter(&counter(5, Faults::all()), 572).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! the entries it acknowledged. So it asks the other founders first
 //! (etcd refuses a "member already bootstrapped" the same way), and founds
 //! only once every one of them answers that it holds no state of the
-//! cluster, or that it founded together with this very directory.
+//! cluster — or founds at once when one answers that it founded together
+//! with this very directory (which crashed before its founding entry was
+//! durable), writing the configuration that one names.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,13 +16,17 @@ use serde::{Deserialize, Serialize};
 use super::types::NodeId;
 
 /// A founder's answer to "do you hold state of this cluster?".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FoundingAnswer {
     /// No state: it waits to found too (or to be added).
     Pending,
-    /// It founded the cluster together with the asking directory (it
-    /// heard that very incarnation waiting before it founded).
-    FoundedWithYou,
+    /// It founded the cluster together with the asking directory: its
+    /// founding configuration names that very incarnation.
+    FoundedWithYou {
+        /// The founders' incarnations in the founding configuration, so
+        /// the asker writes the same first entry.
+        incarnations: BTreeMap<NodeId, u64>,
+    },
     /// It holds state of the cluster, and the asking directory was not
     /// part of its founding: the cluster exists, the asker's disk is new.
     Exists,
@@ -38,7 +44,9 @@ pub fn answer(
     if pending {
         FoundingAnswer::Pending
     } else if incarnation != 0 && known.get(&peer) == Some(&incarnation) {
-        FoundingAnswer::FoundedWithYou
+        FoundingAnswer::FoundedWithYou {
+            incarnations: known.clone(),
+        }
     } else {
         FoundingAnswer::Exists
     }
@@ -47,9 +55,10 @@ pub fn answer(
 /// What a waiting founder does next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Found now; these founders (and incarnations) waited with it.
+    /// Found now, naming these incarnations of the founders.
     Found {
-        /// Each other founder's incarnation, as heard.
+        /// The founders' incarnations (this node's own added by the
+        /// caller when they came from the answers).
         with: BTreeMap<NodeId, u64>,
     },
     /// Never found: `peer` holds the cluster's state.
@@ -94,7 +103,8 @@ impl Founding {
     }
 
     /// What to do with the answers so far: any founder holding state
-    /// forbids founding; every founder must have answered to found.
+    /// forbids founding; one that founded with this directory gives the
+    /// configuration to write; otherwise every founder must have answered.
     pub fn decide(&self) -> Decision {
         if let Some((peer, _)) = self
             .answers
@@ -102,6 +112,14 @@ impl Founding {
             .find(|(_, (a, _))| *a == FoundingAnswer::Exists)
         {
             return Decision::Exists { peer: *peer };
+        }
+        if let Some(incarnations) = self.answers.values().find_map(|(a, _)| match a {
+            FoundingAnswer::FoundedWithYou { incarnations } => Some(incarnations),
+            _ => None,
+        }) {
+            return Decision::Found {
+                with: incarnations.clone(),
+            };
         }
         let missing: Vec<NodeId> = self
             .others
@@ -137,14 +155,26 @@ mod tests {
         );
         f.record(2, FoundingAnswer::Pending, 20);
         assert_eq!(f.decide(), Decision::Wait { missing: vec![3] });
-        // Node 3 founded already, having heard this directory waiting.
-        f.record(3, FoundingAnswer::FoundedWithYou, 30);
+        f.record(3, FoundingAnswer::Pending, 30);
         assert_eq!(
             f.decide(),
             Decision::Found {
                 with: BTreeMap::from([(2, 20), (3, 30)])
             }
         );
+        // A founder that founded with this directory (which lost its
+        // unsynced founding entry) gives the configuration to write, even
+        // while another founder is silent.
+        let mut f = Founding::new(1, [1, 2, 3]);
+        let founded = BTreeMap::from([(1, 10), (2, 20), (3, 30)]);
+        f.record(
+            2,
+            FoundingAnswer::FoundedWithYou {
+                incarnations: founded.clone(),
+            },
+            20,
+        );
+        assert_eq!(f.decide(), Decision::Found { with: founded });
         // A single founder founds at once.
         assert!(matches!(
             Founding::new(1, [1]).decide(),
@@ -166,7 +196,12 @@ mod tests {
     fn a_founded_node_recognizes_only_the_directories_it_founded_with() {
         let with = BTreeMap::from([(2, 20)]);
         assert_eq!(answer(true, &with, 2, 99), FoundingAnswer::Pending);
-        assert_eq!(answer(false, &with, 2, 20), FoundingAnswer::FoundedWithYou);
+        assert_eq!(
+            answer(false, &with, 2, 20),
+            FoundingAnswer::FoundedWithYou {
+                incarnations: with.clone()
+            }
+        );
         // Node 2 on a new disk (a new incarnation): the cluster exists.
         assert_eq!(answer(false, &with, 2, 21), FoundingAnswer::Exists);
         assert_eq!(answer(false, &with, 2, 0), FoundingAnswer::Exists);

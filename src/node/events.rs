@@ -164,9 +164,14 @@ impl Handler<LogChanged> for Node {
                 );
             }
             self.membership = m;
-            // Incarnations of members only (joiners come back at once).
-            let members = &self.membership;
-            self.incarnations.retain(|id| members.is_member(id));
+            // Incarnations of members only, once the table is half full: a
+            // removed member's retired incarnations are kept as long as
+            // there is room, or a late message from one of them would
+            // pass for a new incarnation (found by the simulator).
+            if self.incarnations.len() > super::MAX_TRACKED_PEERS / 2 {
+                let members = &self.membership;
+                self.incarnations.retain(|id| members.is_member(id));
+            }
             self.learn_addresses();
         }
         self.publish();

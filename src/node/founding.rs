@@ -144,7 +144,8 @@ impl Node {
                 members.incarnations = with;
                 members
                     .incarnations
-                    .insert(self.id(), self.cx.identity.get().incarnation);
+                    .entry(self.id())
+                    .or_insert(self.cx.identity.get().incarnation);
                 // In force at once (the log store confirms it): a founder
                 // asking right after must be recognized.
                 self.membership = members.clone();

@@ -21,6 +21,9 @@ pub(super) struct Checker {
     /// The first violation found.
     pub(super) violation: Option<String>,
     pub(super) elections: u64,
+    /// Nodes that refused to found on a replaced disk (as they must):
+    /// the operator's procedure takes over.
+    pub(super) refused_founding: std::collections::BTreeSet<NodeId>,
 }
 
 impl Checker {
@@ -60,6 +63,9 @@ impl Checker {
                         Some(_) => {}
                     }
                 }
+            }
+            ProbeEvent::Failed { cause } if cause.starts_with("refusing to found") => {
+                self.refused_founding.insert(node);
             }
             ProbeEvent::Failed { cause } => {
                 self.fail(format!("node {node} stopped: {cause}"));

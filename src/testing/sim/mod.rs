@@ -110,6 +110,11 @@ pub struct Faults {
     pub snapshots: bool,
     /// Replace voters through joint consensus, with spare nodes.
     pub membership: bool,
+    /// Replace a member's disk (its directory is lost): half the time the
+    /// node is started again with its old flags (a founder must then
+    /// refuse to found), half the time the operator follows the
+    /// procedure (remove it, start it with --join, add it back).
+    pub disk_replacement: bool,
 }
 
 impl Faults {
@@ -126,6 +131,7 @@ impl Faults {
             slow_storage: false,
             snapshots: false,
             membership: false,
+            disk_replacement: false,
         }
     }
 
@@ -142,6 +148,7 @@ impl Faults {
             slow_storage: true,
             snapshots: true,
             membership: true,
+            disk_replacement: true,
         }
     }
 

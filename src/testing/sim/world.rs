@@ -2,7 +2,7 @@
 //! schedule, the clients, and the checks after healing.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -71,6 +71,14 @@ pub(super) struct World<'a, SM: StateMachine> {
     incarnations: u64,
     crashes: u64,
     epoch: Instant,
+    /// Founders whose disk was replaced: they come back with --join.
+    joiners: BTreeSet<NodeId>,
+    /// Replaced nodes kept down until the operator's removal commits;
+    /// then started with --join and added back.
+    awaiting_removal: BTreeSet<NodeId>,
+    /// A replaced node, until it votes again and has caught up (one disk
+    /// is replaced at a time, as an operator would).
+    readding: Option<NodeId>,
 }
 
 impl<'a, SM: StateMachine> World<'a, SM>
@@ -108,6 +116,9 @@ where
             incarnations: 0,
             crashes: 0,
             epoch: Instant::now(),
+            joiners: BTreeSet::new(),
+            awaiting_removal: BTreeSet::new(),
+            readding: None,
         }
     }
 
@@ -160,10 +171,7 @@ where
                 .unwrap_or_else(|e| e.into_inner())
                 .on_event(node, &event, &observed);
         }));
-        let members = self
-            .founders
-            .voters
-            .contains(&id)
+        let members = (self.founders.voters.contains(&id) && !self.joiners.contains(&id))
             .then(|| self.founders.clone());
         let (config, factory) = (self.config.clone(), self.sim.factory.clone());
         let tasks = LocalSet::new();
@@ -300,14 +308,16 @@ where
         self.check()
     }
 
-    /// Whether `id` has been given any state (founder, or added later).
+    /// Whether `id` has been given any state (founder, or added later),
+    /// and is not kept down for the operator's procedure.
     fn ever_member(&self, id: NodeId) -> bool {
-        self.founders.voters.contains(&id) || !self.storages[&id].contents().is_empty()
+        !self.awaiting_removal.contains(&id)
+            && (self.founders.voters.contains(&id) || !self.storages[&id].contents().is_empty())
     }
 
     /// After healing, a leader must emerge and commit something new, and
     /// every running member must apply up to that.
-    async fn wait_for_progress(&self) -> Result<(), Failure> {
+    async fn wait_for_progress(&mut self) -> Result<(), Failure> {
         let metrics = |r: &Running<SM>| r.raft.metrics().borrow().clone();
         let healed_at = self
             .running
@@ -318,6 +328,7 @@ where
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut target = None;
         loop {
+            self.take_refusals();
             if Instant::now() >= deadline {
                 let states: Vec<_> = self
                     .running
@@ -356,6 +367,7 @@ where
     }
 
     async fn inject_fault(&mut self) -> Result<(), Failure> {
+        self.replacement_procedure().await?;
         let f = self.sim.faults.clone();
         // Mostly a majority stays up (the cluster makes progress and the
         // interesting interleavings happen); sometimes not.
@@ -404,6 +416,7 @@ where
                 }
             }
             8 if f.membership => self.change_membership().await?,
+            10 if f.disk_replacement => self.replace_disk().await?,
             9 if f.crashes && may_crash && self.running.len() > 1 => {
                 // A crash between "write issued" and "write durable".
                 self.disks.lock().unwrap_or_else(|e| e.into_inner()).armed = true;
@@ -424,6 +437,139 @@ where
             _ => {}
         }
         Ok(())
+    }
+
+    /// A member's disk is replaced: its directory is lost. Half the time
+    /// it is started again with its old flags — a founder asks the other
+    /// founders and must refuse to found — half the time the operator
+    /// follows the procedure. One replacement at a time.
+    async fn replace_disk(&mut self) -> Result<(), Failure> {
+        if !self.awaiting_removal.is_empty() || self.readding.is_some() {
+            return Ok(());
+        }
+        // As an operator would: while the leader's configuration has three
+        // voters or more and no change under way, so that the others can
+        // remove the lost copy.
+        let healthy = self.running.values().find_map(|r| {
+            let m = r.raft.metrics().borrow().clone();
+            (m.role == Role::Leader).then_some(m.membership)
+        });
+        let Some(membership) = healthy else {
+            return Ok(());
+        };
+        if membership.is_joint() || membership.voters.len() < 3 || !membership.learners.is_empty() {
+            return Ok(());
+        }
+        let members: Vec<NodeId> = membership.voters.iter().copied().collect();
+        if members.is_empty() {
+            return Ok(());
+        }
+        let id = members[self.rng.usize(..members.len())];
+        self.crash(id);
+        self.storages.insert(id, MemStorage::new());
+        self.readding = Some(id);
+        if self.rng.bool() {
+            tracing::debug!(
+                node = id,
+                "simulator: disk replaced; restarted with its old flags"
+            );
+            self.start(id).await
+        } else {
+            tracing::debug!(
+                node = id,
+                "simulator: disk replaced; removing it before it comes back"
+            );
+            self.awaiting_removal.insert(id);
+            self.joiners.insert(id);
+            Ok(())
+        }
+    }
+
+    /// The operator's procedure for a replaced disk: remove the member,
+    /// then start it with --join and add it back (learner, then voter).
+    /// A founder that refused to found on its replaced disk enters it.
+    async fn replacement_procedure(&mut self) -> Result<(), Failure> {
+        self.take_refusals();
+        let leader = self.running.values().find_map(|r| {
+            let m = r.raft.metrics().borrow().clone();
+            (m.role == Role::Leader).then(|| (r.raft.clone(), m.membership, m.commit_index))
+        });
+        let Some((raft, membership, commit)) = leader else {
+            return Ok(());
+        };
+        // A founder restarted with its old flags is not back before it has
+        // refused to found and gone through the procedure.
+        let back = |id: &NodeId| {
+            !self.awaiting_removal.contains(id)
+                && (!self.founders.voters.contains(id) || self.joiners.contains(id))
+        };
+        if let Some(id) = self.readding.filter(back) {
+            let caught_up = self
+                .running
+                .get(&id)
+                .is_some_and(|r| r.raft.metrics().borrow().last_applied >= commit);
+            if (membership.voters.contains(&id) && caught_up) || !membership.is_member(id) {
+                // A voter again with a full copy (or dropped by another
+                // change): the next disk may go.
+                self.readding = None;
+            }
+        }
+        let Some(id) = self.awaiting_removal.first().copied() else {
+            return Ok(());
+        };
+        if membership.is_joint() {
+            return Ok(());
+        }
+        if membership.is_member(id) {
+            let mut next = membership.voters.clone();
+            tokio::task::spawn_local(async move {
+                if next.remove(&id) {
+                    if !next.is_empty() {
+                        let _ = raft.change_membership(next).await;
+                    }
+                } else {
+                    let _ = raft.remove_learner(id).await;
+                }
+            });
+            return Ok(());
+        }
+        tracing::debug!(
+            node = id,
+            "simulator: replaced node removed; adding it back"
+        );
+        self.awaiting_removal.remove(&id);
+        if !self.running.contains_key(&id) {
+            self.start(id).await?;
+        }
+        let mut next = membership.voters.clone();
+        next.insert(id);
+        tokio::task::spawn_local(async move {
+            if raft.add_learner(id, "").await.is_ok() {
+                let _ = raft.change_membership(next).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Founders that refused to found on a replaced disk stop; the
+    /// operator removes them before they come back with --join.
+    fn take_refusals(&mut self) {
+        let refused = std::mem::take(
+            &mut self
+                .checker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .refused_founding,
+        );
+        for id in refused {
+            tracing::debug!(
+                node = id,
+                "simulator: node refused to found on its replaced disk"
+            );
+            self.crash(id);
+            self.awaiting_removal.insert(id);
+            self.joiners.insert(id);
+        }
     }
 
     fn pick_running(&mut self) -> Option<Raft<SM>> {
@@ -450,7 +596,7 @@ where
             .storages
             .keys()
             .copied()
-            .filter(|id| !membership.voters.contains(id))
+            .filter(|id| !membership.voters.contains(id) && !self.awaiting_removal.contains(id))
             .collect();
         if outside.is_empty() {
             return Ok(());
