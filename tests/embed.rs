@@ -223,3 +223,57 @@ fn raft_start_outside_actix_is_an_error_that_says_what_to_do() {
         }
     });
 }
+
+/// A free port on 127.0.0.1 (bound and released: fine for a test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Issue 23: a founder whose directory was lost and that is started again
+/// with the same initial cluster asks the other founder, learns that the
+/// cluster exists, and stops with a cause that says what to do; and
+/// stopping the node then returns (a node that failed on its own left its
+/// log writer running, so `Node::shutdown` waited forever).
+#[actix_rt::test]
+async fn a_founder_on_a_lost_directory_refuses_to_found_and_shuts_down() {
+    init_tracing();
+    bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (p1, p2) = (free_port(), free_port());
+        let cluster: InitialCluster = format!("1=127.0.0.1:{p1},2=127.0.0.1:{p2}")
+            .parse()
+            .unwrap();
+        let node = |id: u64, port: u16, dir: &str| {
+            Node::builder(id, Counter::default())
+                .cluster_name("refound-test")
+                .data_dir(tmp.path().join(dir))
+                .listen(format!("127.0.0.1:{port}").parse().unwrap())
+                .initial_cluster(cluster.clone())
+                .config(test_config())
+        };
+        let one = node(1, p1, "one").start().await.expect("node 1 starts");
+        let two = node(2, p2, "two").start().await.expect("node 2 starts");
+        one.raft()
+            .wait_for(Duration::from_secs(20), |m| m.commit_index >= 2)
+            .await
+            .expect("the two founders commit");
+        two.shutdown().await;
+        // Node 2's disk is replaced: a new, empty directory.
+        let again = node(2, p2, "two-new-disk")
+            .start()
+            .await
+            .expect("it starts");
+        let cause = again.raft().stopped().await.expect("it stops with a cause");
+        assert!(
+            cause.contains("refusing to found") && cause.contains("--join"),
+            "{cause}"
+        );
+        again.shutdown().await;
+        one.shutdown().await;
+    })
+    .await;
+}

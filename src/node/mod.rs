@@ -271,7 +271,19 @@ impl Node {
             );
         }
         self.stopped_because = Some(cause);
-        self.shutdown(ctx);
+        // What is queued is still made durable and the log writer ends
+        // before the node reports itself stopped: whoever stops it next
+        // (Node::shutdown) waits for that thread, on the thread the log
+        // store runs on.
+        self.stop_role();
+        let close = self.cx.log.send(Close);
+        ctx.wait(
+            async move {
+                let _ = close.await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| act.shutdown(ctx)),
+        );
     }
 
     fn shutdown(&mut self, ctx: &mut Context<Self>) {
