@@ -86,6 +86,14 @@ fn seeds_that_found_bugs() {
     // member's real incarnation once it was added back.
     run_counter(&sim, 1371).unwrap_or_else(|f| panic!("{f}"));
     run_counter(&counter(5, Faults::all()), 572).unwrap_or_else(|f| panic!("{f}"));
+    // A founder restarted before its founding entry was durable had
+    // received the cluster's log from the leader, then founded anyway and
+    // took the founding configuration for its own: it was elected by a
+    // stale majority without a committed entry (leader completeness).
+    run_counter(&sim, 11_381).unwrap_or_else(|f| panic!("{f}"));
+    // A waiting founder kept an old "pending" answer of a founder that
+    // had founded since, and waited for a founder whose disk was lost.
+    run_counter(&sim, 7084).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

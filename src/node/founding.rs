@@ -84,7 +84,11 @@ impl Node {
         if p.asked % 20 == 0 {
             tracing::info!(node = id, waiting_for = ?missing, "still waiting for founders to answer before founding");
         }
-        for peer in missing {
+        // Every other founder, not only the silent ones: one that answered
+        // "pending" may have founded since (with this directory), and its
+        // new answer lets this node found without the silent one.
+        let others: Vec<NodeId> = p.founding.others().collect();
+        for peer in others {
             self.send(peer, Message::FoundingQuery);
         }
         let interval = self.cx.config.election_timeout_min / 2;
@@ -101,12 +105,9 @@ impl Node {
     ) {
         match message {
             Message::FoundingQuery => {
-                let answer = founding::answer(
-                    self.founding.is_some(),
-                    &self.membership.incarnations,
-                    from,
-                    incarnation,
-                );
+                let mut known = self.founded_incarnations.clone();
+                known.extend(&self.membership.incarnations);
+                let answer = founding::answer(self.founding.is_some(), &known, from, incarnation);
                 self.send(from, Message::FoundingReply { answer });
             }
             Message::FoundingReply { answer } => {
@@ -133,6 +134,16 @@ impl Node {
                 );
                 self.fail(cause, ctx);
             }
+            Decision::Found { .. } if self.last_log_id.index > 0 => {
+                // A leader has already replicated the cluster's log here
+                // (this directory was among the founders): nothing to
+                // found, and the configuration in the log stands.
+                self.founding = None;
+                tracing::info!(
+                    node = self.id(),
+                    "the cluster was founded with this directory; following its log"
+                );
+            }
             Decision::Found { with } => {
                 let Some(p) = self.founding.take() else {
                     return;
@@ -146,9 +157,9 @@ impl Node {
                     .incarnations
                     .entry(self.id())
                     .or_insert(self.cx.identity.get().incarnation);
-                // In force at once (the log store confirms it): a founder
-                // asking right after must be recognized.
-                self.membership = members.clone();
+                // Known at once (the log store writes it): a founder asking
+                // right after must be recognized.
+                self.founded_incarnations = members.incarnations.clone();
                 self.cx.log.do_send(Found(members));
                 // A follower of term 1, whose election timer counts.
                 self.become_follower(1, None);

@@ -85,6 +85,9 @@ pub(crate) struct Node {
     incarnations: Incarnations,
     /// Waiting to found the cluster on an empty directory.
     founding: Option<founding::PendingFounding>,
+    /// The founders' incarnations this node founded with, until its log
+    /// holds the founding configuration.
+    founded_incarnations: BTreeMap<NodeId, u64>,
     /// The term this node started in: it may have led that term or an
     /// earlier one in a previous run, whose forwarded writes it does not
     /// remember.
@@ -136,6 +139,7 @@ impl Node {
             forwarded: BTreeMap::new(),
             incarnations: Incarnations::new(MAX_TRACKED_PEERS),
             founding: None,
+            founded_incarnations: BTreeMap::new(),
             boot_term: hs.term,
             abandon,
             stopped_because: None,
