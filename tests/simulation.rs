@@ -94,6 +94,10 @@ fn seeds_that_found_bugs() {
     // A waiting founder kept an old "pending" answer of a founder that
     // had founded since, and waited for a founder whose disk was lost.
     run_counter(&sim, 7084).unwrap_or_else(|f| panic!("{f}"));
+    // Founders wrote their incarnations into the founding entry, and two
+    // founders that had heard different incarnations of a third wrote
+    // different first entries (state machine safety).
+    run_counter(&sim, 49_267).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

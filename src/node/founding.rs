@@ -149,18 +149,17 @@ impl Node {
                     return;
                 };
                 tracing::info!(node = self.id(), founders = ?p.members.voters, "founding the cluster");
-                // Every founder heard every other one: they all write the
-                // same configuration, with every founder's incarnation.
-                let mut members = p.members;
-                members.incarnations = with;
-                members
-                    .incarnations
-                    .entry(self.id())
-                    .or_insert(self.cx.identity.get().incarnation);
-                // Known at once (the log store writes it): a founder asking
-                // right after must be recognized.
-                self.founded_incarnations = members.incarnations.clone();
-                self.cx.log.do_send(Found(members));
+                // Every founder writes exactly the configuration it was
+                // given, so the first entries agree by construction (naming
+                // incarnations in it made them differ when a founder's
+                // identity was not yet durable: found by the simulator,
+                // seed 49267). The incarnations heard while founding are
+                // kept in memory, to recognize a founder that asks again
+                // from the same directory.
+                self.founded_incarnations = with;
+                self.founded_incarnations
+                    .insert(self.id(), self.cx.identity.get().incarnation);
+                self.cx.log.do_send(Found(p.members));
                 // A follower of term 1, whose election timer counts.
                 self.become_follower(1, None);
                 // The founding configuration is committed by construction:
