@@ -159,11 +159,10 @@ pub struct Membership {
     /// clients where the leader serves them.
     #[serde(default)]
     pub metadata: BTreeMap<NodeId, BTreeMap<String, String>>,
-    /// The incarnation (data directory) of members, where known: the
-    /// founders' are written into the founding configuration, so a
-    /// founder that asks again from the same directory (it crashed before
-    /// its founding entry was durable) is told to found, and one on a new
-    /// disk is told the cluster exists.
+    /// The incarnation (data directory) of members, where pinned. Nothing
+    /// pins one yet: the founding entry must be the same on every founder,
+    /// so it names none (see `core::founding`); votes and acknowledgements
+    /// are to be counted only from a pinned incarnation (issue 23).
     #[serde(default)]
     pub incarnations: BTreeMap<NodeId, u64>,
 }
