@@ -47,6 +47,17 @@ async fn following_2() -> Harness {
     h
 }
 
+/// Node 1 leads term 2 (with node 2's vote) and may campaign again.
+async fn leading() -> Harness {
+    let h = Harness::start(Config {
+        election_timeout_min: SECS(1),
+        election_timeout_max: SECS(2),
+        ..quiet()
+    });
+    h.elect().await;
+    h
+}
+
 fn from(h: &Harness, peer: u64, message: Message) {
     let mut e = Envelope::new(peer, 1, message);
     e.incarnation = 7;
@@ -136,12 +147,7 @@ async fn a_session_retry_refused_after_an_unknown_attempt_is_indeterminate() {
 async fn an_absurd_append_entries_answer_is_refused_and_the_leader_carries_on() {
     init_tracing();
     bounded(SECS(30), async {
-        let h = Harness::start(Config {
-            election_timeout_min: SECS(1),
-            election_timeout_max: SECS(2),
-            ..quiet()
-        });
-        h.elect().await;
+        let h = leading().await;
         from(
             &h,
             2,
@@ -186,12 +192,7 @@ async fn an_absurd_append_entries_answer_is_refused_and_the_leader_carries_on() 
 async fn answers_of_a_replaced_incarnation_never_count_again() {
     init_tracing();
     bounded(SECS(30), async {
-        let h = Harness::start(Config {
-            election_timeout_min: SECS(1),
-            election_timeout_max: SECS(2),
-            ..quiet()
-        });
-        h.elect().await;
+        let h = leading().await;
         let answer = |incarnation: u64, matched: LogId, prev_index: u64| {
             let mut e = Envelope::new(
                 2,
