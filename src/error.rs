@@ -125,6 +125,17 @@ pub enum MembershipError {
         /// How far behind the leader's last entry it was.
         behind: u64,
     },
+    /// The node to replace is not a voter (a learner is removed and added
+    /// again instead).
+    #[error("node {0} is not a voter")]
+    NotAVoter(NodeId),
+    /// The voter to replace still answers as the incarnation the
+    /// configuration names (or has not answered at all): start the
+    /// replacement (the node on its new directory, with `--join`) and
+    /// retry once the leader hears from it. The leader itself cannot be
+    /// replaced: transfer leadership first.
+    #[error("node {0} has not come back with a new data directory (or is the leader): start it on its new directory with --join, then retry")]
+    NotReplaced(NodeId),
     /// The new voters did not become eligible in time (none was found
     /// lagging: they had not acknowledged anything yet); retry.
     #[error("the change timed out waiting for the new voters")]
@@ -138,6 +149,7 @@ impl MembershipError {
             self,
             MembershipError::ChangeInProgress
                 | MembershipError::LearnerBehind { .. }
+                | MembershipError::NotReplaced(_)
                 | MembershipError::TimedOut
         )
     }

@@ -14,6 +14,7 @@ use crate::transport::Transport;
 pub(crate) struct IdentityCell {
     cluster_id: AtomicU64,
     incarnation: u64,
+    founder: bool,
 }
 
 impl IdentityCell {
@@ -21,6 +22,7 @@ impl IdentityCell {
         Arc::new(IdentityCell {
             cluster_id: AtomicU64::new(identity.cluster_id),
             incarnation: identity.incarnation,
+            founder: identity.founder,
         })
     }
 
@@ -28,6 +30,7 @@ impl IdentityCell {
         NodeIdentity {
             cluster_id: self.cluster_id.load(Ordering::Relaxed),
             incarnation: self.incarnation,
+            founder: self.founder,
         }
     }
 

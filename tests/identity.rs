@@ -359,3 +359,87 @@ async fn a_voter_back_on_an_empty_disk_cannot_elect_a_leader_that_lacks_an_ackno
     })
     .await;
 }
+
+/// Issue 23, finding 1 (defence in depth): once a configuration pins the
+/// voters' incarnations, a voter back on a new disk — started with --join,
+/// caught up — counts toward no quorum: with the third voter down, nothing
+/// commits (before, its acknowledgements made a majority with the
+/// leader's). `Raft::replace` re-admits it in one call, pinned to its new
+/// incarnation, and from then on it counts.
+#[actix_rt::test]
+async fn a_voter_on_a_new_disk_counts_for_nothing_until_it_is_replaced() {
+    init_tracing();
+    bounded(SECS(120), async {
+        let mut c = Cluster::new(3, test_config(), seed("pinned_incarnations"), |_| {
+            Counter::default()
+        })
+        .await;
+        let leader = c.wait_leader(SECS(20)).await.unwrap();
+        c.write(leader, Add(1)).await.unwrap();
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&c.ids(), commit, SECS(20)).await.unwrap();
+        // Any configuration change pins the founders that are caught up.
+        let raft = c.raft(leader).clone();
+        raft.add_learner(4, "").await.unwrap();
+        let pinned = raft.remove_learner(4).await.unwrap();
+        for (id, m) in c.metrics() {
+            assert_eq!(
+                pinned.incarnations.get(&id),
+                Some(&m.incarnation),
+                "node {id}"
+            );
+        }
+
+        let others: Vec<NodeId> = c.ids().into_iter().filter(|id| *id != leader).collect();
+        let (replaced, other) = (others[0], others[1]);
+        c.wipe(replaced);
+        c.start(replaced).await;
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[replaced], commit, SECS(20))
+            .await
+            .expect("the node on its new disk catches up");
+        let new = c.metrics()[&replaced].incarnation;
+        assert_ne!(pinned.incarnations.get(&replaced), Some(&new));
+
+        c.crash(other);
+        let write = tokio::time::timeout(SECS(2), c.write(leader, Add(2))).await;
+        assert!(
+            !matches!(write, Ok(Ok(_))),
+            "committed with the acknowledgement of a voter that lost its disk"
+        );
+
+        c.start(other).await;
+        let deadline = tokio::time::Instant::now() + SECS(30);
+        let replaced_config = loop {
+            // The leader may not have heard the new incarnation yet (or
+            // may have changed).
+            let leader = c.wait_leader(SECS(20)).await.unwrap();
+            match c.raft(leader).replace(replaced).await {
+                Ok(m) => break m,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(%e, "replace refused; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("replace failed: {e}"),
+            }
+        };
+        assert_eq!(replaced_config.incarnations.get(&replaced), Some(&new));
+        assert!(replaced_config.voters.contains(&replaced));
+
+        let leader = c.wait_leader(SECS(20)).await.unwrap();
+        let down = c
+            .ids()
+            .into_iter()
+            .find(|id| *id != leader && *id != replaced)
+            .unwrap();
+        c.crash(down);
+        let leader = c
+            .wait_leader_among(&[leader, replaced], SECS(20))
+            .await
+            .unwrap();
+        c.write(leader, Add(3))
+            .await
+            .expect("the replaced voter counts again");
+    })
+    .await;
+}

@@ -98,6 +98,17 @@ fn seeds_that_found_bugs() {
     // founders that had heard different incarnations of a third wrote
     // different first entries (state machine safety).
     run_counter(&sim, 49_267).unwrap_or_else(|f| panic!("{f}"));
+    // A voter's disk was replaced and the node started with --join: on
+    // its new disk it voted as soon as it held a configuration naming it,
+    // and a node missing a committed entry was elected with its vote.
+    // Votes now come only from the incarnation a configuration pins (or
+    // an unpinned founder's). (Seed 81,100 found the same before the
+    // simulator's operator learned `replace`.)
+    run_counter(&sim, 14_423).unwrap_or_else(|f| panic!("{f}"));
+    // A founder crashed after founding, before any election, and forgot
+    // whom it founded with: it answered "the cluster exists" to the other
+    // two, which then refused to found — no leader, ever.
+    run_counter(&sim, 3811).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

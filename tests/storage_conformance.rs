@@ -120,6 +120,7 @@ fn conformance<S: LogStorage>(mut reopen: impl FnMut() -> S) {
     let identity = regatta::NodeIdentity {
         cluster_id: 7,
         incarnation: 9,
+        founder: false,
     };
     store
         .write(WriteBatch {

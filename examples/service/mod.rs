@@ -51,6 +51,9 @@ enum Command {
     /// Print every member's role, term, indices and lag as a table, asking
     /// any one member for the configuration.
     Status(ops::StatusArgs),
+    /// Re-admit a voter whose data directory was replaced, once it has
+    /// been started again on its new directory with --join.
+    Replace(ops::ReplaceArgs),
     /// Check that this machine can run a node well.
     #[command(subcommand)]
     Check(ops::Check),
@@ -156,6 +159,7 @@ pub fn main<S: Service>() {
             System::new().block_on(run_demo::<S>())
         }
         Some(Command::Status(args)) => ops::status(&args),
+        Some(Command::Replace(args)) => ops::replace(&args),
         Some(Command::Certs(args)) => certs::write_cluster(&args.dir, &args.nodes).map(|()| {
             println!(
                 "wrote {} (CA) and a certificate and key per node into {}",

@@ -1,6 +1,7 @@
 //! Operator commands: `status` (the whole cluster as a table, from any one
-//! member's address), `check disk` (is this directory fast enough for a
-//! node's log) and `bench` (load a running cluster through its HTTP API).
+//! member's address), `replace` (re-admit a voter whose disk was
+//! replaced), `check disk` (is this directory fast enough for a node's
+//! log) and `bench` (load a running cluster through its HTTP API).
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -19,6 +20,21 @@ pub struct StatusArgs {
     /// HTTP address of any member (HOST:PORT).
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub endpoint: String,
+}
+
+#[derive(clap::Args)]
+pub struct ReplaceArgs {
+    /// HTTP address of any member (HOST:PORT): the command asks it for
+    /// the leader.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub endpoint: String,
+    /// The voter whose data directory was replaced (already started again
+    /// on its new directory with --join).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+    /// A file whose first line is the cluster's admin token.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -73,6 +89,61 @@ fn stats(addr: SocketAddr) -> Option<Value> {
         Ok((200, v)) => Some(v),
         _ => None,
     }
+}
+
+/// `replace`: finds the leader through `--endpoint` and asks it to
+/// re-admit voter `--id` on its new data directory.
+pub fn replace(args: &ReplaceArgs) -> Result<(), String> {
+    let token = match &args.admin_token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            Some(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        None => None,
+    };
+    let seed = resolve(&args.endpoint)?;
+    let status = match http(seed, "GET", "/cluster/status", None) {
+        Ok((200, v)) => v,
+        _ => {
+            return Err(format!(
+                "{} does not answer GET /cluster/status",
+                args.endpoint
+            ))
+        }
+    };
+    let leader = status["leader_api"].as_str().ok_or_else(|| {
+        format!(
+            "{} knows no leader with an API address yet: retry shortly",
+            args.endpoint
+        )
+    })?;
+    let headers: Vec<(&str, String)> = token
+        .iter()
+        .map(|t| ("Authorization", format!("Bearer {t}")))
+        .collect();
+    let path = format!("/cluster/members/{}/replace", args.id);
+    // The leader's wait stays inside this client's read timeout.
+    let body = r#"{"catch_up_timeout_ms": 15000}"#;
+    let (code, answer) = HttpConnection::connect(resolve(leader)?)
+        .and_then(|mut c| c.request_with("POST", &path, Some(body), &headers))
+        .map_err(|e| format!("POST {path} to the leader at {leader}: {e:?}"))?;
+    if code != 200 {
+        return Err(format!(
+            "the leader at {leader} answered {code}: {}",
+            answer["error"].as_str().unwrap_or(&answer.to_string())
+        ));
+    }
+    let incarnation = answer["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"].as_u64() == Some(args.id)))
+        .map(|m| m["incarnation"].clone())
+        .unwrap_or(Value::Null);
+    println!(
+        "node {} votes again, as incarnation {incarnation}; voters now {}",
+        args.id, answer["voters"]
+    );
+    Ok(())
 }
 
 /// `status`: asks one member for the configuration, then every member

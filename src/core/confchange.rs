@@ -98,7 +98,7 @@ pub fn enter_joint(current: &Membership, voters: BTreeSet<NodeId>) -> Membership
 }
 
 /// C_new, the configuration that ends a joint one: the new voters, and
-/// addresses and metadata of members only.
+/// addresses and metadata of members only, incarnations of voters only.
 pub fn leave_joint(joint: &Membership) -> Membership {
     let mut target = joint.clone();
     target.old_voters = None;
@@ -106,6 +106,49 @@ pub fn leave_joint(joint: &Membership) -> Membership {
     target.addresses.retain(|id, _| members.contains(id));
     target.metadata.retain(|id, _| members.contains(id));
     target
+        .incarnations
+        .retain(|id, _| joint.voters.contains(id));
+    target
+}
+
+/// The two configurations that make voter `id` a learner (the first step
+/// of replacing its incarnation): C_old,new without it as a voter, then
+/// C_new with it a learner — at its address, with its metadata, its pin
+/// dropped.
+pub fn demote(current: &Membership, id: NodeId) -> (Membership, Membership) {
+    let mut voters = current.voters.clone();
+    voters.remove(&id);
+    let joint = enter_joint(current, voters);
+    let mut target = leave_joint(&joint);
+    target.learners.insert(id);
+    if let Some(address) = current.addresses.get(&id) {
+        target.addresses.insert(id, address.clone());
+    }
+    if let Some(metadata) = current.metadata.get(&id) {
+        target.metadata.insert(id, metadata.clone());
+    }
+    (joint, target)
+}
+
+/// `next` with the incarnation of each voter that has none pinned yet
+/// pinned to `known(id)`, where known. The leader proposes every
+/// configuration through this: a new voter is pinned to the incarnation
+/// that caught up (`lagging` admits no other), and a founder to the one
+/// that has acknowledged the leader's term. A pinned incarnation is never
+/// changed here: only a replacement (remove, then add) changes it.
+pub fn pin_voters(mut next: Membership, known: impl Fn(NodeId) -> Option<u64>) -> Membership {
+    let voters: Vec<NodeId> = next
+        .voters
+        .iter()
+        .chain(next.old_voters.iter().flatten())
+        .copied()
+        .collect();
+    for id in voters {
+        if let (None, Some(incarnation)) = (next.incarnations.get(&id), known(id)) {
+            next.incarnations.insert(id, incarnation);
+        }
+    }
+    next
 }
 
 /// Where a change under way stands: the configuration entry it waits to
@@ -333,5 +376,47 @@ mod tests {
             !leaving.informed(5, 100),
             "a returning node is no longer leaving"
         );
+    }
+
+    #[test]
+    fn voters_are_pinned_once_and_removed_voters_lose_their_pin() {
+        let mut current = three();
+        current.incarnations.insert(1, 10);
+        let known = |id: NodeId| Some(100 + id);
+        // Promoting learner 4: the new voter and the unpinned founders are
+        // pinned; a pinned incarnation never changes here.
+        let joint = pin_voters(enter_joint(&current, set(&[1, 2, 4])), known);
+        assert_eq!(
+            joint.incarnations,
+            [(1, 10), (2, 102), (3, 103), (4, 104)].into()
+        );
+        // Voter 3 leaves: its pin goes with it.
+        let target = leave_joint(&joint);
+        assert_eq!(target.incarnations, [(1, 10), (2, 102), (4, 104)].into());
+        // Unknown incarnations stay unpinned.
+        let none = pin_voters(Membership::new([1, 2]), |_| None);
+        assert!(none.incarnations.is_empty());
+    }
+
+    #[test]
+    fn a_demoted_voter_stays_a_learner_at_its_address_without_its_pin() {
+        let mut current = three();
+        current
+            .metadata
+            .insert(3, [("api".into(), "h:1".into())].into());
+        current.incarnations = [(1, 11), (2, 12), (3, 13)].into();
+        let (joint, target) = demote(&current, 3);
+        assert_eq!(joint.voters, set(&[1, 2]));
+        assert_eq!(joint.old_voters, Some(set(&[1, 2, 3])));
+        assert_eq!(
+            joint.incarnations.get(&3),
+            Some(&13),
+            "C_old still counts it"
+        );
+        assert_eq!(target.voters, set(&[1, 2]));
+        assert_eq!(target.learners, set(&[3, 4]));
+        assert_eq!(target.addresses.get(&3), current.addresses.get(&3));
+        assert_eq!(target.metadata.get(&3), current.metadata.get(&3));
+        assert_eq!(target.incarnations, [(1, 11), (2, 12)].into());
     }
 }

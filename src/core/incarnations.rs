@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::types::NodeId;
+use super::types::{Membership, NodeId, NodeIdentity};
 
 /// Retired incarnations remembered per peer (a disk replaced this many
 /// times while copies of the first one's messages are still in flight is
@@ -116,6 +116,29 @@ impl Incarnations {
     }
 }
 
+/// Whether this node (`me`, in the incarnation and with the origin
+/// `identity` says) may vote — grant votes and stand as a candidate —
+/// under `membership`, its latest configuration.
+///
+/// - Without a configuration, no (it cannot know what it would elect).
+/// - Where its incarnation is pinned, only as that incarnation: a voter
+///   back on an empty disk has forgotten its votes and what it
+///   acknowledged.
+/// - Where it is an unpinned voter, only if it is a founder: a node that
+///   joined is pinned when promoted, so an unpinned configuration naming
+///   it a voter (one from a snapshot or a log taken before its promotion)
+///   speaks of an earlier incarnation (simulator seed 81,100).
+/// - Learners vote, as before: a joint configuration may need them.
+pub fn may_vote(membership: &Membership, me: NodeId, identity: NodeIdentity) -> bool {
+    if membership.voters.is_empty() {
+        return false;
+    }
+    match membership.incarnations.get(&me) {
+        Some(pinned) => *pinned == identity.incarnation,
+        None => identity.founder || !membership.is_voter(me),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +177,34 @@ mod tests {
         t.retain(|id| id != 3);
         assert_eq!(t.hear(4, 5), Heard::First);
         assert_eq!(t.len(), 2);
+    }
+    #[test]
+    fn who_may_vote() {
+        let founder = NodeIdentity {
+            cluster_id: 7,
+            incarnation: 11,
+            founder: true,
+        };
+        let joiner = NodeIdentity {
+            founder: false,
+            ..founder
+        };
+        let mut m = Membership::new([1, 2, 3]);
+        assert!(
+            !may_vote(&Membership::default(), 3, founder),
+            "no configuration"
+        );
+        assert!(may_vote(&m, 3, founder), "an unpinned founder");
+        assert!(
+            !may_vote(&m, 3, joiner),
+            "a joiner named an unpinned voter: the configuration speaks of an earlier incarnation"
+        );
+        m.learners.insert(4);
+        assert!(may_vote(&m, 4, joiner), "learners vote");
+        m.incarnations.insert(3, 11);
+        assert!(may_vote(&m, 3, joiner), "pinned to this incarnation");
+        m.incarnations.insert(3, 12);
+        assert!(!may_vote(&m, 3, founder), "pinned to another incarnation");
+        assert!(m.counts(3, 12) && !m.counts(3, 11) && m.counts(2, 99));
     }
 }

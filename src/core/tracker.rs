@@ -20,6 +20,35 @@ pub struct PeerState {
     pub last_heard_ms: Option<u64>,
     /// AppendEntries sent and not yet answered, at its last answer.
     pub inflight: u64,
+    /// The incarnation that answered last (`None`: none has answered).
+    /// Where the configuration pins another one, this peer counts toward
+    /// no quorum.
+    pub incarnation: Option<u64>,
+}
+
+/// One answer of a peer, as its replicator reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// How far its log now matches.
+    pub matched: u64,
+    /// It lost its state: `matched` replaces what it acknowledged before.
+    pub reset: bool,
+    /// AppendEntries still unanswered.
+    pub inflight: u64,
+    /// The incarnation that answered.
+    pub incarnation: u64,
+}
+
+impl Answer {
+    /// An answer from incarnation 1 matching `matched`.
+    #[cfg(test)]
+    fn at(matched: u64) -> Self {
+        Answer {
+            matched,
+            incarnation: 1,
+            ..Default::default()
+        }
+    }
 }
 
 /// The leader's peers.
@@ -51,16 +80,16 @@ impl Tracker {
     /// `peer` answered at `now_ms`. With `reset`, `matched` replaces what
     /// it acknowledged before (it lost its state); otherwise the match
     /// only grows. Returns whether the match grew.
-    pub fn answered(
-        &mut self,
-        peer: NodeId,
-        matched: u64,
-        reset: bool,
-        inflight: u64,
-        now_ms: u64,
-    ) -> bool {
+    pub fn answered(&mut self, peer: NodeId, answer: Answer, now_ms: u64) -> bool {
+        let Answer {
+            matched,
+            reset,
+            inflight,
+            incarnation,
+        } = answer;
         let p = self.peers.entry(peer).or_default();
         p.last_heard_ms = Some(now_ms);
+        p.incarnation = Some(incarnation);
         p.inflight = inflight;
         if reset {
             p.matched = matched;
@@ -78,6 +107,20 @@ impl Tracker {
         self.peers.get(&peer).map_or(0, |p| p.matched)
     }
 
+    /// The incarnation of `peer` that answered last, if any has.
+    pub fn incarnation(&self, peer: NodeId) -> Option<u64> {
+        self.peers.get(&peer).and_then(|p| p.incarnation)
+    }
+
+    /// Whether `peer`'s answers count toward a quorum of `membership`: not
+    /// when it answers as another incarnation than the one pinned.
+    fn counts(&self, membership: &Membership, peer: NodeId) -> bool {
+        match self.incarnation(peer) {
+            Some(incarnation) => membership.counts(peer, incarnation),
+            None => true,
+        }
+    }
+
     /// `peer`'s state, if tracked.
     pub fn peer(&self, peer: NodeId) -> Option<PeerState> {
         self.peers.get(&peer).copied()
@@ -90,8 +133,10 @@ impl Tracker {
         quorum_index(membership, |n| {
             if n == me {
                 self_durable
-            } else {
+            } else if self.counts(membership, n) {
                 self.matched(n)
+            } else {
+                0
             }
         })
     }
@@ -101,11 +146,12 @@ impl Tracker {
     pub fn quorum_heard_since(&self, membership: &Membership, me: NodeId, since_ms: u64) -> bool {
         is_quorum(membership, |n| {
             n == me
-                || self
-                    .peers
-                    .get(&n)
-                    .and_then(|p| p.last_heard_ms)
-                    .is_some_and(|t| t >= since_ms)
+                || (self.counts(membership, n)
+                    && self
+                        .peers
+                        .get(&n)
+                        .and_then(|p| p.last_heard_ms)
+                        .is_some_and(|t| t >= since_ms))
         })
     }
 }
@@ -121,8 +167,8 @@ mod tests {
     #[test]
     fn the_commit_candidate_is_the_quorum_of_durable_copies() {
         let mut t = Tracker::default();
-        t.answered(2, 5, false, 0, 0);
-        t.answered(3, 9, false, 0, 0);
+        t.answered(2, Answer::at(5), 0);
+        t.answered(3, Answer::at(9), 0);
         // The leader's own copy counts only once durable.
         assert_eq!(t.commit_candidate(&three(), 1, 0), 5);
         assert_eq!(t.commit_candidate(&three(), 1, 7), 7);
@@ -132,13 +178,18 @@ mod tests {
     #[test]
     fn a_match_only_grows_unless_the_peer_lost_its_state() {
         let mut t = Tracker::default();
-        assert!(t.answered(2, 8, false, 1, 0));
-        assert!(!t.answered(2, 3, false, 0, 1), "a stale reply");
+        assert!(t.answered(2, Answer::at(8), 0));
+        assert!(!t.answered(2, Answer::at(3), 1), "a stale reply");
         assert_eq!(t.matched(2), 8);
         // A new incarnation of the peer: what it acknowledged is gone.
-        assert!(!t.answered(2, 0, true, 0, 2));
+        let reset = Answer {
+            reset: true,
+            incarnation: 2,
+            ..Answer::at(0)
+        };
+        assert!(!t.answered(2, reset, 2));
         assert_eq!(t.matched(2), 0);
-        t.answered(2, 4, false, 0, 3);
+        t.answered(2, Answer::at(4), 3);
         t.forget_match(2);
         assert_eq!(t.matched(2), 0);
     }
@@ -150,7 +201,7 @@ mod tests {
         t.start(3, 100);
         assert!(t.quorum_heard_since(&three(), 1, 100), "start counts");
         assert!(!t.quorum_heard_since(&three(), 1, 101));
-        t.answered(3, 1, false, 0, 150);
+        t.answered(3, Answer::at(1), 150);
         assert!(t.quorum_heard_since(&three(), 1, 120));
         t.remove(3);
         assert!(!t.quorum_heard_since(&three(), 1, 120));
@@ -163,24 +214,66 @@ mod tests {
         let mut joint = Membership::new([1, 4, 5]);
         joint.old_voters = Some([1, 2, 3].into());
         let mut t = Tracker::default();
-        t.answered(2, 0, false, 0, 10);
+        t.answered(2, Answer::at(0), 10);
         assert!(!t.quorum_heard_since(&joint, 1, 10), "new half silent");
-        t.answered(4, 0, false, 0, 10);
+        t.answered(4, Answer::at(0), 10);
         assert!(t.quorum_heard_since(&joint, 1, 10));
     }
 
     #[test]
     fn inflight_is_the_latest_report() {
         let mut t = Tracker::default();
-        t.answered(2, 1, false, 7, 0);
-        t.answered(2, 2, false, 3, 1);
+        let answer = |matched, inflight| Answer {
+            inflight,
+            ..Answer::at(matched)
+        };
+        t.answered(2, answer(1, 7), 0);
+        t.answered(2, answer(2, 3), 1);
         assert_eq!(
             t.peer(2),
             Some(PeerState {
                 matched: 2,
                 last_heard_ms: Some(1),
-                inflight: 3
+                inflight: 3,
+                incarnation: Some(1),
             })
         );
+    }
+
+    #[test]
+    fn a_peer_answering_as_another_incarnation_than_the_pinned_one_counts_for_nothing() {
+        let mut pinned = three();
+        pinned.incarnations.insert(3, 30);
+        let mut t = Tracker::default();
+        t.start(2, 0);
+        t.start(3, 0);
+        let wiped = Answer {
+            matched: 9,
+            incarnation: 31,
+            ..Default::default()
+        };
+        t.answered(3, wiped, 10);
+        assert_eq!(
+            t.commit_candidate(&pinned, 1, 9),
+            0,
+            "only the leader's copy counts"
+        );
+        assert!(
+            !t.quorum_heard_since(&pinned, 1, 5),
+            "nor does it keep the leader in office"
+        );
+        // Unpinned, the same answers count.
+        assert_eq!(t.commit_candidate(&three(), 1, 9), 9);
+        assert!(t.quorum_heard_since(&three(), 1, 5));
+        // The pinned incarnation counts.
+        t.answered(
+            3,
+            Answer {
+                incarnation: 30,
+                ..wiped
+            },
+            11,
+        );
+        assert_eq!(t.commit_candidate(&pinned, 1, 9), 9);
     }
 }

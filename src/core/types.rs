@@ -126,6 +126,18 @@ pub struct NodeIdentity {
     pub cluster_id: u64,
     /// Random, generated when this node's storage was first written.
     pub incarnation: u64,
+    /// Whether this incarnation was created to found the cluster (with the
+    /// founding configuration) rather than to join it. A founder may vote
+    /// where the configuration names it a voter without pinning its
+    /// incarnation; a node that joined votes as a voter only once a
+    /// configuration pins its incarnation. Directories written before
+    /// this field existed count as founders (as they behaved then).
+    #[serde(default = "written_before_founder_flag")]
+    pub founder: bool,
+}
+
+fn written_before_founder_flag() -> bool {
+    true
 }
 
 /// The cluster id the founders of a cluster derive, each on its own, from
@@ -159,10 +171,12 @@ pub struct Membership {
     /// clients where the leader serves them.
     #[serde(default)]
     pub metadata: BTreeMap<NodeId, BTreeMap<String, String>>,
-    /// The incarnation (data directory) of members, where pinned. Nothing
-    /// pins one yet: the founding entry must be the same on every founder,
-    /// so it names none (see `core::founding`); votes and acknowledgements
-    /// are to be counted only from a pinned incarnation (issue 23).
+    /// The incarnation (data directory) of voters, where pinned: a voter's
+    /// votes and acknowledgements count only from this incarnation, so a
+    /// voter back on an empty disk counts for nothing until it is
+    /// replaced. A voter is pinned when it is promoted (and founders at the
+    /// first change after founding: the founding entry must be the same on
+    /// every founder, so it names none; see `core::founding`).
     #[serde(default)]
     pub incarnations: BTreeMap<NodeId, u64>,
 }
@@ -188,6 +202,15 @@ impl Membership {
     /// Whether `id` votes in either half of the configuration.
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(&id) || self.old_voters.as_ref().is_some_and(|o| o.contains(&id))
+    }
+
+    /// Whether `id`, speaking from `incarnation`, counts toward a quorum of
+    /// this configuration (as far as incarnations go): yes unless another
+    /// incarnation of it is pinned.
+    pub fn counts(&self, id: NodeId, incarnation: u64) -> bool {
+        self.incarnations
+            .get(&id)
+            .is_none_or(|pinned| *pinned == incarnation)
     }
 
     /// Whether `id` receives the log: a voter of either half or a learner.
@@ -223,6 +246,30 @@ impl Membership {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_identity_written_before_the_founder_flag_reads_as_a_founder() {
+        #[derive(Serialize)]
+        struct Before {
+            cluster_id: u64,
+            incarnation: u64,
+        }
+        let bytes = rmp_serde::to_vec(&Before {
+            cluster_id: 7,
+            incarnation: 9,
+        })
+        .unwrap();
+        let read: NodeIdentity = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            read,
+            NodeIdentity {
+                cluster_id: 7,
+                incarnation: 9,
+                founder: true
+            }
+        );
+    }
+
     use super::*;
 
     #[test]

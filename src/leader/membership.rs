@@ -7,7 +7,8 @@ use actix::prelude::*;
 
 use super::{ChangeReply, Leader, PendingChange};
 use crate::core::confchange::{
-    add_learner, check_voters, enter_joint, lagging, leave_joint, remove_learner, ChangeDriver,
+    add_learner, check_voters, demote, enter_joint, lagging, leave_joint, pin_voters,
+    remove_learner, ChangeDriver,
 };
 use crate::core::types::{Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError};
@@ -57,7 +58,25 @@ impl Leader {
             driver: ChangeDriver::single(),
             reply: Some(reply),
         });
+        let next = self.pin(next);
         self.propose(Payload::Membership(Box::new(next)), None, ctx);
+    }
+
+    /// `next` with its voters' incarnations pinned where this leader knows
+    /// them (`core::confchange::pin_voters`): its own; a new voter's, the
+    /// one that caught up; a founder's, once it has acknowledged this
+    /// leader's first entry (so it holds everything committed before).
+    pub(super) fn pin(&self, next: Membership) -> Membership {
+        let me = self.cx.id;
+        let mine = self.cx.identity.get().incarnation;
+        pin_voters(next, |id| {
+            if id == me {
+                return Some(mine);
+            }
+            let incarnation = self.tracker.incarnation(id)?;
+            let caught_up = self.tracker.matched(id) >= self.first_index_of_term;
+            (!self.membership.is_voter(id) || caught_up).then_some(incarnation)
+        })
     }
 }
 
@@ -111,10 +130,74 @@ impl Handler<ChangeMembership> for Leader {
             }
             Err(why) => return refuse(msg.reply, why),
         }
-        // New voters must have caught up; wait for that (replies arrive
-        // shortly after a learner applies), for at most an election
-        // timeout, then refuse.
-        self.promotion = Some((msg.voters, msg.reply));
+        self.await_promotion(msg.voters, msg.reply, ctx);
+    }
+}
+
+/// Replaces voter `id`'s incarnation (its disk was replaced and the node
+/// started again): the old incarnation is removed from the voters (the
+/// node stays a learner and catches up), then the new one is promoted and
+/// pinned. Two joint changes, each keeping every quorum a majority of
+/// incarnations that hold the log.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Replace {
+    pub id: NodeId,
+    pub reply: ChangeReply,
+}
+
+impl Handler<Replace> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: Replace, ctx: &mut Context<Self>) {
+        let refuse = |reply: ChangeReply, why: MembershipError| {
+            let _ = reply.send(Err(RaftError::Membership(why)));
+        };
+        if let Err(e) = self.check_idle() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        let id = msg.id;
+        if !self.membership.voters.contains(&id) {
+            return refuse(msg.reply, MembershipError::NotAVoter(id));
+        }
+        // Only an incarnation other than the pinned one is a replacement;
+        // the leader's own directory is in use.
+        let live = self.tracker.incarnation(id);
+        let pinned = self.membership.incarnations.get(&id).copied();
+        if id == self.cx.id || live.is_none() || live == pinned {
+            return refuse(msg.reply, MembershipError::NotReplaced(id));
+        }
+        tracing::info!(
+            node = self.cx.id,
+            term = self.term,
+            peer = id,
+            incarnation = live,
+            pinned,
+            "replacing a voter's incarnation"
+        );
+        let (joint, target) = demote(&self.membership, id);
+        let joint = self.pin(joint);
+        let target = self.pin(target);
+        self.change = Some(PendingChange {
+            driver: ChangeDriver::joint(target),
+            reply: None,
+        });
+        self.replacing = Some((id, msg.reply));
+        self.propose(Payload::Membership(Box::new(joint)), None, ctx);
+    }
+}
+
+impl Leader {
+    /// Waits until every new voter in `voters` has caught up (replies
+    /// arrive shortly after a learner applies), for at most an election
+    /// timeout, then starts the change, or refuses.
+    pub(super) fn await_promotion(
+        &mut self,
+        voters: BTreeSet<NodeId>,
+        reply: ChangeReply,
+        ctx: &mut Context<Self>,
+    ) {
+        self.promotion = Some((voters, reply));
         self.try_promote(ctx);
         if self.promotion.is_some() {
             ctx.run_later(self.cx.config.election_timeout_max, |act, _| {
@@ -130,9 +213,7 @@ impl Handler<ChangeMembership> for Leader {
             });
         }
     }
-}
 
-impl Leader {
     /// A new voter in `voters` that may not vote yet, with how far behind
     /// it is.
     fn lagging(&self, voters: &BTreeSet<NodeId>) -> Option<(NodeId, u64)> {
@@ -155,7 +236,7 @@ impl Leader {
             return;
         }
         let (voters, reply) = self.promotion.take().expect("checked above");
-        let joint = enter_joint(&self.membership, voters);
+        let joint = self.pin(enter_joint(&self.membership, voters));
         self.change = Some(PendingChange {
             driver: ChangeDriver::joint(leave_joint(&joint)),
             reply: Some(reply),

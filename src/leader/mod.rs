@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-pub(crate) use self::membership::{AddLearner, ChangeMembership, RemoveLearner};
+pub(crate) use self::membership::{AddLearner, ChangeMembership, RemoveLearner, Replace};
 use self::proposals::Proposal;
 pub(crate) use self::proposals::Propose;
 pub(crate) use self::reads::ReadIndex;
@@ -25,7 +25,7 @@ use crate::core::confchange::{leave_joint, ChangeDriver, ChangeStep, Leaving};
 use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
 use crate::core::session::LogClock;
-use crate::core::tracker::Tracker;
+use crate::core::tracker::{Answer, Tracker};
 use crate::core::transfer::Transfer;
 use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError};
@@ -68,6 +68,9 @@ pub(crate) struct Leader {
     leaving: Leaving,
     /// A change waiting for its new voters to catch up.
     promotion: Option<(std::collections::BTreeSet<NodeId>, ChangeReply)>,
+    /// A replacement under way: the voter being re-admitted once the
+    /// change that makes it a learner has committed.
+    replacing: Option<(NodeId, ChangeReply)>,
     commit_clock: CommitClock,
 }
 
@@ -113,6 +116,7 @@ impl Leader {
             transfer: None,
             leaving: Leaving::default(),
             promotion: None,
+            replacing: None,
             commit_clock: CommitClock::default(),
         }
     }
@@ -216,6 +220,12 @@ impl Leader {
         if let Some(reply) = self.change.take().and_then(|c| c.reply) {
             let _ = reply.send(Ok(self.membership.clone()));
         }
+        if let Some((id, reply)) = self.replacing.take() {
+            // The old incarnation no longer votes; admit the new one.
+            let mut voters = self.membership.voters.clone();
+            voters.insert(id);
+            self.await_promotion(voters, reply, ctx);
+        }
         self.remove_replicators(index);
         if !self.membership.is_voter(self.cx.id) {
             tracing::info!(
@@ -259,7 +269,11 @@ impl Leader {
 
     /// Refuses a change while another is under way.
     fn check_idle(&self) -> Result<(), RaftError> {
-        if self.change.is_some() || self.promotion.is_some() || self.membership.is_joint() {
+        if self.change.is_some()
+            || self.promotion.is_some()
+            || self.replacing.is_some()
+            || self.membership.is_joint()
+        {
             return Err(RaftError::Membership(MembershipError::ChangeInProgress));
         }
         Ok(())
@@ -356,6 +370,10 @@ impl Actor for Leader {
             // The change may still complete under the next leader.
             let _ = reply.send(Err(RaftError::Indeterminate));
         }
+        if let Some((_, reply)) = self.replacing.take() {
+            // The voter may have been made a learner already.
+            let _ = reply.send(Err(RaftError::Indeterminate));
+        }
         if let Some((_, reply)) = self.promotion.take() {
             // Nothing was appended yet: the caller may retry elsewhere.
             let _ = reply.send(Err(RaftError::NotLeader(None)));
@@ -386,11 +404,28 @@ impl Handler<PeerReply> for Leader {
     type Result = ();
     fn handle(&mut self, msg: PeerReply, ctx: &mut Context<Self>) {
         let now_ms = self.now_ms();
-        self.reads.acknowledged(msg.peer, msg.round);
-        if self
-            .tracker
-            .answered(msg.peer, msg.match_index, msg.reset, msg.inflight, now_ms)
-        {
+        if msg.reset {
+            self.reads.forget(msg.peer);
+        }
+        if self.membership.counts(msg.peer, msg.incarnation) {
+            self.reads.acknowledged(msg.peer, msg.round);
+        } else if msg.reset {
+            tracing::warn!(
+                node = self.cx.id,
+                term = self.term,
+                peer = msg.peer,
+                incarnation = msg.incarnation,
+                pinned = ?self.membership.incarnations.get(&msg.peer),
+                "a voter answers from a new data directory; it counts toward no quorum until it is replaced (Raft::replace)"
+            );
+        }
+        let answer = Answer {
+            matched: msg.match_index,
+            reset: msg.reset,
+            inflight: msg.inflight,
+            incarnation: msg.incarnation,
+        };
+        if self.tracker.answered(msg.peer, answer, now_ms) {
             self.update_commit(ctx);
         }
         self.resolve_reads();

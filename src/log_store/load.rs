@@ -38,6 +38,7 @@ impl LogStore {
         let new_identity = state.identity.is_none().then(|| NodeIdentity {
             cluster_id: founding.unwrap_or(0),
             incarnation: fastrand::u64(1..),
+            founder: founding.is_some(),
         });
         let identity = state.identity.or(new_identity).unwrap_or_default();
         // An empty directory founds only once the other founders have said

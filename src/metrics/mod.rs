@@ -41,6 +41,11 @@ pub struct Metrics {
     /// The cluster's id, generated when it was founded (0 while a node
     /// that joined has not heard from its leader).
     pub cluster_id: u64,
+    /// This node's incarnation: the identity of its data directory (a
+    /// voter counts only as the incarnation its configuration pins, see
+    /// [`Membership::incarnations`]).
+    #[serde(default)]
+    pub incarnation: u64,
     /// Current role.
     pub role: Role,
     /// Current term.

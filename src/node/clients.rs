@@ -13,7 +13,7 @@ use crate::applier::WriteReply;
 use crate::core::types::{ClientCommand, NodeId};
 use crate::error::RaftError;
 use crate::leader::{
-    AddLearner, ChangeMembership, Leader, Propose, ReadIndex, ReadReply, RemoveLearner,
+    AddLearner, ChangeMembership, Leader, Propose, ReadIndex, ReadReply, RemoveLearner, Replace,
     TransferLeadership,
 };
 use crate::message::{Envelope, Message, RemoteError};
@@ -275,6 +275,7 @@ impl Handler<ClientMembership> for Node {
             }),
             MembershipRequest::Change { voters } => l.do_send(ChangeMembership { voters, reply }),
             MembershipRequest::RemoveLearner { id } => l.do_send(RemoveLearner { id, reply }),
+            MembershipRequest::Replace { id } => l.do_send(Replace { id, reply }),
         });
     }
 }

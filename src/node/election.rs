@@ -7,6 +7,18 @@ use actix::prelude::{ActorFutureExt, AsyncContext, Context, WrapFuture};
 use super::*;
 
 impl Node {
+    /// Whether this node may grant votes and campaign now
+    /// (`core::incarnations::may_vote`); nor while it waits to learn
+    /// whether it may found.
+    pub(super) fn may_vote(&self) -> bool {
+        self.founding.is_none()
+            && crate::core::incarnations::may_vote(
+                &self.membership,
+                self.id(),
+                self.cx.identity.get(),
+            )
+    }
+
     pub(super) fn start_pre_vote(&mut self, ctx: &mut Context<Self>) {
         self.stop_role();
         self.stop_believing_in_the_leader();
@@ -94,9 +106,7 @@ impl Node {
                 .into_actor(self)
                 .map(move |last, act, ctx| {
                     let Ok(last) = last else { return };
-                    // Nor while it waits to learn whether it may found.
-                    let configured = !act.membership.voters.is_empty() && act.founding.is_none();
-                    let answer = answer_vote(&act.hs, last, &req, alive, configured);
+                    let answer = answer_vote(&act.hs, last, &req, alive, act.may_vote());
                     let reply = answer.reply;
                     if answer.reset_election_timer {
                         if let RoleState::Follower(f) = &act.role {

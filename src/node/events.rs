@@ -46,7 +46,7 @@ impl Node {
             self.hs.term,
             self.role_term,
             role,
-            self.membership.is_voter(self.id()),
+            self.membership.is_voter(self.id()) && self.may_vote(),
             self.cx.config.pre_vote,
         );
         if campaign != Campaign::Ignore {

@@ -105,9 +105,19 @@ impl Node {
     ) {
         match message {
             Message::FoundingQuery => {
-                let mut known = self.founded_incarnations.clone();
-                known.extend(&self.membership.incarnations);
-                let answer = founding::answer(self.founding.is_some(), &known, from, incarnation);
+                // A founder that holds the founding entry and nothing
+                // else — no other entry, no vote, no term past the first —
+                // has seen nothing the asker could have taken part in: it
+                // counts as not founded yet (a founder that crashed after
+                // founding, before any election, and forgot whom it
+                // founded with; found by the simulator, seed 3811).
+                let untouched = self.last_log_id == crate::core::types::LogId::new(1, 1)
+                    && self.snapshot_index == 0
+                    && self.hs.term <= 1
+                    && self.hs.voted_for.is_none();
+                let pending = self.founding.is_some() || untouched;
+                let answer =
+                    founding::answer(pending, &self.founded_incarnations, from, incarnation);
                 self.send(from, Message::FoundingReply { answer });
             }
             Message::FoundingReply { answer } => {

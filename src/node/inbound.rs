@@ -162,13 +162,19 @@ impl Handler<Inbound> for Node {
                 pre_vote,
             } => {
                 if let RoleState::Candidate { addr, pre_vote: p } = &self.role {
-                    if counts_vote_reply(self.hs.term, *p, term, granted, pre_vote) {
+                    // A vote from another incarnation than the pinned one
+                    // speaks for a disk that is gone.
+                    if counts_vote_reply(self.hs.term, *p, term, granted, pre_vote)
+                        && self.membership.counts(from, incarnation)
+                    {
                         addr.do_send(VoteReply { from, granted });
                     }
                 }
             }
             Message::TimeoutNow { .. } => {
-                if self.membership.is_voter(self.id()) && !matches!(self.role, RoleState::Leader(_))
+                if self.membership.is_voter(self.id())
+                    && self.may_vote()
+                    && !matches!(self.role, RoleState::Leader(_))
                 {
                     tracing::info!(
                         node = self.id(),

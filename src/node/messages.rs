@@ -65,6 +65,9 @@ pub(crate) enum MembershipRequest {
     RemoveLearner {
         id: NodeId,
     },
+    Replace {
+        id: NodeId,
+    },
 }
 
 /// A client asks this node (the leader) to hand leadership to `to`.

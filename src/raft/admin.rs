@@ -65,6 +65,31 @@ impl<SM: StateMachine> Raft<SM> {
         self.membership_request(request).await
     }
 
+    /// Replaces voter `id` after its data directory was lost: the node has
+    /// been started again on a new directory with `--join` (a joining
+    /// node, same id and address), and this call re-admits it. Until then
+    /// the configuration names the lost directory's incarnation, so the
+    /// node on its new disk neither votes nor counts toward any quorum: it
+    /// may have lost entries it acknowledged.
+    ///
+    /// The leader makes `id` a learner (a joint change), waits up to an
+    /// election timeout for its new incarnation to catch up, and promotes
+    /// it with that incarnation pinned (a second joint change). Returns the
+    /// final configuration. [`MembershipError::NotReplaced`] (definite,
+    /// nothing changed) if the leader has not heard from a new incarnation
+    /// of `id`. [`RaftError::Indeterminate`] if leadership was lost midway,
+    /// and a [`MembershipError::LearnerBehind`] after the first step
+    /// leaves `id` a learner: then promote it with
+    /// [`Raft::change_membership`] once it has caught up. Must be called
+    /// on the leader.
+    ///
+    /// [`MembershipError::NotReplaced`]: crate::MembershipError::NotReplaced
+    /// [`MembershipError::LearnerBehind`]: crate::MembershipError::LearnerBehind
+    pub async fn replace(&self, id: NodeId) -> Result<Membership, RaftError> {
+        self.membership_request(MembershipRequest::Replace { id })
+            .await
+    }
+
     /// Hands leadership to voter `to` (dissertation §3.10): the leader
     /// stops accepting writes (clients get [`RaftError::NotLeader`] naming
     /// `to` and retry), brings `to` up to date, and sends it TimeoutNow; `to`

@@ -89,6 +89,7 @@ impl<SM: StateMachine> Raft<SM> {
         let (metrics_tx, metrics_rx) = watch::channel(Metrics {
             id,
             cluster_id: identity.get().cluster_id,
+            incarnation: identity.get().incarnation,
             role: Role::Follower,
             term: loaded.hard_state.term,
             leader: None,

@@ -177,6 +177,11 @@ impl Replicator {
         });
     }
 
+    /// The peer's live incarnation (0 until one has answered).
+    fn live_incarnation(&self) -> u64 {
+        self.peer_incarnation.live(self.peer).unwrap_or(0)
+    }
+
     /// A reply from a new incarnation of the peer means it lost its state
     /// (its directory was wiped): forget what it had acknowledged and
     /// start over from probing. Returns whether that happened, or `None`
@@ -319,6 +324,7 @@ impl Handler<AppendReply> for Replicator {
                 round: msg.round,
                 reset,
                 inflight: self.progress.inflight() as u64,
+                incarnation: self.live_incarnation(),
             });
             self.pump(ctx);
             return;
@@ -357,6 +363,7 @@ impl Handler<AppendReply> for Replicator {
             round: msg.round,
             reset,
             inflight: self.progress.inflight() as u64,
+            incarnation: self.live_incarnation(),
         });
         self.pump(ctx);
     }
@@ -374,4 +381,6 @@ pub(crate) struct PeerReply {
     pub reset: bool,
     /// AppendEntries still unanswered after this reply.
     pub inflight: u64,
+    /// The peer's incarnation that answered.
+    pub incarnation: u64,
 }

@@ -135,6 +135,7 @@ impl Handler<SnapshotReply> for Replicator {
                 round: 0,
                 reset: true,
                 inflight: self.progress.inflight() as u64,
+                incarnation: self.live_incarnation(),
             });
             self.pump(ctx);
             return;
@@ -171,6 +172,7 @@ impl Handler<SnapshotReply> for Replicator {
                     round: 0,
                     reset: false,
                     inflight: self.progress.inflight() as u64,
+                    incarnation: self.live_incarnation(),
                 });
                 self.pump(ctx);
             }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{ApiError, JsonBody};
 use crate::core::types::{Membership, NodeId};
-use crate::error::RaftError;
+use crate::error::{MembershipError, RaftError};
 use crate::metrics::{Metrics, Role};
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
@@ -31,6 +31,10 @@ pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
         .route("/members", web::get().to(members::<SM>))
         .route("/members", web::post().to(add_member::<SM>))
         .route("/members/{id}", web::delete().to(remove_member::<SM>))
+        .route(
+            "/members/{id}/replace",
+            web::post().to(replace_member::<SM>),
+        )
         .route("/transfer-leader", web::post().to(transfer_leader::<SM>))
         .route("/snapshot", web::post().to(snapshot::<SM>))
         .route("/health", web::get().to(health::<SM>))
@@ -78,6 +82,7 @@ fn membership_json(m: &Membership) -> serde_json::Value {
             json!({
                 "id": id,
                 "voter": m.is_voter(id),
+                "incarnation": m.incarnations.get(&id),
                 "raft_addr": m.addresses.get(&id),
                 "metadata": m.metadata.get(&id).cloned().unwrap_or_default(),
             })
@@ -173,19 +178,7 @@ async fn add_member<SM: StateMachine>(
             .map_err(|e| admin_error(e, &m.membership))?
     };
     if add.voter && !current.is_voter(add.id) {
-        let deadline = Instant::now() + wait;
-        current = loop {
-            let mut voters = metrics(&raft).membership.voters;
-            voters.insert(add.id);
-            match raft.change_membership(voters).await {
-                Ok(next) => break next,
-                // Still catching up (or another change finishing): wait.
-                Err(RaftError::Membership(e)) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => return Err(admin_error(e, &m.membership)),
-            }
-        };
+        current = promote(&raft, add.id, Instant::now() + wait, &m.membership).await?;
     }
     Ok(HttpResponse::Ok().json(membership_json(&current)))
 }
@@ -211,6 +204,86 @@ async fn remove_member<SM: StateMachine>(
     };
     let next = result.map_err(|e| admin_error(e, &m.membership))?;
     Ok(HttpResponse::Ok().json(membership_json(&next)))
+}
+
+/// How long `POST /cluster/members/{id}/replace` waits to hear from the
+/// node's new incarnation before answering that it has not come back.
+const REPLACEMENT_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplaceMember {
+    catch_up_timeout_ms: Option<u64>,
+}
+
+/// `POST /cluster/members/{id}/replace`: re-admits voter `id` after its
+/// data directory was replaced (`Raft::replace`), waiting for the new
+/// incarnation to be heard (a few seconds) and to catch up; answers once
+/// it votes again. The body is optional.
+async fn replace_member<SM: StateMachine>(
+    raft: Node<SM>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a node id")))?;
+    let options: ReplaceMember = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplaceMember::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be empty or {{\"catch_up_timeout_ms\": N}}: {e}"
+            ))
+        })?
+    };
+    let wait = options
+        .catch_up_timeout_ms
+        .map_or(CATCH_UP_TIMEOUT, Duration::from_millis)
+        .min(MAX_CATCH_UP_TIMEOUT);
+    let m = metrics(&raft);
+    require_leader(&m)?;
+    let started = Instant::now();
+    let not_back_deadline = started + REPLACEMENT_START_TIMEOUT.min(wait);
+    let deadline = started + wait;
+    let next = loop {
+        match raft.replace(id).await {
+            Ok(next) => break next,
+            Err(RaftError::Membership(MembershipError::NotReplaced(_)))
+                if Instant::now() < not_back_deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            // The old incarnation is out; the new one is catching up.
+            Err(RaftError::Membership(
+                MembershipError::LearnerBehind { .. } | MembershipError::TimedOut,
+            )) => break promote(&raft, id, deadline, &m.membership).await?,
+            Err(e) => return Err(admin_error(e, &m.membership)),
+        }
+    };
+    Ok(HttpResponse::Ok().json(membership_json(&next)))
+}
+
+/// Makes learner `id` a voter once it has caught up, retrying until
+/// `deadline`.
+async fn promote<SM: StateMachine>(
+    raft: &Raft<SM>,
+    id: NodeId,
+    deadline: Instant,
+    before: &Membership,
+) -> Result<Membership, ApiError> {
+    loop {
+        let mut voters = metrics(raft).membership.voters;
+        voters.insert(id);
+        match raft.change_membership(voters).await {
+            Ok(next) => return Ok(next),
+            // Still catching up (or another change finishing): wait.
+            Err(RaftError::Membership(e)) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => return Err(admin_error(e, before)),
+        }
+    }
 }
 
 #[derive(Deserialize)]

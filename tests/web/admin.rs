@@ -144,6 +144,19 @@ async fn admin_scope_manages_a_live_cluster() {
         let (s, v) = call(&on_leader, "DELETE", "/cluster/members/5", None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["learners"], json!([]), "{v}");
+        // Replacing a voter whose disk was not replaced: a bounded wait
+        // for a new incarnation, then 409 saying what to do; bad bodies
+        // and learners are refused at once.
+        let replace = format!("/cluster/members/{follower}/replace");
+        let body = r#"{"catch_up_timeout_ms": 300}"#;
+        let (s, v) = call(&on_leader, "POST", &replace, Some(body)).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("--join"), "{v}");
+        let (s, v) = call(&on_leader, "POST", &replace, Some(r#"{"wait": 1}"#)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let (s, v) = call(&on_leader, "POST", "/cluster/members/9/replace", None).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("not a voter"), "{v}");
 
         // Snapshot, then hand leadership over.
         let (s, v) = call(&on_leader, "POST", "/cluster/snapshot", None).await;

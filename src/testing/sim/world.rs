@@ -79,6 +79,8 @@ pub(super) struct World<'a, SM: StateMachine> {
     /// A replaced node, until it votes again and has caught up (one disk
     /// is replaced at a time, as an operator would).
     readding: Option<NodeId>,
+    /// When the operator last asked for a one-call replacement.
+    replace_asked: Option<Instant>,
 }
 
 impl<'a, SM: StateMachine> World<'a, SM>
@@ -119,6 +121,7 @@ where
             joiners: BTreeSet::new(),
             awaiting_removal: BTreeSet::new(),
             readding: None,
+            replace_asked: None,
         }
     }
 
@@ -328,7 +331,9 @@ where
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut target = None;
         loop {
-            self.take_refusals();
+            // The operator keeps at it: a replaced disk counts for nothing
+            // until its procedure is done.
+            self.replacement_procedure().await?;
             if Instant::now() >= deadline {
                 let states: Vec<_> = self
                     .running
@@ -460,6 +465,17 @@ where
         if membership.is_joint() || membership.voters.len() < 3 || !membership.learners.is_empty() {
             return Ok(());
         }
+        // And every voter up with state (a founder that crashed before its
+        // founding entry was durable has lost its state too: two lost
+        // disks of three are a lost quorum, not a replacement).
+        let whole = membership.voters.iter().all(|id| {
+            self.running
+                .get(id)
+                .is_some_and(|r| r.raft.metrics().borrow().last_applied >= 1)
+        });
+        if !whole {
+            return Ok(());
+        }
         let members: Vec<NodeId> = membership.voters.iter().copied().collect();
         if members.is_empty() {
             return Ok(());
@@ -468,20 +484,31 @@ where
         self.crash(id);
         self.storages.insert(id, MemStorage::new());
         self.readding = Some(id);
-        if self.rng.bool() {
-            tracing::debug!(
-                node = id,
-                "simulator: disk replaced; restarted with its old flags"
-            );
-            self.start(id).await
-        } else {
-            tracing::debug!(
-                node = id,
-                "simulator: disk replaced; removing it before it comes back"
-            );
-            self.awaiting_removal.insert(id);
-            self.joiners.insert(id);
-            Ok(())
+        match self.rng.u32(0..3) {
+            0 => {
+                tracing::debug!(
+                    node = id,
+                    "simulator: disk replaced; restarted with its old flags"
+                );
+                self.start(id).await
+            }
+            1 => {
+                tracing::debug!(
+                    node = id,
+                    "simulator: disk replaced; restarted with --join, to be replaced in one call"
+                );
+                self.joiners.insert(id);
+                self.start(id).await
+            }
+            _ => {
+                tracing::debug!(
+                    node = id,
+                    "simulator: disk replaced; removing it before it comes back"
+                );
+                self.awaiting_removal.insert(id);
+                self.joiners.insert(id);
+                Ok(())
+            }
         }
     }
 
@@ -504,14 +531,36 @@ where
                 && (!self.founders.voters.contains(id) || self.joiners.contains(id))
         };
         if let Some(id) = self.readding.filter(back) {
-            let caught_up = self
+            let node = self
                 .running
                 .get(&id)
-                .is_some_and(|r| r.raft.metrics().borrow().last_applied >= commit);
-            if (membership.voters.contains(&id) && caught_up) || !membership.is_member(id) {
+                .map(|r| r.raft.metrics().borrow().clone());
+            let caught_up = node.as_ref().is_some_and(|m| m.last_applied >= commit);
+            // Its new incarnation votes only once a configuration pins it
+            // (on a new disk it joined: unpinned, it does not vote).
+            let counts = node
+                .as_ref()
+                .is_some_and(|m| membership.incarnations.get(&id) == Some(&m.incarnation));
+            if (membership.voters.contains(&id) && caught_up && counts) || !membership.is_member(id)
+            {
                 // A voter again with a full copy (or dropped by another
                 // change): the next disk may go.
                 self.readding = None;
+            } else if node.is_some()
+                && !counts
+                && !membership.is_joint()
+                && self
+                    .replace_asked
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+            {
+                // The voter is back on its new disk, counting for nothing
+                // until the operator replaces it (one call).
+                self.replace_asked = Some(Instant::now());
+                tracing::debug!(node = id, "simulator: replacing the voter's incarnation");
+                let raft = raft.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = raft.replace(id).await;
+                });
             }
         }
         let Some(id) = self.awaiting_removal.first().copied() else {
