@@ -50,6 +50,14 @@ pub struct Config {
     /// founded with the same members and addresses get different ids only
     /// if their tokens differ. Used only when a cluster is founded.
     pub cluster_token: String,
+    /// For a node that joins a running cluster: that cluster's id (`GET
+    /// /cluster/status` shows it as `cluster_id`; `Metrics::cluster_id`).
+    /// With it the node talks only to that cluster from the start;
+    /// without it (the default) it takes the id of the first leader that
+    /// sends it entries — fine where strangers cannot reach the Raft port
+    /// (mutual TLS, a private network). A directory of another cluster is
+    /// refused at start-up.
+    pub join_cluster_id: Option<u64>,
     /// A client session idle this long expires (measured on the leaders'
     /// clocks written into the log, so every node agrees); its next write
     /// is refused.
@@ -81,6 +89,7 @@ impl Default for Config {
             snapshot_chunk_bytes: 1 << 20,
             snapshot_chunk_timeout: Duration::from_secs(10),
             cluster_token: String::new(),
+            join_cluster_id: None,
             session_timeout: Duration::from_secs(3600),
             max_sessions: 10_000,
             max_unacknowledged: 1024,
@@ -123,6 +132,12 @@ impl Config {
         }
         if self.client_timeout == zero || self.snapshot_chunk_timeout == zero {
             return Err("client_timeout and snapshot_chunk_timeout must be positive".into());
+        }
+        if self.join_cluster_id == Some(0) {
+            return Err(
+                "join_cluster_id 0 names no cluster: leave it unset, or give the cluster's id"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -201,6 +201,15 @@ pub enum StartError {
         /// This node.
         id: NodeId,
     },
+    /// The data directory belongs to another cluster than the one this
+    /// node was told to join ([`crate::Config::join_cluster_id`]).
+    #[error("the data directory belongs to cluster {found:#x}, not to cluster {expected:#x} that this node was told to join: give it a new directory, or the right cluster id")]
+    WrongCluster {
+        /// The cluster id this node was told to join.
+        expected: u64,
+        /// The cluster id in the directory.
+        found: u64,
+    },
     /// The founding configuration has no voter.
     #[error("the initial cluster is empty: list at least one voter")]
     EmptyInitialCluster,

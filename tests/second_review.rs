@@ -345,3 +345,66 @@ async fn a_node_waiting_to_be_added_grants_no_vote() {
     })
     .await;
 }
+
+/// Finding 7: a joining node took the cluster id of the first
+/// self-declared leader that sent it entries. Told its cluster's id
+/// (`Config::join_cluster_id`, `--cluster-id`), it refuses any other
+/// cluster's leader from the start, and its directory, once it belongs to
+/// that cluster, refuses to start for another.
+#[actix_rt::test]
+async fn a_joiner_told_its_cluster_id_refuses_another_clusters_leader() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let config = Config {
+            join_cluster_id: Some(0xc1),
+            ..quiet()
+        };
+        let storage = regatta::storage::MemStorage::new();
+        let start = |config: Config| {
+            regatta::Raft::start(
+                2,
+                config,
+                storage.clone(),
+                std::sync::Arc::new(common::scripted::Capture::default()),
+                None,
+                actix::Actor::start(Counter::default()),
+            )
+        };
+        let raft = start(config.clone()).unwrap();
+        assert_eq!(raft.metrics().borrow().cluster_id, 0xc1);
+        let heartbeat_of = |leader: u64, cluster_id: u64, term: u64| {
+            let mut e = Envelope::new(leader, 2, heartbeat(term));
+            e.cluster_id = cluster_id;
+            e.incarnation = leader;
+            e
+        };
+        // A stranger claiming leadership of another cluster, first.
+        raft.deliver(heartbeat_of(7, 0xbad, 9));
+        // Then the real leader, in a lower term.
+        raft.deliver(heartbeat_of(1, 0xc1, 2));
+        raft.wait_for(SECS(5), |m| m.leader == Some(1))
+            .await
+            .expect("the node follows its own cluster's leader");
+        let m = raft.metrics().borrow().clone();
+        assert_eq!(
+            (m.cluster_id, m.term),
+            (0xc1, 2),
+            "the stranger's term was not adopted"
+        );
+        assert_eq!(raft.counts().messages_other_cluster, 1);
+        raft.shutdown().await;
+
+        let other = Config {
+            join_cluster_id: Some(0xbad),
+            ..quiet()
+        };
+        match start(other) {
+            Err(regatta::StartError::WrongCluster { expected, found }) => {
+                assert_eq!((expected, found), (0xbad, 0xc1))
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("a directory of cluster 0xc1 started for cluster 0xbad"),
+        }
+    })
+    .await;
+}

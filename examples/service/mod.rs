@@ -65,6 +65,19 @@ enum Command {
     Certs(CertsArgs),
 }
 
+/// A cluster id, decimal or 0x-hex (as the logs print it); not 0.
+fn parse_cluster_id(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    match parsed {
+        Ok(0) => Err("0 names no cluster".into()),
+        Ok(id) => Ok(id),
+        Err(e) => Err(format!("not a cluster id (decimal or 0x-hex): {e}")),
+    }
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// This node's id (a positive integer, unique in the cluster).
@@ -90,6 +103,12 @@ struct ServeArgs {
     /// --initial-cluster, for a node with an empty data directory.
     #[arg(long, conflicts_with = "initial_cluster")]
     join: bool,
+    /// With --join: the id of the cluster to join (`cluster_id` in `GET
+    /// /cluster/status` of any member; decimal or 0x-hex). The node then
+    /// talks only to that cluster; without it, it takes the id of the
+    /// first leader that sends it entries.
+    #[arg(long, requires = "join", value_parser = parse_cluster_id)]
+    cluster_id: Option<u64>,
     /// How long a request may wait for a leader and its commit, in ms.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
@@ -256,6 +275,7 @@ async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
         client_timeout: Duration::from_millis(args.request_timeout_ms),
         snapshot_every: args.snapshot_every,
         snapshot_keep_entries: args.snapshot_keep,
+        join_cluster_id: args.cluster_id,
         ..Config::default()
     };
     let mut builder = Node::builder(args.id, S::default())

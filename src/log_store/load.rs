@@ -10,7 +10,7 @@ impl LogStore {
         node_id: NodeId,
         mut storage: Box<dyn LogStorage>,
         bootstrap: Option<Membership>,
-        cluster_token: &str,
+        config: &crate::config::Config,
         io: &IoMode,
         counters: Arc<Counters>,
         ask_founders: bool,
@@ -34,13 +34,29 @@ impl LogStore {
         let founding = bootstrap
             .as_ref()
             .filter(|_| state.is_empty())
-            .map(|m| founding_cluster_id(m, cluster_token));
-        let new_identity = state.identity.is_none().then(|| NodeIdentity {
-            cluster_id: founding.unwrap_or(0),
+            .map(|m| founding_cluster_id(m, &config.cluster_token));
+        let mut new_identity = state.identity.is_none().then(|| NodeIdentity {
+            cluster_id: founding.or(config.join_cluster_id).unwrap_or(0),
             incarnation: fastrand::u64(1..),
             founder: founding.is_some(),
         });
-        let identity = state.identity.or(new_identity).unwrap_or_default();
+        // A joining node told its cluster's id takes it at once (rather
+        // than from the first self-declared leader).
+        if let (Some(id), Some(known)) = (config.join_cluster_id, state.identity) {
+            if known.cluster_id != 0 && known.cluster_id != id {
+                return Err(StartError::WrongCluster {
+                    expected: id,
+                    found: known.cluster_id,
+                });
+            }
+            if known.cluster_id == 0 {
+                new_identity = Some(NodeIdentity {
+                    cluster_id: id,
+                    ..known
+                });
+            }
+        }
+        let identity = new_identity.or(state.identity).unwrap_or_default();
         // An empty directory founds only once the other founders have said
         // the cluster does not exist yet (the node asks them: see
         // core::founding); until then it holds its identity and nothing

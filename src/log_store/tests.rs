@@ -58,7 +58,7 @@ async fn nothing_is_acknowledged_after_a_failed_write() {
         1,
         Box::new(storage),
         Some(Membership::new([1, 2, 3])),
-        "",
+        &crate::Config::default(),
         &IoMode::Threads,
         Arc::new(Counters::default()),
         false,

@@ -74,7 +74,7 @@ impl<SM: StateMachine> Raft<SM> {
             id,
             Box::new(storage),
             initial_members,
-            &config.cluster_token,
+            &config,
             &io,
             counters.clone(),
             ask_founders,

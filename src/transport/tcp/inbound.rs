@@ -148,7 +148,7 @@ pub(super) async fn serve_inbound(
     if !address.is_empty() && address.len() <= MAX_ADVERTISED_LEN {
         // Picked up by the transport on its next send: a node can answer
         // whoever talks to it, even before the configuration names it.
-        lock(&shared.learned).push((peer_id, address));
+        shared.learn(peer_id, address);
     }
 
     let traffic = shared.traffic_of(peer_id);

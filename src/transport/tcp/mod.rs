@@ -226,10 +226,30 @@ struct PeerTraffic {
 /// The length prefix each frame carries on the wire.
 const FRAME_PREFIX: u64 = 4;
 
+/// Most peers a transport keeps state for (a send queue and task, byte
+/// counters) beyond those it is given addresses for: each handshake that
+/// claims a new node id would otherwise add one for good.
+pub(crate) const MAX_PEERS: usize = 256;
+
 impl Shared {
-    /// The byte counters of `peer`, created on first use.
+    /// The byte counters of `peer`, created on first use while fewer than
+    /// [`MAX_PEERS`] peers are counted (beyond that, a new peer's traffic
+    /// goes uncounted).
     fn traffic_of(&self, peer: NodeId) -> Arc<PeerTraffic> {
-        lock(&self.traffic).entry(peer).or_default().clone()
+        let mut traffic = lock(&self.traffic);
+        if traffic.len() >= MAX_PEERS && !traffic.contains_key(&peer) {
+            return Arc::default();
+        }
+        traffic.entry(peer).or_default().clone()
+    }
+
+    /// Records a peer's address heard in its handshake, unless as many are
+    /// already waiting to be adopted as the transport would keep.
+    fn learn(&self, peer: NodeId, address: String) {
+        let mut learned = lock(&self.learned);
+        if learned.len() < MAX_PEERS {
+            learned.push((peer, address));
+        }
     }
 
     fn count_drop(&self) {
@@ -458,6 +478,17 @@ impl TcpTransport {
     fn adopt_learned(&self) {
         let learned = std::mem::take(&mut *lock(&self.inner.shared.learned));
         for (id, address) in learned {
+            let peers = lock(&self.inner.peers).len();
+            if peers >= MAX_PEERS {
+                if self.inner.shared.should_warn_refusal("too many peers") {
+                    warn!(
+                        node_id = self.inner.shared.node_id,
+                        peer_id = id,
+                        "not adopting a peer's address from its handshake: {MAX_PEERS} peers known already"
+                    );
+                }
+                continue;
+            }
             if !lock(&self.inner.peers).contains_key(&id) {
                 info!(
                     node_id = self.inner.shared.node_id,

@@ -483,3 +483,20 @@ async fn a_new_connection_from_a_peer_replaces_its_old_one() {
     // The older connection's task ends: the server closes it.
     assert_disconnected(first).await;
 }
+
+/// Issue 23, finding 7: every handshake claiming a new node id used to add
+/// a peer for good (a send queue, a task, byte counters). Beyond
+/// `MAX_PEERS` nothing more is kept.
+#[tokio::test]
+async fn strangers_claiming_ever_new_ids_are_bounded() {
+    let (t, _inbox) = node(1, "c").await;
+    let shared = &t.inner.shared;
+    for id in 2..(3 * MAX_PEERS as u64) {
+        shared.learn(id, format!("127.0.0.1:{}", 20_000 + id));
+        drop(shared.traffic_of(id));
+    }
+    t.send(msg(1, 2, 1)); // adopts what was learned
+    assert!(lock(&t.inner.peers).len() <= MAX_PEERS);
+    assert!(lock(&shared.traffic).len() <= MAX_PEERS);
+    assert!(lock(&shared.learned).is_empty());
+}
