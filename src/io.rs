@@ -21,6 +21,10 @@ pub(crate) enum IoMode {
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     Simulated {
         write_latency: Arc<dyn Fn() -> Duration + Send + Sync>,
+        /// How fast this node's clock runs, in percent of true time (a
+        /// skewed clock: 100 runs true). Drives the time a leader stamps
+        /// on session entries.
+        clock_percent: u64,
     },
 }
 
@@ -39,6 +43,16 @@ pub(crate) struct Environment {
 pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
 
 impl IoMode {
+    /// `elapsed_ms` of true time as this node's clock measures it.
+    pub(crate) fn clock_ms(&self, elapsed_ms: u64) -> u64 {
+        match self {
+            IoMode::Threads => elapsed_ms,
+            IoMode::Simulated { clock_percent, .. } => {
+                elapsed_ms.saturating_mul(*clock_percent) / 100
+            }
+        }
+    }
+
     /// Runs `work`, which may block, without blocking the node's thread
     /// (or, simulated, at once). `Err` says the worker thread failed.
     pub(crate) fn blocking<T: Send + 'static>(

@@ -19,6 +19,16 @@ pub enum ProbeEvent {
         /// In log order.
         entries: Vec<(LogId, u64)>,
     },
+    /// The node's state machine applied a session write (admitted, not
+    /// answered from the cache): `session`'s `seq` at `index`.
+    SessionApplied {
+        /// The session.
+        session: u64,
+        /// The write's sequence number in it.
+        seq: u64,
+        /// The entry that applied it.
+        index: u64,
+    },
     /// The node stopped because a part of it failed.
     Failed {
         /// The cause.

@@ -150,10 +150,12 @@ impl<SM: StateMachine> Session<SM> {
                 received,
                 implicit: false,
             };
-            let attempt = self
+            let (attempt, forwarded) = self
                 .raft
-                .submit(ClientCommand::Tagged(tag, command.clone()))
+                .submit_tracked(ClientCommand::Tagged(tag, command.clone()))
                 .await;
+            // A forwarded copy may have been applied, whatever the answer.
+            unknown |= forwarded;
             match attempt {
                 // Unknown or not submitted: the same sequence number again
                 // cannot apply it twice.

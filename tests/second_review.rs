@@ -139,6 +139,54 @@ async fn a_session_retry_refused_after_an_unknown_attempt_is_indeterminate() {
     .await;
 }
 
+/// Sessions under pressure (simulator, sessions mode, seed 156): a
+/// session write was forwarded, a network duplicate's "not leader" came
+/// back first, the node retried on its own, and the retry was refused
+/// because the session had been evicted since — after the first copy was
+/// applied. The refusal was passed on as a definite "unknown session";
+/// once an attempt was forwarded it is indeterminate.
+#[actix_rt::test]
+async fn a_session_refusal_after_a_forward_is_indeterminate() {
+    init_tracing();
+    bounded(SECS(30), async {
+        // The node retries a "not leader" within the client timeout.
+        let h = Harness::start(Config {
+            election_timeout_min: SECS(1),
+            election_timeout_max: SECS(2),
+            client_timeout: SECS(5),
+            ..quiet()
+        });
+        from(&h, 2, heartbeat(2));
+        h.raft
+            .wait_for(SECS(5), |m| m.leader == Some(2))
+            .await
+            .expect("node 1 follows node 2");
+        let session = Session::resume(h.raft.clone(), 9, 0).retry_for(SECS(10));
+        let write = actix_rt::spawn(async move { session.write(Add(5)).await });
+        let id = forwarded(&h).await;
+        from(
+            &h,
+            2,
+            Message::ForwardWriteResponse {
+                id,
+                result: Err(RemoteError::NotLeader(Some(2))),
+            },
+        );
+        let id = forwarded(&h).await;
+        from(
+            &h,
+            2,
+            Message::ForwardWriteResponse {
+                id,
+                result: Err(RemoteError::Session(regatta::SessionError::Unknown(9))),
+            },
+        );
+        let result = write.await.expect("the write task");
+        assert_eq!(result, Err(RaftError::Indeterminate));
+    })
+    .await;
+}
+
 /// Finding 5: responses are network input too. A refusal naming
 /// `prev_index = u64::MAX` overflowed the leader's progress arithmetic (a
 /// panic in its replicator, which stops the node); it is refused with a

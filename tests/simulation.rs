@@ -109,6 +109,17 @@ fn seeds_that_found_bugs() {
     // whom it founded with: it answered "the cluster exists" to the other
     // two, which then refused to found — no leader, ever.
     run_counter(&sim, 3811).unwrap_or_else(|f| panic!("{f}"));
+    // Sessions under pressure (evicted while copies are in flight). Seed
+    // 152: a write and its duplicate in one batch, then a session opened
+    // that evicted theirs: the duplicate was answered "does not decode", a
+    // definite error for an applied write. Seed 156: a forwarded session
+    // write, retried by its node after a duplicate's "not leader", was
+    // refused by its evicted session: passed on as definite, though the
+    // first copy was applied (tests/second_review.rs and the applier's
+    // unit test have the targeted tests).
+    let sessions = counter(3, Faults::all()).sessions(true);
+    run_counter(&sessions, 152).unwrap_or_else(|f| panic!("{f}"));
+    run_counter(&sessions, 156).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod sessions;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -169,6 +170,14 @@ impl<SM: StateMachine> Applier<SM> {
                     &act.session_limits,
                 );
                 act.publish_log_time();
+                if let Some(probe) = &act.probe {
+                    for ((id, _), tag) in batch.commands.iter().zip(&batch.tags) {
+                        if let Some((session, seq)) = *tag {
+                            let index = id.index;
+                            probe(act.node_id, ProbeEvent::SessionApplied { session, seq, index });
+                        }
+                    }
+                }
                 for (log_id, err) in std::mem::take(&mut batch.undecodable) {
                     tracing::warn!(node = act.node_id, index = log_id.index, error = %err, "undecodable command skipped");
                     act.respond(log_id, Err(RaftError::Codec(err)));
@@ -201,16 +210,20 @@ impl<SM: StateMachine> Applier<SM> {
                 if responses.len() != ids.len() {
                     tracing::error!(node = act.node_id, "state machine returned {} responses for {} commands", responses.len(), ids.len());
                 }
+                let mut applied = HashMap::new();
                 for ((id, resp), tag) in ids.into_iter().zip(responses).zip(&batch.tags) {
                     let encoded = rmp_serde::to_vec(&resp)
                         .map(Bytes::from)
                         .map_err(|e| RaftError::Codec(e.to_string()));
                     if let (Some((session, seq)), Ok(bytes)) = (tag, &encoded) {
                         act.sessions.record(*session, *seq, bytes.clone());
+                        if !batch.pending.is_empty() {
+                            applied.insert(id, bytes.clone());
+                        }
                     }
                     act.respond(id, encoded);
                 }
-                act.answer_without_the_state_machine(batch);
+                act.answer_without_the_state_machine(batch, &applied);
                 act.settle_upto(last.index);
                 act.last_applied = last;
                 act.applied_to.do_send(Applied(last.index));
@@ -282,15 +295,18 @@ impl<SM: StateMachine> Applier<SM> {
 
     /// Answers what the batch settled without the state machine: cached
     /// and pending duplicates, refusals, opened sessions, empty entries.
-    fn answer_without_the_state_machine(&mut self, batch: sessions::Batch<SM::Command>) {
+    fn answer_without_the_state_machine(
+        &mut self,
+        batch: sessions::Batch<SM::Command>,
+        applied: &HashMap<LogId, Bytes>,
+    ) {
         for (id, response) in batch.answered {
             self.respond(id, Ok(response));
         }
-        for (id, session, seq) in batch.pending {
-            let response = self.sessions.response(session, seq).ok_or_else(|| {
-                // The first copy did not decode: neither does this one.
-                RaftError::Codec("the command does not decode".into())
-            });
+        for (id, response) in sessions::answer_duplicates(batch.pending, applied) {
+            // No response: the first copy's did not encode.
+            let response =
+                response.ok_or_else(|| RaftError::Codec("the response does not encode".into()));
             self.respond(id, response);
         }
         for (id, why) in batch.refused {

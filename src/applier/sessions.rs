@@ -3,6 +3,8 @@
 //! itself (duplicates, refusals, opened sessions), and carrying the
 //! session table inside snapshots.
 
+use std::collections::HashMap;
+
 use bytes::{Buf, Bytes};
 use serde::de::DeserializeOwned;
 
@@ -19,8 +21,9 @@ pub(super) struct Batch<C> {
     pub undecodable: Vec<(LogId, String)>,
     /// Duplicates answered from the session cache.
     pub answered: Vec<(LogId, Bytes)>,
-    /// Duplicates of a command earlier in this batch: answered once it is.
-    pub pending: Vec<(LogId, u64, u64)>,
+    /// Duplicates of a command earlier in this batch (duplicate, first
+    /// copy): answered with the first copy's response once it is applied.
+    pub pending: Vec<(LogId, LogId)>,
     /// Refused session writes.
     pub refused: Vec<(LogId, SessionError)>,
     /// Sessions opened, answered with their id.
@@ -46,6 +49,10 @@ pub(super) fn sort<C: DeserializeOwned>(
         opened: Vec::new(),
         empty: Vec::new(),
     };
+    // The first copy of each write admitted in this batch: its duplicates
+    // get its response, even if the session is evicted or expires later in
+    // the batch (simulator, sessions under pressure).
+    let mut first_copy: HashMap<(u64, u64), LogId> = HashMap::new();
     for e in entries {
         match e.payload {
             Payload::Command(bytes) => match rmp_serde::from_slice::<C>(&bytes) {
@@ -64,6 +71,7 @@ pub(super) fn sort<C: DeserializeOwned>(
                 match table.admit(session, seq, tag.received, time_ms, tag.implicit, limits) {
                     Admission::Apply => match rmp_serde::from_slice::<C>(&command) {
                         Ok(c) => {
+                            first_copy.insert((session, seq), e.log_id);
                             batch.commands.push((e.log_id, c));
                             batch.tags.push(Some((session, seq)));
                         }
@@ -73,7 +81,13 @@ pub(super) fn sort<C: DeserializeOwned>(
                         }
                     },
                     Admission::Answered(response) => batch.answered.push((e.log_id, response)),
-                    Admission::Pending => batch.pending.push((e.log_id, session, seq)),
+                    Admission::Pending => match first_copy.get(&(session, seq)) {
+                        Some(first) => batch.pending.push((e.log_id, *first)),
+                        // The first copy did not decode: neither does this.
+                        None => batch
+                            .undecodable
+                            .push((e.log_id, "the command does not decode".into())),
+                    },
                     Admission::Refused(why) => batch.refused.push((e.log_id, why)),
                 }
             }
@@ -94,6 +108,18 @@ pub(super) fn sort<C: DeserializeOwned>(
         }
     }
     batch
+}
+
+/// The answers of duplicates of writes applied in the same batch: each the
+/// response its first copy got (`applied`: this batch's responses).
+pub(super) fn answer_duplicates(
+    pending: Vec<(LogId, LogId)>,
+    applied: &HashMap<LogId, Bytes>,
+) -> Vec<(LogId, Option<Bytes>)> {
+    pending
+        .into_iter()
+        .map(|(duplicate, first)| (duplicate, applied.get(&first).cloned()))
+        .collect()
 }
 
 /// Marks a snapshot that carries the session table before the state
@@ -166,5 +192,46 @@ mod tests {
         let mut lying = framed.to_vec();
         lying[MAGIC.len()..MAGIC.len() + 8].copy_from_slice(&u64::MAX.to_be_bytes());
         assert!(split(lying.into()).is_err());
+    }
+
+    /// A write and its duplicate in one batch, and a session opened after
+    /// them that evicts their session: the duplicate used to be answered
+    /// from the session table — gone by then — with "does not decode",
+    /// a definite error for a write that was applied (simulator, sessions
+    /// under pressure).
+    #[test]
+    fn a_duplicate_gets_its_first_copys_answer_even_if_the_session_was_evicted_since() {
+        let limits = SessionLimits {
+            timeout_ms: 1_000,
+            max_sessions: 1,
+            max_cached: 10,
+        };
+        let mut table = SessionTable::default();
+        table.open(1, 0, &limits);
+        let tagged = |index: u64| Entry {
+            log_id: LogId::new(1, index),
+            payload: Payload::Tagged {
+                tag: crate::core::types::SessionTag {
+                    session: 1,
+                    seq: 1,
+                    received: 0,
+                    implicit: false,
+                },
+                time_ms: 10,
+                command: rmp_serde::to_vec(&5u64).unwrap().into(),
+            },
+        };
+        let open = Entry {
+            log_id: LogId::new(1, 4),
+            payload: Payload::OpenSession { time_ms: 10 },
+        };
+        let batch = sort::<u64>(1, vec![tagged(2), tagged(3), open], &mut table, &limits);
+        assert_eq!(batch.commands.len(), 1, "applied once");
+        assert!(!table.contains(1), "evicted by the session opened after");
+        let applied: HashMap<LogId, Bytes> = [(LogId::new(1, 2), Bytes::from_static(b"r"))].into();
+        assert_eq!(
+            answer_duplicates(batch.pending, &applied),
+            vec![(LogId::new(1, 3), Some(Bytes::from_static(b"r")))]
+        );
     }
 }

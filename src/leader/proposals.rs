@@ -61,7 +61,7 @@ impl Leader {
             .cx
             .applied_log_time
             .load(std::sync::atomic::Ordering::Relaxed);
-        let now_ms = self.now_ms();
+        let now_ms = self.cx.io.clock_ms(self.now_ms());
         self.log_clock.stamp(applied, now_ms)
     }
 }

@@ -25,7 +25,7 @@ impl<SM: StateMachine> Raft<SM> {
     ) -> Result<Written<SM::Response>, RaftError> {
         let bytes = encode(&command)?;
         let seq = self.forwarding.begin();
-        let submitted = self
+        let (submitted, _) = self
             .attempt_write(|| ClientCommand::Tagged(self.forwarding.tag(seq), bytes.clone()))
             .await;
         self.forwarding.end(seq);
@@ -56,20 +56,38 @@ impl<SM: StateMachine> Raft<SM> {
         &self,
         command: ClientCommand,
     ) -> Result<(LogId, bytes::Bytes), RaftError> {
-        let submitted = self.attempt_write(|| command.clone()).await;
-        self.counted(submitted)
+        let (submitted, forwarded) = self.submit_tracked(command).await;
+        match submitted {
+            // A session refusal of a later copy (the session expired or
+            // was evicted since, its floor passed) proves nothing about
+            // the forwarded one (simulator, seed 156).
+            Err(RaftError::Session(_)) if forwarded => Err(RaftError::Indeterminate),
+            other => other,
+        }
+    }
+
+    /// [`Raft::submit`] with its raw session refusals, and whether a copy
+    /// was forwarded (so may have been applied whatever the answer): for
+    /// [`crate::Session`], which knows the refusal is final.
+    pub(crate) async fn submit_tracked(
+        &self,
+        command: ClientCommand,
+    ) -> (Result<(LogId, bytes::Bytes), RaftError>, bool) {
+        let (submitted, forwarded) = self.attempt_write(|| command.clone()).await;
+        (self.counted(submitted), forwarded)
     }
 
     /// Hands a write to this node until a leader takes it or the client
     /// timeout passes; `command` makes each attempt's copy. Once any
     /// attempt has been forwarded, a copy may be applied by the leader it
     /// reached even if a later answer says "not leader" (a network
-    /// duplicate's answer can beat the real outcome back) or this node
-    /// stops: those failures are then indeterminate, not definite.
+    /// duplicate's answer can beat the real outcome back), a later copy
+    /// is refused by its session, or this node stops: those failures are
+    /// then indeterminate, not definite.
     async fn attempt_write(
         &self,
         command: impl Fn() -> ClientCommand,
-    ) -> Result<(LogId, bytes::Bytes), RaftError> {
+    ) -> (Result<(LogId, bytes::Bytes), RaftError>, bool) {
         let deadline = Instant::now() + self.config.client_timeout;
         let span = write_span(self.id);
         let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -82,14 +100,14 @@ impl<SM: StateMachine> Raft<SM> {
             })
             .instrument(span.clone())
             .await;
-        match submitted {
-            Err(RaftError::NotLeader(_) | RaftError::ShuttingDown)
-                if forwarded.load(std::sync::atomic::Ordering::Relaxed) =>
-            {
+        let forwarded = forwarded.load(std::sync::atomic::Ordering::Relaxed);
+        let submitted = match submitted {
+            Err(RaftError::NotLeader(_) | RaftError::ShuttingDown) if forwarded => {
                 Err(RaftError::Indeterminate)
             }
             other => other,
-        }
+        };
+        (submitted, forwarded)
     }
 
     /// Counts a client write and, if it failed, how.

@@ -1,6 +1,7 @@
 //! The invariants the simulator checks while a run goes on (Raft, Figure
 //! 3): election safety, leader completeness, state machine safety, and
-//! log matching over every node's durable log.
+//! log matching over every node's durable log; and that no session write
+//! (a client's, or a forwarding node's own) is applied twice.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,8 @@ pub(super) struct Checker {
     leaders: BTreeMap<u64, NodeId>,
     /// index → (entry id, digest) as first applied anywhere.
     applied: BTreeMap<u64, (LogId, u64, NodeId)>,
+    /// (session, sequence) → the index whose entry applied it.
+    session_writes: BTreeMap<(u64, u64), u64>,
     /// The first violation found.
     pub(super) violation: Option<String>,
     pub(super) elections: u64,
@@ -62,6 +65,21 @@ impl Checker {
                         }
                         Some(_) => {}
                     }
+                }
+            }
+            ProbeEvent::SessionApplied {
+                session,
+                seq,
+                index,
+            } => {
+                let first = *self
+                    .session_writes
+                    .entry((*session, *seq))
+                    .or_insert(*index);
+                if first != *index {
+                    self.fail(format!(
+                        "session write applied twice: sequence {seq} of session {session} at indexes {first} and {index} (node {node})"
+                    ));
                 }
             }
             ProbeEvent::Failed { cause } if cause.starts_with("refusing to found") => {

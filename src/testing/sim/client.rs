@@ -31,6 +31,8 @@ pub(super) struct Workload<SM: StateMachine> {
     pub(super) epoch: Instant,
     /// Clients write in sessions, retrying until definite.
     pub(super) sessions: bool,
+    /// Clients sometimes go idle for longer than a session lives.
+    pub(super) idle_gaps: bool,
 }
 
 pub(super) async fn client_loop<SM: StateMachine>(client: u64, workload: Workload<SM>)
@@ -45,12 +47,18 @@ where
         commands,
         epoch,
         sessions,
+        idle_gaps,
     } = workload;
     let mut rng = fastrand::Rng::with_seed(seed ^ (client + 1).wrapping_mul(0x9e37_79b9));
     let mut seq = 0;
     let mut session = None;
     while !stop.get() {
-        tokio::time::sleep(Duration::from_micros(rng.u64(0..20_000))).await;
+        let pause = if idle_gaps && rng.u32(0..40) == 0 {
+            Duration::from_millis(rng.u64(1_000..4_000))
+        } else {
+            Duration::from_micros(rng.u64(0..20_000))
+        };
+        tokio::time::sleep(pause).await;
         let raft = {
             let h = handles.borrow();
             if h.is_empty() {
@@ -108,6 +116,8 @@ where
         command: SM::Command,
     ) -> Result<SM::Response, RaftError> {
         let mut after_stop = 0;
+        // Whether an earlier attempt of this write may have taken effect.
+        let mut unknown = false;
         loop {
             if self.stop.get() {
                 after_stop += 1;
@@ -137,8 +147,26 @@ where
                 .retry_for(Duration::from_millis(300))
                 .write(command.clone())
                 .await;
+            tracing::debug!(
+                session = id,
+                seq,
+                outcome = ?attempt.as_ref().err(),
+                "simulator: session write attempt"
+            );
             match attempt {
+                // The session expired or was evicted: the next write opens
+                // a new one; this one stays unknown if an attempt may have
+                // been applied.
+                Err(RaftError::Session(e)) => {
+                    *session = None;
+                    return Err(if unknown {
+                        RaftError::Indeterminate
+                    } else {
+                        RaftError::Session(e)
+                    });
+                }
                 Err(e) if e.is_indeterminate() || e.is_retryable() => {
+                    unknown |= e.is_indeterminate();
                     tokio::time::sleep(Duration::from_millis(rng.u64(10..100))).await
                 }
                 other => return other,

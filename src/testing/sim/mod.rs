@@ -110,11 +110,20 @@ pub struct Faults {
     pub snapshots: bool,
     /// Replace voters through joint consensus, with spare nodes.
     pub membership: bool,
-    /// Replace a member's disk (its directory is lost): half the time the
-    /// node is started again with its old flags (a founder must then
-    /// refuse to found), half the time the operator follows the
-    /// procedure (remove it, start it with --join, add it back).
+    /// Replace a member's disk (its directory is lost): the node is
+    /// started again with its old flags (a founder must then refuse to
+    /// found, a joiner counts for nothing until replaced), or with --join
+    /// and replaced in one call, or the operator removes it first and
+    /// adds it back.
     pub disk_replacement: bool,
+    /// Run each node's clock at its own rate (50%–200% of true time, drawn
+    /// at every start): leaders stamp session entries with skewed time.
+    pub clock_skew: bool,
+    /// Sessions under pressure: a short session timeout (1.5 s), room for
+    /// only two client sessions, and clients that go idle for longer than
+    /// the timeout — sessions expire and are evicted while copies of their
+    /// writes are still in flight.
+    pub session_pressure: bool,
 }
 
 impl Faults {
@@ -132,6 +141,8 @@ impl Faults {
             snapshots: false,
             membership: false,
             disk_replacement: false,
+            clock_skew: false,
+            session_pressure: false,
         }
     }
 
@@ -149,6 +160,8 @@ impl Faults {
             snapshots: true,
             membership: true,
             disk_replacement: true,
+            clock_skew: true,
+            session_pressure: true,
         }
     }
 

@@ -94,6 +94,10 @@ where
             config.snapshot_keep_entries = 8;
             config.snapshot_chunk_bytes = 256;
         }
+        if sim.faults.session_pressure {
+            config.session_timeout = Duration::from_millis(1500);
+            config.max_sessions = 2;
+        }
         let spares = if sim.faults.membership { 2 } else { 0 };
         World {
             sim,
@@ -155,7 +159,13 @@ where
         let storage = self.storages[&id].clone();
         let transport = self.net.transport(id, incarnation);
         let (disks, started) = (self.disks.clone(), self.write_started.clone());
+        let clock_percent = if self.sim.faults.clock_skew {
+            self.rng.u64(50..=200)
+        } else {
+            100
+        };
         let io = IoMode::Simulated {
+            clock_percent,
             write_latency: Arc::new(move || {
                 let mut disks = disks.lock().unwrap_or_else(|e| e.into_inner());
                 if disks.armed {
@@ -241,6 +251,7 @@ where
                         commands: self.sim.commands.clone(),
                         epoch: self.epoch,
                         sessions: self.sim.sessions,
+                        idle_gaps: self.sim.faults.session_pressure,
                     },
                 ))
             })
