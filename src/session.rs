@@ -150,12 +150,13 @@ impl<SM: StateMachine> Session<SM> {
                 received,
                 implicit: false,
             };
-            let (attempt, forwarded) = self
+            let (attempt, earlier_forwarded) = self
                 .raft
                 .submit_tracked(ClientCommand::Tagged(tag, command.clone()))
                 .await;
-            // A forwarded copy may have been applied, whatever the answer.
-            unknown |= forwarded;
+            // An earlier copy that left this node may have been applied,
+            // whatever the answer to the latest says.
+            unknown |= earlier_forwarded;
             match attempt {
                 // Unknown or not submitted: the same sequence number again
                 // cannot apply it twice.

@@ -187,6 +187,40 @@ async fn a_session_refusal_after_a_forward_is_indeterminate() {
     .await;
 }
 
+/// Simulator, seed 156: a forward delivered twice was proposed twice;
+/// the second copy, refused because the session had been evicted since
+/// the first was applied, answered first, and the client heard a definite
+/// "unknown session" for an applied write. The leader proposes a forward
+/// once and drops its copies.
+#[actix_rt::test]
+async fn a_forward_delivered_twice_is_proposed_once() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = leading().await;
+        let before = h.raft.metrics().borrow().last_log_index;
+        let proposed = h.raft.counts().entries_proposed;
+        let forward = |id: u64, n: u64| Message::ForwardWrite {
+            id,
+            term: 2,
+            command: regatta::core::types::ClientCommand::Command(
+                rmp_serde::to_vec(&Add(n)).unwrap().into(),
+            ),
+        };
+        from(&h, 2, forward(5, 1));
+        from(&h, 2, forward(5, 1));
+        from(&h, 2, forward(6, 2));
+        h.raft
+            .wait_for(SECS(5), |m| m.last_log_index >= before + 2)
+            .await
+            .expect("the forwards are appended");
+        // The copy was handled before request 6: had it been proposed, it
+        // would sit between them.
+        assert_eq!(h.raft.metrics().borrow().last_log_index, before + 2);
+        assert_eq!(h.raft.counts().entries_proposed, proposed + 2);
+    })
+    .await;
+}
+
 /// Finding 5: responses are network input too. A refusal naming
 /// `prev_index = u64::MAX` overflowed the leader's progress arithmetic (a
 /// panic in its replicator, which stops the node); it is refused with a

@@ -34,6 +34,7 @@
 pub mod confchange;
 pub mod configs;
 pub mod election;
+pub mod forwards;
 pub mod founding;
 pub mod incarnations;
 pub mod log;

@@ -361,7 +361,7 @@ impl SessionTable {
         }
     }
 
-    /// The recorded response of `seq`, for entries that were `Pending`.
+    /// The recorded response of `seq`, while the session holds it.
     pub fn response(&self, session: u64, seq: u64) -> Option<Bytes> {
         self.sessions.get(&session)?.responses.get(&seq)?.clone()
     }

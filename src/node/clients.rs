@@ -111,6 +111,17 @@ impl Node {
                 // restarts, since the table is in the log and snapshots. A
                 // "not leader" to a copy racing the real outcome is safe
                 // too: the forwarding node retries with the same tag.
+                let leading = matches!(self.role, RoleState::Leader(_)) && term == self.hs.term;
+                if leading && !self.seen_forwards.first_copy(term, (from, incarnation, id)) {
+                    // Its first copy was proposed and will be answered.
+                    tracing::debug!(
+                        node = self.id(),
+                        from,
+                        request = id,
+                        "duplicate forward dropped"
+                    );
+                    return;
+                }
                 let (tx, rx) = oneshot::channel();
                 match &self.role {
                     // Only for the term it was sent to: a copy delayed past

@@ -80,6 +80,8 @@ pub(crate) struct Node {
     /// Requests forwarded to a leader: id → (that leader, its incarnation
     /// when we sent, who waits).
     forwarded: BTreeMap<u64, (NodeId, u64, Forwarded)>,
+    /// Forwarded writes proposed in the current term (copies dropped).
+    seen_forwards: crate::core::forwards::SeenForwards,
     /// The live incarnation of each peer, and those replaced (ignored
     /// for good).
     incarnations: Incarnations,
@@ -137,6 +139,7 @@ impl Node {
             metrics,
             notices,
             forwarded: BTreeMap::new(),
+            seen_forwards: Default::default(),
             incarnations: Incarnations::new(MAX_TRACKED_PEERS),
             founding: None,
             founded_incarnations: BTreeMap::new(),

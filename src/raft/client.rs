@@ -56,25 +56,26 @@ impl<SM: StateMachine> Raft<SM> {
         &self,
         command: ClientCommand,
     ) -> Result<(LogId, bytes::Bytes), RaftError> {
-        let (submitted, forwarded) = self.submit_tracked(command).await;
+        let (submitted, earlier_forwarded) = self.submit_tracked(command).await;
         match submitted {
             // A session refusal of a later copy (the session expired or
-            // was evicted since, its floor passed) proves nothing about
-            // the forwarded one (simulator, seed 156).
-            Err(RaftError::Session(_)) if forwarded => Err(RaftError::Indeterminate),
+            // was evicted since, its floor passed) proves nothing about an
+            // earlier forwarded one (simulator, seed 156).
+            Err(RaftError::Session(_)) if earlier_forwarded => Err(RaftError::Indeterminate),
             other => other,
         }
     }
 
     /// [`Raft::submit`] with its raw session refusals, and whether a copy
-    /// was forwarded (so may have been applied whatever the answer): for
-    /// [`crate::Session`], which knows the refusal is final.
+    /// before the one that answered was forwarded (so may have been
+    /// applied, whatever the answer says): for [`crate::Session`], which
+    /// knows a refusal is final.
     pub(crate) async fn submit_tracked(
         &self,
         command: ClientCommand,
     ) -> (Result<(LogId, bytes::Bytes), RaftError>, bool) {
-        let (submitted, forwarded) = self.attempt_write(|| command.clone()).await;
-        (self.counted(submitted), forwarded)
+        let (submitted, earlier_forwarded) = self.attempt_write(|| command.clone()).await;
+        (self.counted(submitted), earlier_forwarded)
     }
 
     /// Hands a write to this node until a leader takes it or the client
@@ -91,23 +92,34 @@ impl<SM: StateMachine> Raft<SM> {
         let deadline = Instant::now() + self.config.client_timeout;
         let span = write_span(self.id);
         let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Whether a copy before the latest one left this node.
+        let earlier_forwarded = std::sync::atomic::AtomicBool::new(false);
         let submitted = self
-            .retry_until_leader(deadline, |reply| ClientWrite {
-                command: command(),
-                forwarded: forwarded.clone(),
-                reply,
-                span: span.clone(),
+            .retry_until_leader(deadline, |reply| {
+                if forwarded.load(std::sync::atomic::Ordering::Relaxed) {
+                    earlier_forwarded.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                ClientWrite {
+                    command: command(),
+                    forwarded: forwarded.clone(),
+                    reply,
+                    span: span.clone(),
+                }
             })
             .instrument(span.clone())
             .await;
-        let forwarded = forwarded.load(std::sync::atomic::Ordering::Relaxed);
         let submitted = match submitted {
-            Err(RaftError::NotLeader(_) | RaftError::ShuttingDown) if forwarded => {
+            Err(RaftError::NotLeader(_) | RaftError::ShuttingDown)
+                if forwarded.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
                 Err(RaftError::Indeterminate)
             }
             other => other,
         };
-        (submitted, forwarded)
+        (
+            submitted,
+            earlier_forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Counts a client write and, if it failed, how.
