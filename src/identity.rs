@@ -14,7 +14,7 @@ use crate::transport::Transport;
 pub(crate) struct IdentityCell {
     cluster_id: AtomicU64,
     incarnation: u64,
-    founder: bool,
+    founder: std::sync::atomic::AtomicBool,
 }
 
 impl IdentityCell {
@@ -22,7 +22,7 @@ impl IdentityCell {
         Arc::new(IdentityCell {
             cluster_id: AtomicU64::new(identity.cluster_id),
             incarnation: identity.incarnation,
-            founder: identity.founder,
+            founder: identity.founder.into(),
         })
     }
 
@@ -30,8 +30,13 @@ impl IdentityCell {
         NodeIdentity {
             cluster_id: self.cluster_id.load(Ordering::Relaxed),
             incarnation: self.incarnation,
-            founder: self.founder,
+            founder: self.founder.load(Ordering::Relaxed),
         }
+    }
+
+    /// This incarnation founded the cluster (after asking the others).
+    pub(crate) fn mark_founder(&self) {
+        self.founder.store(true, Ordering::Relaxed);
     }
 
     /// Adopts the cluster id a joining node learned from its leader.

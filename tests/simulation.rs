@@ -109,6 +109,14 @@ fn seeds_that_found_bugs() {
     // whom it founded with: it answered "the cluster exists" to the other
     // two, which then refused to found — no leader, ever.
     run_counter(&sim, 3811).unwrap_or_else(|f| panic!("{f}"));
+    // A founder restarted with its old flags on a replaced disk received
+    // the log from a stale leader (term 3) before its founding check
+    // refused it, and acknowledged it: that leader committed entries with
+    // a disk that had forgotten it moved to term 4, where another leader
+    // was already elected (a committed entry to be overwritten). A
+    // leader no longer counts an unpinned voter's replacement incarnation,
+    // and a node becomes a founder only once the founding check passes.
+    run_counter(&sim, 3898).unwrap_or_else(|f| panic!("{f}"));
     // Sessions under pressure (evicted while copies are in flight). Seed
     // 152: a write and its duplicate in one batch, then a session opened
     // that evicted theirs: the duplicate was answered "does not decode", a

@@ -24,6 +24,11 @@ pub struct PeerState {
     /// Where the configuration pins another one, this peer counts toward
     /// no quorum.
     pub incarnation: Option<u64>,
+    /// That incarnation replaced one this leader heard before (a disk
+    /// replaced): unless the configuration pins it, it counts toward no
+    /// quorum — it may have forgotten its votes and terms, and a stale
+    /// leader could commit with it (simulator, seed 3898).
+    pub replacement: bool,
 }
 
 /// One answer of a peer, as its replicator reports it.
@@ -90,6 +95,7 @@ impl Tracker {
         let p = self.peers.entry(peer).or_default();
         p.last_heard_ms = Some(now_ms);
         p.incarnation = Some(incarnation);
+        p.replacement |= reset;
         p.inflight = inflight;
         if reset {
             p.matched = matched;
@@ -113,11 +119,16 @@ impl Tracker {
     }
 
     /// Whether `peer`'s answers count toward a quorum of `membership`: not
-    /// when it answers as another incarnation than the one pinned.
-    fn counts(&self, membership: &Membership, peer: NodeId) -> bool {
-        match self.incarnation(peer) {
-            Some(incarnation) => membership.counts(peer, incarnation),
-            None => true,
+    /// when it answers as another incarnation than the one pinned, nor,
+    /// unpinned, as an incarnation that replaced an earlier one.
+    pub fn counts(&self, membership: &Membership, peer: NodeId) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return true;
+        };
+        match (p.incarnation, membership.incarnations.get(&peer)) {
+            (Some(live), Some(pinned)) => live == *pinned,
+            (_, None) => !p.replacement,
+            (None, Some(_)) => true,
         }
     }
 
@@ -236,6 +247,7 @@ mod tests {
                 last_heard_ms: Some(1),
                 inflight: 3,
                 incarnation: Some(1),
+                replacement: false,
             })
         );
     }
@@ -274,6 +286,32 @@ mod tests {
             },
             11,
         );
+        assert_eq!(t.commit_candidate(&pinned, 1, 9), 9);
+    }
+
+    #[test]
+    fn an_unpinned_voter_back_on_a_new_disk_counts_for_nothing() {
+        let mut t = Tracker::default();
+        t.answered(2, Answer::at(9), 0);
+        assert_eq!(t.commit_candidate(&three(), 1, 9), 9);
+        let replaced = Answer {
+            reset: true,
+            incarnation: 2,
+            ..Answer::at(0)
+        };
+        t.answered(2, replaced, 1);
+        t.answered(
+            2,
+            Answer {
+                incarnation: 2,
+                ..Answer::at(9)
+            },
+            2,
+        );
+        assert_eq!(t.commit_candidate(&three(), 1, 9), 0);
+        // Once a configuration pins it (replaced through the cluster).
+        let mut pinned = three();
+        pinned.incarnations.insert(2, 2);
         assert_eq!(t.commit_candidate(&pinned, 1, 9), 9);
     }
 }

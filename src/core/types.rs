@@ -126,10 +126,11 @@ pub struct NodeIdentity {
     pub cluster_id: u64,
     /// Random, generated when this node's storage was first written.
     pub incarnation: u64,
-    /// Whether this incarnation was created to found the cluster (with the
-    /// founding configuration) rather than to join it. A founder may vote
-    /// where the configuration names it a voter without pinning its
-    /// incarnation; a node that joined votes as a voter only once a
+    /// Whether this incarnation founded the cluster (wrote the founding
+    /// entry) rather than joined it — a founder on a replaced disk that
+    /// received the cluster's log instead is no founder. A founder may
+    /// vote where the configuration names it a voter without pinning its
+    /// incarnation; any other node votes as a voter only once a
     /// configuration pins its incarnation. Directories written before
     /// this field existed count as founders (as they behaved then).
     #[serde(default = "written_before_founder_flag")]

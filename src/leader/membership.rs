@@ -74,8 +74,12 @@ impl Leader {
                 return Some(mine);
             }
             let incarnation = self.tracker.incarnation(id)?;
-            let caught_up = self.tracker.matched(id) >= self.first_index_of_term;
-            (!self.membership.is_voter(id) || caught_up).then_some(incarnation)
+            let new_voter = !self.membership.is_voter(id);
+            // A founder only as the incarnation that counts now (not one
+            // back on a new disk) and once it holds the log.
+            let founder_ok = self.tracker.counts(&self.membership, id)
+                && self.tracker.matched(id) >= self.first_index_of_term;
+            (new_voter || founder_ok).then_some(incarnation)
         })
     }
 }

@@ -407,7 +407,14 @@ impl Handler<PeerReply> for Leader {
         if msg.reset {
             self.reads.forget(msg.peer);
         }
-        if self.membership.counts(msg.peer, msg.incarnation) {
+        let answer = Answer {
+            matched: msg.match_index,
+            reset: msg.reset,
+            inflight: msg.inflight,
+            incarnation: msg.incarnation,
+        };
+        let grew = self.tracker.answered(msg.peer, answer, now_ms);
+        if self.tracker.counts(&self.membership, msg.peer) {
             self.reads.acknowledged(msg.peer, msg.round);
         } else if msg.reset {
             tracing::warn!(
@@ -419,13 +426,7 @@ impl Handler<PeerReply> for Leader {
                 "a voter answers from a new data directory; it counts toward no quorum until it is replaced (Raft::replace)"
             );
         }
-        let answer = Answer {
-            matched: msg.match_index,
-            reset: msg.reset,
-            inflight: msg.inflight,
-            incarnation: msg.incarnation,
-        };
-        if self.tracker.answered(msg.peer, answer, now_ms) {
+        if grew {
             self.update_commit(ctx);
         }
         self.resolve_reads();

@@ -320,7 +320,7 @@ impl Handler<FollowerAppend> for LogStore {
 /// on it without an election, and term 1.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Found(pub Membership);
+pub(crate) struct Found(pub Membership, pub NodeIdentity);
 
 impl Handler<Found> for LogStore {
     type Result = ();
@@ -340,6 +340,8 @@ impl Handler<Found> for LogStore {
             term: 1,
             voted_for: None,
         });
+        // Now a founder (see `NodeIdentity::founder`).
+        self.queue.identity(msg.1);
         self.notify_changed();
         self.kick();
     }

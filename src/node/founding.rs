@@ -153,6 +153,12 @@ impl Node {
                     node = self.id(),
                     "the cluster was founded with this directory; following its log"
                 );
+                // A founder all the same (the others vouched for it): it
+                // votes where the configuration names it unpinned.
+                self.cx.identity.mark_founder();
+                self.cx
+                    .log
+                    .do_send(crate::log_store::SaveIdentity(self.cx.identity.get()));
             }
             Decision::Found { with } => {
                 let Some(p) = self.founding.take() else {
@@ -169,7 +175,10 @@ impl Node {
                 self.founded_incarnations = with;
                 self.founded_incarnations
                     .insert(self.id(), self.cx.identity.get().incarnation);
-                self.cx.log.do_send(Found(p.members));
+                self.cx.identity.mark_founder();
+                self.cx
+                    .log
+                    .do_send(Found(p.members, self.cx.identity.get()));
                 // A follower of term 1, whose election timer counts.
                 self.become_follower(1, None);
                 // The founding configuration is committed by construction:

@@ -79,6 +79,11 @@ pub(super) struct World<'a, SM: StateMachine> {
     /// A replaced node, until it votes again and has caught up (one disk
     /// is replaced at a time, as an operator would).
     readding: Option<NodeId>,
+    /// A membership change the simulated operator started is under way:
+    /// no disk is replaced meanwhile (a leader that loses its disk before
+    /// C_new commits can leave the only copy of C_new on a removed node,
+    /// which does not campaign: see BENCHMARKS.md, seed 65015).
+    changing: Rc<std::cell::Cell<bool>>,
     /// When the operator last asked for a one-call replacement.
     replace_asked: Option<Instant>,
 }
@@ -125,6 +130,7 @@ where
             joiners: BTreeSet::new(),
             awaiting_removal: BTreeSet::new(),
             readding: None,
+            changing: Rc::default(),
             replace_asked: None,
         }
     }
@@ -460,7 +466,7 @@ where
     /// founders and must refuse to found — half the time the operator
     /// follows the procedure. One replacement at a time.
     async fn replace_disk(&mut self) -> Result<(), Failure> {
-        if !self.awaiting_removal.is_empty() || self.readding.is_some() {
+        if !self.awaiting_removal.is_empty() || self.readding.is_some() || self.changing.get() {
             return Ok(());
         }
         // As an operator would: while the leader's configuration has three
@@ -642,6 +648,9 @@ where
     /// refusals (no leader, a change in progress, a lagging learner) are
     /// part of the game.
     async fn change_membership(&mut self) -> Result<(), Failure> {
+        if self.readding.is_some() || !self.awaiting_removal.is_empty() || self.changing.get() {
+            return Ok(());
+        }
         let leader = self.running.values().find_map(|r| {
             let m = r.raft.metrics().borrow().clone();
             (m.role == Role::Leader).then(|| (r.raft.clone(), m.membership))
@@ -671,10 +680,13 @@ where
         next.remove(&leaving);
         next.insert(newcomer);
         tracing::debug!(newcomer, leaving, "simulator: membership change");
+        let changing = self.changing.clone();
+        changing.set(true);
         tokio::task::spawn_local(async move {
             if raft.add_learner(newcomer, "").await.is_ok() {
                 let _ = raft.change_membership(next).await;
             }
+            changing.set(false);
         });
         Ok(())
     }
