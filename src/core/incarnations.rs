@@ -87,6 +87,25 @@ impl Incarnations {
         Heard::Replaced { retired }
     }
 
+    /// Takes `incarnation` as `peer`'s live one if nothing is known of
+    /// `peer` yet: the incarnation a configuration pins is older than any
+    /// other of that node heard later (a replacement), so after a restart
+    /// of this node a late message from the pinned one cannot pass for
+    /// news once its replacement has been heard (simulator, seed 11732).
+    pub fn seed(&mut self, peer: NodeId, incarnation: u64) {
+        if incarnation == 0 || self.peers.contains_key(&peer) || self.peers.len() >= self.max_peers
+        {
+            return;
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                live: incarnation,
+                retired: VecDeque::new(),
+            },
+        );
+    }
+
     /// The live incarnation of `peer`, once heard.
     pub fn live(&self, peer: NodeId) -> Option<u64> {
         self.peers.get(&peer).map(|p| p.live).filter(|i| *i != 0)
@@ -206,5 +225,24 @@ mod tests {
         m.incarnations.insert(3, 12);
         assert!(!may_vote(&m, 3, founder), "pinned to another incarnation");
         assert!(m.counts(3, 12) && !m.counts(3, 11) && m.counts(2, 99));
+    }
+
+    #[test]
+    fn a_pinned_incarnation_seeded_after_a_restart_stays_behind_its_replacement() {
+        let mut t = Incarnations::new(4);
+        t.seed(5, 10);
+        assert_eq!(t.hear(5, 10), Heard::Live);
+        assert_eq!(t.hear(5, 11), Heard::Replaced { retired: 10 });
+        assert_eq!(
+            t.hear(5, 10),
+            Heard::Retired,
+            "a late message of the pinned one"
+        );
+        t.seed(5, 12);
+        assert_eq!(
+            t.live(5),
+            Some(11),
+            "seeding never overrides what was heard"
+        );
     }
 }

@@ -132,11 +132,12 @@ impl Leader {
             if peer == self.cx.id || self.replicators.contains_key(&peer) {
                 continue;
             }
+            let pinned = self.membership.incarnations.get(&peer).copied();
             let r = Replicator::new(
                 self.cx.clone(),
                 ctx.address().recipient(),
                 self.term,
-                peer,
+                (peer, pinned),
                 sent_upto,
                 self.commit_index,
             )

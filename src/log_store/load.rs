@@ -38,8 +38,7 @@ impl LogStore {
         let mut new_identity = state.identity.is_none().then(|| NodeIdentity {
             cluster_id: founding.or(config.join_cluster_id).unwrap_or(0),
             incarnation: fastrand::u64(1..),
-            // A founder that asks first becomes one only when it founds.
-            founder: founding.is_some() && !ask_founders,
+            founder: founding.is_some(),
         });
         // A joining node told its cluster's id takes it at once (rather
         // than from the first self-declared leader).

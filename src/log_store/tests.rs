@@ -85,30 +85,3 @@ async fn nothing_is_acknowledged_after_a_failed_write() {
         "nor is a copy of it, already in memory (nor is it left hanging)"
     );
 }
-
-/// Simulator, seed 3898: a founder on a replaced disk took itself for a
-/// founder before the others had answered (and, given the log by a
-/// leader, voted where the configuration names it unpinned). A directory
-/// that asks first is a founder only once it founds; one that founds at
-/// once (the caller knows the cluster is new) is one from the start.
-#[actix_rt::test]
-async fn a_directory_that_asks_the_founders_is_no_founder_until_it_founds() {
-    for (ask_founders, founder) in [(true, false), (false, true)] {
-        let (_store, thread, loaded) = LogStore::start(
-            1,
-            Box::new(MemStorage::new()),
-            Some(Membership::new([1, 2, 3])),
-            &crate::Config::default(),
-            &IoMode::Threads,
-            Arc::new(Counters::default()),
-            ask_founders,
-        )
-        .expect("the store starts");
-        assert_eq!(
-            loaded.identity.founder, founder,
-            "ask_founders: {ask_founders}"
-        );
-        assert_ne!(loaded.identity.cluster_id, 0);
-        drop(thread);
-    }
-}

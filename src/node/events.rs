@@ -164,6 +164,7 @@ impl Handler<LogChanged> for Node {
                 );
             }
             self.membership = m;
+            self.seed_pinned_incarnations();
             // Incarnations of members only, once the table is half full: a
             // removed member's retired incarnations are kept as long as
             // there is room, or a late message from one of them would

@@ -120,6 +120,7 @@ impl Node {
         notices: Arc<Notices>,
         abandon: Recipient<AbandonWaiters>,
     ) -> Self {
+        let incarnations = Self::seeded(&membership);
         Node {
             cx,
             hs,
@@ -140,7 +141,7 @@ impl Node {
             notices,
             forwarded: BTreeMap::new(),
             seen_forwards: Default::default(),
-            incarnations: Incarnations::new(MAX_TRACKED_PEERS),
+            incarnations,
             founding: None,
             founded_incarnations: BTreeMap::new(),
             boot_term: hs.term,
@@ -196,6 +197,25 @@ impl Node {
         });
         if modified {
             self.notices.changed.notify_waiters();
+        }
+    }
+
+    /// The incarnation table a node starts with: the pinned ones.
+    fn seeded(membership: &Membership) -> Incarnations {
+        let mut table = Incarnations::new(MAX_TRACKED_PEERS);
+        for (peer, incarnation) in &membership.incarnations {
+            table.seed(*peer, *incarnation);
+        }
+        table
+    }
+
+    /// Peers not heard from yet start at the incarnation the configuration
+    /// pins (`Incarnations::seed`).
+    pub(super) fn seed_pinned_incarnations(&mut self) {
+        for (peer, incarnation) in &self.membership.incarnations {
+            if *peer != self.id() {
+                self.incarnations.seed(*peer, *incarnation);
+            }
         }
     }
 

@@ -57,10 +57,15 @@ impl Replicator {
         cx: RoleContext,
         leader: Recipient<PeerReply>,
         term: u64,
-        peer: NodeId,
+        (peer, pinned): (NodeId, Option<u64>),
         last_index: u64,
         commit_index: u64,
     ) -> Self {
+        // The pinned incarnation is older than any other heard later.
+        let mut peer_incarnation = Incarnations::new(1);
+        if let Some(pinned) = pinned {
+            peer_incarnation.seed(peer, pinned);
+        }
         let progress = Progress::new(last_index, cx.config.max_inflight);
         Replicator {
             cx,
@@ -81,7 +86,7 @@ impl Replicator {
             epoch: Instant::now(),
             transfer: None,
             loading: false,
-            peer_incarnation: Incarnations::new(1),
+            peer_incarnation,
         }
     }
 

@@ -1,8 +1,10 @@
 //! The simulator's network: every message is encoded and decoded as on a
 //! real wire, then dropped, duplicated or delayed by draws from the run's
 //! seeded generator, and delivered in virtual time by one task. Links
-//! between partitioned nodes drop everything; a message from a crashed
-//! incarnation of a node is never delivered.
+//! between partitioned nodes drop everything. A crashed incarnation of a
+//! node sends nothing more, but what it sent before its crash is still
+//! delivered — late, duplicated — after its restart or disk replacement:
+//! a stale incarnation's messages reach the cluster.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
