@@ -485,10 +485,14 @@ where
         // And every voter up with state (a founder that crashed before its
         // founding entry was durable has lost its state too: two lost
         // disks of three are a lost quorum, not a replacement).
+        // And the configuration settled on all of them: replacing a disk
+        // while C_new is not yet everywhere can leave the old half
+        // without a majority (seeds 57,813 and 32,656 in sessions mode).
         let whole = membership.voters.iter().all(|id| {
-            self.running
-                .get(id)
-                .is_some_and(|r| r.raft.metrics().borrow().last_applied >= 1)
+            self.running.get(id).is_some_and(|r| {
+                let m = r.raft.metrics().borrow().clone();
+                m.last_applied >= 1 && m.membership == membership
+            })
         });
         if !whole {
             return Ok(());
