@@ -38,7 +38,12 @@ fn heartbeat(term: u64) -> Message {
 
 /// Node 1 follows node 2 (a running process: incarnation 7) in term 2.
 async fn following_2() -> Harness {
-    let h = Harness::start(quiet());
+    following_2_with(quiet()).await
+}
+
+/// [`following_2`] with `config`.
+async fn following_2_with(config: Config) -> Harness {
+    let h = Harness::start(config);
     from(&h, 2, heartbeat(2));
     h.raft
         .wait_for(SECS(5), |m| m.leader == Some(2))
@@ -62,6 +67,12 @@ fn from(h: &Harness, peer: u64, message: Message) {
     let mut e = Envelope::new(peer, 1, message);
     e.incarnation = 7;
     h.raft.deliver(e);
+}
+
+/// Answers the next write node 1 forwards to node 2 with `result`.
+async fn answer_forward(h: &Harness, result: Result<(LogId, bytes::Bytes), RemoteError>) {
+    let id = forwarded(h).await;
+    from(h, 2, Message::ForwardWriteResponse { id, result });
 }
 
 async fn forwarded(h: &Harness) -> u64 {
@@ -89,15 +100,7 @@ async fn a_write_that_was_forwarded_never_fails_definitely() {
         let h = following_2().await;
         let raft = h.raft.clone();
         let write = actix_rt::spawn(async move { raft.write(Add(5)).await });
-        let id = forwarded(&h).await;
-        from(
-            &h,
-            2,
-            Message::ForwardWriteResponse {
-                id,
-                result: Err(RemoteError::NotLeader(None)),
-            },
-        );
+        answer_forward(&h, Err(RemoteError::NotLeader(None))).await;
         h.raft.shutdown().await;
         let result = write.await.expect("the write task");
         assert_eq!(result, Err(RaftError::Indeterminate));
@@ -115,24 +118,12 @@ async fn a_session_retry_refused_after_an_unknown_attempt_is_indeterminate() {
         let h = following_2().await;
         let session = Session::resume(h.raft.clone(), 9, 0).retry_for(SECS(10));
         let write = actix_rt::spawn(async move { session.write(Add(5)).await });
-        let id = forwarded(&h).await;
-        from(
+        answer_forward(&h, Err(RemoteError::Indeterminate)).await;
+        answer_forward(
             &h,
-            2,
-            Message::ForwardWriteResponse {
-                id,
-                result: Err(RemoteError::Indeterminate),
-            },
-        );
-        let id = forwarded(&h).await;
-        from(
-            &h,
-            2,
-            Message::ForwardWriteResponse {
-                id,
-                result: Err(RemoteError::Session(regatta::SessionError::Unknown(9))),
-            },
-        );
+            Err(RemoteError::Session(regatta::SessionError::Unknown(9))),
+        )
+        .await;
         let result = write.await.expect("the write task");
         assert_eq!(result, Err(RaftError::Indeterminate));
     })
@@ -150,37 +141,21 @@ async fn a_session_refusal_after_a_forward_is_indeterminate() {
     init_tracing();
     bounded(SECS(30), async {
         // The node retries a "not leader" within the client timeout.
-        let h = Harness::start(Config {
+        let h = following_2_with(Config {
             election_timeout_min: SECS(1),
             election_timeout_max: SECS(2),
             client_timeout: SECS(5),
             ..quiet()
-        });
-        from(&h, 2, heartbeat(2));
-        h.raft
-            .wait_for(SECS(5), |m| m.leader == Some(2))
-            .await
-            .expect("node 1 follows node 2");
+        })
+        .await;
         let session = Session::resume(h.raft.clone(), 9, 0).retry_for(SECS(10));
         let write = actix_rt::spawn(async move { session.write(Add(5)).await });
-        let id = forwarded(&h).await;
-        from(
+        answer_forward(&h, Err(RemoteError::NotLeader(Some(2)))).await;
+        answer_forward(
             &h,
-            2,
-            Message::ForwardWriteResponse {
-                id,
-                result: Err(RemoteError::NotLeader(Some(2))),
-            },
-        );
-        let id = forwarded(&h).await;
-        from(
-            &h,
-            2,
-            Message::ForwardWriteResponse {
-                id,
-                result: Err(RemoteError::Session(regatta::SessionError::Unknown(9))),
-            },
-        );
+            Err(RemoteError::Session(regatta::SessionError::Unknown(9))),
+        )
+        .await;
         let result = write.await.expect("the write task");
         assert_eq!(result, Err(RaftError::Indeterminate));
     })

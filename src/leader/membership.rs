@@ -108,6 +108,11 @@ impl Handler<RemoveLearner> for Leader {
     }
 }
 
+/// Answers a refused change (nothing was proposed: definite).
+fn refuse(reply: ChangeReply, why: MembershipError) {
+    let _ = reply.send(Err(RaftError::Membership(why)));
+}
+
 /// Changes the voters by joint consensus: C_old,new, then C_new.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -119,9 +124,6 @@ pub(crate) struct ChangeMembership {
 impl Handler<ChangeMembership> for Leader {
     type Result = ();
     fn handle(&mut self, msg: ChangeMembership, ctx: &mut Context<Self>) {
-        let refuse = |reply: ChangeReply, why: MembershipError| {
-            let _ = reply.send(Err(RaftError::Membership(why)));
-        };
         if let Err(e) = self.check_idle() {
             let _ = msg.reply.send(Err(e));
             return;
@@ -153,9 +155,6 @@ pub(crate) struct Replace {
 impl Handler<Replace> for Leader {
     type Result = ();
     fn handle(&mut self, msg: Replace, ctx: &mut Context<Self>) {
-        let refuse = |reply: ChangeReply, why: MembershipError| {
-            let _ = reply.send(Err(RaftError::Membership(why)));
-        };
         if let Err(e) = self.check_idle() {
             let _ = msg.reply.send(Err(e));
             return;
