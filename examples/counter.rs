@@ -176,6 +176,6 @@ async fn write(raft: &Raft<Counter>, by: u64) -> Result<u64, String> {
         .ok_or_else(|| "counter overflow".to_string())
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     service::main::<Counter>()
 }

@@ -14,15 +14,13 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use clap::Parser;
 use regatta::web::{ApiError, JsonBody, Replica};
-use regatta::{Apply, InitialCluster, Node, Restore, Snapshot, SnapshotData, StateMachine};
+use regatta::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -34,22 +32,34 @@ struct Kv {
     map: Arc<BTreeMap<String, String>>,
 }
 
+/// The commands, one type each: a write of a `Put` answers a `Put`'s
+/// response type (see `regatta::Command` below), with no match on
+/// `Response` in the handlers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Command {
-    Put {
-        key: String,
-        value: String,
-    },
-    Delete {
-        key: String,
-    },
-    /// Sets `key` to `new` (`None`: deletes it) if it holds `expected`
-    /// (`None`: is absent).
-    Cas {
-        key: String,
-        expected: Option<String>,
-        new: Option<String>,
-    },
+    Put(Put),
+    Delete(Delete),
+    Cas(Cas),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Put {
+    key: String,
+    value: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Delete {
+    key: String,
+}
+
+/// Sets `key` to `new` (`None`: deletes it) if it holds `expected`
+/// (`None`: is absent).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Cas {
+    key: String,
+    expected: Option<String>,
+    new: Option<String>,
 }
 
 /// Put and Delete: the previous value. Cas: whether it swapped, and the
@@ -57,11 +67,37 @@ enum Command {
 #[derive(Debug, Serialize, Deserialize)]
 enum Response {
     Previous(Option<String>),
-    Cas {
-        swapped: bool,
-        current: Option<String>,
-    },
+    Cas(CasOutcome),
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CasOutcome {
+    swapped: bool,
+    current: Option<String>,
+}
+
+/// Each command type, its variant of `Command` and its answer.
+macro_rules! typed_command {
+    ($command:ident, $answer:ident => $response:ty) => {
+        impl From<$command> for Command {
+            fn from(c: $command) -> Self {
+                Command::$command(c)
+            }
+        }
+        impl regatta::Command<Kv> for $command {
+            type Response = $response;
+            fn response(response: Response) -> Option<$response> {
+                match response {
+                    Response::$answer(answer) => Some(answer),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+typed_command!(Put, Previous => Option<String>);
+typed_command!(Delete, Previous => Option<String>);
+typed_command!(Cas, Cas => CasOutcome);
 
 impl Actor for Kv {
     type Context = Context<Self>;
@@ -77,9 +113,9 @@ impl Handler<Apply<Kv>> for Kv {
     fn handle(&mut self, batch: Apply<Kv>, _: &mut Context<Self>) -> Vec<Response> {
         let map = Arc::make_mut(&mut self.map);
         let mut apply = |command| match command {
-            Command::Put { key, value } => Response::Previous(map.insert(key, value)),
-            Command::Delete { key } => Response::Previous(map.remove(&key)),
-            Command::Cas { key, expected, new } => {
+            Command::Put(Put { key, value }) => Response::Previous(map.insert(key, value)),
+            Command::Delete(Delete { key }) => Response::Previous(map.remove(&key)),
+            Command::Cas(Cas { key, expected, new }) => {
                 let swapped = map.get(&key) == expected.as_ref();
                 if swapped {
                     match new {
@@ -87,10 +123,10 @@ impl Handler<Apply<Kv>> for Kv {
                         None => map.remove(&key),
                     };
                 }
-                Response::Cas {
+                Response::Cas(CasOutcome {
                     swapped,
                     current: map.get(&key).cloned(),
-                }
+                })
             }
         };
         batch
@@ -172,43 +208,23 @@ struct ScanQuery {
     limit: Option<usize>,
 }
 
-/// The answer to a write of the wrong kind would be a bug above: a 500.
-fn unexpected(r: Response) -> ApiError {
-    ApiError::new(
-        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-        format!("unexpected response {r:?}"),
-    )
-}
-
 async fn put(
     kv: Replica<Kv>,
     key: web::Path<String>,
     body: JsonBody<PutBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = Command::Put {
+    let put = Put {
         key: key.into_inner(),
         value: body.into_inner().value,
     };
-    match kv.write(command).await? {
-        Response::Previous(previous) => {
-            Ok(HttpResponse::Ok().json(json!({ "previous": previous })))
-        }
-        other => Err(unexpected(other)),
-    }
+    let previous = kv.execute(put).await?;
+    Ok(HttpResponse::Ok().json(json!({ "previous": previous })))
 }
 
 async fn delete(kv: Replica<Kv>, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    match kv
-        .write(Command::Delete {
-            key: key.into_inner(),
-        })
-        .await?
-    {
-        Response::Previous(previous) => {
-            Ok(HttpResponse::Ok().json(json!({ "previous": previous })))
-        }
-        other => Err(unexpected(other)),
-    }
+    let key = key.into_inner();
+    let previous = kv.execute(Delete { key }).await?;
+    Ok(HttpResponse::Ok().json(json!({ "previous": previous })))
 }
 
 async fn cas(
@@ -217,19 +233,9 @@ async fn cas(
     body: JsonBody<CasBody>,
 ) -> Result<HttpResponse, ApiError> {
     let CasBody { expected, new } = body.into_inner();
-    match kv
-        .write(Command::Cas {
-            key: key.into_inner(),
-            expected,
-            new,
-        })
-        .await?
-    {
-        Response::Cas { swapped, current } => {
-            Ok(HttpResponse::Ok().json(json!({ "swapped": swapped, "current": current })))
-        }
-        other => Err(unexpected(other)),
-    }
+    let key = key.into_inner();
+    let CasOutcome { swapped, current } = kv.execute(Cas { key, expected, new }).await?;
+    Ok(HttpResponse::Ok().json(json!({ "swapped": swapped, "current": current })))
 }
 
 async fn get(kv: Replica<Kv>, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -267,57 +273,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Parser)]
 enum Cli {
     /// Run one node: Raft over TCP, a fjall log in --data-dir, HTTP API.
-    Serve {
-        #[arg(long)]
-        id: u64,
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        raft_addr: SocketAddr,
-        #[arg(long)]
-        http_addr: SocketAddr,
-        /// ID=HOST:PORT[;api=HOST:PORT],... (used only on an empty data directory)
-        #[arg(long)]
-        initial_cluster: Option<InitialCluster>,
-        /// Wait to be added to a running cluster (`POST /cluster/members`).
-        #[arg(long)]
-        join: bool,
-    },
+    Serve(regatta::serve::ServeArgs),
 }
 
-#[actix_web::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
-    let Cli::Serve {
-        id,
-        data_dir,
-        raft_addr,
-        http_addr,
-        initial_cluster,
-        join,
-    } = Cli::parse();
-    let mut node = Node::builder(id, Kv::default())
-        .cluster_name("kv")
-        .data_dir(data_dir)
-        .listen(raft_addr);
-    node = match (initial_cluster, join) {
-        (Some(cluster), _) => node.initial_cluster(cluster),
-        (None, true) => node.join(),
-        (None, false) => node,
-    };
-    let node = node.start().await?;
-    let raft = node.raft().clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .configure(regatta::web::configure(raft.clone()))
-            .configure(routes)
-            .default_service(web::to(regatta::web::not_found))
-    })
-    .bind(http_addr)?
-    .run();
-    let served = server.await; // until SIGINT or SIGTERM
-    node.shutdown().await;
-    Ok(served?)
+fn main() -> std::process::ExitCode {
+    let Cli::Serve(args) = Cli::parse();
+    regatta::serve::run("kv", args, Kv::default(), routes)
 }

@@ -123,6 +123,6 @@ async fn write(raft: &Raft<Queue>, command: QueueCommand) -> Result<QueueRespons
     raft.write(command).await.map_err(|e| format!("write: {e}"))
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     service::main::<Queue>()
 }

@@ -148,6 +148,7 @@
 
 mod applier;
 mod candidate;
+mod command;
 mod config;
 #[doc(hidden)]
 pub mod core;
@@ -168,6 +169,8 @@ mod raft;
 mod replicator;
 mod role;
 mod sequence;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod session;
 mod snapshotter;
 mod state_machine;
@@ -178,6 +181,7 @@ pub mod transport;
 #[cfg(feature = "web")]
 pub mod web;
 
+pub use crate::command::Command;
 pub use crate::config::Config;
 pub use crate::core::session::SessionError;
 pub use crate::core::types::{
@@ -187,6 +191,6 @@ pub use crate::core::types::{
 pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
 pub use crate::metrics::{Counts, Histogram, Histograms, Metrics, PeerProgress, Role, Traffic};
-pub use crate::raft::{Raft, Written};
+pub use crate::raft::{LocalRead, Raft, Written};
 pub use crate::session::Session;
 pub use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};

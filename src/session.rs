@@ -108,6 +108,15 @@ impl<SM: StateMachine> Session<SM> {
         Ok(self.write_entry(command).await?.response)
     }
 
+    /// [`Session::write`] of a typed command: its own response type
+    /// (see [`crate::Command`]).
+    pub async fn execute<C: crate::Command<SM>>(
+        &self,
+        command: C,
+    ) -> Result<C::Response, RaftError> {
+        crate::command::typed::<SM, C>(self.write(command.into()).await?)
+    }
+
     /// [`Session::write`], with the entry's log position. A retried
     /// write answered from the cache reports the position of the copy
     /// that answered.

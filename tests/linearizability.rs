@@ -8,15 +8,31 @@ use std::time::Duration;
 use common::*;
 use regatta::testing::Cluster;
 use regatta::transport::sim::LinkConfig;
+use regatta::Config;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 #[actix_rt::test]
 async fn counter_history_is_linearizable_under_faults() {
+    history_under_faults("linearizability", test_config()).await;
+}
+
+/// Reads answered from the leader's lease must be as linearizable as
+/// those confirmed by a heartbeat round.
+#[actix_rt::test]
+async fn counter_history_with_lease_reads_is_linearizable_under_faults() {
+    let config = Config {
+        lease_reads: true,
+        ..test_config()
+    };
+    history_under_faults("linearizability with lease reads", config).await;
+}
+
+async fn history_under_faults(name: &str, config: Config) {
     init_tracing();
-    let seed = seed("linearizability");
+    let seed = seed(name);
     bounded(SECS(240), async {
-        let mut c = Cluster::new(5, test_config(), seed, |_| Counter::default()).await;
+        let mut c = Cluster::new(5, config, seed, |_| Counter::default()).await;
         c.wait_leader(SECS(10)).await.unwrap();
         let handles = Handles::default();
         handles.sync(&c);

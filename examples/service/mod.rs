@@ -1,19 +1,20 @@
-//! What the counter and queue examples share: the command line, `serve`
-//! (a [`regatta::Node`] plus an actix-web server with the library's admin
-//! scope and the example's routes) and the in-process demo cluster. Each
+//! What the counter and queue examples share: the command line (its
+//! `serve` is [`regatta::serve::run`] with the example's state machine and
+//! routes) and the in-process demo cluster. Each
 //! example supplies its state machine, its routes and its demo script
 //! through [`Service`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use regatta::{Config, InitialCluster, Node, NodeId, Raft, StartError, StateMachine};
+use regatta::serve::ServeArgs;
+use regatta::{InitialCluster, Node, NodeId, Raft, StateMachine};
 
 mod certs;
 mod disk;
@@ -65,93 +66,6 @@ enum Command {
     Certs(CertsArgs),
 }
 
-/// A cluster id, decimal or 0x-hex (as the logs print it); not 0.
-fn parse_cluster_id(text: &str) -> Result<u64, String> {
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    match parsed {
-        Ok(0) => Err("0 names no cluster".into()),
-        Ok(id) => Ok(id),
-        Err(e) => Err(format!("not a cluster id (decimal or 0x-hex): {e}")),
-    }
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// This node's id (a positive integer, unique in the cluster).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    id: NodeId,
-    /// Directory of this node's durable state; created if missing.
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Address the Raft transport listens on.
-    #[arg(long)]
-    raft_addr: SocketAddr,
-    /// Address the HTTP API listens on.
-    #[arg(long)]
-    http_addr: SocketAddr,
-    /// Founding members as ID=HOST:PORT[;api=HOST:PORT],... (Raft
-    /// addresses, and optionally each member's HTTP address, which error
-    /// answers then name). Used only when the data directory holds no
-    /// state; a restarted node resumes from its directory.
-    #[arg(long)]
-    initial_cluster: Option<InitialCluster>,
-    /// Start with no configuration and wait to be added to a running
-    /// cluster (`POST /cluster/members` on its leader). Instead of
-    /// --initial-cluster, for a node with an empty data directory.
-    #[arg(long, conflicts_with = "initial_cluster")]
-    join: bool,
-    /// With --join: the id of the cluster to join (`cluster_id` in `GET
-    /// /cluster/status` of any member; decimal or 0x-hex). The node then
-    /// talks only to that cluster; without it, it takes the id of the
-    /// first leader that sends it entries.
-    #[arg(long, requires = "join", value_parser = parse_cluster_id)]
-    cluster_id: Option<u64>,
-    /// How long a request may wait for a leader and its commit, in ms.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
-    request_timeout_ms: u64,
-    /// Take a snapshot (and compact the log) every this many applied
-    /// entries; 0 for only on request (`POST /cluster/snapshot`).
-    #[arg(long, default_value_t = Config::default().snapshot_every)]
-    snapshot_every: u64,
-    /// Mixed into the cluster id generated when the cluster is founded
-    /// (as etcd's --initial-cluster-token): give every cluster its own, so
-    /// that a stale node of an earlier cluster on the same addresses is
-    /// refused. Used only when founding.
-    #[arg(long, default_value = "")]
-    cluster_token: String,
-    /// Log entries kept behind a snapshot for slightly slow followers.
-    #[arg(long, default_value_t = Config::default().snapshot_keep_entries)]
-    snapshot_keep: u64,
-    /// Log level on stderr (error, warn, info, debug, trace).
-    #[arg(long, default_value = "info")]
-    log: tracing::Level,
-    /// The cluster's CA certificate (PEM). With --tls-cert and --tls-key,
-    /// Raft traffic between nodes uses mutual TLS; see `certs`.
-    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
-    tls_ca: Option<PathBuf>,
-    /// This node's certificate (PEM), naming `node-<id>`.
-    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
-    tls_cert: Option<PathBuf>,
-    /// This node's private key (PEM).
-    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
-    tls_key: Option<PathBuf>,
-    /// Serve the HTTP API over HTTPS with this certificate chain (PEM);
-    /// with --http-tls-key.
-    #[arg(long, requires = "http_tls_key")]
-    http_tls_cert: Option<PathBuf>,
-    /// The HTTPS private key (PEM).
-    #[arg(long, requires = "http_tls_cert")]
-    http_tls_key: Option<PathBuf>,
-    /// A file whose first line is the admin token: requests that change
-    /// the cluster (members, transfer-leader, snapshot) must then carry
-    /// `Authorization: Bearer <token>`. Without it they are open.
-    #[arg(long)]
-    admin_token_file: Option<PathBuf>,
-}
-
 #[derive(clap::Args)]
 struct CertsArgs {
     /// Where to write ca.pem, node-<id>.pem and node-<id>.key.
@@ -163,7 +77,7 @@ struct CertsArgs {
 }
 
 /// Entry point of an example binary.
-pub fn main<S: Service>() {
+pub fn main<S: Service>() -> ExitCode {
     let mut command = Cli::command().name(S::NAME);
     let cli = command
         .try_get_matches_from_mut(std::env::args_os())
@@ -199,27 +113,15 @@ pub fn main<S: Service>() {
             ops::bench(&args, path)
         }
         Some(Command::Serve(args)) => {
-            let _ = tracing_subscriber::fmt()
-                .with_max_level(args.log)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .try_init();
-            match System::new().block_on(serve::<S>(*args)) {
-                Err(Failure::Flags(e)) => {
-                    let e = command
-                        .find_subcommand_mut("serve")
-                        .expect("serve is a subcommand")
-                        .error(clap::error::ErrorKind::ArgumentConflict, e.to_string());
-                    usage_error(e, &mut command)
-                }
-                Err(Failure::Other(e)) => Err(e),
-                Ok(()) => Ok(()),
-            }
+            return regatta::serve::run(S::NAME, *args, S::default(), S::routes);
         }
     };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -242,132 +144,6 @@ fn usage_error(e: clap::Error, command: &mut clap::Command) -> ! {
         eprint!("{message}\n{usage}\n");
     }
     std::process::exit(2);
-}
-
-/// Why `serve` failed: flags that disagree (a usage error, exit 2), or
-/// anything else (exit 1).
-enum Failure {
-    Flags(StartError),
-    Other(String),
-}
-
-/// `serve`: one node with its HTTP API, until SIGTERM or SIGINT.
-async fn serve<S: Service>(args: ServeArgs) -> Result<(), Failure> {
-    // Read before the node starts: bad files start nothing.
-    let https = match (&args.http_tls_cert, &args.http_tls_key) {
-        (Some(cert), Some(key)) => Some(
-            regatta::transport::tls::https_server_config(cert, key)
-                .map_err(|e| Failure::Other(e.to_string()))?,
-        ),
-        _ => None,
-    };
-    let access = match &args.admin_token_file {
-        Some(file) => regatta::web::Access::token_file(file).map_err(Failure::Other)?,
-        None => {
-            tracing::warn!(
-                "admin endpoints are open to anyone who reaches {}: give --admin-token-file",
-                args.http_addr
-            );
-            regatta::web::Access::open()
-        }
-    };
-    let config = Config {
-        client_timeout: Duration::from_millis(args.request_timeout_ms),
-        snapshot_every: args.snapshot_every,
-        snapshot_keep_entries: args.snapshot_keep,
-        join_cluster_id: args.cluster_id,
-        ..Config::default()
-    };
-    let mut builder = Node::builder(args.id, S::default())
-        .cluster_name(S::NAME)
-        .data_dir(&args.data_dir)
-        .listen(args.raft_addr)
-        .cluster_token(args.cluster_token)
-        .config(config);
-    if let Some(cluster) = args.initial_cluster {
-        builder = builder.initial_cluster(cluster);
-    }
-    if args.join {
-        builder = builder.join();
-    }
-    if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
-        builder = builder.tls(regatta::transport::tls::TlsConfig::new(ca, cert, key));
-    }
-    let node = builder.start().await.map_err(|e| match e {
-        e @ (StartError::NotInInitialCluster { .. }
-        | StartError::AddressMismatch { .. }
-        | StartError::NoInitialState { .. }
-        | StartError::InitialClusterAndJoin
-        | StartError::Tls(_)) => Failure::Flags(e),
-        e => Failure::Other(e.to_string()),
-    })?;
-    let raft = node.raft().clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .configure(regatta::web::configure_with(raft.clone(), access.clone()))
-            .configure(S::routes)
-            .default_service(web::to(regatta::web::not_found))
-    })
-    .workers(2)
-    .disable_signals()
-    .shutdown_timeout(5);
-    let server = match https {
-        Some(tls) => server.bind_rustls_0_23(args.http_addr, tls),
-        None => server.bind(args.http_addr),
-    };
-    let server = match server {
-        Ok(server) => server.run(),
-        Err(e) => {
-            node.shutdown().await;
-            return Err(Failure::Other(format!(
-                "cannot listen on {}: {e}",
-                args.http_addr
-            )));
-        }
-    };
-    tracing::info!(node = args.id, raft = %args.raft_addr, http = %args.http_addr, "serving");
-    let handle = server.handle();
-    // A node that stopped on its own (storage, applier or state machine
-    // failure) must not leave the process serving: exit non-zero.
-    let watcher = actix_rt::spawn(stopped_on_its_own(node.raft().clone(), handle.clone()));
-    actix_rt::spawn(async move {
-        use actix_rt::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                tracing::error!("cannot install signal handlers; stop with SIGKILL");
-                return;
-            }
-        }
-        tracing::info!("shutting down");
-        handle.stop(true).await;
-    });
-    let served = server.await;
-    watcher.abort();
-    let failure = node.raft().metrics().borrow().stopped_because.clone();
-    node.shutdown().await;
-    tracing::info!("stopped");
-    if let Some(cause) = failure {
-        return Err(Failure::Other(format!("the node stopped: {cause}")));
-    }
-    served.map_err(|e| Failure::Other(format!("HTTP server: {e}")))
-}
-
-/// Stops the HTTP server once the node stops on its own.
-async fn stopped_on_its_own<S: Service>(raft: Raft<S>, http: actix_web::dev::ServerHandle) {
-    // Woken only when the node stops, not by every commit.
-    if let Some(cause) = raft.stopped().await {
-        tracing::error!(node = raft.id(), %cause, "the node stopped; exiting");
-        http.stop(true).await;
-    }
 }
 
 /// The demo's cluster: nodes in this process, fjall directories under a

@@ -11,6 +11,7 @@
 //!   configuration, and the leader's own-term commit rule (Figure 8).
 //! - [`progress`]: per-follower replication progress and flow control.
 //! - [`read_index`]: linearizable reads on the leader (ReadIndex).
+//! - [`lease`]: the leader's lease, for reads without a heartbeat round.
 //! - [`tracker`]: what a leader knows of its peers: the commit candidate
 //!   and check-quorum.
 //! - [`confchange`]: membership changes: the configurations a request
@@ -37,6 +38,7 @@ pub mod election;
 pub mod forwards;
 pub mod founding;
 pub mod incarnations;
+pub mod lease;
 pub mod log;
 pub mod progress;
 pub mod quorum;

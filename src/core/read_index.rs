@@ -83,6 +83,21 @@ impl<R> ReadIndexQueue<R> {
         ReadAction::SendRound(round)
     }
 
+    /// Starts a round of its own (for the lease: heartbeats renew it) and
+    /// returns its number.
+    pub fn new_round(&mut self) -> u64 {
+        self.round += 1;
+        self.round
+    }
+
+    /// Whether a quorum of `membership` (the leader `me` counting itself)
+    /// has acknowledged `round`.
+    pub fn confirmed(&self, membership: &Membership, me: NodeId, round: u64) -> bool {
+        is_quorum(membership, |n| {
+            n == me || self.acked.get(&n).is_some_and(|r| *r >= round)
+        })
+    }
+
     /// `peer` answered an AppendEntries of `round`.
     pub fn acknowledged(&mut self, peer: NodeId, round: u64) {
         let acked = self.acked.entry(peer).or_default();

@@ -22,6 +22,7 @@ pub(crate) use self::reads::ReadIndex;
 pub(crate) use self::transfer::TransferLeadership;
 use crate::applier::{RegisterWaiters, Waiter, WriteReply};
 use crate::core::confchange::{leave_joint, ChangeDriver, ChangeStep, Leaving};
+use crate::core::lease::Lease;
 use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
 use crate::core::session::LogClock;
@@ -60,6 +61,8 @@ pub(crate) struct Leader {
     /// Reads waiting for this term's first commit or for their
     /// heartbeat round (ReadIndex).
     reads: ReadIndexQueue<ReadReply>,
+    /// When the recent heartbeat rounds began, for lease reads.
+    lease: Lease,
     /// The membership change under way, if any.
     change: Option<PendingChange>,
     /// A leadership transfer under way, and who waits for its outcome.
@@ -112,6 +115,7 @@ impl Leader {
             proposals: Vec::new(),
             flush_scheduled: false,
             reads: ReadIndexQueue::default(),
+            lease: Lease::default(),
             change: None,
             transfer: None,
             leaving: Leaving::default(),
@@ -343,6 +347,14 @@ impl Actor for Leader {
         ctx.run_interval(self.cx.config.heartbeat_interval * 4, |act, _ctx| {
             act.report_progress()
         });
+        if self.cx.config.lease_reads {
+            // Every heartbeat interval a round of its own renews the lease,
+            // idle or not (a busy leader's AppendEntries carry it).
+            ctx.run_interval(self.cx.config.heartbeat_interval, |act, _ctx| {
+                let round = act.reads.new_round();
+                act.start_round(ReadAction::SendRound(round));
+            });
+        }
         if self.cx.config.check_quorum {
             ctx.run_interval(self.cx.config.election_timeout_max, |act, _ctx| {
                 let window = act.cx.config.election_timeout_max.as_millis() as u64;

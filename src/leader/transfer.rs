@@ -27,6 +27,9 @@ impl Leader {
                 to,
                 "transferring leadership"
             );
+            // The target campaigns at once and is voted for whoever the
+            // followers heard: no lease from now on in this term.
+            self.lease.revoke();
             let timeout_now = Message::TimeoutNow { term: self.term };
             self.cx
                 .transport

@@ -95,6 +95,8 @@ pub(crate) struct Counters {
     pub writes_failed_indeterminate: AtomicU64,
     pub writes_failed_shutting_down: AtomicU64,
     pub writes_failed_refused: AtomicU64,
+    pub reads_by_lease: AtomicU64,
+    pub reads_by_round: AtomicU64,
     pub histograms: AtomicHistograms,
     /// A gauge: bytes the log takes in storage, sampled by the writer.
     pub log_bytes: AtomicU64,
@@ -128,6 +130,8 @@ impl Counters {
             writes_failed_indeterminate: get(&self.writes_failed_indeterminate),
             writes_failed_shutting_down: get(&self.writes_failed_shutting_down),
             writes_failed_refused: get(&self.writes_failed_refused),
+            reads_by_lease: get(&self.reads_by_lease),
+            reads_by_round: get(&self.reads_by_round),
             log_bytes: get(&self.log_bytes),
         }
     }
@@ -190,6 +194,12 @@ pub struct Counts {
     pub writes_failed_shutting_down: u64,
     /// Writes refused for any other reason (session, encoding, …).
     pub writes_failed_refused: u64,
+    /// Linearizable reads this node answered as leader from its lease,
+    /// without a heartbeat round ([`crate::Config::lease_reads`]).
+    pub reads_by_lease: u64,
+    /// Linearizable reads this node answered as leader after a heartbeat
+    /// round (ReadIndex).
+    pub reads_by_round: u64,
     /// Bytes the log and hard state take in storage (on disk for fjall),
     /// sampled at most once a second after a write.
     pub log_bytes: u64,

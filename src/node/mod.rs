@@ -66,6 +66,9 @@ pub(crate) struct Node {
     role_term: u64,
     leader: Option<NodeId>,
     leader_seen: Option<Instant>,
+    /// When this node started: with lease reads it votes for no one for
+    /// an election timeout after, as if it had just heard a leader.
+    started: Instant,
     membership: Membership,
     last_log_id: LogId,
     commit_index: u64,
@@ -128,6 +131,7 @@ impl Node {
             role_term: 0,
             leader: None,
             leader_seen: None,
+            started: Instant::now(),
             membership,
             last_log_id,
             commit_index,
@@ -273,8 +277,14 @@ impl Node {
         self.publish();
     }
 
+    /// Whether this node must refuse (pre-)votes: it leads, or heard a
+    /// leader within an election timeout, or — with lease reads — started
+    /// less than one ago: it may have acknowledged a leader just before
+    /// it restarted, and that leader's lease counts on its refusal.
     fn leader_alive(&self) -> bool {
         matches!(self.role, RoleState::Leader(_))
+            || self.cx.config.lease_reads
+                && self.started.elapsed() < self.cx.config.election_timeout_min
             || self
                 .leader_seen
                 .is_some_and(|t| t.elapsed() < self.cx.config.election_timeout_min)

@@ -16,6 +16,16 @@ impl<SM: StateMachine> Raft<SM> {
         Ok(self.write_entry(command).await?.response)
     }
 
+    /// [`Raft::write`] of a typed command: the answer has the command's
+    /// own response type (see [`crate::Command`]), not the state
+    /// machine's whole response enum.
+    pub async fn execute<C: crate::Command<SM>>(
+        &self,
+        command: C,
+    ) -> Result<C::Response, RaftError> {
+        crate::command::typed::<SM, C>(self.write(command.into()).await?)
+    }
+
     /// [`Raft::write`], also returning where the command sits in the log:
     /// for read-your-writes tokens (wait until a node has applied
     /// `log_id.index`), idempotency records and tests.
@@ -178,6 +188,28 @@ impl<SM: StateMachine> Raft<SM> {
             .send(query)
             .await
             .map_err(|_| RaftError::ShuttingDown)
+    }
+
+    /// A read of this node's state machine as it is now, asking no one:
+    /// fast and available without a leader, but possibly stale — it may
+    /// miss writes acknowledged elsewhere (a follower behind, or cut off).
+    /// The answer carries the index applied before the query ran, so a
+    /// caller can compare it with the index of a write it made.
+    pub async fn read_local<M>(&self, query: M) -> Result<LocalRead<M::Result>, RaftError>
+    where
+        SM: Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        // Read before the query is sent: the state machine has applied at
+        // least this far by the time it handles the query.
+        let applied = self.metrics.borrow().last_applied;
+        let value = self
+            .sm
+            .send(query)
+            .await
+            .map_err(|_| RaftError::ShuttingDown)?;
+        Ok(LocalRead { value, applied })
     }
 
     pub(super) async fn retry_until_leader<T, M>(

@@ -54,6 +54,16 @@ impl<R: serde::de::DeserializeOwned> Written<R> {
     }
 }
 
+/// The answer of [`Raft::read_local`]: possibly stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalRead<T> {
+    /// What the state machine answered.
+    pub value: T,
+    /// The state machine had applied at least the entries up to this
+    /// index when it answered.
+    pub applied: u64,
+}
+
 pub(crate) fn encode<T: serde::Serialize>(command: &T) -> Result<bytes::Bytes, RaftError> {
     let bytes = rmp_serde::to_vec(command).map_err(|e| RaftError::Codec(e.to_string()))?;
     Ok(bytes.into())

@@ -175,6 +175,16 @@ impl<SM: StateMachine> Replica<SM> {
         Ok(self.write_entry(command).await?.response)
     }
 
+    /// [`Raft::execute`]: a typed command (in the request's session, if
+    /// it has one), failing with a [`WriteError`].
+    pub async fn execute<C: crate::Command<SM>>(
+        &self,
+        command: C,
+    ) -> Result<C::Response, WriteError> {
+        let response = self.write(command.into()).await?;
+        crate::command::typed::<SM, C>(response).map_err(WriteError::from)
+    }
+
     /// [`Raft::write_entry`], failing with a [`WriteError`].
     pub async fn write_entry(
         &self,
@@ -198,6 +208,17 @@ impl<SM: StateMachine> Replica<SM> {
             .read(query)
             .await
             .map_err(|e| ReadError::from(e).with_leader(None, &self.membership()))
+    }
+
+    /// [`Raft::read_local`]: this node's state, possibly stale, with the
+    /// index it had applied.
+    pub async fn read_local<M>(&self, query: M) -> Result<crate::LocalRead<M::Result>, ReadError>
+    where
+        SM: actix::Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.raft.read_local(query).await.map_err(ReadError::from)
     }
 
     fn membership(&self) -> crate::core::types::Membership {

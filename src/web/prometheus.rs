@@ -142,7 +142,17 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
     }
 
     let c = node.counts;
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 14] = [
+        (
+            "reads_by_lease_total",
+            "Linearizable reads answered as leader from the lease.",
+            c.reads_by_lease,
+        ),
+        (
+            "reads_by_round_total",
+            "Linearizable reads answered as leader after a heartbeat round.",
+            c.reads_by_round,
+        ),
         (
             "elections_started_total",
             "Elections started as a candidate (pre-votes not counted).",
