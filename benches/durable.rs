@@ -47,7 +47,7 @@
 
 #[path = "../examples/service/certs.rs"]
 mod certs;
-#[path = "../examples/service/disk.rs"]
+#[path = "../src/bin/regatta/disk.rs"]
 mod disk;
 mod support;
 

@@ -129,8 +129,6 @@ impl Service for Counter {
             .route("/counter", web::get().to(get));
     }
 
-    const BENCH_WRITE: (&'static str, Option<&'static str>) = ("/counter/incr", None);
-
     async fn demo(cluster: &mut DemoCluster<Self>) -> Result<(), String> {
         let leader = cluster.wait_leader(None).await?;
         println!("\nnode {leader} was elected leader");

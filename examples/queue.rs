@@ -76,9 +76,6 @@ impl Service for Queue {
             .route("/queue", web::get().to(peek));
     }
 
-    const BENCH_WRITE: (&'static str, Option<&'static str>) =
-        ("/queue/push", Some(r#"{"item": "bench"}"#));
-
     async fn demo(cluster: &mut DemoCluster<Self>) -> Result<(), String> {
         let leader = cluster.wait_leader(None).await?;
         println!("\nnode {leader} was elected leader");

@@ -148,6 +148,8 @@
 
 mod applier;
 mod candidate;
+#[cfg(feature = "client")]
+pub mod client;
 mod command;
 mod config;
 #[doc(hidden)]

@@ -165,50 +165,6 @@ fn the_dashboard_follows_the_cluster_through_a_failover() {
     }
 }
 
-/// Runs the counter example with `args`, for at most a minute; returns its
-/// exit code and stdout.
-fn counter(args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = std::process::Command::new(process::example_binary("counter"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the counter example");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + SECS(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`counter {}` did not finish within a minute",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = stdout.join().unwrap();
-    println!(
-        "$ counter {}\n{stdout}{}",
-        args.join(" "),
-        stderr.join().unwrap()
-    );
-    (status.code(), stdout)
-}
-
 #[test]
 fn operator_commands_work_against_a_running_cluster() {
     let mut cluster = process::ProcessCluster::start("counter", 3);
@@ -217,8 +173,10 @@ fn operator_commands_work_against_a_running_cluster() {
     let endpoints = format!("{},{}", cluster.http(leader), cluster.http(follower));
 
     // bench: writes through the leader and a follower (forwarded).
-    let (code, out) = counter(&[
+    let (code, out) = process::regatta(&[
         "bench",
+        "--path",
+        "/counter/incr",
         "--endpoints",
         &endpoints,
         "--clients",
@@ -303,7 +261,8 @@ fn operator_commands_work_against_a_running_cluster() {
     assert_eq!(leaders, 1.0);
 
     // status, from a follower's address: every member, one leader.
-    let (code, out) = counter(&["status", "--endpoint", &cluster.http(follower).to_string()]);
+    let (code, out) =
+        process::regatta(&["status", "--endpoint", &cluster.http(follower).to_string()]);
     assert_eq!(code, Some(0), "{out}");
     let rows: Vec<&str> = out
         .lines()
@@ -319,18 +278,19 @@ fn operator_commands_work_against_a_running_cluster() {
 
     // A member down shows as unreachable, the rest still answer.
     cluster.kill(follower);
-    let (code, out) = counter(&["status", "--endpoint", &cluster.http(leader).to_string()]);
+    let (code, out) =
+        process::regatta(&["status", "--endpoint", &cluster.http(leader).to_string()]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out.matches("unreachable").count(), 1, "{out}");
 
     // An address where nothing serves: a clear error, exit 1.
     let nobody = format!("127.0.0.1:{}", process::free_port());
-    let (code, _) = counter(&["status", "--endpoint", &nobody]);
+    let (code, _) = process::regatta(&["status", "--endpoint", &nobody]);
     assert_eq!(code, Some(1));
 
     // check disk: two measurements and a verdict (PASS exits 0, FAIL 3).
     let dir = tempfile::tempdir().unwrap();
-    let (code, out) = counter(&[
+    let (code, out) = process::regatta(&[
         "check",
         "disk",
         "--dir",

@@ -17,9 +17,6 @@ use regatta::serve::ServeArgs;
 use regatta::{InitialCluster, Node, NodeId, Raft, StateMachine};
 
 mod certs;
-mod disk;
-pub mod http;
-mod ops;
 
 /// One example service: a state machine plus its HTTP routes and demo.
 pub trait Service: StateMachine + Default + Send {
@@ -33,9 +30,6 @@ pub trait Service: StateMachine + Default + Send {
 
     /// The no-argument demo, run against a fresh 3-node cluster.
     fn demo(cluster: &mut DemoCluster<Self>) -> impl Future<Output = Result<(), String>>;
-
-    /// The write `bench` sends by default: a path and a JSON body.
-    const BENCH_WRITE: (&'static str, Option<&'static str>);
 }
 
 #[derive(Parser)]
@@ -49,18 +43,6 @@ struct Cli {
 enum Command {
     /// Run one node of a multi-process cluster with an HTTP API.
     Serve(Box<ServeArgs>),
-    /// Print every member's role, term, indices and lag as a table, asking
-    /// any one member for the configuration.
-    Status(ops::StatusArgs),
-    /// Re-admit a voter whose data directory was replaced, once it has
-    /// been started again on its new directory with --join.
-    Replace(ops::ReplaceArgs),
-    /// Check that this machine can run a node well.
-    #[command(subcommand)]
-    Check(ops::Check),
-    /// Send writes to a running cluster through its HTTP API and report
-    /// throughput and latency percentiles.
-    Bench(ops::BenchArgs),
     /// Write a CA and one certificate per node for a test cluster over
     /// mutual TLS (keys unencrypted: not for production).
     Certs(CertsArgs),
@@ -91,8 +73,6 @@ pub fn main<S: Service>() -> ExitCode {
                 .try_init();
             System::new().block_on(run_demo::<S>())
         }
-        Some(Command::Status(args)) => ops::status(&args),
-        Some(Command::Replace(args)) => ops::replace(&args),
         Some(Command::Certs(args)) => certs::write_cluster(&args.dir, &args.nodes).map(|()| {
             println!(
                 "wrote {} (CA) and a certificate and key per node into {}",
@@ -100,18 +80,6 @@ pub fn main<S: Service>() -> ExitCode {
                 args.dir.display()
             )
         }),
-        Some(Command::Check(ops::Check::Disk(args))) => match ops::check_disk(&args) {
-            Ok(true) => Ok(()),
-            Ok(false) => std::process::exit(3),
-            Err(e) => Err(e),
-        },
-        Some(Command::Bench(mut args)) => {
-            let (path, body) = S::BENCH_WRITE;
-            if args.body.is_none() && args.path.is_none() {
-                args.body = body.map(str::to_string);
-            }
-            ops::bench(&args, path)
-        }
         Some(Command::Serve(args)) => {
             return regatta::serve::run(S::NAME, *args, S::default(), S::routes);
         }

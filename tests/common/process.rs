@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-// The HTTP client is the examples' own (their `status` and `bench`
-// commands use it): one copy for both.
-#[path = "../../examples/service/http.rs"]
+#[path = "http.rs"]
 mod client;
 pub use client::*;
 
@@ -43,6 +41,50 @@ pub enum WriteOutcome {
 /// Sends a write on a fresh connection and classifies the answer.
 pub fn write(addr: SocketAddr, path: &str, body: Option<&str>) -> WriteOutcome {
     classify(path, http(addr, "POST", path, body))
+}
+
+/// Runs the operator command line (`regatta`) with `args`, for at most a
+/// minute; returns its exit code and stdout.
+pub fn regatta(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_regatta"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the regatta command line");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`regatta {}` did not finish within a minute",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap();
+    println!(
+        "$ regatta {}\n{stdout}{}",
+        args.join(" "),
+        stderr.join().unwrap()
+    );
+    (status.code(), stdout)
 }
 
 /// Picks a port outside Linux's ephemeral range (32768–60999), so no
@@ -243,6 +285,20 @@ impl ProcessCluster {
     /// HTTP address of node `id`.
     pub fn http(&self, id: u64) -> SocketAddr {
         self.nodes[&id].http
+    }
+
+    /// Raft address of node `id`.
+    pub fn raft(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].raft
+    }
+
+    /// Kills node `id`, deletes its data directory (a replaced disk) and
+    /// starts it again with `--join`, waiting to be re-admitted.
+    pub fn replace_disk_and_join(&mut self, id: u64) {
+        self.kill(id);
+        std::fs::remove_dir_all(self.data_dir(id)).expect("delete the data directory");
+        self.nodes.get_mut(&id).expect("known node").joins = true;
+        self.spawn(id);
     }
 
     fn signal(&self, id: u64, signal: libc::c_int) {

@@ -1,9 +1,9 @@
 //! How fast a directory makes log writes durable, through regatta's own
 //! fjall storage (a batch, then fsync): the raw limit under a node. Used by
-//! the examples' `check disk` command and by `benches/durable.rs`.
-#![allow(dead_code)]
+//! the `regatta check disk` command and by `benches/durable.rs`.
+#![allow(dead_code)] // benches/durable.rs uses only `measure`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,4 +98,80 @@ pub fn measure(
         latencies,
         elapsed,
     })
+}
+
+#[derive(clap::Args)]
+pub struct DiskArgs {
+    /// Directory to test (on the disk the data directory will live on);
+    /// a scratch store is created inside it and removed afterwards.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Seconds to measure each of the two write patterns.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub seconds: u64,
+}
+
+/// What a node's log needs from its disk (the etcd guidance for its WAL,
+/// which does the same job): a single durable write's p99 within 10 ms,
+/// since every commit waits for one on the leader and on a majority; and
+/// group commit fast enough for bursts.
+const MAX_SINGLE_WRITE_P99: Duration = Duration::from_millis(10);
+const MIN_GROUP_COMMIT_ENTRIES_PER_SEC: f64 = 20_000.0;
+
+/// `regatta check disk`.
+pub fn check(args: &DiskArgs) -> Result<bool, String> {
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    let scratch = args
+        .dir
+        .join(format!(".regatta-disk-check-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(scratch.clone());
+    let run = Duration::from_secs(args.seconds);
+    let warmup = Duration::from_millis(300);
+    println!(
+        "checking {} ({} s per pattern, {}-byte entries, fsync per write)",
+        args.dir.display(),
+        args.seconds,
+        PAYLOAD_BYTES
+    );
+    let single = measure(&scratch.join("single"), 1, warmup, run)?;
+    let group = measure(&scratch.join("group"), 256, warmup, run)?;
+    let ms =
+        |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3));
+    println!(
+        "single-entry durable write: p50 {}, p99 {}, {:.0} writes/s",
+        ms(single.quantile(0.5)),
+        ms(single.quantile(0.99)),
+        single.writes_per_sec()
+    );
+    println!(
+        "256-entry group commit:     p50 {}, p99 {}, {:.0} entries/s",
+        ms(group.quantile(0.5)),
+        ms(group.quantile(0.99)),
+        group.entries_per_sec()
+    );
+    let latency_ok = single
+        .quantile(0.99)
+        .is_some_and(|p| p <= MAX_SINGLE_WRITE_P99);
+    let throughput_ok = group.entries_per_sec() >= MIN_GROUP_COMMIT_ENTRIES_PER_SEC;
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!(
+        "{}: single-write p99 must be within {} ms (every commit waits for one)",
+        verdict(latency_ok),
+        MAX_SINGLE_WRITE_P99.as_millis()
+    );
+    println!(
+        "{}: group commit must reach {:.0} entries/s (bursts of writes)",
+        verdict(throughput_ok),
+        MIN_GROUP_COMMIT_ENTRIES_PER_SEC
+    );
+    Ok(latency_ok && throughput_ok)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,6 +1,5 @@
-//! A minimal blocking HTTP/1.1 client with JSON bodies, for the
-//! operator commands (`status`, `bench`) and the process tests: keep-alive
-//! connections, `Content-Length` bodies, nothing else.
+//! A minimal blocking HTTP/1.1 client with JSON bodies, for the process
+//! tests: keep-alive connections, `Content-Length` bodies, nothing else.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,102 @@
+//! The operator command line (`regatta`, feature `cli`) against three
+//! `serve` processes of the kv example: every membership call sent to a
+//! follower, which points the client at the leader.
+
+use super::*;
+use common::process::regatta;
+
+fn rows(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| ID"))
+        .collect()
+}
+
+#[test]
+fn the_operator_command_line_runs_every_membership_call_through_any_member() {
+    let mut cluster = ProcessCluster::start("kv", 3);
+    let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let at = cluster.http(follower).to_string();
+    let (code, _) = regatta(&["members", "--endpoint", &at]);
+    assert_eq!(code, Some(0));
+
+    // A fourth node joins, added through the follower.
+    cluster.spawn_joiner(4);
+    let (raft, api) = (cluster.raft(4).to_string(), cluster.http(4).to_string());
+    let (code, out) = regatta(&[
+        "add",
+        "--endpoint",
+        &at,
+        "--id",
+        "4",
+        "--raft-addr",
+        &raft,
+        "--api",
+        &api,
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("node 4 added as a voter"), "{out}");
+    let (code, out) = regatta(&["members", "--endpoint", &at]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        rows(&out).iter().filter(|r| r.contains("| voter ")).count(),
+        4,
+        "{out}"
+    );
+
+    // Leadership moves to it.
+    let (code, out) = regatta(&["transfer-leader", "--endpoint", &at, "--to", "4"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(cluster.wait_leader(&[1, 2, 3, 4], LEADER_WAIT), 4);
+
+    // A snapshot of one member.
+    let (code, out) = regatta(&["snapshot", "--endpoint", &at]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("snapshot at index"), "{out}");
+
+    // The first leader's disk is replaced: it comes back with --join and
+    // is re-admitted as a new incarnation.
+    cluster.replace_disk_and_join(leader);
+    let (code, out) = regatta(&["replace", "--endpoint", &at, "--id", &leader.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("votes again, as incarnation"), "{out}");
+
+    // And then removed.
+    let (code, out) = regatta(&["remove", "--endpoint", &at, "--id", &leader.to_string()]);
+    assert_eq!(code, Some(0), "{out}");
+    let (_, out) = regatta(&["members", "--endpoint", &at]);
+    assert_eq!(rows(&out).len(), 3, "{out}");
+    assert!(
+        !rows(&out)
+            .iter()
+            .any(|r| r.starts_with(&format!("| {leader} "))),
+        "{out}"
+    );
+
+    // Writes still work, and the status table shows the three members.
+    let (code, out) = regatta(&[
+        "bench",
+        "--endpoints",
+        &at,
+        "--method",
+        "PUT",
+        "--path",
+        "/kv/k",
+        "--body",
+        r#"{"value":"v"}"#,
+        "--clients",
+        "2",
+        "--seconds",
+        "1",
+        "--session",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = regatta(&["status", "--endpoint", &at]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(rows(&out).len(), 3, "{out}");
+    assert!(out.contains("leader: node 4 "), "{out}");
+
+    // A refusal is an error with the service's reason, exit code 1.
+    let (code, out) = regatta(&["transfer-leader", "--endpoint", &at, "--to", "99"]);
+    assert_eq!(code, Some(1), "{out}");
+}
