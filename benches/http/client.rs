@@ -130,22 +130,30 @@ pub(crate) fn request(method: &str, addr: SocketAddr, path: &str, body: &str) ->
     .into_bytes()
 }
 
-/// One exchange on a fresh connection.
-pub(crate) fn http_once(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<Response, String> {
-    Conn::connect(addr)?.exchange(&request(method, addr, path, body))
+/// `GET /cluster/status`, when it answers 200 with JSON: through
+/// regatta's own client (the load keeps the raw connections above, so
+/// the load generator costs what it always did).
+pub(crate) fn status(addr: SocketAddr) -> Option<Value> {
+    actix_rt::System::new().block_on(async move {
+        let endpoint = addr.to_string();
+        let client = regatta::client::Client::new([&endpoint]).ok()?;
+        client.get_from(&endpoint, "/cluster/status").await
+    })
 }
 
-/// `GET /cluster/status`, when it answers 200 with JSON.
-pub(crate) fn status(addr: SocketAddr) -> Option<Value> {
-    match http_once(addr, "GET", "/cluster/status", "") {
-        Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).ok(),
-        _ => None,
-    }
+/// One write through regatta's client in an exactly-once session, to
+/// prove the cluster commits before anything is timed.
+pub(crate) fn first_write(addr: SocketAddr, path: &str, body: &str) -> Result<(), String> {
+    let body: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    actix_rt::System::new().block_on(async move {
+        let client = regatta::client::Client::new([addr.to_string()]).map_err(|e| e.to_string())?;
+        let session = client.session().await.map_err(|e| e.to_string())?;
+        session
+            .post::<Value, _>(path, &body)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 pub(crate) fn body_text(body: &[u8]) -> String {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{body_text, http_once, status};
+use crate::client::{body_text, first_write, status};
 use crate::support::progress;
 use crate::{WRITE_BODY, WRITE_PATH};
 
@@ -207,9 +207,8 @@ impl Cluster {
         // One write proves the cluster commits before anything is timed.
         let addr = self.node(leader).http;
         loop {
-            match http_once(addr, "POST", WRITE_PATH, WRITE_BODY) {
-                Ok(r) if r.status == 200 => return Ok(leader),
-                Ok(r) => last = format!("first write: {} {}", r.status, body_text(&r.body)),
+            match first_write(addr, WRITE_PATH, WRITE_BODY) {
+                Ok(()) => return Ok(leader),
                 Err(e) => last = format!("first write: {e}"),
             }
             if let Some(e) = self.exited() {

@@ -100,3 +100,45 @@ fn the_operator_command_line_runs_every_membership_call_through_any_member() {
     let (code, out) = regatta(&["transfer-leader", "--endpoint", &at, "--to", "99"]);
     assert_eq!(code, Some(1), "{out}");
 }
+
+#[test]
+fn a_client_session_applies_every_write_once_through_leader_kills() {
+    use regatta::client::Client;
+    use serde_json::{json, Value};
+    const WRITES: u64 = 1_000;
+    let mut cluster = ProcessCluster::start("counter", 3);
+    cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+    let endpoints: Vec<String> = [1, 2, 3].map(|id| cluster.http(id).to_string()).to_vec();
+    actix_rt::System::new().block_on(async move {
+        let client = Client::new(&endpoints)
+            .unwrap()
+            .timeout(Duration::from_secs(30));
+        let session = client.session().await.expect("open a session");
+        // Writes run back to back while the leader is killed twice.
+        let writer = actix_rt::spawn(async move {
+            let mut last = 0;
+            for _ in 0..WRITES {
+                let answer: Value = session
+                    .post("/counter/incr", &json!({"by": 1}))
+                    .await
+                    .expect("a session write ends definite within the timeout");
+                last = answer["value"].as_u64().expect("a value");
+            }
+            last
+        });
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
+            assert!(!writer.is_finished(), "the kill must land among the writes");
+            cluster.kill(leader);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cluster.spawn(leader);
+        }
+        let last = writer.await.expect("the writer");
+        // Each increment applied exactly once: the last answer and every
+        // node's value are the number of writes, resends included.
+        assert_eq!(last, WRITES);
+        let read: Value = client.get("/counter").await.expect("a read");
+        assert_eq!(read["value"], json!(WRITES));
+    });
+}
