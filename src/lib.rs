@@ -58,13 +58,21 @@
 //!
 //! #[actix_web::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let node = Node::builder(1, Counter::default())
+//!     let node = match Node::builder(1, Counter::default())
 //!         .cluster_name("counter")
 //!         .data_dir("/var/lib/counter")
 //!         .listen("127.0.0.1:7001".parse()?)
 //!         .initial_cluster("1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003".parse()?)
 //!         .start()
-//!         .await?;
+//!         .await
+//!     {
+//!         Ok(node) => node,
+//!         Err(e) => {
+//!             // The Display form says what to fix.
+//!             eprintln!("error: {e}");
+//!             std::process::exit(2);
+//!         }
+//!     };
 //!     let raft = node.raft().clone();
 //!     HttpServer::new(move || {
 //!         App::new()
@@ -78,6 +86,11 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! `serve::run` (feature `serve`) does all of this — flags, server,
+//! signals, exit codes — in one call; `client` (feature `client`) is a
+//! client for any such service, and the `regatta` binary (feature `cli`)
+//! its operator command line.
 //!
 //! Errors say whether a retry is safe: see [`RaftError`] (definite or
 //! indeterminate), [`StartError`] (what to fix before starting) and
@@ -138,9 +151,11 @@
 //!   `applier` (committed entries to your state machine), `snapshotter`.
 //! - Seams, for your own backends: [`transport::Transport`] (simulated
 //!   network, TCP) and [`storage::LogStorage`] (memory, fjall).
-//! - Cargo features, all on by default: `fjall` ([`storage::FjallStorage`]),
+//! - Cargo features, on by default: `fjall` ([`storage::FjallStorage`]),
 //!   `tcp` ([`transport::tcp`]), both needed by [`Node`]; `web`
-//!   ([`web`], actix-web).
+//!   ([`web`], actix-web). Off by default: `tls` (mutual TLS, HTTPS),
+//!   `serve`, `client`, `cli` (the `regatta`
+//!   binary), `testing`.
 //!
 //! The design notes are in the repository's `docs/design.md`.
 
