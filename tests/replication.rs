@@ -436,3 +436,35 @@ async fn a_forwarded_write_is_answered_when_the_forwarder_stops_believing_in_its
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_write_while_no_leader_is_known_fails_definitely_not_leader() {
+    // Found by a new user's trial: with two of three nodes stopped, the
+    // last attempt of a write raced the client deadline and came back as
+    // an indeterminate timeout, though nothing had left the node.
+    init_tracing();
+    bounded(SECS(30), async {
+        let config = regatta::Config {
+            client_timeout: Duration::from_millis(700),
+            ..test_config()
+        };
+        let mut c = Cluster::new(3, config, 7, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        let survivor = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        for id in c.ids().into_iter().filter(|id| *id != survivor) {
+            c.crash(id);
+        }
+        c.raft(survivor)
+            .wait_for(SECS(10), |m| m.leader.is_none())
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            let e = c.raft(survivor).write(Add(1)).await.unwrap_err();
+            assert!(
+                matches!(e, regatta::RaftError::NotLeader(_)),
+                "nothing left the node, so the failure is definite: {e:?}"
+            );
+        }
+    })
+    .await;
+}

@@ -25,7 +25,11 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
-use awc::http::{Method, StatusCode};
+use awc::http::StatusCode;
+
+/// The HTTP method of [`Client::send`] and [`ClientSession::send`]
+/// (actix's, re-exported).
+pub use awc::http::Method;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -482,6 +486,20 @@ impl ClientSession {
         self.send(Method::POST, path, Some(json(body)?)).await
     }
 
+    /// `PUT path` with a JSON body, exactly once.
+    pub async fn put<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(Method::PUT, path, Some(json(body)?)).await
+    }
+
+    /// `DELETE path`, exactly once.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(Method::DELETE, path, None).await
+    }
+
     /// Any method, exactly once: resent with the same sequence number
     /// until the answer is definite or the client's timeout passes
     /// ([`ClientError::Indeterminate`] then: the write may still apply,
@@ -509,19 +527,14 @@ impl ClientSession {
                 (method.clone(), path.to_string(), body.clone(), headers)
             })
             .await;
+        // Settled either way: this sequence is never sent again, so the
+        // service may forget its answer (a late copy of an unknown one is
+        // then refused, never applied twice).
+        self.answered.borrow_mut().record(seq);
         match answer {
-            Ok(body) => {
-                self.answered.borrow_mut().record(seq);
-                parse(&body)
-            }
+            Ok(body) => parse(&body),
             Err(ClientError::SessionGone(_)) => Err(ClientError::SessionGone(self.id)),
-            Err(e) => {
-                if !e.is_indeterminate() {
-                    // Settled: it will never need its answer again.
-                    self.answered.borrow_mut().record(seq);
-                }
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }

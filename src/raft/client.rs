@@ -258,6 +258,13 @@ impl<SM: StateMachine> Raft<SM> {
                     if self.metrics.borrow().leader == leader_before {
                         let _ = tokio::time::timeout_at(wait_until, changed).await;
                     }
+                    // Too little time left for another attempt to be
+                    // answered: nothing was submitted, so say so — an
+                    // attempt sent now would race the deadline into an
+                    // indeterminate timeout.
+                    if Instant::now() + pause >= deadline {
+                        return Err(RaftError::NotLeader(hint));
+                    }
                 }
                 other => return other,
             }

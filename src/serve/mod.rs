@@ -28,15 +28,18 @@
 //!     Ok(HttpResponse::Ok().json(counter.write(1).await?))
 //! }
 //!
+//! /// `counter serve --id 1 --data-dir ... --initial-cluster ...`; other
+//! /// subcommands of your own may sit next to it (or flatten `ServeArgs`
+//! /// into a struct of flags with `#[command(flatten)]`).
 //! #[derive(Parser)]
-//! struct Flags {
-//!     #[command(flatten)]
-//!     serve: ServeArgs,
+//! enum Cli {
+//!     /// Run one node.
+//!     Serve(ServeArgs),
 //! }
 //!
 //! fn main() -> std::process::ExitCode {
-//!     let flags = Flags::parse();
-//!     regatta::serve::run("counter", flags.serve, Counter::default(), |routes| {
+//!     let Cli::Serve(args) = Cli::parse();
+//!     regatta::serve::run("counter", args, Counter::default(), |routes| {
 //!         routes.route("/incr", web::post().to(incr));
 //!     })
 //! }

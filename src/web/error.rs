@@ -181,6 +181,10 @@ impl From<RaftError> for ReadError {
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut e = ApiError::from_raft(&error, status);
+        // A write's wording ("may have been applied") would mislead here.
+        if matches!(error, RaftError::Timeout | RaftError::Indeterminate) {
+            e.message = "the read could not be confirmed in time (no leader, or no quorum); a read changes nothing: retry".into();
+        }
         e.indeterminate = false;
         e.retryable = status == StatusCode::SERVICE_UNAVAILABLE;
         ReadError(e)

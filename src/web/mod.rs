@@ -170,7 +170,9 @@ impl<SM: StateMachine> Replica<SM> {
         &self.raft
     }
 
-    /// [`Raft::write`], failing with a [`WriteError`].
+    /// [`Raft::write`] — in the request's client session when it carries
+    /// the session headers (exactly once), else as a plain write —
+    /// failing with a [`WriteError`].
     pub async fn write(&self, command: SM::Command) -> Result<SM::Response, WriteError> {
         Ok(self.write_entry(command).await?.response)
     }
@@ -185,7 +187,8 @@ impl<SM: StateMachine> Replica<SM> {
         crate::command::typed::<SM, C>(response).map_err(WriteError::from)
     }
 
-    /// [`Raft::write_entry`], failing with a [`WriteError`].
+    /// [`Replica::write`], also returning where the command sits in the
+    /// log.
     pub async fn write_entry(
         &self,
         command: SM::Command,

@@ -88,6 +88,9 @@ fn errors_say_whether_a_retry_is_safe() {
             (&json!(false), &json!(true)),
             "{error:?}"
         );
+        // Nor do they speak of a write that may have been applied.
+        let message = v["error"].as_str().unwrap();
+        assert!(!message.contains("write"), "{error:?}: {message}");
     }
     // Administrative refusals: 409, retryable when waiting helps.
     for (error, retryable) in [

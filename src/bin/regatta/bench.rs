@@ -16,7 +16,12 @@ use regatta::client::Client;
 pub struct BenchArgs {
     /// HTTP addresses to send to (HOST:PORT, comma-separated); clients are
     /// spread over them in turn.
-    #[arg(long, default_value = "127.0.0.1:8001", value_delimiter = ',')]
+    #[arg(
+        long,
+        alias = "endpoint",
+        default_value = "127.0.0.1:8001",
+        value_delimiter = ','
+    )]
     pub endpoints: Vec<String>,
     /// The write to send, e.g. /counter/incr.
     #[arg(long)]
