@@ -274,6 +274,10 @@ pub enum StartError {
     /// The node's thread or runtime could not be started.
     #[error("cannot start the node's runtime: {0}")]
     Runtime(String),
+    /// A backup could not be restored into the data directory (nothing
+    /// was written unless the file passed every check).
+    #[error("cannot restore the backup: {0}")]
+    Restore(String),
 }
 
 impl From<StorageError> for StartError {

@@ -37,6 +37,8 @@ pub(crate) struct Environment {
     /// the cluster exists before founding it (see
     /// [`crate::core::founding`]); without this it founds at once.
     pub ask_founders: bool,
+    /// The service's name (`NodeBuilder::cluster_name`), stamped on backups.
+    pub cluster_name: String,
 }
 
 /// A boxed future, for handing to actix's `into_actor`.

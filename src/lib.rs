@@ -162,6 +162,7 @@
 #![warn(missing_docs)]
 
 mod applier;
+pub mod backup;
 mod candidate;
 #[cfg(feature = "client")]
 pub mod client;

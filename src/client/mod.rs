@@ -21,7 +21,6 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,7 +35,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::web::{RECEIVED_HEADER, SEQUENCE_HEADER, SESSION_HEADER};
+mod session;
+use session::Answered;
+pub use session::ClientSession;
 
 /// The largest answer body read.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
@@ -257,6 +258,65 @@ impl Client {
         parse(&body)
     }
 
+    /// `GET path` of the first endpoint, streamed into `out` as it
+    /// arrives (a backup: `/cluster/backup`), with the admin token; no
+    /// retries. Returns the bytes written; a body shorter than its
+    /// `Content-Length` is an error.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, ClientError> {
+        use futures_util::StreamExt;
+        let base = self.0.endpoints.borrow()[0].clone();
+        let mut request = self.0.http.get(format!("{base}{path}"));
+        if let Some(token) = &self.0.admin_token {
+            request = request.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let mut answer = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Unavailable(format!("{base}: {e}")))?;
+        if !answer.status().is_success() {
+            let status = answer.status();
+            let body = answer
+                .body()
+                .limit(MAX_ANSWER_BYTES)
+                .await
+                .unwrap_or_default();
+            return Err(match classify(&base, status, body) {
+                Exchange::Failed(e) => e,
+                Exchange::NotApplied { why, .. } | Exchange::Maybe(why) => {
+                    ClientError::Unavailable(why)
+                }
+                Exchange::Done(_) => ClientError::Unavailable(format!("{base}: {status}")),
+            });
+        }
+        let expected: Option<u64> = answer
+            .headers()
+            .get("Content-Length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut written = 0u64;
+        while let Some(chunk) = answer.next().await {
+            let chunk = chunk.map_err(|e| {
+                ClientError::Unavailable(format!(
+                    "{base}: the stream broke after {written} bytes: {e}"
+                ))
+            })?;
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Answer(format!("cannot write what arrived: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        if expected.is_some_and(|n| n != written) {
+            return Err(ClientError::Unavailable(format!(
+                "{base}: the stream ended after {written} of {} bytes",
+                expected.unwrap_or(0)
+            )));
+        }
+        Ok(written)
+    }
+
     /// `GET path` of one member, once, without retries or hints: for
     /// tools that ask each member in turn (`status`). `None` if it does
     /// not answer 200.
@@ -443,102 +503,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
         .map_err(|e| ClientError::Answer(format!("{e}: {}", String::from_utf8_lossy(body))))
 }
 
-/// Which sequence numbers have their answers: all up to `floor`, and
-/// those above it in `above`.
-#[derive(Default)]
-struct Answered {
-    floor: u64,
-    above: BTreeSet<u64>,
-}
-
-impl Answered {
-    fn record(&mut self, seq: u64) {
-        self.above.insert(seq);
-        while self.above.remove(&(self.floor + 1)) {
-            self.floor += 1;
-        }
-    }
-}
-
-/// An exactly-once session: every write gets the next sequence number
-/// and is sent again — to any member — while its outcome is unknown, so
-/// the service applies it once and answers every copy with the first
-/// answer. Several writes may be in flight at once.
-pub struct ClientSession {
-    client: Client,
-    id: u64,
-    next: Cell<u64>,
-    answered: RefCell<Answered>,
-}
-
-impl ClientSession {
-    /// The session's id (the `Regatta-Session` header).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// `POST path` with a JSON body, exactly once.
-    pub async fn post<T: DeserializeOwned, B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        self.send(Method::POST, path, Some(json(body)?)).await
-    }
-
-    /// `PUT path` with a JSON body, exactly once.
-    pub async fn put<T: DeserializeOwned, B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        self.send(Method::PUT, path, Some(json(body)?)).await
-    }
-
-    /// `DELETE path`, exactly once.
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(Method::DELETE, path, None).await
-    }
-
-    /// Any method, exactly once: resent with the same sequence number
-    /// until the answer is definite or the client's timeout passes
-    /// ([`ClientError::Indeterminate`] then: the write may still apply,
-    /// once).
-    pub async fn send<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<T, ClientError> {
-        let seq = self.next.get();
-        self.next.set(seq + 1);
-        let deadline = Instant::now() + self.client.0.timeout;
-        let answer = self
-            .client
-            .until_definite(deadline, true, || {
-                // Acknowledges only answers already in hand: a write still
-                // in flight must not be refused as answered.
-                let received = self.answered.borrow().floor.min(seq - 1);
-                let headers = vec![
-                    (SESSION_HEADER, self.id.to_string()),
-                    (SEQUENCE_HEADER, seq.to_string()),
-                    (RECEIVED_HEADER, received.to_string()),
-                ];
-                (method.clone(), path.to_string(), body.clone(), headers)
-            })
-            .await;
-        // Settled either way: this sequence is never sent again, so the
-        // service may forget its answer (a late copy of an unknown one is
-        // then refused, never applied twice).
-        self.answered.borrow_mut().record(seq);
-        match answer {
-            Ok(body) => parse(&body),
-            Err(ClientError::SessionGone(_)) => Err(ClientError::SessionGone(self.id)),
-            Err(e) => Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,16 +548,5 @@ mod tests {
             answer(409, r#"{"error":"stale"}"#),
             Exchange::Failed(ClientError::Refused { status: 409, .. })
         ));
-    }
-
-    #[test]
-    fn the_acknowledged_floor_waits_for_every_earlier_answer() {
-        let mut a = Answered::default();
-        a.record(2);
-        assert_eq!(a.floor, 0, "1 is still in flight");
-        a.record(1);
-        assert_eq!(a.floor, 2);
-        a.record(4);
-        assert_eq!(a.floor, 2);
     }
 }

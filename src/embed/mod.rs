@@ -86,6 +86,7 @@ impl<SM: StateMachine + Send> Node<SM> {
             join: false,
             cluster_token: None,
             config: Config::default(),
+            restore_from: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -173,11 +174,24 @@ pub struct NodeBuilder<SM: StateMachine> {
     join: bool,
     cluster_token: Option<String>,
     config: Config,
+    restore_from: Option<PathBuf>,
     #[cfg(feature = "tls")]
     tls: Option<crate::transport::tls::TlsConfig>,
 }
 
 impl<SM: StateMachine + Send> NodeBuilder<SM> {
+    /// Founds a new cluster whose state starts from the backup at `file`
+    /// (`Raft::backup`, `GET /cluster/backup`), with the initial cluster
+    /// as its founders: when the data directory holds no state, the
+    /// backup is checked whole and restored into it first (see
+    /// [`crate::backup::restore`]); when it does (a restart), this is
+    /// ignored. Every founder restores the same file. Needs
+    /// [`NodeBuilder::initial_cluster`].
+    pub fn restore_from(mut self, file: impl AsRef<Path>) -> Self {
+        self.restore_from = Some(file.as_ref().to_path_buf());
+        self
+    }
+
     /// The application's name for its clusters (default `"regatta"`):
     /// stamped on the data directory and checked in every TCP handshake,
     /// so a node of another application is refused.
@@ -328,13 +342,20 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
                 }
             }
         }
-        if self.initial_cluster.is_none() && !self.join && !holds_state(&dir) {
+        if self.restore_from.is_some() && self.initial_cluster.is_none() {
+            return Err(StartError::Missing(
+                "an initial cluster (the founders of the cluster a backup is restored into)",
+            ));
+        }
+        if self.initial_cluster.is_none() && !self.join && !crate::storage::fjall::holds_state(&dir)
+        {
             return Err(StartError::NoInitialState {
                 dir: dir.display().to_string(),
             });
         }
         Ok(Plan {
             id,
+            restore_from: self.restore_from,
             state_machine: self.state_machine,
             cluster_name: self.cluster_name,
             dir,
@@ -348,14 +369,10 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
     }
 }
 
-/// Whether the data directory already holds a log (a restart).
-fn holds_state(dir: &Path) -> bool {
-    std::fs::read_dir(dir.join("log")).is_ok_and(|mut entries| entries.next().is_some())
-}
-
 /// Checked builder inputs, moved to the node's thread.
 struct Plan<SM> {
     id: NodeId,
+    restore_from: Option<PathBuf>,
     state_machine: SM,
     cluster_name: String,
     dir: PathBuf,
@@ -400,6 +417,7 @@ async fn run<SM: StateMachine>(
 async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
     let Plan {
         id,
+        restore_from,
         state_machine,
         cluster_name,
         dir,
@@ -410,6 +428,20 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         #[cfg(feature = "tls")]
         tls,
     } = plan;
+    // Restored before anything else touches the directory: a bad file is
+    // refused with nothing written.
+    if let (Some(file), Some(founders)) = (&restore_from, &founders) {
+        if !crate::storage::fjall::holds_state(&dir) {
+            crate::backup::restore(
+                file,
+                &dir,
+                &cluster_name,
+                &founders.membership(),
+                &config.cluster_token,
+            )
+            .map_err(|e| StartError::Restore(e.to_string()))?;
+        }
+    }
     std::fs::create_dir_all(&dir)
         .map_err(|e| storage_error(&dir, StorageError::Io(e.to_string())))?;
     // Opened first: a directory in use or of another cluster is refused
@@ -420,7 +452,7 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
     // (microseconds, on this same thread) nothing can be delivered.
     let handle: Arc<OnceLock<Raft<SM>>> = Arc::new(OnceLock::new());
     let inbound = handle.clone();
-    let mut tcp = TcpConfig::new(id, cluster_name, listen);
+    let mut tcp = TcpConfig::new(id, cluster_name.clone(), listen);
     tcp.advertise = advertise;
     #[cfg(feature = "tls")]
     {
@@ -449,6 +481,7 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         state_machine.start(),
         crate::io::Environment {
             ask_founders: true,
+            cluster_name: cluster_name.clone(),
             ..Default::default()
         },
     );

@@ -81,6 +81,10 @@ pub struct Raft<SM: StateMachine> {
     config: Arc<Config>,
     writer: WriterThread,
     snapshotter: Addr<Snapshotter>,
+    /// Where the snapshots are, for backups.
+    snapshots: Arc<dyn crate::storage::SnapshotStore>,
+    /// The service's name, stamped on backups.
+    cluster_name: Arc<str>,
     /// Tags the plain writes this node forwards.
     forwarding: Arc<ForwardingSession>,
     counters: Arc<Counters>,
@@ -98,6 +102,8 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             config: self.config.clone(),
             writer: self.writer.clone(),
             snapshotter: self.snapshotter.clone(),
+            snapshots: self.snapshots.clone(),
+            cluster_name: self.cluster_name.clone(),
             forwarding: self.forwarding.clone(),
             counters: self.counters.clone(),
             transport: self.transport.clone(),

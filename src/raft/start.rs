@@ -54,6 +54,7 @@ impl<SM: StateMachine> Raft<SM> {
             io,
             probe,
             ask_founders,
+            cluster_name,
         }: Environment,
     ) -> Result<Self, StartError> {
         if actix_rt::System::try_current().is_none() {
@@ -69,6 +70,7 @@ impl<SM: StateMachine> Raft<SM> {
         config.validate().map_err(StartError::Config)?;
         let config = Arc::new(config);
         let snapshots = storage.snapshots();
+        let backup_store = snapshots.clone();
         let counters = Arc::new(Counters::default());
         let (log, writer, loaded) = LogStore::start(
             id,
@@ -186,6 +188,8 @@ impl<SM: StateMachine> Raft<SM> {
             config,
             writer,
             snapshotter: snapshotter.expect("created with the node"),
+            snapshots: backup_store,
+            cluster_name: cluster_name.into(),
             forwarding: Arc::new(ForwardingSession::new()),
             counters,
             transport: raw_transport,

@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// state; a restarted node resumes from its directory.
     #[arg(long)]
     pub initial_cluster: Option<InitialCluster>,
+    /// Found a new cluster whose state starts from this backup (`regatta
+    /// backup`, `GET /cluster/backup`): with --initial-cluster naming the
+    /// new cluster's founders, each restoring the same file. Used only
+    /// when the data directory holds no state, as --initial-cluster.
+    #[arg(long, requires = "initial_cluster")]
+    pub restore_from: Option<PathBuf>,
     /// Start with no configuration and wait to be added to a running
     /// cluster (`POST /cluster/members` on its leader). Instead of
     /// --initial-cluster, for a node with an empty data directory.
@@ -194,6 +200,9 @@ impl ServeArgs {
         }
         if self.join {
             builder = builder.join();
+        }
+        if let Some(file) = &self.restore_from {
+            builder = builder.restore_from(file);
         }
         if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             builder = with_tls(builder, ca, cert, key)?;

@@ -63,6 +63,12 @@ use crate::core::types::{Entry, HardState, LogId, Membership};
 /// The on-disk format written by this code. Bump it on any change to the key
 /// layout or value encoding: an old binary must refuse a newer directory
 /// rather than misread it.
+/// Whether a node's data directory already holds a log (a restart, or a
+/// restored backup).
+pub(crate) fn holds_state(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("log")).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 const FORMAT_VERSION: u32 = 1;
 
 /// Name of the single keyspace holding everything of one node.

@@ -10,7 +10,9 @@ pub mod snapshot;
 #[cfg(feature = "fjall")]
 pub use self::fjall::FjallStorage;
 pub use memory::MemStorage;
-pub use snapshot::{FileSnapshotStore, MemSnapshotStore, SnapshotMeta, SnapshotStore};
+pub use snapshot::{
+    FileSnapshotStore, MemSnapshotStore, SnapshotMeta, SnapshotReader, SnapshotStore,
+};
 
 /// A storage failure. After an error the node stops: Raft cannot continue
 /// safely on a log whose state is unknown.

@@ -29,6 +29,9 @@ pub struct SnapshotMeta {
     pub checksum: u32,
 }
 
+/// A snapshot's data, read in order (see [`SnapshotStore::open_latest`]).
+pub type SnapshotReader = Box<dyn Read + Send>;
+
 /// A durable home for the latest snapshot.
 ///
 /// The contract: a snapshot becomes the latest only once its sink's
@@ -42,6 +45,19 @@ pub trait SnapshotStore: Send + Sync + 'static {
 
     /// The latest complete snapshot and its data, if any.
     fn latest(&self) -> Result<Option<(SnapshotMeta, Bytes)>, StorageError>;
+
+    /// The latest complete snapshot with a reader of its data, for
+    /// streaming it (a backup) without holding it in memory. The data is
+    /// not verified here: the reader's consumer checks it against the
+    /// meta's size and checksum. The default reads it whole.
+    fn open_latest(&self) -> Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError> {
+        Ok(self.latest()?.map(|(meta, data)| {
+            (
+                meta,
+                Box::new(std::io::Cursor::new(data)) as Box<dyn Read + Send>,
+            )
+        }))
+    }
 }
 
 /// A snapshot being written, in order, from offset 0.
@@ -247,6 +263,26 @@ impl SnapshotStore for FileSnapshotStore {
             })?;
         check(&meta, &data).map_err(|r| corrupt(&meta, format!("{}: {r}", path.display())))?;
         Ok(Some((meta, data.into())))
+    }
+
+    fn open_latest(&self) -> Result<Option<(SnapshotMeta, SnapshotReader)>, StorageError> {
+        let Some((_, stem)) = self.complete()?.pop() else {
+            return Ok(None);
+        };
+        let meta = self.read_meta(&stem)?;
+        let path = self.dir.join(format!("{stem}.data"));
+        // Once open, the file stays readable even if a newer snapshot
+        // replaces and deletes it meanwhile.
+        let file = File::open(&path).map_err(|e| {
+            corrupt(
+                &meta,
+                format!("snapshot data {} unreadable: {e}", path.display()),
+            )
+        })?;
+        Ok(Some((
+            meta,
+            Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+        )))
     }
 }
 

@@ -40,6 +40,7 @@ pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
         .route("/health", web::get().to(health::<SM>))
         .route("/view", web::get().to(view::<SM>))
         .route("/session", web::post().to(open_session::<SM>))
+        .route("/backup", web::get().to(backup::<SM>))
 }
 
 type Node<SM> = web::Data<Raft<SM>>;
@@ -338,6 +339,56 @@ async fn health<SM: StateMachine>(raft: Node<SM>) -> HttpResponse {
             "retryable": true,
         })),
     }
+}
+
+/// `GET /cluster/backup` (admin token, whenever one is configured): a
+/// consistent backup of this member's state (`Raft::backup`), streamed
+/// in 1 MiB chunks read from disk on a thread of its own, so memory stays
+/// bounded whatever the state's size. `Content-Length` is the file's
+/// size; a read error ends the stream early, which a client sees as a
+/// short body.
+async fn backup<SM: StateMachine>(raft: Node<SM>) -> Result<HttpResponse, ApiError> {
+    let backup = raft
+        .backup()
+        .await
+        .map_err(|e| admin_error(e, &metrics(&raft).membership))?;
+    let size = backup.file_size();
+    let last = backup.header.last_included;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
+    let mut reader = backup.reader;
+    std::thread::Builder::new()
+        .name("regatta-backup".into())
+        .spawn(move || {
+            use std::io::Read;
+            loop {
+                let mut chunk = vec![0u8; crate::backup::CHUNK_BYTES];
+                let sent = match reader.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        tx.blocking_send(Ok(chunk.into()))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "backup stream failed");
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                if sent.is_err() {
+                    return; // the client went away
+                }
+            }
+        })
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("Regatta-Backup-Index", last.index.to_string()))
+        .insert_header(("Regatta-Backup-Term", last.term.to_string()))
+        .no_chunking(size)
+        .streaming(body))
 }
 
 /// `POST /cluster/session`: opens a client session (through the log,

@@ -73,6 +73,12 @@ impl Access {
         changes || self.protect_reads
     }
 
+    /// Whether a request to `path` needs the token: a backup is a read,
+    /// but of the whole state, so it always does.
+    fn guards(&self, method: &Method, path: &str) -> bool {
+        self.requires_token(method) || self.token.is_some() && path.ends_with("/cluster/backup")
+    }
+
     /// Checks an `Authorization` header value against the token.
     fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
@@ -113,7 +119,7 @@ pub(super) async fn guard(
     let access = req
         .app_data::<web::Data<Access>>()
         .map(|a| a.get_ref().clone());
-    if let Some(access) = access.filter(|a| a.requires_token(req.method())) {
+    if let Some(access) = access.filter(|a| a.guards(req.method(), req.path())) {
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -5,7 +5,8 @@
 //! This file: no acknowledged write lost under faults. Modules: `cli`
 //! (flags, data directories, bad HTTP requests), `membership` (catching
 //! up by snapshot, growing and shrinking, replacing every founder),
-//! `operator` (the `regatta` command line against the kv example),
+//! `operations` (backup and restore), `operator` (the `regatta` command
+//! line against the kv example),
 //! `security` (admin token, HTTPS, connection floods).
 
 #[path = "../common/mod.rs"]
@@ -19,6 +20,7 @@ use common::process_faults::{read_all, run_faults, shut_down, Clients, LEADER_WA
 
 mod cli;
 mod membership;
+mod operations;
 mod operator;
 mod security;
 

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use regatta::client::Client;
 
+mod backup;
 mod bench;
 mod disk;
 mod members;
@@ -50,6 +51,9 @@ enum Command {
     TransferLeader(members::TransferArgs),
     /// Snapshot one member now (and compact its log).
     Snapshot(Endpoint),
+    /// Write a consistent backup of the cluster's state (from any member)
+    /// to a file; restore it with `serve --restore-from FILE`.
+    Backup(backup::BackupArgs),
     /// Check that this machine can run a node well.
     #[command(subcommand)]
     Check(Check),
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Replace(args) => block_on(members::replace(&args)),
         Command::TransferLeader(args) => block_on(members::transfer(&args)),
         Command::Snapshot(at) => block_on(members::snapshot(&at)),
+        Command::Backup(args) => block_on(backup::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

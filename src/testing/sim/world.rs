@@ -210,6 +210,7 @@ where
                     io,
                     probe,
                     ask_founders: true,
+                    cluster_name: String::new(),
                 },
             ));
         });
