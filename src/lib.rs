@@ -184,6 +184,8 @@ mod metrics;
 mod node;
 mod probe;
 mod raft;
+#[cfg(feature = "fjall")]
+pub mod recovery;
 mod replicator;
 mod role;
 mod sequence;

@@ -296,7 +296,10 @@ impl ProcessCluster {
     /// starts it again with `--join`, waiting to be re-admitted.
     pub fn replace_disk_and_join(&mut self, id: u64) {
         self.kill(id);
-        std::fs::remove_dir_all(self.data_dir(id)).expect("delete the data directory");
+        let dir = self.data_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).expect("delete the data directory");
+        }
         self.nodes.get_mut(&id).expect("known node").joins = true;
         self.spawn(id);
     }

@@ -13,16 +13,16 @@ fn key(i: u64) -> String {
     format!("k{i:05}")
 }
 
-/// Writes the keys from 8 keep-alive connections; every one must be
-/// acknowledged (no faults).
-fn write_keys(cluster: &ProcessCluster) {
-    let addrs: Vec<_> = [1, 2, 3].map(|id| cluster.http(id)).to_vec();
+/// Writes keys 0..`keys` through `ids` from 8 keep-alive connections;
+/// every one must be acknowledged (no faults).
+fn write_keys(cluster: &ProcessCluster, ids: &[u64], keys: u64) {
+    let addrs: Vec<_> = ids.iter().map(|id| cluster.http(*id)).collect();
     let writers: Vec<_> = (0..8u64)
         .map(|w| {
             let addr = addrs[w as usize % addrs.len()];
             std::thread::spawn(move || {
                 let mut conn = HttpConnection::connect(addr).expect("connect");
-                for i in (w..KEYS).step_by(8) {
+                for i in (w..keys).step_by(8) {
                     let body = format!(r#"{{"value":"v{i}"}}"#);
                     let (status, answer) = conn
                         .request("PUT", &format!("/kv/{}", key(i)), Some(&body))
@@ -34,6 +34,20 @@ fn write_keys(cluster: &ProcessCluster) {
         .collect();
     for w in writers {
         w.join().expect("writer");
+    }
+}
+
+/// Node `id` answers a linearizable scan with keys 0..`keys`, each with
+/// its value.
+fn assert_holds_keys(cluster: &ProcessCluster, id: u64, keys: u64) {
+    let (status, scan) =
+        http(cluster.http(id), "GET", "/kv?prefix=k&limit=10000", None).expect("a scan");
+    assert_eq!(status, 200, "{scan}");
+    let items = scan["items"].as_array().expect("items");
+    assert_eq!(items.len() as u64, keys, "node {id}");
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["key"], json!(key(i as u64)));
+        assert_eq!(item["value"], json!(format!("v{i}")));
     }
 }
 
@@ -68,7 +82,7 @@ fn a_backup_from_a_follower_founds_a_new_cluster_with_every_key_and_session() {
     let (old_id, session) = {
         let cluster = ProcessCluster::start("kv", 3);
         let leader = cluster.wait_leader(&[1, 2, 3], LEADER_WAIT);
-        write_keys(&cluster);
+        write_keys(&cluster, &[1, 2, 3], KEYS);
         let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
         let at = cluster.http(follower);
         let (_, opened) = http(at, "POST", "/cluster/session", None).expect("open a session");
@@ -113,15 +127,7 @@ fn a_backup_from_a_follower_founds_a_new_cluster_with_every_key_and_session() {
     let new_id = restored.status(leader).unwrap()["cluster_id"].clone();
     assert_ne!(new_id, old_id, "a restored cluster is a new cluster");
     for id in [1, 2, 3] {
-        let (status, scan) =
-            http(restored.http(id), "GET", "/kv?prefix=k&limit=10000", None).expect("a scan");
-        assert_eq!(status, 200, "{scan}");
-        let items = scan["items"].as_array().expect("items");
-        assert_eq!(items.len() as u64, KEYS, "node {id}");
-        for (i, item) in items.iter().enumerate() {
-            assert_eq!(item["key"], json!(key(i as u64)));
-            assert_eq!(item["value"], json!(format!("v{i}")));
-        }
+        assert_holds_keys(&restored, id, KEYS);
     }
     // The session lives on: a copy of its last write answers the original
     // answer and is not applied; one it acknowledged is refused.
@@ -134,4 +140,104 @@ fn a_backup_from_a_follower_founds_a_new_cluster_with_every_key_and_session() {
     // And the new cluster takes writes.
     let (status, _) = http(at, "PUT", "/kv/after", Some(r#"{"value":"x"}"#)).expect("a write");
     assert_eq!(status, 200);
+}
+
+#[test]
+fn a_cluster_that_lost_three_of_five_voters_recovers_on_a_survivor_and_grows_back() {
+    const WRITTEN: u64 = 2_000;
+    let mut cluster = ProcessCluster::start("kv", 5);
+    let all = [1, 2, 3, 4, 5];
+    let leader = cluster.wait_leader(&all, LEADER_WAIT);
+    write_keys(&cluster, &all, WRITTEN);
+    let commit = cluster.status(leader).unwrap()["commit_index"]
+        .as_u64()
+        .unwrap();
+    cluster.wait_applied(&all, commit, Duration::from_secs(30));
+
+    // The leader and two more are lost for good.
+    let lost: Vec<u64> = std::iter::once(leader)
+        .chain(all.into_iter().filter(|id| *id != leader).take(2))
+        .collect();
+    let survivors: Vec<u64> = all.into_iter().filter(|id| !lost.contains(id)).collect();
+    for id in &lost {
+        cluster.kill(*id);
+        std::fs::remove_dir_all(cluster.data_dir(*id)).unwrap();
+    }
+    let (a, b) = (survivors[0], survivors[1]);
+    for id in &survivors {
+        assert_eq!(cluster.terminate(*id, Duration::from_secs(30)), Some(0));
+    }
+
+    // Recovery refuses a running node's directory, then works offline.
+    let dir = cluster.data_dir(a);
+    let (dir, id) = (dir.to_str().unwrap(), a.to_string());
+    let recover = |extra: &[&str]| {
+        let mut args = vec![
+            "recover",
+            "--data-dir",
+            dir,
+            "--id",
+            &id,
+            "--cluster-name",
+            "kv",
+        ];
+        args.extend_from_slice(extra);
+        regatta(&args)
+    };
+    let (code, out) = recover(&["--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("would make node"), "{out}");
+    cluster.spawn(a);
+    cluster.wait_until("node serving", LEADER_WAIT, |c| c.status(a).is_some());
+    let (code, _) = recover(&[]);
+    assert_eq!(code, Some(1), "a directory in use is refused");
+    assert_eq!(cluster.terminate(a, Duration::from_secs(30)), Some(0));
+    let (code, out) = recover(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("is now the only voter"), "{out}");
+
+    // Started as before, it leads alone and holds every write.
+    cluster.spawn(a);
+    assert_eq!(cluster.wait_leader(&[a], LEADER_WAIT), a);
+    assert_holds_keys(&cluster, a, WRITTEN);
+
+    // Grown back to three: the other survivor and a lost node, each on a
+    // new directory.
+    let at = cluster.http(a).to_string();
+    for id in [b, lost[0]] {
+        cluster.replace_disk_and_join(id);
+        let (raft, api) = (cluster.raft(id).to_string(), cluster.http(id).to_string());
+        let (code, out) = regatta(&[
+            "add",
+            "--endpoint",
+            &at,
+            "--id",
+            &id.to_string(),
+            "--raft-addr",
+            &raft,
+            "--api",
+            &api,
+        ]);
+        assert_eq!(code, Some(0), "{out}");
+    }
+    let members = [a, b, lost[0]];
+    let leader = cluster.wait_leader(&members, LEADER_WAIT);
+    let (status, _) = http(
+        cluster.http(leader),
+        "PUT",
+        "/kv/after",
+        Some(r#"{"value":"x"}"#),
+    )
+    .expect("a write");
+    assert_eq!(status, 200);
+    for id in members {
+        let (status, scan) =
+            http(cluster.http(id), "GET", "/kv?prefix=k&limit=10000", None).expect("a scan");
+        assert_eq!(status, 200, "{scan}");
+        assert_eq!(
+            scan["items"].as_array().unwrap().len() as u64,
+            WRITTEN,
+            "node {id}"
+        );
+    }
 }

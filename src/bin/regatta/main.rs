@@ -19,6 +19,7 @@ mod backup;
 mod bench;
 mod disk;
 mod members;
+mod recover;
 mod status;
 
 #[derive(Parser)]
@@ -54,6 +55,9 @@ enum Command {
     /// Write a consistent backup of the cluster's state (from any member)
     /// to a file; restore it with `serve --restore-from FILE`.
     Backup(backup::BackupArgs),
+    /// Lost-quorum recovery, offline: make a stopped survivor the only
+    /// voter of its cluster, so that it elects itself and serves again.
+    Recover(recover::RecoverArgs),
     /// Check that this machine can run a node well.
     #[command(subcommand)]
     Check(Check),
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Bench(args) => bench::run(&args),
+        Command::Recover(args) => recover::run(&args),
         Command::Status(at) => block_on(status::print(&at)),
         Command::Members(at) => block_on(members::print(&at)),
         Command::Add(args) => block_on(members::add(&args)),
