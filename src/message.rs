@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::log::ConflictHint;
 use crate::core::session::SessionError;
-use crate::core::types::{ClientCommand, Entry, LogId, NodeId};
+use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::storage::snapshot::SnapshotMeta;
 
@@ -61,6 +61,50 @@ pub enum RemoteError {
     Snapshot(String),
     /// A session write was refused.
     Session(SessionError),
+}
+
+/// An administrative request, served by the leader; any other node
+/// forwards it there ([`Message::ForwardAdmin`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Add a learner.
+    AddLearner {
+        /// The new member.
+        id: NodeId,
+        /// Its Raft address.
+        address: String,
+        /// Its metadata.
+        metadata: std::collections::BTreeMap<String, String>,
+    },
+    /// Change the voters (joint consensus).
+    Change {
+        /// The voters after the change.
+        voters: std::collections::BTreeSet<NodeId>,
+    },
+    /// Remove a learner.
+    RemoveLearner {
+        /// The learner.
+        id: NodeId,
+    },
+    /// Re-admit a voter whose data directory was replaced.
+    Replace {
+        /// The voter.
+        id: NodeId,
+    },
+    /// Hand leadership to a voter.
+    Transfer {
+        /// The voter.
+        to: NodeId,
+    },
+    /// Set (or, with `None`, remove) one metadata key of a member.
+    SetMetadata {
+        /// The member.
+        id: NodeId,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Option<String>,
+    },
 }
 
 /// Protocol messages.
@@ -159,6 +203,23 @@ pub enum Message {
         /// The entry's position and encoded response, or the failure.
         result: Result<(LogId, Bytes), RemoteError>,
     },
+    /// Any node → leader: an administrative request to carry out.
+    ForwardAdmin {
+        /// Request id chosen by the forwarding node.
+        id: u64,
+        /// The term of the leader it is sent to.
+        term: u64,
+        /// What to do.
+        request: AdminRequest,
+    },
+    /// Leader → forwarding node: the configuration after the request, or
+    /// the failure.
+    ForwardAdminResponse {
+        /// Request id.
+        id: u64,
+        /// The outcome.
+        result: Result<Membership, RemoteError>,
+    },
     /// Any node → leader: ask for a read index.
     ReadIndexRequest {
         /// Request id chosen by the asking node.
@@ -212,6 +273,7 @@ impl Message {
                 | Message::RequestVote { .. }
                 | Message::TimeoutNow { .. }
                 | Message::ForwardWrite { .. }
+                | Message::ForwardAdmin { .. }
                 | Message::ReadIndexRequest { .. }
                 | Message::FoundingQuery
         )

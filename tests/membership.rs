@@ -500,3 +500,49 @@ async fn leadership_transfer_under_load_and_to_a_lagging_target() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn every_administrative_call_works_from_a_follower() {
+    // Membership changes, metadata, replacement checks and leadership
+    // transfer, each asked of a follower, which forwards it to the leader.
+    init_tracing();
+    bounded(SECS(60), async {
+        let mut c = Cluster::new(3, test_config(), 11, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        c.start(4).await;
+        let f = c.raft(follower).clone();
+        let m = f.add_learner(4, "").await.unwrap();
+        assert!(m.learners.contains(&4), "{m:?}");
+        let m = f
+            .update_member_metadata(4, "api", Some("127.0.0.1:8004".into()))
+            .await
+            .unwrap();
+        assert_eq!(m.metadata[&4]["api"], "127.0.0.1:8004");
+        let commit = c.metrics()[&leader].commit_index;
+        c.wait_applied(&[4], commit, SECS(10)).await.unwrap();
+        let m = f.change_membership([1, 2, 3, 4]).await.unwrap();
+        assert!(m.voters.contains(&4), "{m:?}");
+        // A refusal comes back as such, definite.
+        assert_eq!(
+            f.replace(4).await,
+            Err(RaftError::Membership(MembershipError::NotReplaced(4)))
+        );
+        assert_eq!(
+            f.update_member_metadata(9, "api", None).await,
+            Err(RaftError::Membership(MembershipError::NotAMember(9)))
+        );
+        let target = [1, 2, 3, 4]
+            .into_iter()
+            .find(|id| *id != leader && *id != follower)
+            .unwrap();
+        f.transfer_leadership(target).await.unwrap();
+        assert_eq!(c.wait_leader(SECS(10)).await.unwrap(), target);
+        let m = c.raft(leader).change_membership([1, 2, 3]).await.unwrap();
+        assert!(
+            !m.voters.contains(&4),
+            "the old leader, now a follower, removes 4"
+        );
+    })
+    .await;
+}

@@ -33,6 +33,30 @@ pub fn add_learner(
     Ok(next)
 }
 
+/// The configuration with metadata `key` of member `id` set to `value`
+/// (removed for `None`); voters and learners unchanged. Equal to `current`
+/// if nothing changes.
+pub fn set_metadata(
+    current: &Membership,
+    id: NodeId,
+    key: String,
+    value: Option<String>,
+) -> Result<Membership, MembershipError> {
+    if !current.members().contains(&id) {
+        return Err(MembershipError::NotAMember(id));
+    }
+    let mut next = current.clone();
+    let entry = next.metadata.entry(id).or_default();
+    match value {
+        Some(value) => entry.insert(key, value),
+        None => entry.remove(&key),
+    };
+    if entry.is_empty() {
+        next.metadata.remove(&id);
+    }
+    Ok(next)
+}
+
 /// The configuration without the learner `id` (a voter leaves by a
 /// change of voters instead).
 pub fn remove_learner(current: &Membership, id: NodeId) -> Result<Membership, MembershipError> {
@@ -418,5 +442,19 @@ mod tests {
         assert_eq!(target.addresses.get(&3), current.addresses.get(&3));
         assert_eq!(target.metadata.get(&3), current.metadata.get(&3));
         assert_eq!(target.incarnations, [(1, 11), (2, 12)].into());
+    }
+
+    #[test]
+    fn metadata_changes_leave_the_members_alone() {
+        let current = Membership::new([1, 2]);
+        let next = set_metadata(&current, 2, "api".into(), Some("h:1".into())).unwrap();
+        assert_eq!(next.voters, current.voters);
+        assert_eq!(next.metadata[&2]["api"], "h:1");
+        let back = set_metadata(&next, 2, "api".into(), None).unwrap();
+        assert_eq!(back, current, "removing the last key leaves no empty map");
+        assert_eq!(
+            set_metadata(&current, 9, "api".into(), None),
+            Err(MembershipError::NotAMember(9))
+        );
     }
 }

@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::{ChangeReply, Leader, PendingChange};
 use crate::core::confchange::{
     add_learner, check_voters, demote, enter_joint, lagging, leave_joint, pin_voters,
-    remove_learner, ChangeDriver,
+    remove_learner, set_metadata, ChangeDriver,
 };
 use crate::core::types::{Membership, NodeId, Payload};
 use crate::error::{MembershipError, RaftError};
@@ -104,6 +104,34 @@ impl Handler<RemoveLearner> for Leader {
             Err(e) => {
                 let _ = msg.reply.send(Err(RaftError::Membership(e)));
             }
+        }
+    }
+}
+
+/// Sets (or removes) one metadata key of a member: one configuration
+/// entry, voters and learners unchanged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetMetadata {
+    pub id: NodeId,
+    pub key: String,
+    pub value: Option<String>,
+    pub reply: ChangeReply,
+}
+
+impl Handler<SetMetadata> for Leader {
+    type Result = ();
+    fn handle(&mut self, msg: SetMetadata, ctx: &mut Context<Self>) {
+        if let Err(e) = self.check_idle() {
+            let _ = msg.reply.send(Err(e));
+            return;
+        }
+        match set_metadata(&self.membership, msg.id, msg.key, msg.value) {
+            Ok(next) if next == self.membership => {
+                let _ = msg.reply.send(Ok(next));
+            }
+            Ok(next) => self.propose_configuration(next, msg.reply, ctx),
+            Err(e) => refuse(msg.reply, e),
         }
     }
 }

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-pub(crate) use self::membership::{AddLearner, ChangeMembership, RemoveLearner, Replace};
+pub(crate) use self::membership::{
+    AddLearner, ChangeMembership, RemoveLearner, Replace, SetMetadata,
+};
 use self::proposals::Proposal;
 pub(crate) use self::proposals::Propose;
 pub(crate) use self::reads::ReadIndex;

@@ -5,22 +5,20 @@
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::{
-    ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, MembershipRequest,
-    Node, RoleState,
-};
+use super::{ClientAdmin, ClientPropose, ClientRead, ClientWrite, Node, RoleState};
 use crate::applier::WriteReply;
 use crate::core::types::{ClientCommand, NodeId};
 use crate::error::RaftError;
 use crate::leader::{
-    AddLearner, ChangeMembership, Leader, Propose, ReadIndex, ReadReply, RemoveLearner, Replace,
-    TransferLeadership,
+    AddLearner, ChangeMembership, ChangeReply, Leader, Propose, ReadIndex, ReadReply,
+    RemoveLearner, Replace, SetMetadata, TransferLeadership,
 };
-use crate::message::{Envelope, Message, RemoteError};
+use crate::message::{AdminRequest, Envelope, Message, RemoteError};
 
 pub(super) enum Forwarded {
     Write(WriteReply),
     Read(ReadReply),
+    Admin(ChangeReply),
 }
 
 impl Forwarded {
@@ -28,6 +26,7 @@ impl Forwarded {
         match self {
             Forwarded::Write(r) => drop(r.send(Err(error))),
             Forwarded::Read(r) => drop(r.send(Err(error))),
+            Forwarded::Admin(r) => drop(r.send(Err(error))),
         }
     }
 }
@@ -47,6 +46,7 @@ impl Node {
             if let Some((_, _, f)) = self.forwarded.remove(&id) {
                 match f {
                     Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
+                    Forwarded::Admin(r) => drop(r.send(Err(RaftError::Indeterminate))),
                     Forwarded::Read(r) => drop(r.send(Err(RaftError::NotLeader(leader)))),
                 }
             }
@@ -73,6 +73,7 @@ impl Node {
             match act.forwarded.remove(&id) {
                 // The leader may have applied it; we cannot tell.
                 Some((_, _, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
+                Some((_, _, Forwarded::Admin(r))) => drop(r.send(Err(RaftError::Indeterminate))),
                 Some((_, _, Forwarded::Read(r))) => drop(r.send(Err(RaftError::Timeout))),
                 None => {}
             }
@@ -152,20 +153,27 @@ impl Node {
             Message::ForwardWriteResponse { id, result } => {
                 tracing::debug!(node = self.id(), from, request = id, "forward answered");
                 if let Some((_, sent_to, Forwarded::Write(r))) = self.forwarded.remove(&id) {
-                    let result = result.map_err(|e| match e {
-                        // The leader's node was stopping: it may have
-                        // appended the write before.
-                        RemoteError::ShuttingDown => RaftError::Indeterminate,
-                        // "Not leader" says this copy was not proposed. It
-                        // speaks for the original only if it comes from the
-                        // incarnation we sent to: a restarted node does not
-                        // remember what its predecessor proposed.
-                        RemoteError::NotLeader(_) if sent_to == 0 || incarnation != sent_to => {
-                            RaftError::Indeterminate
-                        }
-                        e => RaftError::from(e),
-                    });
-                    let _ = r.send(result);
+                    let _ = r.send(result.map_err(|e| forward_failure(e, sent_to, incarnation)));
+                }
+            }
+            Message::ForwardAdmin { id, term, request } => {
+                let (tx, rx) = oneshot::channel();
+                match &self.role {
+                    RoleState::Leader(l) if term == self.hs.term => {
+                        carry_out(l, request, &self.membership, tx)
+                    }
+                    // As for a write: a leader of this term in a previous
+                    // run may have carried out an earlier copy.
+                    _ if term <= self.boot_term => drop(tx.send(Err(RaftError::Indeterminate))),
+                    _ => drop(tx.send(Err(RaftError::NotLeader(self.leader)))),
+                }
+                self.answer_remote(from, rx, RemoteError::Indeterminate, move |result| {
+                    Message::ForwardAdminResponse { id, result }
+                });
+            }
+            Message::ForwardAdminResponse { id, result } => {
+                if let Some((_, sent_to, Forwarded::Admin(r))) = self.forwarded.remove(&id) {
+                    let _ = r.send(result.map_err(|e| forward_failure(e, sent_to, incarnation)));
                 }
             }
             Message::ReadIndexRequest { id } => {
@@ -259,35 +267,80 @@ impl Handler<ClientPropose> for Node {
     }
 }
 
-impl Handler<ClientTransfer> for Node {
+impl Handler<ClientAdmin> for Node {
     type Result = ();
-    fn handle(&mut self, msg: ClientTransfer, _ctx: &mut Context<Self>) {
-        let to = msg.to;
-        self.leader_only(msg.reply, |l, reply| {
-            l.do_send(TransferLeadership { to, reply })
-        });
+    fn handle(&mut self, msg: ClientAdmin, ctx: &mut Context<Self>) {
+        match &self.role {
+            RoleState::Leader(l) => carry_out(l, msg.request, &self.membership, msg.reply),
+            RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
+            _ => {
+                let (request, term) = (msg.request, self.hs.term);
+                self.forward(ctx, Forwarded::Admin(msg.reply), move |id| {
+                    Message::ForwardAdmin { id, term, request }
+                });
+            }
+        }
     }
 }
 
-impl Handler<ClientMembership> for Node {
-    type Result = ();
-    fn handle(&mut self, msg: ClientMembership, _ctx: &mut Context<Self>) {
-        let request = msg.request;
-        self.leader_only(msg.reply, |l, reply| match request {
-            MembershipRequest::AddLearner {
-                id,
-                address,
-                metadata,
-            } => l.do_send(AddLearner {
-                id,
-                address,
-                metadata,
-                reply,
-            }),
-            MembershipRequest::Change { voters } => l.do_send(ChangeMembership { voters, reply }),
-            MembershipRequest::RemoveLearner { id } => l.do_send(RemoveLearner { id, reply }),
-            MembershipRequest::Replace { id } => l.do_send(Replace { id, reply }),
-        });
+/// Hands an administrative request to the leader actor; `reply` gets the
+/// configuration after it (for a transfer, `membership`: it changes no
+/// configuration).
+fn carry_out(
+    leader: &Addr<Leader>,
+    request: AdminRequest,
+    membership: &crate::core::types::Membership,
+    reply: ChangeReply,
+) {
+    match request {
+        AdminRequest::AddLearner {
+            id,
+            address,
+            metadata,
+        } => leader.do_send(AddLearner {
+            id,
+            address,
+            metadata,
+            reply,
+        }),
+        AdminRequest::Change { voters } => leader.do_send(ChangeMembership { voters, reply }),
+        AdminRequest::RemoveLearner { id } => leader.do_send(RemoveLearner { id, reply }),
+        AdminRequest::Replace { id } => leader.do_send(Replace { id, reply }),
+        AdminRequest::SetMetadata { id, key, value } => leader.do_send(SetMetadata {
+            id,
+            key,
+            value,
+            reply,
+        }),
+        AdminRequest::Transfer { to } => {
+            let (done, outcome) = oneshot::channel();
+            leader.do_send(TransferLeadership { to, reply: done });
+            let membership = membership.clone();
+            actix::spawn(async move {
+                let result = match outcome.await {
+                    Ok(r) => r.map(|()| membership),
+                    Err(_) => Err(RaftError::Indeterminate),
+                };
+                let _ = reply.send(result);
+            });
+        }
+    }
+}
+
+/// What a forwarded request's failure means for the node that forwarded
+/// it.
+fn forward_failure(e: RemoteError, sent_to: u64, incarnation: u64) -> RaftError {
+    match e {
+        // The leader's node was stopping: it may have carried the request
+        // out before.
+        RemoteError::ShuttingDown => RaftError::Indeterminate,
+        // "Not leader" says this copy was not carried out. It speaks for
+        // the original only if it comes from the incarnation we sent to: a
+        // restarted node does not remember what its predecessor did.
+        RemoteError::NotLeader(_) if sent_to == 0 || incarnation != sent_to => {
+            RaftError::Indeterminate
+        }
+        e => RaftError::from(e),
     }
 }
 

@@ -186,6 +186,8 @@ impl Handler<Inbound> for Node {
             }
             message @ (Message::ForwardWrite { .. }
             | Message::ForwardWriteResponse { .. }
+            | Message::ForwardAdmin { .. }
+            | Message::ForwardAdminResponse { .. }
             | Message::ReadIndexRequest { .. }
             | Message::ReadIndexResponse { .. }) => self.on_forwarding(from, incarnation, message),
             Message::Refused { .. } => {} // handled by `same_cluster`

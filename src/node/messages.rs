@@ -5,8 +5,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::applier::WriteReply;
-use crate::core::types::NodeId;
-use crate::leader::{ChangeReply, ReadReply, TransferReply};
+use crate::leader::{ChangeReply, ReadReply};
 use crate::message::Envelope;
 
 /// A message from the network.
@@ -51,37 +50,12 @@ pub(crate) struct ClientRead {
 #[rtype(result = "()")]
 pub(crate) struct Shutdown;
 
-/// A membership change asked of this node (served only by the leader).
-#[derive(Clone, Debug)]
-pub(crate) enum MembershipRequest {
-    AddLearner {
-        id: NodeId,
-        address: String,
-        metadata: std::collections::BTreeMap<String, String>,
-    },
-    Change {
-        voters: std::collections::BTreeSet<NodeId>,
-    },
-    RemoveLearner {
-        id: NodeId,
-    },
-    Replace {
-        id: NodeId,
-    },
-}
-
-/// A client asks this node (the leader) to hand leadership to `to`.
+/// A client's administrative request (membership, leadership, member
+/// metadata): carried out by the leader, forwarded to it by any other
+/// node.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct ClientTransfer {
-    pub to: NodeId,
-    pub reply: TransferReply,
-}
-
-/// A client's membership request.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ClientMembership {
-    pub request: MembershipRequest,
+pub(crate) struct ClientAdmin {
+    pub request: crate::message::AdminRequest,
     pub reply: ChangeReply,
 }

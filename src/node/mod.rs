@@ -335,6 +335,7 @@ impl Node {
         for (_, (_, _, f)) in std::mem::take(&mut self.forwarded) {
             match f {
                 Forwarded::Write(r) => drop(r.send(Err(RaftError::Indeterminate))),
+                Forwarded::Admin(r) => drop(r.send(Err(RaftError::Indeterminate))),
                 Forwarded::Read(r) => drop(r.send(Err(RaftError::ShuttingDown))),
             }
         }

@@ -1,14 +1,19 @@
 //! Cluster administration through the handle: membership changes,
-//! leadership transfer, snapshots on request.
+//! leadership transfer, member metadata, snapshots on request and
+//! backups. Every administrative call works on any node: a follower
+//! forwards it to the leader, and its failures are classified as a
+//! write's are (definite until the request has left the node,
+//! indeterminate after).
 
 use super::*;
+use crate::message::AdminRequest;
 
 impl<SM: StateMachine> Raft<SM> {
     /// Adds node `id`, listening at `address` (as the transport expects
     /// it; may be empty for transports that route by id), as a learner: it
     /// receives the log but does not vote. Returns once the configuration
-    /// with the learner has committed. Must be called on the leader (or
-    /// fails with [`RaftError::NotLeader`] carrying a hint).
+    /// with the learner has committed. Any node takes it (a follower
+    /// forwards it to the leader).
     pub async fn add_learner(
         &self,
         id: NodeId,
@@ -27,7 +32,7 @@ impl<SM: StateMachine> Raft<SM> {
         address: impl Into<String>,
         metadata: BTreeMap<String, String>,
     ) -> Result<Membership, RaftError> {
-        let request = MembershipRequest::AddLearner {
+        let request = AdminRequest::AddLearner {
             id,
             address: address.into(),
             metadata,
@@ -37,10 +42,9 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Removes learner `id` from the configuration; returns once that has
     /// committed (the leader then stops replicating to it). Voters are
-    /// removed with [`Raft::change_membership`]. Must be called on the
-    /// leader.
+    /// removed with [`Raft::change_membership`].
     pub async fn remove_learner(&self, id: NodeId) -> Result<Membership, RaftError> {
-        self.membership_request(MembershipRequest::RemoveLearner { id })
+        self.membership_request(AdminRequest::RemoveLearner { id })
             .await
     }
 
@@ -59,7 +63,7 @@ impl<SM: StateMachine> Raft<SM> {
         &self,
         voters: impl IntoIterator<Item = NodeId>,
     ) -> Result<Membership, RaftError> {
-        let request = MembershipRequest::Change {
+        let request = AdminRequest::Change {
             voters: voters.into_iter().collect(),
         };
         self.membership_request(request).await
@@ -80,14 +84,12 @@ impl<SM: StateMachine> Raft<SM> {
     /// of `id`. [`RaftError::Indeterminate`] if leadership was lost midway,
     /// and a [`MembershipError::LearnerBehind`] after the first step
     /// leaves `id` a learner: then promote it with
-    /// [`Raft::change_membership`] once it has caught up. Must be called
-    /// on the leader.
+    /// [`Raft::change_membership`] once it has caught up.
     ///
     /// [`MembershipError::NotReplaced`]: crate::MembershipError::NotReplaced
     /// [`MembershipError::LearnerBehind`]: crate::MembershipError::LearnerBehind
     pub async fn replace(&self, id: NodeId) -> Result<Membership, RaftError> {
-        self.membership_request(MembershipRequest::Replace { id })
-            .await
+        self.membership_request(AdminRequest::Replace { id }).await
     }
 
     /// Hands leadership to voter `to` (dissertation §3.10): the leader
@@ -95,20 +97,47 @@ impl<SM: StateMachine> Raft<SM> {
     /// `to` and retry), brings `to` up to date, and sends it TimeoutNow; `to`
     /// campaigns at once and wins. Returns once this node has stepped down.
     /// If `to` does not take over within an election timeout the transfer
-    /// fails with [`RaftError::Transfer`] and this leader carries on. Must
-    /// be called on the leader.
+    /// fails with [`RaftError::Transfer`] and the leader carries on.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), RaftError> {
-        let deadline = Instant::now() + self.config.client_timeout;
-        self.retry_until_leader(deadline, |reply| ClientTransfer { to, reply })
-            .await
+        match self.membership_request(AdminRequest::Transfer { to }).await {
+            Ok(_) => Ok(()),
+            // Forwarded from a follower, the answer can lose the race with
+            // the news of the new leader itself (which fails the forward as
+            // unknown): the outcome is whoever leads now.
+            Err(RaftError::Indeterminate) => self
+                .wait_for(self.config.election_timeout_max, |m| m.leader == Some(to))
+                .await
+                .map(|_| ())
+                .map_err(|_| RaftError::Indeterminate),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets metadata `key` of member `id` to `value` (`None` removes it)
+    /// through the log, so every node learns it — a member whose API
+    /// address changed updates [`crate::API_ADDRESS`] instead of being
+    /// removed and added again. Returns the configuration once the change
+    /// has committed; voters and learners stay as they are.
+    pub async fn update_member_metadata(
+        &self,
+        id: NodeId,
+        key: impl Into<String>,
+        value: Option<String>,
+    ) -> Result<Membership, RaftError> {
+        self.membership_request(AdminRequest::SetMetadata {
+            id,
+            key: key.into(),
+            value,
+        })
+        .await
     }
 
     pub(super) async fn membership_request(
         &self,
-        request: MembershipRequest,
+        request: AdminRequest,
     ) -> Result<Membership, RaftError> {
         let deadline = Instant::now() + self.config.client_timeout;
-        self.retry_until_leader(deadline, |reply| ClientMembership {
+        self.retry_until_leader(deadline, |reply| ClientAdmin {
             request: request.clone(),
             reply,
         })

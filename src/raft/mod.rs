@@ -24,10 +24,7 @@ use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Counters, Counts, Histograms, Metrics, Notices, Role, Traffic};
-use crate::node::{
-    ClientMembership, ClientPropose, ClientRead, ClientTransfer, ClientWrite, Inbound,
-    MembershipRequest, Node, Shutdown,
-};
+use crate::node::{ClientAdmin, ClientPropose, ClientRead, ClientWrite, Inbound, Node, Shutdown};
 use crate::role::{RoleContext, SnapshotPorts};
 use crate::sequence::ForwardingSession;
 use crate::snapshotter::{Snapshotter, TakeSnapshot};

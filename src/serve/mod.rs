@@ -373,11 +373,13 @@ where
     };
     tracing::info!(node = args.id, raft = %args.raft_addr, http = %args.http_addr, "serving");
     let handle = server.handle();
+    let publisher = actix_rt::spawn(publish_api(node.raft().clone(), args.http_addr));
     // A node that stopped on its own must not leave the process serving.
     let watcher = actix_rt::spawn(stopped_on_its_own(node.raft().clone(), handle.clone()));
     actix_rt::spawn(stop_on_signal(handle));
     let served = server.await;
     watcher.abort();
+    publisher.abort();
     let failure = node.raft().metrics().borrow().stopped_because.clone();
     node.shutdown().await;
     tracing::info!(node = args.id, "stopped");
@@ -409,6 +411,42 @@ fn https_config(args: &ServeArgs) -> Result<Option<HttpsConfig>, ServeError> {
             "--http-tls-cert/--http-tls-key need regatta's `tls` feature".into(),
         )),
         None => Ok(None),
+    }
+}
+
+/// Publishes this node's HTTP address as its `api` metadata through the
+/// log once it is a member (etcd's `publish`), so that a node restarted
+/// on another address is found without being removed and added again. A
+/// wildcard address (0.0.0.0) names no reachable host: nothing then.
+async fn publish_api<SM: StateMachine>(raft: Raft<SM>, http: SocketAddr) {
+    if http.ip().is_unspecified() {
+        return;
+    }
+    let api = http.to_string();
+    loop {
+        let membership = raft.metrics().borrow().membership.clone();
+        let published = membership
+            .metadata
+            .get(&raft.id())
+            .and_then(|m| m.get(crate::API_ADDRESS));
+        if published == Some(&api) {
+            return;
+        }
+        if membership.members().contains(&raft.id()) {
+            match raft
+                .update_member_metadata(raft.id(), crate::API_ADDRESS, Some(api.clone()))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node = raft.id(), api = %api, "published this node's API address");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(node = raft.id(), error = %e, "publishing the API address; retrying")
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -35,6 +35,14 @@ pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
             "/members/{id}/replace",
             web::post().to(replace_member::<SM>),
         )
+        .route(
+            "/members/{id}/metadata/{key}",
+            web::put().to(set_metadata::<SM>),
+        )
+        .route(
+            "/members/{id}/metadata/{key}",
+            web::delete().to(remove_metadata::<SM>),
+        )
         .route("/transfer-leader", web::post().to(transfer_leader::<SM>))
         .route("/snapshot", web::post().to(snapshot::<SM>))
         .route("/health", web::get().to(health::<SM>))
@@ -95,6 +103,15 @@ fn membership_json(m: &Membership) -> serde_json::Value {
         "joint": m.is_joint(),
         "members": members,
     })
+}
+
+/// The configuration after a change, and the leader that carried it out
+/// (as this node knows it when the change has completed: any member takes
+/// a change and forwards it to the leader).
+fn change_json<SM: StateMachine>(raft: &Raft<SM>, m: &Membership) -> serde_json::Value {
+    let mut body = membership_json(m);
+    body["by"] = json!(metrics(raft).leader);
+    body
 }
 
 /// `GET /cluster/status`: this node's metrics.
@@ -170,7 +187,6 @@ async fn add_member<SM: StateMachine>(
         .map_or(CATCH_UP_TIMEOUT, Duration::from_millis)
         .min(MAX_CATCH_UP_TIMEOUT);
     let m = metrics(&raft);
-    require_leader(&m)?;
     let mut current = if m.membership.is_voter(add.id) {
         m.membership.clone()
     } else {
@@ -181,7 +197,7 @@ async fn add_member<SM: StateMachine>(
     if add.voter && !current.is_voter(add.id) {
         current = promote(&raft, add.id, Instant::now() + wait, &m.membership).await?;
     }
-    Ok(HttpResponse::Ok().json(membership_json(&current)))
+    Ok(HttpResponse::Ok().json(change_json(&raft, &current)))
 }
 
 /// `DELETE /cluster/members/{id}`: removes a voter or a learner.
@@ -193,7 +209,6 @@ async fn remove_member<SM: StateMachine>(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("`{id}` is not a node id")))?;
     let m = metrics(&raft);
-    require_leader(&m)?;
     let result = if m.membership.voters.contains(&id) {
         let mut voters = m.membership.voters.clone();
         voters.remove(&id);
@@ -204,7 +219,7 @@ async fn remove_member<SM: StateMachine>(
         return Err(ApiError::not_found(format!("node {id} is not a member")));
     };
     let next = result.map_err(|e| admin_error(e, &m.membership))?;
-    Ok(HttpResponse::Ok().json(membership_json(&next)))
+    Ok(HttpResponse::Ok().json(change_json(&raft, &next)))
 }
 
 /// How long `POST /cluster/members/{id}/replace` waits to hear from the
@@ -243,7 +258,6 @@ async fn replace_member<SM: StateMachine>(
         .map_or(CATCH_UP_TIMEOUT, Duration::from_millis)
         .min(MAX_CATCH_UP_TIMEOUT);
     let m = metrics(&raft);
-    require_leader(&m)?;
     let started = Instant::now();
     let not_back_deadline = started + REPLACEMENT_START_TIMEOUT.min(wait);
     let deadline = started + wait;
@@ -262,7 +276,7 @@ async fn replace_member<SM: StateMachine>(
             Err(e) => return Err(admin_error(e, &m.membership)),
         }
     };
-    Ok(HttpResponse::Ok().json(membership_json(&next)))
+    Ok(HttpResponse::Ok().json(change_json(&raft, &next)))
 }
 
 /// Makes learner `id` a voter once it has caught up, retrying until
@@ -289,6 +303,54 @@ async fn promote<SM: StateMachine>(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MetadataValue {
+    value: String,
+}
+
+/// `PUT /cluster/members/{id}/metadata/{key}` `{"value": "..."}`: sets one
+/// metadata key of a member through the log (its API address under
+/// `api`, say), on any node.
+async fn set_metadata<SM: StateMachine>(
+    raft: Node<SM>,
+    path: web::Path<(String, String)>,
+    body: JsonBody<MetadataValue>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, key) = path.into_inner();
+    update_metadata(&raft, &id, key, Some(body.into_inner().value)).await
+}
+
+/// `DELETE /cluster/members/{id}/metadata/{key}`.
+async fn remove_metadata<SM: StateMachine>(
+    raft: Node<SM>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, key) = path.into_inner();
+    update_metadata(&raft, &id, key, None).await
+}
+
+async fn update_metadata<SM: StateMachine>(
+    raft: &Raft<SM>,
+    id: &str,
+    key: String,
+    value: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a node id")))?;
+    if key.is_empty() || key.len() > 256 || value.as_ref().is_some_and(|v| v.len() > 4096) {
+        return Err(ApiError::bad_request(
+            "a metadata key has 1 to 256 bytes, a value at most 4096",
+        ));
+    }
+    let next = raft
+        .update_member_metadata(id, key, value)
+        .await
+        .map_err(|e| admin_error(e, &metrics(raft).membership))?;
+    Ok(HttpResponse::Ok().json(change_json(raft, &next)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TransferTo {
     to: NodeId,
 }
@@ -300,11 +362,10 @@ async fn transfer_leader<SM: StateMachine>(
 ) -> Result<HttpResponse, ApiError> {
     let to = body.into_inner().to;
     let m = metrics(&raft);
-    require_leader(&m)?;
     raft.transfer_leadership(to)
         .await
         .map_err(|e| admin_error(e, &m.membership))?;
-    Ok(HttpResponse::Ok().json(json!({ "leader": to })))
+    Ok(HttpResponse::Ok().json(json!({ "leader": to, "by": m.leader })))
 }
 
 /// `POST /cluster/snapshot`: snapshot this node now.

@@ -22,20 +22,29 @@ fn the_operator_command_line_runs_every_membership_call_through_any_member() {
 
     // A fourth node joins, added through the follower.
     cluster.spawn_joiner(4);
+    // Without --api: the node publishes its HTTP address itself once it
+    // is a member.
     let (raft, api) = (cluster.raft(4).to_string(), cluster.http(4).to_string());
+    let (code, out) = regatta(&["add", "--endpoint", &at, "--id", "4", "--raft-addr", &raft]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("node 4 added as a voter"), "{out}");
+    cluster.wait_until("node 4's published API address", LEADER_WAIT, |c| {
+        c.status(follower)
+            .is_some_and(|s| s["membership"]["metadata"]["4"]["api"] == api.as_str())
+    });
+    // And an operator can change it through the log.
     let (code, out) = regatta(&[
-        "add",
+        "set-metadata",
         "--endpoint",
         &at,
         "--id",
         "4",
-        "--raft-addr",
-        &raft,
-        "--api",
-        &api,
+        "--key",
+        "zone",
+        "--value",
+        "b",
     ]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("node 4 added as a voter"), "{out}");
     let (code, out) = regatta(&["members", "--endpoint", &at]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(

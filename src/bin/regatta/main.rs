@@ -50,6 +50,9 @@ enum Command {
     Replace(members::IdArgs),
     /// Hand leadership to a voter.
     TransferLeader(members::TransferArgs),
+    /// Set (or with --remove, remove) one metadata key of a member
+    /// through the log, e.g. its API address under `api`.
+    SetMetadata(members::MetadataArgs),
     /// Snapshot one member now (and compact its log).
     Snapshot(Endpoint),
     /// Write a consistent backup of the cluster's state (from any member)
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Remove(args) => block_on(members::remove(&args)),
         Command::Replace(args) => block_on(members::replace(&args)),
         Command::TransferLeader(args) => block_on(members::transfer(&args)),
+        Command::SetMetadata(args) => block_on(members::set_metadata(&args)),
         Command::Snapshot(at) => block_on(members::snapshot(&at)),
         Command::Backup(args) => block_on(backup::run(&args)),
     };

@@ -48,6 +48,24 @@ pub struct TransferArgs {
     pub to: u64,
 }
 
+#[derive(clap::Args)]
+pub struct MetadataArgs {
+    #[command(flatten)]
+    pub at: Endpoint,
+    /// The member.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+    /// The key (`api`: the member's HTTP address).
+    #[arg(long)]
+    pub key: String,
+    /// The value.
+    #[arg(long, required_unless_present = "remove", conflicts_with = "remove")]
+    pub value: Option<String>,
+    /// Remove the key instead.
+    #[arg(long)]
+    pub remove: bool,
+}
+
 /// A client whose calls may last as long as the leader waits for a
 /// catch-up.
 fn admin_client(at: &Endpoint) -> Result<regatta::client::Client, String> {
@@ -167,6 +185,25 @@ pub async fn transfer(args: &TransferArgs) -> Result<(), String> {
     )
     .await?;
     println!("node {} leads", args.to);
+    Ok(())
+}
+
+/// `regatta set-metadata`.
+pub async fn set_metadata(args: &MetadataArgs) -> Result<(), String> {
+    let path = format!("/cluster/members/{}/metadata/{}", args.id, args.key);
+    let m = match &args.value {
+        Some(value) => {
+            call(
+                &args.at,
+                Method::PUT,
+                &path,
+                Some(json!({ "value": value })),
+            )
+            .await?
+        }
+        None => call(&args.at, Method::DELETE, &path, None).await?,
+    };
+    print_members(&m);
     Ok(())
 }
 

@@ -204,6 +204,19 @@ fn messages() -> Vec<Message> {
             id: 9,
             result: Err(crate::message::RemoteError::NotLeader(Some(3))),
         },
+        Message::ForwardAdmin {
+            id: 11,
+            term: 2,
+            request: crate::message::AdminRequest::SetMetadata {
+                id: 2,
+                key: "api".into(),
+                value: Some("127.0.0.1:8002".into()),
+            },
+        },
+        Message::ForwardAdminResponse {
+            id: 11,
+            result: Ok(crate::core::types::Membership::new([1, 2, 3])),
+        },
         Message::ReadIndexRequest { id: 10 },
         Message::ReadIndexResponse {
             id: 10,

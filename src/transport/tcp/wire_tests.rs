@@ -148,12 +148,41 @@ fn arb_message() -> impl Strategy<Value = Message> {
             ]
         )
             .prop_map(|(id, result)| Message::ForwardWriteResponse { id, result }),
+        (any::<u64>(), any::<u64>(), arb_admin_request())
+            .prop_map(|(id, term, request)| Message::ForwardAdmin { id, term, request }),
+        (
+            any::<u64>(),
+            prop_oneof![
+                proptest::collection::btree_set(1u64..9, 0..5)
+                    .prop_map(|voters| Ok(Membership::new(voters))),
+                arb_remote_error().prop_map(Err)
+            ]
+        )
+            .prop_map(|(id, result)| Message::ForwardAdminResponse { id, result }),
         any::<u64>().prop_map(|id| Message::ReadIndexRequest { id }),
         (
             any::<u64>(),
             prop_oneof![any::<u64>().prop_map(Ok), arb_remote_error().prop_map(Err)]
         )
             .prop_map(|(id, result)| Message::ReadIndexResponse { id, result }),
+    ]
+}
+
+fn arb_admin_request() -> impl Strategy<Value = crate::message::AdminRequest> {
+    use crate::message::AdminRequest;
+    prop_oneof![
+        (any::<u64>(), ".{0,12}").prop_map(|(id, address)| AdminRequest::AddLearner {
+            id,
+            address,
+            metadata: Default::default(),
+        }),
+        proptest::collection::btree_set(any::<u64>(), 0..5)
+            .prop_map(|voters| AdminRequest::Change { voters }),
+        any::<u64>().prop_map(|id| AdminRequest::RemoveLearner { id }),
+        any::<u64>().prop_map(|id| AdminRequest::Replace { id }),
+        any::<u64>().prop_map(|to| AdminRequest::Transfer { to }),
+        (any::<u64>(), ".{0,8}", proptest::option::of(".{0,8}"))
+            .prop_map(|(id, key, value)| AdminRequest::SetMetadata { id, key, value }),
     ]
 }
 
