@@ -88,6 +88,14 @@ pub struct Config {
     /// for an election timeout (it may have acknowledged the leader just
     /// before it went down). Default off.
     pub lease_reads: bool,
+    /// [`crate::Raft::add_voter`] promotes a new member only once it has
+    /// stayed caught up and in contact for this long (raft-autopilot's
+    /// stabilization time). Default 10 s.
+    pub voter_stabilization: Duration,
+    /// [`crate::Raft::add_voter`] gives up on a new member that has not
+    /// been stable this long after it was added as a learner (it may be
+    /// receiving a large snapshot: leave room for that). Default 60 s.
+    pub voter_catch_up_timeout: Duration,
     /// The largest relative difference in clock rate between two nodes
     /// that lease reads must survive: 0.05 allows one clock to run 5%
     /// faster than another. Default 0.05.
@@ -118,6 +126,8 @@ impl Default for Config {
             max_sessions: 10_000,
             max_unacknowledged: 1024,
             lease_reads: false,
+            voter_stabilization: Duration::from_secs(10),
+            voter_catch_up_timeout: Duration::from_secs(60),
             clock_drift: 0.05,
         }
     }

@@ -136,6 +136,16 @@ pub enum MembershipError {
     /// replaced: transfer leadership first.
     #[error("node {0} has not come back with a new data directory (or is the leader): start it on its new directory with --join, then retry")]
     NotReplaced(NodeId),
+    /// A member added with `add_voter` caught up at times but never stayed
+    /// caught up and in contact for the whole stabilization time: it
+    /// stays a learner. Check its link and disk, then retry.
+    #[error("learner {learner} was never stable for the stabilization time (longest: {longest_ms} ms); it stays a learner")]
+    NotStable {
+        /// The learner.
+        learner: NodeId,
+        /// Its longest healthy stretch.
+        longest_ms: u64,
+    },
     /// The new voters did not become eligible in time (none was found
     /// lagging: they had not acknowledged anything yet); retry.
     #[error("the change timed out waiting for the new voters")]
@@ -149,6 +159,7 @@ impl MembershipError {
             self,
             MembershipError::ChangeInProgress
                 | MembershipError::LearnerBehind { .. }
+                | MembershipError::NotStable { .. }
                 | MembershipError::NotReplaced(_)
                 | MembershipError::TimedOut
         )

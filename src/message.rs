@@ -76,6 +76,16 @@ pub enum AdminRequest {
         /// Its metadata.
         metadata: std::collections::BTreeMap<String, String>,
     },
+    /// Add a member as a learner, and promote it once it has been stable
+    /// for the stabilization time (`Raft::add_voter`).
+    AddVoter {
+        /// The new member.
+        id: NodeId,
+        /// Its Raft address.
+        address: String,
+        /// Its metadata.
+        metadata: std::collections::BTreeMap<String, String>,
+    },
     /// Change the voters (joint consensus).
     Change {
         /// The voters after the change.

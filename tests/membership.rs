@@ -546,3 +546,68 @@ async fn every_administrative_call_works_from_a_follower() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn add_voter_promotes_only_a_member_that_stayed_caught_up_for_the_stabilization_time() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let config = regatta::Config {
+            voter_stabilization: Duration::from_millis(1_500),
+            voter_catch_up_timeout: SECS(4),
+            ..test_config()
+        };
+        let mut c = Cluster::new(3, config, 13, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        let follower = c.ids().into_iter().find(|id| *id != leader).unwrap();
+        let f = c.raft(follower).clone();
+
+        // A node that never answers is never caught up: it stays a learner.
+        let e = f.add_voter(5, "", BTreeMap::new()).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RaftError::Membership(MembershipError::LearnerBehind { learner: 5, .. })
+            ),
+            "{e:?}"
+        );
+        assert!(c.metrics()[&leader].membership.learners.contains(&5));
+        c.raft(leader).remove_learner(5).await.unwrap();
+
+        // A node whose link keeps failing is caught up at times, never for
+        // the whole stabilization time.
+        c.start(4).await;
+        let flapping = {
+            let net = c.net().clone();
+            actix_rt::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    net.isolate(4);
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    net.rejoin(4);
+                }
+            })
+        };
+        let e = f.add_voter(4, "", BTreeMap::new()).await.unwrap_err();
+        flapping.abort();
+        c.net().heal();
+        assert!(
+            matches!(
+                e,
+                RaftError::Membership(MembershipError::NotStable { learner: 4, .. })
+            ),
+            "{e:?}"
+        );
+
+        // On a steady link it is promoted, after the stabilization time.
+        let started = std::time::Instant::now();
+        let m = f.add_voter(4, "", BTreeMap::new()).await.unwrap();
+        assert!(m.voters.contains(&4), "{m:?}");
+        assert!(started.elapsed() >= Duration::from_millis(1_500));
+        // Asked again, it already votes: nothing to do.
+        assert_eq!(
+            f.add_voter(4, "", BTreeMap::new()).await.unwrap().voters,
+            m.voters
+        );
+    })
+    .await;
+}

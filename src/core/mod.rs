@@ -14,6 +14,7 @@
 //! - [`lease`]: the leader's lease, for reads without a heartbeat round.
 //! - [`tracker`]: what a leader knows of its peers: the commit candidate
 //!   and check-quorum.
+//! - [`autopilot`]: when a new member has been stable long enough to vote.
 //! - [`confchange`]: membership changes: the configurations a request
 //!   leads to, the promotion rule, the joint → final sequence, retiring
 //!   removed members.
@@ -32,6 +33,7 @@
 //! - [`incarnations`]: which incarnation of each peer is live; retired
 //!   ones are ignored for good.
 
+pub mod autopilot;
 pub mod confchange;
 pub mod configs;
 pub mod election;

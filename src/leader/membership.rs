@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use actix::prelude::*;
 
 use super::{ChangeReply, Leader, PendingChange};
+use crate::core::autopilot::Health;
 use crate::core::confchange::{
     add_learner, check_voters, demote, enter_joint, lagging, leave_joint, pin_voters,
     remove_learner, set_metadata, ChangeDriver,
@@ -133,6 +134,30 @@ impl Handler<SetMetadata> for Leader {
             Ok(next) => self.propose_configuration(next, msg.reply, ctx),
             Err(e) => refuse(msg.reply, e),
         }
+    }
+}
+
+/// How the leader sees member `id` now, with the configuration: for
+/// `add_voter`'s stabilization watch.
+#[derive(Message)]
+#[rtype(result = "(Membership, Option<Health>)")]
+pub(crate) struct PeerHealth(pub NodeId);
+
+impl Handler<PeerHealth> for Leader {
+    type Result = MessageResult<PeerHealth>;
+    fn handle(&mut self, msg: PeerHealth, _ctx: &mut Context<Self>) -> Self::Result {
+        let now_ms = self.now_ms();
+        let health = self.tracker.peer(msg.0).map(|p| Health {
+            matched: p.matched,
+            last_index: self.last_index,
+            // Replication starting counts as contact for check-quorum,
+            // not here: only an answer does.
+            heard_ms_ago: p
+                .incarnation
+                .and(p.last_heard_ms)
+                .map(|t| now_ms.saturating_sub(t)),
+        });
+        MessageResult((self.membership.clone(), health))
     }
 }
 

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub(crate) use self::membership::{
-    AddLearner, ChangeMembership, RemoveLearner, Replace, SetMetadata,
+    AddLearner, ChangeMembership, PeerHealth, RemoveLearner, Replace, SetMetadata,
 };
 use self::proposals::Proposal;
 pub(crate) use self::proposals::Propose;

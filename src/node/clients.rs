@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 
 use super::{ClientAdmin, ClientPropose, ClientRead, ClientWrite, Node, RoleState};
 use crate::applier::WriteReply;
+use crate::config::Config;
 use crate::core::types::{ClientCommand, NodeId};
 use crate::error::RaftError;
 use crate::leader::{
@@ -59,6 +60,19 @@ impl Node {
         pending: Forwarded,
         make: impl FnOnce(u64) -> Message,
     ) {
+        let within = self.cx.config.client_timeout;
+        self.forward_within(ctx, pending, within, make)
+    }
+
+    /// [`Node::forward`], failing the request (as unknown, for a write or
+    /// an administrative call) if no answer comes `within`.
+    fn forward_within(
+        &mut self,
+        ctx: &mut Context<Self>,
+        pending: Forwarded,
+        within: std::time::Duration,
+        make: impl FnOnce(u64) -> Message,
+    ) {
         let Some(leader) = self.leader.filter(|l| *l != self.id()) else {
             pending.fail(RaftError::NotLeader(None));
             return;
@@ -69,7 +83,7 @@ impl Node {
         self.forwarded.insert(id, (leader, incarnation, pending));
         tracing::debug!(node = self.id(), leader, request = id, "forwarding");
         self.send(leader, make(id));
-        ctx.run_later(self.cx.config.client_timeout, move |act, _| {
+        ctx.run_later(within, move |act, _| {
             match act.forwarded.remove(&id) {
                 // The leader may have applied it; we cannot tell.
                 Some((_, _, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
@@ -160,7 +174,7 @@ impl Node {
                 let (tx, rx) = oneshot::channel();
                 match &self.role {
                     RoleState::Leader(l) if term == self.hs.term => {
-                        carry_out(l, request, &self.membership, tx)
+                        carry_out(l, request, &self.membership, &self.cx.config, tx)
                     }
                     // As for a write: a leader of this term in a previous
                     // run may have carried out an earlier copy.
@@ -271,15 +285,29 @@ impl Handler<ClientAdmin> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientAdmin, ctx: &mut Context<Self>) {
         match &self.role {
-            RoleState::Leader(l) => carry_out(l, msg.request, &self.membership, msg.reply),
+            RoleState::Leader(l) => {
+                carry_out(l, msg.request, &self.membership, &self.cx.config, msg.reply)
+            }
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),
             _ => {
                 let (request, term) = (msg.request, self.hs.term);
-                self.forward(ctx, Forwarded::Admin(msg.reply), move |id| {
+                let within = admin_timeout(&request, &self.cx.config);
+                self.forward_within(ctx, Forwarded::Admin(msg.reply), within, move |id| {
                     Message::ForwardAdmin { id, term, request }
                 });
             }
         }
+    }
+}
+
+/// How long an administrative request may take: `add_voter` waits for
+/// the new member to catch up and stabilize.
+pub(crate) fn admin_timeout(request: &AdminRequest, config: &Config) -> std::time::Duration {
+    match request {
+        AdminRequest::AddVoter { .. } => {
+            config.client_timeout + config.voter_catch_up_timeout + config.voter_stabilization
+        }
+        _ => config.client_timeout,
     }
 }
 
@@ -290,9 +318,20 @@ fn carry_out(
     leader: &Addr<Leader>,
     request: AdminRequest,
     membership: &crate::core::types::Membership,
+    config: &std::sync::Arc<Config>,
     reply: ChangeReply,
 ) {
     match request {
+        AdminRequest::AddVoter {
+            id,
+            address,
+            metadata,
+        } => super::add_voter::start(
+            leader.clone(),
+            config.clone(),
+            (id, address, metadata),
+            reply,
+        ),
         AdminRequest::AddLearner {
             id,
             address,

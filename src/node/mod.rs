@@ -32,6 +32,7 @@ use crate::snapshotter::SnapshotTaken;
 /// are ignored rather than grow the node's memory.
 const MAX_TRACKED_PEERS: usize = 256;
 
+mod add_voter;
 mod admission;
 mod clients;
 mod election;
@@ -42,6 +43,7 @@ mod messages;
 
 use crate::role::*;
 pub(crate) use admission::validate;
+pub(crate) use clients::admin_timeout;
 use clients::Forwarded;
 pub(crate) use messages::*;
 

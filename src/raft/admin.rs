@@ -113,6 +113,36 @@ impl<SM: StateMachine> Raft<SM> {
         }
     }
 
+    /// Adds node `id` as a voter the careful way (raft-autopilot's): as a
+    /// learner first, promoted by joint consensus only once it has stayed
+    /// caught up (within [`Config::learner_max_lag`]) and in contact for
+    /// [`Config::voter_stabilization`] — a node still receiving a large
+    /// snapshot, or on a flapping link, never weakens a quorum. Returns
+    /// the final configuration (at once if `id` already votes). Fails with
+    /// [`MembershipError::LearnerBehind`] if it was never caught up within
+    /// [`Config::voter_catch_up_timeout`], [`MembershipError::NotStable`]
+    /// if it was but never for a whole stabilization time (either way it
+    /// stays a learner: retry, or remove it), the refusal of either step
+    /// otherwise, or [`RaftError::Indeterminate`] if leadership was lost
+    /// midway.
+    ///
+    /// [`MembershipError::LearnerBehind`]: crate::MembershipError::LearnerBehind
+    /// [`MembershipError::NotStable`]: crate::MembershipError::NotStable
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Membership, RaftError> {
+        let request = AdminRequest::AddVoter {
+            id,
+            address: address.into(),
+            metadata,
+        };
+        let within = crate::node::admin_timeout(&request, &self.config);
+        self.membership_request_within(request, within).await
+    }
+
     /// Sets metadata `key` of member `id` to `value` (`None` removes it)
     /// through the log, so every node learns it — a member whose API
     /// address changed updates [`crate::API_ADDRESS`] instead of being
@@ -136,7 +166,16 @@ impl<SM: StateMachine> Raft<SM> {
         &self,
         request: AdminRequest,
     ) -> Result<Membership, RaftError> {
-        let deadline = Instant::now() + self.config.client_timeout;
+        self.membership_request_within(request, self.config.client_timeout)
+            .await
+    }
+
+    async fn membership_request_within(
+        &self,
+        request: AdminRequest,
+        within: Duration,
+    ) -> Result<Membership, RaftError> {
+        let deadline = Instant::now() + within;
         self.retry_until_leader(deadline, |reply| ClientAdmin {
             request: request.clone(),
             reply,

@@ -121,6 +121,11 @@ pub struct ServeArgs {
     /// `Config::clock_drift` apart in rate (see `Config::lease_reads`).
     #[arg(long)]
     pub lease_reads: bool,
+    /// How long a member added with stabilization (`regatta add
+    /// --stabilize`, `Raft::add_voter`) must stay caught up and in contact
+    /// before it votes, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub voter_stabilization_ms: u64,
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log: tracing::Level,
@@ -178,6 +183,7 @@ impl ServeArgs {
             snapshot_keep_entries: self.snapshot_keep,
             join_cluster_id: self.cluster_id,
             lease_reads: self.lease_reads,
+            voter_stabilization: Duration::from_millis(self.voter_stabilization_ms),
             ..Config::default()
         }
     }

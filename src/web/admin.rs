@@ -163,6 +163,10 @@ struct AddMember {
     #[serde(default = "yes")]
     voter: bool,
     catch_up_timeout_ms: Option<u64>,
+    /// Promote only once the new member has stayed caught up and in
+    /// contact for `Config::voter_stabilization` (`Raft::add_voter`).
+    #[serde(default)]
+    stabilize: bool,
 }
 
 fn yes() -> bool {
@@ -187,6 +191,13 @@ async fn add_member<SM: StateMachine>(
         .map_or(CATCH_UP_TIMEOUT, Duration::from_millis)
         .min(MAX_CATCH_UP_TIMEOUT);
     let m = metrics(&raft);
+    if add.voter && add.stabilize {
+        let next = raft
+            .add_voter(add.id, add.raft_addr, add.metadata)
+            .await
+            .map_err(|e| admin_error(e, &m.membership))?;
+        return Ok(HttpResponse::Ok().json(change_json(&raft, &next)));
+    }
     let mut current = if m.membership.is_voter(add.id) {
         m.membership.clone()
     } else {

@@ -26,8 +26,13 @@ pub struct AddArgs {
     #[arg(long)]
     pub api: Option<String>,
     /// Leave it a learner (it replicates but does not vote).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stabilize")]
     pub learner: bool,
+    /// Promote it only once it has stayed caught up and in contact for the
+    /// cluster's stabilization time (`Config::voter_stabilization`,
+    /// default 10 s), as raft-autopilot does.
+    #[arg(long)]
+    pub stabilize: bool,
 }
 
 #[derive(clap::Args)]
@@ -134,11 +139,26 @@ pub async fn add(args: &AddArgs) -> Result<(), String> {
         "raft_addr": args.raft_addr,
         "voter": !args.learner,
         "catch_up_timeout_ms": CATCH_UP_MS,
+        "stabilize": args.stabilize,
     });
     if let Some(api) = &args.api {
         body["metadata"] = json!({ "api": api });
     }
-    let m = call(&args.at, Method::POST, "/cluster/members", Some(body)).await?;
+    let m = if args.stabilize {
+        // The leader watches the new member for the stabilization time
+        // too: leave it room.
+        let client = admin_client(&args.at)?.timeout(std::time::Duration::from_secs(130));
+        client
+            .admin(
+                Method::POST,
+                "/cluster/members",
+                Some(body.to_string().into()),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        call(&args.at, Method::POST, "/cluster/members", Some(body)).await?
+    };
     println!(
         "node {} added as a {}",
         args.id,

@@ -179,6 +179,11 @@ fn arb_admin_request() -> impl Strategy<Value = crate::message::AdminRequest> {
         proptest::collection::btree_set(any::<u64>(), 0..5)
             .prop_map(|voters| AdminRequest::Change { voters }),
         any::<u64>().prop_map(|id| AdminRequest::RemoveLearner { id }),
+        (any::<u64>(), ".{0,12}").prop_map(|(id, address)| AdminRequest::AddVoter {
+            id,
+            address,
+            metadata: Default::default(),
+        }),
         any::<u64>().prop_map(|id| AdminRequest::Replace { id }),
         any::<u64>().prop_map(|to| AdminRequest::Transfer { to }),
         (any::<u64>(), ".{0,8}", proptest::option::of(".{0,8}"))

@@ -1,0 +1,165 @@
+//! Adding a voter safely (raft-autopilot's "stable server" rule): a new
+//! member joins as a learner and becomes a voter only once it has stayed
+//! caught up and in contact for a stabilization time — a node that is
+//! still receiving a snapshot, or whose link flaps, would otherwise count
+//! toward quorums it cannot serve.
+//!
+//! Time is explicit (milliseconds on the caller's clock).
+
+/// How the leader sees the learner now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The learner's last matching index.
+    pub matched: u64,
+    /// The leader's last index.
+    pub last_index: u64,
+    /// Since the learner last answered (`None`: never).
+    pub heard_ms_ago: Option<u64>,
+}
+
+/// The thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// At most this many entries behind.
+    pub max_lag: u64,
+    /// Heard from within this long.
+    pub contact_ms: u64,
+    /// Healthy without a break for this long before promotion.
+    pub stabilization_ms: u64,
+    /// Give up if it has not been healthy for a stabilization time this
+    /// long after the start.
+    pub give_up_ms: u64,
+}
+
+/// What to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep watching.
+    Wait,
+    /// Healthy for the whole stabilization time: promote it.
+    Promote,
+    /// Never caught up in time: this far behind at the end.
+    Behind(u64),
+    /// Caught up at times, but never for a whole stabilization time.
+    Unstable {
+        /// The longest healthy stretch seen.
+        longest_ms: u64,
+    },
+}
+
+/// Watches one learner.
+#[derive(Clone, Debug)]
+pub struct Stabilizer {
+    rules: Rules,
+    started_ms: u64,
+    healthy_since: Option<u64>,
+    longest_ms: u64,
+    ever_healthy: bool,
+}
+
+impl Stabilizer {
+    /// Starts watching at `now_ms`.
+    pub fn new(rules: Rules, now_ms: u64) -> Self {
+        Stabilizer {
+            rules,
+            started_ms: now_ms,
+            healthy_since: None,
+            longest_ms: 0,
+            ever_healthy: false,
+        }
+    }
+
+    /// One look at the learner.
+    pub fn observe(&mut self, now_ms: u64, health: Health) -> Verdict {
+        let caught_up = health.matched.saturating_add(self.rules.max_lag) >= health.last_index;
+        let in_contact = health
+            .heard_ms_ago
+            .is_some_and(|ago| ago <= self.rules.contact_ms);
+        if caught_up && in_contact {
+            let since = *self.healthy_since.get_or_insert(now_ms);
+            self.ever_healthy = true;
+            let stretch = now_ms.saturating_sub(since);
+            self.longest_ms = self.longest_ms.max(stretch);
+            if stretch >= self.rules.stabilization_ms {
+                return Verdict::Promote;
+            }
+        } else {
+            self.healthy_since = None;
+        }
+        if now_ms.saturating_sub(self.started_ms) < self.rules.give_up_ms {
+            return Verdict::Wait;
+        }
+        if self.ever_healthy {
+            Verdict::Unstable {
+                longest_ms: self.longest_ms,
+            }
+        } else {
+            Verdict::Behind(health.last_index.saturating_sub(health.matched))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        max_lag: 10,
+        contact_ms: 300,
+        stabilization_ms: 1_000,
+        give_up_ms: 5_000,
+    };
+
+    fn health(matched: u64, ago: Option<u64>) -> Health {
+        Health {
+            matched,
+            last_index: 100,
+            heard_ms_ago: ago,
+        }
+    }
+
+    #[test]
+    fn a_learner_is_promoted_after_a_whole_healthy_stabilization_time() {
+        let mut s = Stabilizer::new(RULES, 0);
+        assert_eq!(s.observe(0, health(95, Some(10))), Verdict::Wait);
+        assert_eq!(s.observe(999, health(100, Some(10))), Verdict::Wait);
+        assert_eq!(s.observe(1_000, health(100, Some(10))), Verdict::Promote);
+    }
+
+    #[test]
+    fn a_break_in_health_starts_the_stabilization_over() {
+        let mut s = Stabilizer::new(RULES, 0);
+        s.observe(0, health(100, Some(10)));
+        // Out of contact for a moment: the clock starts again.
+        assert_eq!(s.observe(900, health(100, Some(400))), Verdict::Wait);
+        assert_eq!(s.observe(1_500, health(100, Some(10))), Verdict::Wait);
+        assert_eq!(s.observe(2_499, health(100, Some(10))), Verdict::Wait);
+        assert_eq!(s.observe(2_500, health(100, Some(10))), Verdict::Promote);
+    }
+
+    #[test]
+    fn a_learner_that_never_catches_up_is_given_up_with_its_lag() {
+        let mut s = Stabilizer::new(RULES, 0);
+        assert_eq!(s.observe(100, health(20, Some(10))), Verdict::Wait);
+        assert_eq!(s.observe(5_000, health(40, Some(10))), Verdict::Behind(60));
+        let mut silent = Stabilizer::new(RULES, 0);
+        assert_eq!(silent.observe(5_000, health(100, None)), Verdict::Behind(0));
+    }
+
+    #[test]
+    fn a_flapping_learner_is_given_up_as_unstable() {
+        let mut s = Stabilizer::new(RULES, 0);
+        for t in (0..5_000).step_by(100) {
+            let ago = if (t / 100) % 8 == 7 { 500 } else { 10 };
+            assert_eq!(
+                s.observe(t, health(100, Some(ago))),
+                Verdict::Wait,
+                "at {t}"
+            );
+        }
+        assert_eq!(
+            s.observe(5_000, health(100, Some(500))),
+            Verdict::Unstable { longest_ms: 600 }
+        );
+    }
+}
