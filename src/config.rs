@@ -96,6 +96,15 @@ pub struct Config {
     /// been stable this long after it was added as a learner (it may be
     /// receiving a large snapshot: leave room for that). Default 60 s.
     pub voter_catch_up_timeout: Duration,
+    /// Dead-voter cleanup (raft-autopilot's): the leader removes a voter
+    /// it has not heard from for this long — one at a time, never below
+    /// [`Config::min_voters`], and only while the voters left can commit
+    /// the change themselves. Every removal is logged at `warn` and
+    /// counted (`dead_voters_removed`). A removed node comes back with
+    /// `add_voter`. Default `None`: off.
+    pub dead_voter_cleanup: Option<Duration>,
+    /// Dead-voter cleanup never leaves fewer voters than this. Default 3.
+    pub min_voters: usize,
     /// The largest relative difference in clock rate between two nodes
     /// that lease reads must survive: 0.05 allows one clock to run 5%
     /// faster than another. Default 0.05.
@@ -128,6 +137,8 @@ impl Default for Config {
             lease_reads: false,
             voter_stabilization: Duration::from_secs(10),
             voter_catch_up_timeout: Duration::from_secs(60),
+            dead_voter_cleanup: None,
+            min_voters: 3,
             clock_drift: 0.05,
         }
     }

@@ -611,3 +611,46 @@ async fn add_voter_promotes_only_a_member_that_stayed_caught_up_for_the_stabiliz
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn dead_voter_cleanup_removes_unreachable_voters_down_to_the_minimum() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let config = regatta::Config {
+            dead_voter_cleanup: Some(SECS(1)),
+            min_voters: 3,
+            ..test_config()
+        };
+        let mut c = Cluster::new(5, config, 17, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        let others: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+        let voters_now = |c: &Cluster<Counter>| c.metrics()[&leader].membership.voters.len();
+        c.crash(others[0]);
+        c.raft(leader)
+            .wait_for(SECS(10), |m| {
+                m.membership.voters.len() == 4 && !m.membership.is_joint()
+            })
+            .await
+            .unwrap();
+        assert!(!c.metrics()[&leader].membership.voters.contains(&others[0]));
+        c.crash(others[1]);
+        c.raft(leader)
+            .wait_for(SECS(10), |m| {
+                m.membership.voters.len() == 3 && !m.membership.is_joint()
+            })
+            .await
+            .unwrap();
+        // At the minimum: a third silent voter stays (and the two left
+        // still commit).
+        c.crash(others[2]);
+        let dropped = c
+            .raft(leader)
+            .wait_for(SECS(3), |m| m.membership.voters.len() < 3)
+            .await;
+        assert!(dropped.is_err(), "three silent seconds, still three voters");
+        assert_eq!(voters_now(&c), 3);
+        c.raft(leader).write(Add(1)).await.unwrap();
+        assert_eq!(c.raft(leader).counts().dead_voters_removed, 2);
+    })
+    .await;
+}

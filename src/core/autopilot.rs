@@ -99,6 +99,37 @@ impl Stabilizer {
     }
 }
 
+/// Dead-voter cleanup (raft-autopilot's `CleanupDeadServers`): the voter
+/// to remove now, if any — one not heard from for `dead_after_ms`
+/// (`heard_ms_ago` gives `None` for never), never the leader `me`, and
+/// only while the voters left would still number at least `min_voters`
+/// and be a majority of those heard from. One at a time, the longest
+/// silent first.
+pub fn dead_voter(
+    voters: &std::collections::BTreeSet<super::types::NodeId>,
+    me: super::types::NodeId,
+    heard_ms_ago: impl Fn(super::types::NodeId) -> Option<u64>,
+    dead_after_ms: u64,
+    min_voters: usize,
+) -> Option<super::types::NodeId> {
+    if voters.len() <= min_voters {
+        return None;
+    }
+    let silence = |id| heard_ms_ago(id).unwrap_or(u64::MAX);
+    let dead: Vec<_> = voters
+        .iter()
+        .copied()
+        .filter(|id| *id != me && silence(*id) > dead_after_ms)
+        .collect();
+    let victim = dead.iter().copied().max_by_key(|id| silence(*id))?;
+    // The rest must still make a quorum of the smaller configuration by
+    // themselves, or the change could not commit (and removing would not
+    // help anyone).
+    let alive = voters.len() - dead.len();
+    let after = voters.len() - 1;
+    (alive > after / 2).then_some(victim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +191,34 @@ mod tests {
         assert_eq!(
             s.observe(5_000, health(100, Some(500))),
             Verdict::Unstable { longest_ms: 600 }
+        );
+    }
+
+    #[test]
+    fn dead_voters_go_one_at_a_time_down_to_the_minimum() {
+        let voters: std::collections::BTreeSet<u64> = [1, 2, 3, 4, 5].into();
+        let heard = |dead: &'static [u64]| {
+            move |id: u64| {
+                if dead.contains(&id) {
+                    Some(5_000)
+                } else {
+                    Some(10)
+                }
+            }
+        };
+        assert_eq!(dead_voter(&voters, 1, heard(&[]), 1_000, 3), None);
+        assert_eq!(dead_voter(&voters, 1, heard(&[5]), 1_000, 3), Some(5));
+        // Never the leader, whatever it thinks of itself.
+        assert_eq!(dead_voter(&voters, 5, heard(&[5]), 1_000, 3), None);
+        // Not below the minimum.
+        let three: std::collections::BTreeSet<u64> = [1, 2, 3].into();
+        assert_eq!(dead_voter(&three, 1, heard(&[3]), 1_000, 3), None);
+        // Not when those left could not commit the change by themselves.
+        assert_eq!(dead_voter(&voters, 1, heard(&[3, 4, 5]), 1_000, 3), None);
+        // Never heard counts as silent.
+        assert_eq!(
+            dead_voter(&voters, 1, |id| (id != 4).then_some(10), 1_000, 3),
+            Some(4)
         );
     }
 }

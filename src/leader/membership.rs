@@ -137,6 +137,54 @@ impl Handler<SetMetadata> for Leader {
     }
 }
 
+impl Leader {
+    /// Dead-voter cleanup: removes one voter unheard for `after`, if the
+    /// rules of `core::autopilot::dead_voter` allow it and no change is
+    /// under way.
+    pub(super) fn remove_a_dead_voter(
+        &mut self,
+        after: std::time::Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.check_idle().is_err() || self.transfer.is_some() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        let tracker = &self.tracker;
+        let victim = crate::core::autopilot::dead_voter(
+            &self.membership.voters,
+            self.cx.id,
+            |id| {
+                tracker
+                    .peer(id)
+                    .and_then(|p| p.last_heard_ms)
+                    .map(|t| now_ms.saturating_sub(t))
+            },
+            after.as_millis() as u64,
+            self.cx.config.min_voters,
+        );
+        let Some(victim) = victim else { return };
+        tracing::warn!(
+            node = self.cx.id,
+            term = self.term,
+            voter = victim,
+            silent_ms = ?tracker.peer(victim).and_then(|p| p.last_heard_ms).map(|t| now_ms.saturating_sub(t)),
+            "removing a voter unreachable for longer than the dead-voter bound"
+        );
+        crate::metrics::Counters::bump(&self.cx.counters.dead_voters_removed);
+        let mut voters = self.membership.voters.clone();
+        voters.remove(&victim);
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let node = self.cx.id;
+        ctx.notify(ChangeMembership { voters, reply });
+        actix::spawn(async move {
+            if let Ok(Err(e)) = outcome.await {
+                tracing::warn!(node, voter = victim, error = %e, "dead-voter removal did not complete");
+            }
+        });
+    }
+}
+
 /// How the leader sees member `id` now, with the configuration: for
 /// `add_voter`'s stabilization watch.
 #[derive(Message)]

@@ -357,6 +357,11 @@ impl Actor for Leader {
                 act.start_round(ReadAction::SendRound(round));
             });
         }
+        if let Some(after) = self.cx.config.dead_voter_cleanup {
+            ctx.run_interval(self.cx.config.election_timeout_max, move |act, ctx| {
+                act.remove_a_dead_voter(after, ctx)
+            });
+        }
         if self.cx.config.check_quorum {
             ctx.run_interval(self.cx.config.election_timeout_max, |act, _ctx| {
                 let window = act.cx.config.election_timeout_max.as_millis() as u64;

@@ -97,6 +97,7 @@ pub(crate) struct Counters {
     pub writes_failed_refused: AtomicU64,
     pub reads_by_lease: AtomicU64,
     pub reads_by_round: AtomicU64,
+    pub dead_voters_removed: AtomicU64,
     pub histograms: AtomicHistograms,
     /// A gauge: bytes the log takes in storage, sampled by the writer.
     pub log_bytes: AtomicU64,
@@ -132,6 +133,7 @@ impl Counters {
             writes_failed_refused: get(&self.writes_failed_refused),
             reads_by_lease: get(&self.reads_by_lease),
             reads_by_round: get(&self.reads_by_round),
+            dead_voters_removed: get(&self.dead_voters_removed),
             log_bytes: get(&self.log_bytes),
         }
     }
@@ -200,6 +202,9 @@ pub struct Counts {
     /// Linearizable reads this node answered as leader after a heartbeat
     /// round (ReadIndex).
     pub reads_by_round: u64,
+    /// Voters this node removed as leader because they were unreachable
+    /// ([`crate::Config::dead_voter_cleanup`]).
+    pub dead_voters_removed: u64,
     /// Bytes the log and hard state take in storage (on disk for fjall),
     /// sampled at most once a second after a write.
     pub log_bytes: u64,

@@ -126,6 +126,11 @@ pub struct ServeArgs {
     /// before it votes, in ms.
     #[arg(long, default_value_t = 10_000)]
     pub voter_stabilization_ms: u64,
+    /// Remove a voter the leader has not heard from for this many ms (one
+    /// at a time, never below 3 voters, logged and counted); off unless
+    /// given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_voter_cleanup_ms: Option<u64>,
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log: tracing::Level,
@@ -184,6 +189,7 @@ impl ServeArgs {
             join_cluster_id: self.cluster_id,
             lease_reads: self.lease_reads,
             voter_stabilization: Duration::from_millis(self.voter_stabilization_ms),
+            dead_voter_cleanup: self.dead_voter_cleanup_ms.map(Duration::from_millis),
             ..Config::default()
         }
     }

@@ -142,7 +142,12 @@ fn render(node: &Node) -> Result<String, prometheus::Error> {
     }
 
     let c = node.counts;
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 15] = [
+        (
+            "dead_voters_removed_total",
+            "Unreachable voters removed as leader (dead-voter cleanup).",
+            c.dead_voters_removed,
+        ),
         (
             "reads_by_lease_total",
             "Linearizable reads answered as leader from the lease.",
