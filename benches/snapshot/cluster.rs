@@ -12,7 +12,7 @@ use crate::queue::{Queue, QueueCommand, QueueResponse, SnapshotProbe};
 use crate::support::{connect, start_node, stop_nodes, temp_dir};
 use crate::KEEP_ENTRIES;
 
-const CLUSTER_ID: &str = "regatta-snapshot-bench";
+pub(crate) const CLUSTER_ID: &str = "regatta-snapshot-bench";
 
 pub(crate) fn cluster_config() -> Config {
     Config {
@@ -29,6 +29,34 @@ pub(crate) struct BenchNode {
     pub(crate) raft: Raft<Queue>,
     node: Node<Queue>,
     pub(crate) probe: Arc<SnapshotProbe>,
+}
+
+impl BenchNode {
+    /// Its Raft address.
+    pub(crate) fn address(&self) -> String {
+        self.node.raft_addr().to_string()
+    }
+}
+
+/// Starts node `id` that joins a running cluster (`--join`), fjall in
+/// `dir`, TCP on an ephemeral port of 127.0.0.1.
+pub(crate) async fn start_joiner(id: NodeId, dir: PathBuf) -> Result<BenchNode, String> {
+    let probe = Arc::new(SnapshotProbe::default());
+    let node = Node::builder(id, Queue::with_probe(probe.clone()))
+        .cluster_name(CLUSTER_ID)
+        .data_dir(dir)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .join()
+        .config(cluster_config())
+        .start()
+        .await
+        .map_err(|e| format!("node {id}: {e}"))?;
+    Ok(BenchNode {
+        id,
+        raft: node.raft().clone(),
+        node,
+        probe,
+    })
 }
 
 /// Starts node `id` of `founders` with fjall in `dir` and TCP on an
@@ -83,7 +111,7 @@ impl BenchCluster {
         Ok(cluster)
     }
 
-    fn fresh_dir(&mut self, id: NodeId) -> PathBuf {
+    pub(crate) fn fresh_dir(&mut self, id: NodeId) -> PathBuf {
         self.dirs_used += 1;
         self.dir
             .path()
@@ -91,7 +119,7 @@ impl BenchCluster {
     }
 
     /// Tells every running node every running node's address.
-    fn connect(&self) {
+    pub(crate) fn connect(&self) {
         connect(self.nodes.iter().map(|n| &n.node));
     }
 

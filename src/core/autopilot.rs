@@ -11,7 +11,9 @@
 pub struct Health {
     /// The learner's last matching index.
     pub matched: u64,
-    /// The leader's last index.
+    /// The leader's commit index: under load the leader's last index runs
+    /// ahead of every follower by a pipeline's worth, so "caught up" means
+    /// keeping up with what commits.
     pub last_index: u64,
     /// Since the learner last answered (`None`: never).
     pub heard_ms_ago: Option<u64>,

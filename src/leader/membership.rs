@@ -197,7 +197,7 @@ impl Handler<PeerHealth> for Leader {
         let now_ms = self.now_ms();
         let health = self.tracker.peer(msg.0).map(|p| Health {
             matched: p.matched,
-            last_index: self.last_index,
+            last_index: self.commit_index,
             // Replication starting counts as contact for check-quorum,
             // not here: only an answer does.
             heard_ms_ago: p
