@@ -141,7 +141,7 @@ pub(crate) async fn add_voter_part(
             actix_rt::spawn(async move {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let command = if i % 2 == 0 {
+                    let command = if i.is_multiple_of(2) {
                         QueueCommand::Push(item(c * 1_000_000 + i))
                     } else {
                         QueueCommand::Pop
