@@ -159,11 +159,13 @@ impl BenchCluster {
         self.nodes.remove(at).node.abort().await;
     }
 
-    /// Starts node `id` on a fresh, empty data directory with the founding
-    /// membership, and exchanges addresses with the running nodes.
+    /// Starts node `id` on a fresh, empty data directory, as a node whose
+    /// disk was lost comes back (`--join`: its founding flags would be
+    /// refused), and exchanges addresses with the running nodes. It
+    /// receives the log, but counts toward no quorum until `replace`d.
     pub(crate) async fn restart_fresh(&mut self, id: NodeId) -> Result<(), String> {
         let dir = self.fresh_dir(id);
-        let node = start_bench_node(id, dir, &self.founders).await?;
+        let node = start_joiner(id, dir).await?;
         self.nodes.push(node);
         self.connect();
         Ok(())

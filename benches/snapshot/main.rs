@@ -280,14 +280,6 @@ async fn run_parts(cluster: &mut BenchCluster, plan: &Plan) -> Result<(), String
     // Every node ends with the same queue.
     let mut lens = Vec::new();
     for node in &cluster.nodes {
-        if let Some(cause) = node.raft.metrics().borrow().stopped_because.clone() {
-            // The node restarted on an empty directory with the founding
-            // flags is refused by the founding check since it exists (a
-            // lost disk must come back with --join and `replace`): the
-            // transfer part measured it before that.
-            println!("note: node {} stopped: {cause}", node.id);
-            continue;
-        }
         let n = node
             .raft
             .read(Len)

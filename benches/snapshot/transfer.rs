@@ -92,6 +92,13 @@ async fn transfer_once(
             "after the transfer node {follower} holds {theirs} items, the leader {ours}"
         ));
     }
+    // Re-admitted as the new incarnation, so it votes and counts again.
+    cluster
+        .node(leader)
+        .raft
+        .replace(follower)
+        .await
+        .map_err(|e| format!("replacing node {follower}: {e}"))?;
     Ok(Transfer {
         elapsed,
         up,
