@@ -654,3 +654,29 @@ async fn dead_voter_cleanup_removes_unreachable_voters_down_to_the_minimum() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_change_asked_during_another_waits_for_it_instead_of_failing() {
+    // Found by CI: a node publishing its API address (a metadata change)
+    // made an operator's simultaneous membership call fail with
+    // "another change is in progress".
+    init_tracing();
+    bounded(SECS(30), async {
+        let mut c = Cluster::new(3, test_config(), 19, |_| Counter::default()).await;
+        let leader = c.wait_leader(SECS(10)).await.unwrap();
+        c.start(4).await;
+        let raft = c.raft(leader).clone();
+        let publish = {
+            let raft = raft.clone();
+            actix_rt::spawn(async move {
+                raft.update_member_metadata(leader, "api", Some("127.0.0.1:8001".into()))
+                    .await
+            })
+        };
+        // Asked while the metadata change is still being committed.
+        let added = raft.add_learner(4, "").await;
+        assert!(added.is_ok(), "{added:?}");
+        assert!(publish.await.unwrap().is_ok());
+    })
+    .await;
+}

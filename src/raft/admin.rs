@@ -6,7 +6,12 @@
 //! indeterminate after).
 
 use super::*;
+use crate::error::MembershipError;
 use crate::message::AdminRequest;
+
+/// How often a membership call asked while another change is still being
+/// carried out looks again: changes take a round trip or two.
+const CHANGE_POLL: Duration = Duration::from_millis(50);
 
 impl<SM: StateMachine> Raft<SM> {
     /// Adds node `id`, listening at `address` (as the transport expects
@@ -176,6 +181,27 @@ impl<SM: StateMachine> Raft<SM> {
         within: Duration,
     ) -> Result<Membership, RaftError> {
         let deadline = Instant::now() + within;
+        loop {
+            // Another change under way (an operator's, or a node
+            // publishing its metadata as it starts) is refused before
+            // anything is proposed, so waiting for it and asking again is
+            // safe.
+            match self.membership_request_once(&request, deadline).await {
+                Err(RaftError::Membership(MembershipError::ChangeInProgress))
+                    if Instant::now() + CHANGE_POLL < deadline =>
+                {
+                    tokio::time::sleep(CHANGE_POLL).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn membership_request_once(
+        &self,
+        request: &AdminRequest,
+        deadline: Instant,
+    ) -> Result<Membership, RaftError> {
         self.retry_until_leader(deadline, |reply| ClientAdmin {
             request: request.clone(),
             reply,
