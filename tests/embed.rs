@@ -277,3 +277,71 @@ async fn a_founder_on_a_lost_directory_refuses_to_found_and_shuts_down() {
     })
     .await;
 }
+
+/// A backup ships the snapshot already on disk and the committed entries
+/// after it — it takes no snapshot of its own — and a node restored from
+/// it holds every write, sessions included, with the entries after the
+/// snapshot committed again in the new cluster.
+#[actix_rt::test]
+async fn a_backup_ships_the_latest_snapshot_and_the_log_after_it() {
+    bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = regatta::Config {
+            snapshot_every: 40,
+            ..test_config()
+        };
+        let node = solo(tmp.path())
+            .config(config.clone())
+            .start()
+            .await
+            .expect("start");
+        let raft = node.raft().clone();
+        raft.wait_leader(LIMIT).await.expect("leader");
+        for _ in 0..100 {
+            raft.write(Add(1)).await.unwrap();
+        }
+        let snapshot = raft
+            .wait_for(LIMIT, |m| m.snapshot_index > 0)
+            .await
+            .unwrap()
+            .snapshot_index;
+        // Writes after the latest snapshot, one of them in a session.
+        let session = raft.open_session().await.unwrap();
+        assert_eq!(session.write(Add(5)).await.unwrap(), 105);
+        for _ in 0..3 {
+            raft.write(Add(1)).await.unwrap();
+        }
+        let commit = raft.metrics().borrow().commit_index;
+        assert!(commit > snapshot);
+
+        let mut backup = raft.backup().await.expect("a backup");
+        assert_eq!(
+            raft.metrics().borrow().snapshot_index,
+            snapshot,
+            "the backup took a snapshot of its own"
+        );
+        assert_eq!(backup.header.snapshot.index, snapshot);
+        assert!(backup.header.last_included.index >= commit);
+        let file = tmp.path().join("counter.backup");
+        let mut out = std::fs::File::create(&file).unwrap();
+        let size = std::io::copy(&mut backup.reader, &mut out).unwrap();
+        assert_eq!(size, backup.file_size());
+        node.shutdown().await;
+
+        let restored_dir = tempfile::tempdir().unwrap();
+        let node = solo(restored_dir.path())
+            .config(config)
+            .restore_from(&file)
+            .start()
+            .await
+            .expect("restored");
+        let raft = node.raft().clone();
+        raft.wait_leader(LIMIT).await.expect("leader");
+        assert_eq!(raft.read(Get).await.unwrap(), 108);
+        // The session opened after the snapshot lives on.
+        let resumed = regatta::Session::resume(raft.clone(), session.id(), 1);
+        assert_eq!(resumed.write(Add(2)).await.unwrap(), 110);
+        node.shutdown().await;
+    })
+    .await
+}

@@ -4,8 +4,10 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::{read_header, verify, BackupError, CHUNK_BYTES};
-use crate::core::types::{founding_cluster_id, HardState, LogId, Membership, NodeIdentity};
+use super::{check, read_header, BackupError, CHUNK_BYTES};
+use crate::core::types::{
+    founding_cluster_id, Entry, HardState, LogId, Membership, NodeIdentity, Payload,
+};
 use crate::storage::{FjallStorage, LogStorage, SnapshotMeta, WriteBatch};
 
 /// What [`restore`] wrote.
@@ -39,7 +41,7 @@ pub fn restore(
         File::open(from)
             .map_err(|e| BackupError::Io(format!("cannot open {}: {e}", from.display())))
     };
-    let header = verify(std::io::BufReader::with_capacity(CHUNK_BYTES, open()?))?;
+    let (header, entries) = check(std::io::BufReader::with_capacity(CHUNK_BYTES, open()?))?;
     if !header.cluster_name.is_empty() && header.cluster_name != cluster_name {
         return Err(BackupError::OtherService {
             backup: header.cluster_name,
@@ -58,26 +60,42 @@ pub fn restore(
         .map_err(|e| BackupError::Io(format!("cannot create {}: {e}", data_dir.display())))?;
     let mut storage = FjallStorage::open(data_dir, cluster_name).map_err(write_error)?;
     // Second pass: the data, in chunks, into the snapshot store.
-    let mut file = std::io::BufReader::with_capacity(CHUNK_BYTES, open()?);
-    read_header(&mut file)?;
-    let meta = SnapshotMeta {
-        last_included: header.last_included,
-        membership: founders.clone(),
-        size: header.data_size,
-        checksum: header.data_checksum,
-    };
-    let mut sink = storage.snapshots().sink(meta).map_err(write_error)?;
-    let mut chunk = vec![0u8; CHUNK_BYTES];
-    loop {
-        let n = file
-            .read(&mut chunk)
-            .map_err(|e| BackupError::Io(format!("reading {}: {e}", from.display())))?;
-        if n == 0 {
-            break;
+    if header.snapshot.index > 0 {
+        let mut file = std::io::BufReader::with_capacity(CHUNK_BYTES, open()?);
+        read_header(&mut file)?;
+        let meta = SnapshotMeta {
+            last_included: header.snapshot,
+            membership: founders.clone(),
+            size: header.data_size,
+            checksum: header.data_checksum,
+        };
+        let mut sink = storage.snapshots().sink(meta).map_err(write_error)?;
+        let mut chunk = vec![0u8; CHUNK_BYTES];
+        let mut left = header.data_size;
+        while left > 0 {
+            let want = chunk.len().min(left.min(usize::MAX as u64) as usize);
+            let n = file
+                .read(&mut chunk[..want])
+                .map_err(|e| BackupError::Io(format!("reading {}: {e}", from.display())))?;
+            if n == 0 {
+                return Err(BackupError::Io(format!(
+                    "{} changed while it was restored",
+                    from.display()
+                )));
+            }
+            sink.write(&chunk[..n]).map_err(write_error)?;
+            left -= n as u64;
         }
-        sink.write(&chunk[..n]).map_err(write_error)?;
+        sink.commit().map_err(write_error)?;
     }
-    sink.finish().map_err(write_error)?;
+    // The storage contract: load once before the first write. Then the
+    // log starts after the snapshot.
+    storage.load().map_err(write_error)?;
+    if header.snapshot.index > 0 {
+        storage
+            .purge(header.snapshot, founders)
+            .map_err(write_error)?;
+    }
     let last = header.last_included;
     let cluster_id = founding_cluster_id(
         founders,
@@ -87,8 +105,11 @@ pub fn restore(
         ),
     );
     // The term of the last entry restored: every new leader's is later.
+    // The entries after the snapshot commit again once the new cluster's
+    // first leader commits an entry of its own term.
     storage
         .write(WriteBatch {
+            entries: under_founders(entries, founders),
             hard_state: Some(HardState {
                 term: last.term,
                 voted_for: None,
@@ -114,4 +135,16 @@ pub fn restore(
         last_included: last,
         data_size: header.data_size,
     })
+}
+
+/// The old cluster's configurations do not apply to the new one: every
+/// configuration entry becomes the founders', so the founders' is in force
+/// at every point of the restored log.
+fn under_founders(mut entries: Vec<Entry>, founders: &Membership) -> Vec<Entry> {
+    for entry in &mut entries {
+        if let Payload::Membership(m) = &mut entry.payload {
+            **m = founders.clone();
+        }
+    }
+    entries
 }

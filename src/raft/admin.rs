@@ -1,6 +1,5 @@
 //! Cluster administration through the handle: membership changes,
-//! leadership transfer, member metadata, snapshots on request and
-//! backups. Every administrative call works on any node: a follower
+//! leadership transfer, member metadata and snapshots on request. Every administrative call works on any node: a follower
 //! forwards it to the leader, and its failures are classified as a
 //! write's are (definite until the request has left the node,
 //! indeterminate after).
@@ -220,43 +219,5 @@ impl<SM: StateMachine> Raft<SM> {
             .await
             .map_err(|_| RaftError::ShuttingDown)?;
         rx.await.map_err(|_| RaftError::ShuttingDown)?
-    }
-
-    /// A consistent backup of this node's replicated state, to stream
-    /// (any member can take one): it first passes a read barrier, so the
-    /// backup holds every write acknowledged before the call, then takes a
-    /// snapshot at or after that point and opens it for reading — the
-    /// data streams from disk, in chunks. Restore it into a new cluster
-    /// with [`crate::backup::restore`] (`NodeBuilder::restore_from`).
-    pub async fn backup(&self) -> Result<crate::backup::Backup, RaftError> {
-        use crate::backup::{Backup, BackupHeader, BackupReader};
-        let barrier = self.read_barrier().await?;
-        // A snapshot already under way may predate the barrier: take
-        // another until one covers it.
-        let mut taken = self.snapshot().await?;
-        while taken.index < barrier {
-            taken = self.snapshot().await?;
-        }
-        let opened = self
-            .snapshots
-            .open_latest()
-            .map_err(|e| RaftError::Snapshot(e.to_string()))?;
-        let Some((meta, data)) = opened.filter(|(m, _)| m.last_included.index >= barrier) else {
-            return Err(RaftError::Snapshot(
-                "the snapshot taken for the backup is gone; retry".into(),
-            ));
-        };
-        let header = BackupHeader {
-            cluster_name: self.cluster_name.to_string(),
-            cluster_id: self.metrics.borrow().cluster_id,
-            last_included: meta.last_included,
-            membership: meta.membership,
-            data_size: meta.size,
-            data_checksum: meta.checksum,
-        };
-        Ok(Backup {
-            reader: BackupReader::new(&header, data),
-            header,
-        })
     }
 }

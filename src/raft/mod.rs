@@ -2,6 +2,7 @@
 //! node, writes, reads and watches it.
 
 mod admin;
+mod backup;
 mod client;
 mod start;
 
@@ -78,6 +79,8 @@ pub struct Raft<SM: StateMachine> {
     config: Arc<Config>,
     writer: WriterThread,
     snapshotter: Addr<Snapshotter>,
+    /// The log, for the entries a backup ships after its snapshot.
+    log: Addr<LogStore>,
     /// Where the snapshots are, for backups.
     snapshots: Arc<dyn crate::storage::SnapshotStore>,
     /// The service's name, stamped on backups.
@@ -99,6 +102,7 @@ impl<SM: StateMachine> Clone for Raft<SM> {
             config: self.config.clone(),
             writer: self.writer.clone(),
             snapshotter: self.snapshotter.clone(),
+            log: self.log.clone(),
             snapshots: self.snapshots.clone(),
             cluster_name: self.cluster_name.clone(),
             forwarding: self.forwarding.clone(),

@@ -188,6 +188,7 @@ impl<SM: StateMachine> Raft<SM> {
             config,
             writer,
             snapshotter: snapshotter.expect("created with the node"),
+            log,
             snapshots: backup_store,
             cluster_name: cluster_name.into(),
             forwarding: Arc::new(ForwardingSession::new()),

@@ -73,6 +73,13 @@ pub trait SnapshotSink: Send {
     /// a newer one (of a higher last included index) must not replace it:
     /// the log may already be compacted up to the newer one.
     fn finish(self: Box<Self>) -> Result<Bytes, StorageError>;
+
+    /// [`SnapshotSink::finish`] for a caller that does not need the data
+    /// back (a restore): a store that keeps snapshots on disk should not
+    /// read them into memory for it.
+    fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        self.finish().map(|_| ())
+    }
 }
 
 /// Writes `data` as one snapshot.
@@ -314,7 +321,20 @@ impl SnapshotSink for FileSink {
         Ok(())
     }
 
+    fn commit(self: Box<Self>) -> Result<(), StorageError> {
+        self.complete().map(|_| ())
+    }
+
     fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
+        let data_path = self.complete()?;
+        let data = fs::read(&data_path).map_err(|e| io(&data_path, e))?;
+        Ok(data.into())
+    }
+}
+
+impl FileSink {
+    /// Checks, makes durable and the latest; returns the data's path.
+    fn complete(self: Box<Self>) -> Result<PathBuf, StorageError> {
         let FileSink {
             dir,
             stem,
@@ -357,8 +377,7 @@ impl SnapshotSink for FileSink {
                 let _ = fs::remove_file(dir.join(format!("{old}.data")));
             }
         }
-        let data = fs::read(&data_path).map_err(|e| io(&data_path, e))?;
-        Ok(data.into())
+        Ok(data_path)
     }
 }
 
