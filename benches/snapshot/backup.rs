@@ -32,11 +32,44 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
+/// Writes the backup ships after the follower's snapshot (as many as
+/// `Config::snapshot_every`'s default leaves at most).
+const WRITES_AFTER_SNAPSHOT: u64 = 10_000;
+
 pub(crate) async fn backup_part(
     cluster: &mut BenchCluster,
     follower: NodeId,
+    leader: NodeId,
 ) -> Result<(), String> {
     let file = cluster.fresh_dir(0).with_extension("backup");
+    // The bench snapshots on request only: give the follower a snapshot,
+    // as `snapshot_every` would, then writes after it.
+    cluster
+        .node(follower)
+        .raft
+        .snapshot()
+        .await
+        .map_err(|e| format!("snapshot on the follower: {e}"))?;
+    let raft = cluster.node(leader).raft.clone();
+    let writes = (0..64u64).map(|c| {
+        let raft = raft.clone();
+        async move {
+            for i in (c..WRITES_AFTER_SNAPSHOT).step_by(64) {
+                let command = if i.is_multiple_of(2) {
+                    QueueCommand::Push(item(i))
+                } else {
+                    QueueCommand::Pop
+                };
+                raft.write(command)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }
+    });
+    for written in futures_util::future::join_all(writes).await {
+        written?;
+    }
     // Nothing writes meanwhile: the backup must hold exactly this.
     let expected = cluster
         .node(follower)

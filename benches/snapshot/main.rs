@@ -61,10 +61,13 @@
 //! Tables go to stdout, progress and warnings to stderr; `REGATTA_LOG=1`
 //! (or `trace`) shows regatta's debug (trace) logs.
 //!
-//! 5. **Backup and restore**: `Raft::backup` from a follower streamed to a
-//!    file (time, MB/s, the peak memory it adds), then three new nodes
-//!    founded from the file (`restore_from`), timed until each answers a
-//!    linearizable read with the whole queue.
+//! 5. **Backup and restore**: the follower takes a snapshot and 10,000
+//!    writes follow it; then `Raft::backup` from that follower (its
+//!    snapshot and the entries after it) streamed to a file (time, MB/s,
+//!    the peak memory it adds); `backup::restore` into one directory (time,
+//!    peak memory); then three new nodes founded from the file
+//!    (`restore_from`), timed until each answers a linearizable read with
+//!    the whole queue.
 //! 6. **`add_voter` under writes**: 64 clients write through the leader
 //!    while a new node joins and is added with `Raft::add_voter` (it needs
 //!    the whole state by snapshot, then the stabilization time): the time
@@ -273,7 +276,7 @@ async fn run_parts(cluster: &mut BenchCluster, plan: &Plan) -> Result<(), String
         .map(|n| n.id)
         .find(|&id| id != leader && id != follower)
         .expect("a follower that was never crashed");
-    backup_part(cluster, other).await?;
+    backup_part(cluster, other, leader).await?;
     eprintln!("adding a voter under writes...");
     add_voter_part(cluster, leader).await?;
 
