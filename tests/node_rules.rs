@@ -380,3 +380,58 @@ async fn one_vote_per_term_persisted_before_the_reply() {
     })
     .await;
 }
+
+/// Found by the kv backup bench: a follower stalled past its election
+/// timeout (a large snapshot on a busy machine) started a pre-vote and
+/// answered every write it had forwarded "outcome unknown", although the
+/// leader was alive and answered them moments later — 43 of 500,000
+/// plain writes failed with no fault at all. A pre-vote changes no term:
+/// the leader's answers still count, so the writes wait for them.
+#[actix_rt::test]
+async fn a_forwarded_write_waits_for_the_leader_through_the_forwarders_pre_vote() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(test_config());
+        // Node 2 leads term 2.
+        h.inject(
+            2,
+            Message::AppendEntries {
+                term: 2,
+                prev: LogId::new(1, 1),
+                entries: vec![],
+                leader_commit: 1,
+                round: 0,
+            },
+        );
+        h.raft
+            .wait_for(SECS(5), |m| m.leader == Some(2))
+            .await
+            .expect("node 2 is known as leader");
+        let raft = h.raft.clone();
+        let write = actix_rt::spawn(async move { raft.write(Add(5)).await });
+        let forwarded = h
+            .expect("the write forwarded to node 2", |e| {
+                e.to == 2 && matches!(e.message, Message::ForwardWrite { .. })
+            })
+            .await;
+        let Message::ForwardWrite { id, .. } = forwarded.message else {
+            unreachable!("matched above")
+        };
+        // No heartbeat comes: node 1's election timer fires.
+        h.expect("a pre-vote", |e| {
+            matches!(e.message, Message::RequestVote { pre_vote: true, .. })
+        })
+        .await;
+        // The leader was alive all along, and answers.
+        let response = rmp_serde::to_vec(&5u64).unwrap();
+        h.inject(
+            2,
+            Message::ForwardWriteResponse {
+                id,
+                result: Ok((LogId::new(2, 2), response.into())),
+            },
+        );
+        assert_eq!(write.await.unwrap(), Ok(5));
+    })
+    .await
+}

@@ -396,9 +396,10 @@ async fn followers_learn_a_new_commit_index_before_the_next_heartbeat() {
 }
 
 /// A write a follower forwarded to a leader that then vanished is answered
-/// (indeterminate: the old leader may still commit it) as soon as the
-/// follower's election timer fires — it no longer believes in that
-/// leader — not only at the client timeout (found by benches/failover.rs:
+/// (indeterminate: the old leader may still commit it) once the
+/// follower's election timer has fired and the leader stayed silent for
+/// another election timeout — it no longer believes in that leader — not
+/// only at the client timeout (found by benches/failover.rs:
 /// writes through the node that went on to win the election waited the
 /// full client timeout).
 #[actix_rt::test]

@@ -21,7 +21,17 @@ impl Node {
 
     pub(super) fn start_pre_vote(&mut self, ctx: &mut Context<Self>) {
         self.stop_role();
-        self.stop_believing_in_the_leader();
+        // The leader may be alive (this node may only have stalled past
+        // its timeout): a pre-vote changes no term, so what was forwarded
+        // to it still gets its answer. Only if it stays silent for another
+        // election timeout (or an election starts) are those writes
+        // answered unknown, well before the client timeout.
+        self.leader = None;
+        ctx.run_later(self.cx.config.election_timeout_min, |act, _| {
+            if act.leader.is_none() {
+                act.fail_forwarded(None);
+            }
+        });
         let term = self.hs.term;
         self.role_term = term;
         self.publish();

@@ -23,7 +23,9 @@ pub struct BenchArgs {
         value_delimiter = ','
     )]
     pub endpoints: Vec<String>,
-    /// The write to send, e.g. /counter/incr.
+    /// The write to send, e.g. /counter/incr. `{n}` in the path or the
+    /// body becomes a number unique to each request (fresh keys:
+    /// `--path '/kv/k{n}'`).
     #[arg(long)]
     pub path: String,
     /// Its method.
@@ -42,6 +44,10 @@ pub struct BenchArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub seconds: u64,
+    /// Stop after this many requests have been sent, if before the time
+    /// is up (with `{n}`: load exactly this many keys).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
     /// Threads the clients run on.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
@@ -50,25 +56,34 @@ pub struct BenchArgs {
 /// What the clients share.
 struct Tally {
     stop: AtomicBool,
+    /// Requests handed out (`{n}` of the next one).
+    next: AtomicU64,
+    /// Stop handing out requests here.
+    limit: u64,
     done: AtomicU64,
     failed: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
     first_error: Mutex<Option<String>>,
+    /// The longest a failed request took (a client timeout shows here).
+    slowest_failure: Mutex<Duration>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     if let Some(body) = &args.body {
-        serde_json::from_str::<serde_json::Value>(body)
+        serde_json::from_str::<serde_json::Value>(&body.replace(NUMBER, "0"))
             .map_err(|e| format!("--body is not JSON: {e}"))?;
     }
     // Checked once here, so the clients' own construction cannot fail.
     Client::new(&args.endpoints).map_err(|e| e.to_string())?;
     let tally = Arc::new(Tally {
         stop: AtomicBool::new(false),
+        next: AtomicU64::new(0),
+        limit: args.requests.unwrap_or(u64::MAX),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
         first_error: Mutex::new(None),
+        slowest_failure: Mutex::new(Duration::ZERO),
     });
     let run = Duration::from_secs(args.seconds);
     let started = Instant::now();
@@ -104,7 +119,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         })
         .collect();
     let width = 30;
-    while started.elapsed() < run {
+    while started.elapsed() < run && !tally.stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200).min(run.saturating_sub(started.elapsed())));
         let elapsed = started.elapsed().min(run);
         let filled = (elapsed.as_secs_f64() / run.as_secs_f64() * width as f64) as usize;
@@ -128,36 +143,59 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     report(args, &tally, elapsed)
 }
 
+/// Replaced by a number unique to each request.
+const NUMBER: &str = "{n}";
+
 struct Request {
     method: Method,
     path: String,
     body: Option<Bytes>,
 }
 
+impl Request {
+    /// The `n`th request: `{n}` filled in, where there is one.
+    fn numbered(&self, n: u64) -> (String, Option<Bytes>) {
+        let fill = |s: &str| s.replace(NUMBER, &n.to_string());
+        let path = if self.path.contains(NUMBER) {
+            fill(&self.path)
+        } else {
+            self.path.clone()
+        };
+        let body = self.body.as_ref().map(|b| match std::str::from_utf8(b) {
+            Ok(text) if text.contains(NUMBER) => Bytes::from(fill(text)),
+            _ => b.clone(),
+        });
+        (path, body)
+    }
+}
+
 async fn client_loop(client: Client, write: Request, session: bool, tally: Arc<Tally>) {
     let mut mine = Vec::new();
     let mut open = None;
     while !tally.stop.load(Ordering::Relaxed) {
-        let t = Instant::now();
-        let result = if session {
+        if session && open.is_none() {
+            open = client.session().await.ok();
             if open.is_none() {
-                open = client.session().await.ok();
+                continue;
             }
-            match &open {
-                Some(s) => {
-                    s.send::<serde_json::Value>(
-                        write.method.clone(),
-                        &write.path,
-                        write.body.clone(),
-                    )
+        }
+        let n = tally.next.fetch_add(1, Ordering::Relaxed);
+        if n >= tally.limit {
+            tally.stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        let (path, body) = write.numbered(n);
+        let t = Instant::now();
+        let result = match &open {
+            Some(s) => {
+                s.send::<serde_json::Value>(write.method.clone(), &path, body)
                     .await
-                }
-                None => continue,
             }
-        } else {
-            client
-                .send::<serde_json::Value>(write.method.clone(), &write.path, write.body.clone())
-                .await
+            None => {
+                client
+                    .send::<serde_json::Value>(write.method.clone(), &path, body)
+                    .await
+            }
         };
         match result {
             Ok(_) => {
@@ -166,6 +204,13 @@ async fn client_loop(client: Client, write: Request, session: bool, tally: Arc<T
             }
             Err(e) => {
                 tally.failed.fetch_add(1, Ordering::Relaxed);
+                {
+                    let mut slowest = tally
+                        .slowest_failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    *slowest = (*slowest).max(t.elapsed());
+                }
                 if matches!(e, regatta::client::ClientError::SessionGone(_)) {
                     open = None;
                 }
@@ -217,7 +262,14 @@ fn report(args: &BenchArgs, tally: &Tally, elapsed: Duration) -> Result<(), Stri
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
     {
-        println!("first error: {e}");
+        let slowest = *tally
+            .slowest_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        println!(
+            "first error: {e} (slowest failure: {:.2} ms)",
+            slowest.as_secs_f64() * 1e3
+        );
     }
     if all.is_empty() {
         return Err("no write succeeded: is the cluster up, and is the path right?".into());
