@@ -154,28 +154,7 @@ fn a_cluster_runs_from_a_plain_tokio_runtime() {
         .unwrap();
     runtime.block_on(bounded(LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
-        let founders: InitialCluster = "1=127.0.0.1:0,2=127.0.0.1:0,3=127.0.0.1:0".parse().unwrap();
-        let mut nodes = Vec::new();
-        for id in 1..=3 {
-            let node = Node::builder(id, Counter::default())
-                .cluster_name("embed-test")
-                .data_dir(tmp.path().join(id.to_string()))
-                .listen(any_port())
-                .initial_cluster(founders.clone())
-                .config(test_config())
-                .start()
-                .await
-                .expect("start");
-            nodes.push(node);
-        }
-        for node in &nodes {
-            for peer in &nodes {
-                node.set_peer_address(peer.id(), peer.raft_addr());
-            }
-        }
-        for node in &nodes {
-            node.raft().wait_leader(LIMIT).await.expect("leader");
-        }
+        let nodes = start_three(tmp.path(), Counter::default).await;
         // Writes through every node, from tokio tasks on other threads.
         let mut tasks = Vec::new();
         for node in &nodes {
@@ -192,6 +171,115 @@ fn a_cluster_runs_from_a_plain_tokio_runtime() {
             node.shutdown().await;
         }
     }));
+}
+
+/// Three nodes on OS-picked ports under `dir`, with a leader.
+async fn start_three<SM: regatta::StateMachine + Send>(
+    dir: &std::path::Path,
+    make: impl Fn() -> SM,
+) -> Vec<Node<SM>> {
+    let founders: InitialCluster = "1=127.0.0.1:0,2=127.0.0.1:0,3=127.0.0.1:0".parse().unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let node = Node::builder(id, make())
+            .cluster_name("embed-test")
+            .data_dir(dir.join(id.to_string()))
+            .listen(any_port())
+            .initial_cluster(founders.clone())
+            .config(test_config())
+            .start()
+            .await
+            .expect("start");
+        nodes.push(node);
+    }
+    for node in &nodes {
+        for peer in &nodes {
+            node.set_peer_address(peer.id(), peer.raft_addr());
+        }
+    }
+    for node in &nodes {
+        node.raft().wait_leader(LIMIT).await.expect("leader");
+    }
+    nodes
+}
+
+/// A state machine whose handler blocks its thread: each command is the
+/// milliseconds to block for.
+#[derive(Default)]
+struct Slow;
+
+impl actix::Actor for Slow {
+    type Context = actix::Context<Self>;
+}
+
+impl regatta::StateMachine for Slow {
+    type Command = u64;
+    type Response = ();
+}
+
+impl actix::Handler<regatta::Apply<Slow>> for Slow {
+    type Result = Vec<()>;
+    fn handle(&mut self, batch: regatta::Apply<Slow>, _: &mut actix::Context<Self>) -> Vec<()> {
+        batch
+            .entries
+            .into_iter()
+            .map(|(_, ms)| std::thread::sleep(Duration::from_millis(ms)))
+            .collect()
+    }
+}
+
+impl actix::Handler<regatta::Snapshot> for Slow {
+    type Result = Result<regatta::SnapshotData, String>;
+    fn handle(&mut self, _: regatta::Snapshot, _: &mut actix::Context<Self>) -> Self::Result {
+        Ok(regatta::SnapshotData::ready(Vec::new()))
+    }
+}
+
+impl actix::Handler<regatta::Restore> for Slow {
+    type Result = Result<(), String>;
+    fn handle(&mut self, _: regatta::Restore, _: &mut actix::Context<Self>) -> Self::Result {
+        Ok(())
+    }
+}
+
+/// Found by the kv backup bench: a state machine that blocks (there, the
+/// kv example copying a 150 MB map after each snapshot) held up its
+/// node's heartbeats, and the cluster held elections under load. A node
+/// runs the state machine on a thread of its own: a handler that blocks
+/// for three election timeouts costs no election.
+#[actix_rt::test]
+async fn a_state_machine_that_blocks_does_not_hold_up_heartbeats() {
+    bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes = start_three(tmp.path(), Slow::default).await;
+        let leader = nodes[0].raft().wait_leader(LIMIT).await.unwrap();
+        let raft = nodes[(leader - 1) as usize].raft().clone();
+        let term = raft.metrics().borrow().term;
+        let blocks = 3 * test_config().election_timeout_max;
+        raft.write(blocks.as_millis() as u64)
+            .await
+            .expect("the slow write");
+        // Every node applies it (and blocks) in turn.
+        for node in &nodes {
+            node.raft()
+                .wait_applied(raft.metrics().borrow().commit_index, LIMIT)
+                .await
+                .unwrap();
+        }
+        for node in &nodes {
+            let m = node.raft().metrics().borrow().clone();
+            assert_eq!(
+                (m.term, m.leader),
+                (term, Some(leader)),
+                "node {} saw an election",
+                node.id()
+            );
+        }
+        for node in nodes {
+            node.shutdown().await;
+        }
+    })
+    .await
 }
 
 /// The low-level `Raft::start` outside an actix system: a clear error,

@@ -24,8 +24,10 @@ use crate::transport::Transport;
 const DEFAULT_CLUSTER_NAME: &str = "regatta";
 
 /// A running node: the [`Raft`] handle, the TCP transport and the fjall
-/// storage, on a thread of its own (with its own actix system). Stop it
-/// with [`Node::shutdown`]; dropping it shuts it down in the background.
+/// storage, on a thread of its own (with its own actix system); the state
+/// machine runs on another thread, so a slow handler never holds up
+/// heartbeats. Stop it with [`Node::shutdown`]; dropping it shuts it down
+/// in the background.
 ///
 /// ```no_run
 /// # use actix::prelude::*;
@@ -271,10 +273,12 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
             .name(format!("regatta-node-{}", plan.id))
             .spawn(move || {
                 let system = actix_rt::System::new();
-                let ran = system.block_on(run(plan, started_tx, stop_rx));
+                let (ran, state_machine_thread) = system.block_on(run(plan, started_tx, stop_rx));
                 // Dropping the system drops every actor of the node; the
                 // log writer thread then ends and releases the directory.
                 drop(system);
+                state_machine_thread.stop();
+                let _ = state_machine_thread.join();
                 if let Some(raft) = ran {
                     raft.join_writer();
                 }
@@ -388,16 +392,23 @@ type Started<SM> = Result<(Raft<SM>, TcpTransport), StartError>;
 
 /// The node's thread: start, report, run until told to stop. Returns the
 /// handle of a node that started.
-async fn run<SM: StateMachine>(
+/// Runs the node until it is asked to stop; returns its handle (if it
+/// started) and the thread of its state machine, to stop once the node's
+/// actors are gone.
+async fn run<SM: StateMachine + Send>(
     plan: Plan<SM>,
     started: oneshot::Sender<Started<SM>>,
     stop: oneshot::Receiver<Stop>,
-) -> Option<Raft<SM>> {
-    let (raft, transport) = match start_here(plan).await {
+) -> (Option<Raft<SM>>, actix_rt::Arbiter) {
+    // The user's state machine runs on a thread of its own: a long
+    // handler (a large batch, copying the state for a snapshot) must not
+    // hold up heartbeats and elections, or a busy node looks dead.
+    let state_machine_thread = actix_rt::Arbiter::new();
+    let (raft, transport) = match start_here(plan, &state_machine_thread.handle()).await {
         Ok(parts) => parts,
         Err(e) => {
             let _ = started.send(Err(e));
-            return None;
+            return (None, state_machine_thread);
         }
     };
     let how = if started.send(Ok((raft.clone(), transport.clone()))).is_err() {
@@ -410,11 +421,15 @@ async fn run<SM: StateMachine>(
     if let Stop::Graceful = how {
         raft.shutdown().await;
     }
-    Some(raft)
+    (Some(raft), state_machine_thread)
 }
 
-/// Opens storage, listens, starts the Raft node on this thread's system.
-async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
+/// Opens storage, listens, starts the Raft node on this thread's system
+/// and the state machine on `state_machine_thread`.
+async fn start_here<SM: StateMachine + Send>(
+    plan: Plan<SM>,
+    state_machine_thread: &actix_rt::ArbiterHandle,
+) -> Started<SM> {
     let Plan {
         id,
         restore_from,
@@ -478,7 +493,7 @@ async fn start_here<SM: StateMachine>(plan: Plan<SM>) -> Started<SM> {
         storage,
         Arc::new(transport.clone()),
         founders.map(|c| c.membership()),
-        state_machine.start(),
+        SM::start_in_arbiter(state_machine_thread, move |_| state_machine),
         crate::io::Environment {
             ask_founders: true,
             cluster_name: cluster_name.clone(),

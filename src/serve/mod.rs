@@ -309,6 +309,12 @@ impl From<StartError> for ServeError {
 /// for anything else — having printed the cause on stderr. `name` is the
 /// cluster name stamped on the data directory and handshakes (a node of
 /// another service refuses to talk to it).
+///
+/// `routes` runs once per HTTP worker thread (hence `Fn + Clone`). The
+/// admin scope takes `/cluster/...`, `/metrics` and `/dashboard` at the
+/// root, so keep your routes off those paths; any other unmatched path
+/// gets a JSON 404 (`{"error": "no such endpoint", ...}`) like every
+/// other error.
 pub fn run<SM, R>(name: &str, args: ServeArgs, state_machine: SM, routes: R) -> ExitCode
 where
     SM: StateMachine + Send,

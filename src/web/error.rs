@@ -48,7 +48,8 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    /// 404.
+    /// 404: what the request names does not exist (an application's
+    /// "no such key", say); neither indeterminate nor retryable.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }

@@ -290,7 +290,8 @@ fn session_tag(req: &HttpRequest) -> Result<Option<SessionTag>, ApiError> {
 
 /// A JSON object request body of at most [`MAX_BODY_BYTES`]; an empty body
 /// reads as `{}` (so a body whose fields all have defaults is optional).
-/// Anything else is a 400 [`ApiError`] saying what was wrong.
+/// Anything else is a 400 [`ApiError`] saying what was wrong. The
+/// `Content-Type` header is not checked (`curl -d` works as is).
 pub struct JsonBody<T>(pub T);
 
 impl<T> JsonBody<T> {
