@@ -20,9 +20,12 @@
 //! Every client is one OS thread with one persistent keep-alive HTTP/1.1
 //! connection (a hand-rolled client: the request with a Content-Length,
 //! headers read up to `\r\n\r\n`, then exactly Content-Length body bytes),
-//! sending `POST /counter/incr` `{"by":1}` back-to-back. Two tables:
+//! sending `POST /counter/incr` `{"by":1}` back-to-back. Three tables:
 //!
 //! - **leader**: every client talks to the leader's HTTP address;
+//! - **follower**: every client talks to the same follower, which
+//!   forwards every write to the leader (what a client of one follower
+//!   sees);
 //! - **spread**: client `i` talks to node `i mod 3`, the two followers
 //!   first, so a lone client is always forwarded and larger counts send
 //!   about two thirds of the writes through a follower (which forwards them
@@ -183,6 +186,8 @@ fn run(plan: &Plan, binary: &Path) -> Result<(), String> {
         plan.run,
     );
     table(plan, binary, Target::Leader)?;
+    println!();
+    table(plan, binary, Target::Follower)?;
     println!();
     table(plan, binary, Target::Spread)
 }

@@ -17,6 +17,8 @@ pub(crate) enum Target {
     Leader,
     /// Client `i` on node `i mod 3`, followers first.
     Spread,
+    /// Every client on one follower (which forwards every write).
+    Follower,
 }
 
 impl Target {
@@ -24,6 +26,7 @@ impl Target {
         match self {
             Target::Leader => "leader",
             Target::Spread => "spread",
+            Target::Follower => "follower",
         }
     }
 }
@@ -91,6 +94,7 @@ fn measure_on(
     let targets: Vec<SocketAddr> = match target {
         Target::Leader => vec![leader_addr; clients],
         Target::Spread => (0..clients).map(|i| order[i % order.len()]).collect(),
+        Target::Follower => vec![order[0]; clients],
     };
     let on_followers = targets.iter().filter(|a| **a != leader_addr).count();
     let what = format!("{clients} clients → {}", target.name());

@@ -14,6 +14,15 @@ pub(crate) fn table(plan: &Plan, binary: &Path, target: Target) -> Result<(), St
             println!("| clients | writes/s | p50 latency | p99 latency | non-200 | I/O errors |");
             println!("|--------:|---------:|------------:|------------:|--------:|-----------:|");
         }
+        Target::Follower => {
+            println!("## HTTP writes through one follower\n");
+            println!(
+                "Every client sends `POST {WRITE_PATH}` to the same follower, which forwards \
+                 each write to the leader over the Raft transport.\n"
+            );
+            println!("| clients | writes/s | p50 latency | p99 latency | non-200 | I/O errors |");
+            println!("|--------:|---------:|------------:|------------:|--------:|-----------:|");
+        }
         Target::Spread => {
             println!("## HTTP writes spread over all three nodes\n");
             println!(
@@ -38,7 +47,7 @@ pub(crate) fn table(plan: &Plan, binary: &Path, target: Target) -> Result<(), St
         let (rate, p50, p99) = medians(&row.samples);
         let (non_200, io) = (row.non_200, row.io_errors);
         match target {
-            Target::Leader => println!(
+            Target::Leader | Target::Follower => println!(
                 "| {clients:>7} | {rate:>8} | {p50:>11} | {p99:>11} | {non_200:>7} | {io:>10} |"
             ),
             Target::Spread => {
