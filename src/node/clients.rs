@@ -32,6 +32,10 @@ impl Forwarded {
     }
 }
 
+/// How often forwarded requests are checked for their deadline: a
+/// request gives up at most this much after its time.
+const FORWARD_SWEEP: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Node {
     /// Fails requests forwarded to a leader other than `leader` (a new
     /// term or a new leader began): a write's fate is unknown, a read can
@@ -83,15 +87,35 @@ impl Node {
         self.forwarded.insert(id, (leader, incarnation, pending));
         tracing::debug!(node = self.id(), leader, request = id, "forwarding");
         self.send(leader, make(id));
-        ctx.run_later(within, move |act, _| {
-            match act.forwarded.remove(&id) {
+        self.forward_deadlines
+            .insert((tokio::time::Instant::now() + within, id));
+        if !self.forward_sweep_scheduled {
+            self.forward_sweep_scheduled = true;
+            ctx.run_later(FORWARD_SWEEP, |act, ctx| act.sweep_forwarded(ctx));
+        }
+    }
+
+    /// Fails the forwarded requests whose time is up.
+    fn sweep_forwarded(&mut self, ctx: &mut Context<Self>) {
+        let now = tokio::time::Instant::now();
+        while let Some(&(deadline, id)) = self.forward_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.forward_deadlines.pop_first();
+            match self.forwarded.remove(&id) {
                 // The leader may have applied it; we cannot tell.
                 Some((_, _, Forwarded::Write(r))) => drop(r.send(Err(RaftError::Indeterminate))),
                 Some((_, _, Forwarded::Admin(r))) => drop(r.send(Err(RaftError::Indeterminate))),
                 Some((_, _, Forwarded::Read(r))) => drop(r.send(Err(RaftError::Timeout))),
                 None => {}
             }
-        });
+        }
+        if self.forward_deadlines.is_empty() {
+            self.forward_sweep_scheduled = false;
+        } else {
+            ctx.run_later(FORWARD_SWEEP, |act, ctx| act.sweep_forwarded(ctx));
+        }
     }
 
     /// Sends `to` the outcome of a request it forwarded, once `rx` has it;

@@ -85,6 +85,12 @@ pub(crate) struct Node {
     /// Requests forwarded to a leader: id → (that leader, its incarnation
     /// when we sent, who waits).
     forwarded: BTreeMap<u64, (NodeId, u64, Forwarded)>,
+    /// When each forwarded request gives up, earliest first (answered ones
+    /// too, until then): swept by one timer, not a timer per request —
+    /// actix polls every timer of an actor each time it wakes.
+    forward_deadlines: std::collections::BTreeSet<(Instant, u64)>,
+    /// Whether the sweep of `forward_deadlines` is scheduled.
+    forward_sweep_scheduled: bool,
     /// Forwarded writes proposed in the current term (copies dropped).
     seen_forwards: crate::core::forwards::SeenForwards,
     /// The live incarnation of each peer, and those replaced (ignored
@@ -146,6 +152,8 @@ impl Node {
             metrics,
             notices,
             forwarded: BTreeMap::new(),
+            forward_deadlines: Default::default(),
+            forward_sweep_scheduled: false,
             seen_forwards: Default::default(),
             incarnations,
             founding: None,
