@@ -1,8 +1,8 @@
 //! Cluster administration through the handle: membership changes,
-//! leadership transfer, member metadata and snapshots on request. Every administrative call works on any node: a follower
-//! forwards it to the leader, and its failures are classified as a
-//! write's are (definite until the request has left the node,
-//! indeterminate after).
+//! leadership transfer, member metadata and snapshots on request. Every
+//! administrative call works on any node: a follower forwards it to the
+//! leader, and its failures are classified as a write's are (definite
+//! until the request has left the node, indeterminate after).
 
 use super::*;
 use crate::error::MembershipError;

@@ -95,9 +95,7 @@ impl<SM: StateMachine> Raft<SM> {
             if batch.is_empty() {
                 return Ok(Tail::Gone);
             }
-            for entry in &batch {
-                bytes += 32 + payload_bytes(&entry.payload);
-            }
+            bytes += batch.iter().map(|e| 16 + e.size_hint() as u64).sum::<u64>();
             if bytes > MAX_LOG_BYTES * 3 / 4 {
                 return Ok(Tail::TooLarge);
             }
@@ -137,13 +135,5 @@ impl<SM: StateMachine> Raft<SM> {
             reader: BackupReader::new(&header, data, log),
             header,
         }
-    }
-}
-
-fn payload_bytes(payload: &Payload) -> u64 {
-    match payload {
-        Payload::Command(c) | Payload::Tagged { command: c, .. } => c.len() as u64,
-        Payload::Membership(m) => rmp_serde::to_vec(m).map_or(0, |v| v.len() as u64),
-        Payload::Blank | Payload::OpenSession { .. } => 0,
     }
 }
