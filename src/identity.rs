@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::core::types::{NodeId, NodeIdentity};
+use crate::core::types::{GroupId, NodeId, NodeIdentity};
 use crate::message::Envelope;
 use crate::transport::Transport;
 
@@ -14,14 +14,17 @@ use crate::transport::Transport;
 pub(crate) struct IdentityCell {
     cluster_id: AtomicU64,
     incarnation: u64,
+    /// The Raft group this node belongs to (0: a single-group node).
+    group: GroupId,
     founder: std::sync::atomic::AtomicBool,
 }
 
 impl IdentityCell {
-    pub(crate) fn new(identity: NodeIdentity) -> Arc<Self> {
+    pub(crate) fn new(identity: NodeIdentity, group: GroupId) -> Arc<Self> {
         Arc::new(IdentityCell {
             cluster_id: AtomicU64::new(identity.cluster_id),
             incarnation: identity.incarnation,
+            group,
             founder: identity.founder.into(),
         })
     }
@@ -32,6 +35,10 @@ impl IdentityCell {
             incarnation: self.incarnation,
             founder: self.founder.load(Ordering::Relaxed),
         }
+    }
+
+    pub(crate) fn group(&self) -> GroupId {
+        self.group
     }
 
     /// This incarnation founded the cluster (after asking the others).
@@ -65,6 +72,7 @@ impl Transport for Outbox {
         let identity = self.identity.get();
         envelope.cluster_id = identity.cluster_id;
         envelope.incarnation = identity.incarnation;
+        envelope.group = self.identity.group;
         self.transport.send(envelope);
     }
 

@@ -39,6 +39,9 @@ pub(crate) struct Environment {
     pub ask_founders: bool,
     /// The service's name (`NodeBuilder::cluster_name`), stamped on backups.
     pub cluster_name: String,
+    /// The Raft group the node belongs to (0: a single-group node); its
+    /// messages carry it, and it refuses those of another group.
+    pub group: crate::core::types::GroupId,
 }
 
 /// A boxed future, for handing to actix's `into_actor`.

@@ -205,7 +205,7 @@ pub use crate::command::Command;
 pub use crate::config::Config;
 pub use crate::core::session::SessionError;
 pub use crate::core::types::{
-    Entry, HardState, LogId, Membership, NodeId, NodeIdentity, Payload, API_ADDRESS,
+    Entry, GroupId, HardState, LogId, Membership, NodeId, NodeIdentity, Payload, API_ADDRESS,
 };
 #[cfg(all(feature = "fjall", feature = "tcp"))]
 pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::log::ConflictHint;
 use crate::core::session::SessionError;
-use crate::core::types::{ClientCommand, Entry, LogId, Membership, NodeId};
+use crate::core::types::{ClientCommand, Entry, GroupId, LogId, Membership, NodeId};
 use crate::error::{MembershipError, RaftError, TransferError};
 use crate::storage::snapshot::SnapshotMeta;
 
@@ -26,6 +26,10 @@ pub struct Envelope {
     pub cluster_id: u64,
     /// The sender's incarnation: a new one means the sender lost its state.
     pub incarnation: u64,
+    /// The Raft group the message belongs to (0 for a single-group node):
+    /// hosts sharing one connection route by it, and a node refuses a
+    /// message of another group.
+    pub group: GroupId,
 }
 
 impl Envelope {
@@ -38,6 +42,7 @@ impl Envelope {
             message,
             cluster_id: 0,
             incarnation: 0,
+            group: 0,
         }
     }
 }

@@ -91,6 +91,54 @@ async fn a_message_from_another_cluster_is_refused() {
     .await;
 }
 
+/// A host routes messages to its groups by the group id on the envelope;
+/// a node that gets one of another group (misrouted, or forged) refuses
+/// it like a message of another cluster, even with its own cluster id.
+#[actix_rt::test]
+async fn a_message_of_another_group_is_refused() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(Config {
+            election_timeout_min: SECS(20),
+            election_timeout_max: SECS(21),
+            ..test_config()
+        });
+        let ours = h.storage.contents().identity.unwrap().cluster_id;
+        let append = |cluster_id, group| Envelope {
+            cluster_id,
+            incarnation: 77,
+            group,
+            ..Envelope::new(
+                2,
+                1,
+                Message::AppendEntries {
+                    term: 9,
+                    prev: LogId::new(1, 1),
+                    entries: vec![],
+                    leader_commit: 0,
+                    round: 0,
+                },
+            )
+        };
+        h.raft.deliver(append(ours, 7));
+        // A message of another cluster is answered: its refusal orders
+        // after the first message's handling.
+        h.raft.deliver(append(ours ^ 0x5555, 0));
+        let (_, before) = h
+            .expect_after("a refusal", |e| {
+                matches!(e.message, Message::Refused { .. })
+            })
+            .await;
+        assert!(before
+            .iter()
+            .all(|e| !matches!(e.message, Message::AppendEntriesResponse { .. })));
+        assert_eq!(h.raft.counts().messages_other_cluster, 2);
+        let m = h.raft.metrics().borrow().clone();
+        assert_eq!((m.term, m.leader), (1, None), "nothing was adopted");
+    })
+    .await;
+}
+
 /// Finding 7: a node removed while down, wiped, and added back under its
 /// old id must be replicated from scratch, not trusted with what its
 /// previous incarnation had acknowledged.

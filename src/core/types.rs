@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// Identifies a node in the cluster.
 pub type NodeId = u64;
 
+/// A Raft group's id among the groups a [`crate::Host`] runs (0: the one
+/// group of a single-group node).
+pub type GroupId = u64;
+
 /// The position of an entry in the log: the term it was created in and its
 /// index. `LogId::default()` (term 0, index 0) stands for "before the first
 /// entry". Ordering is by term, then index — exactly Raft's "more up to date".

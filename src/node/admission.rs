@@ -21,6 +21,15 @@ impl Node {
             }
             return false;
         }
+        if env.group != self.cx.identity.group() {
+            // A host routes by group, so this is a misrouted or forged
+            // message: refused like one of another cluster, never handled.
+            crate::metrics::Counters::bump(&self.cx.counters.messages_other_cluster);
+            if self.should_log_refusal(env.from) {
+                tracing::warn!(node = self.id(), peer = env.from, group = env.group, ours = self.cx.identity.group(), "refusing a message of another group");
+            }
+            return false;
+        }
         if env.cluster_id == ours.cluster_id {
             return true;
         }

@@ -55,6 +55,7 @@ impl<SM: StateMachine> Raft<SM> {
             probe,
             ask_founders,
             cluster_name,
+            group,
         }: Environment,
     ) -> Result<Self, StartError> {
         if actix_rt::System::try_current().is_none() {
@@ -81,7 +82,7 @@ impl<SM: StateMachine> Raft<SM> {
             counters.clone(),
             ask_founders,
         )?;
-        let identity = IdentityCell::new(loaded.identity);
+        let identity = IdentityCell::new(loaded.identity, group);
         let raw_transport = transport.clone();
         let transport: Arc<dyn Transport> = Outbox::new(transport, identity.clone());
         let snapshot_id = loaded

@@ -211,6 +211,7 @@ where
                     probe,
                     ask_founders: true,
                     cluster_name: String::new(),
+                    group: 0,
                 },
             ));
         });

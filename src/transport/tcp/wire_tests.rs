@@ -198,10 +198,12 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         arb_message(),
         any::<u64>(),
         any::<u64>(),
+        any::<u64>(),
     )
-        .prop_map(|(from, to, message, cluster_id, incarnation)| Envelope {
+        .prop_map(|(from, to, message, cluster_id, incarnation, group)| Envelope {
             cluster_id,
             incarnation,
+            group,
             ..Envelope::new(from, to, message)
         })
 }
