@@ -15,6 +15,9 @@ pub(crate) enum IoMode {
     /// tokio's blocking pool.
     #[default]
     Threads,
+    /// As `Threads`, but log writes go to a host's writer thread shared by
+    /// every group of its database (one fsync per round for all).
+    Host(crate::log_store::SharedWriter),
     /// Everything on the node's own thread; a log write becomes durable
     /// after a simulated delay drawn by `write_latency`. Built only by the
     /// simulator (feature `testing`).
@@ -51,7 +54,7 @@ impl IoMode {
     /// `elapsed_ms` of true time as this node's clock measures it.
     pub(crate) fn clock_ms(&self, elapsed_ms: u64) -> u64 {
         match self {
-            IoMode::Threads => elapsed_ms,
+            IoMode::Threads | IoMode::Host(_) => elapsed_ms,
             IoMode::Simulated { clock_percent, .. } => {
                 elapsed_ms.saturating_mul(*clock_percent) / 100
             }
@@ -65,7 +68,7 @@ impl IoMode {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Boxed<Result<T, String>> {
         match self {
-            IoMode::Threads => Box::pin(async move {
+            IoMode::Threads | IoMode::Host(_) => Box::pin(async move {
                 actix_rt::task::spawn_blocking(work)
                     .await
                     .map_err(|e| format!("worker thread failed: {e}"))

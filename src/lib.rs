@@ -174,6 +174,8 @@ pub mod core;
 mod embed;
 mod error;
 mod follower;
+#[cfg(all(feature = "fjall", feature = "tcp"))]
+pub mod host;
 mod identity;
 mod io;
 mod leader;
@@ -210,6 +212,8 @@ pub use crate::core::types::{
 #[cfg(all(feature = "fjall", feature = "tcp"))]
 pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
+#[cfg(all(feature = "fjall", feature = "tcp"))]
+pub use crate::host::{GroupInfo, Host, HostBuilder, HostCounts, HostError};
 pub use crate::metrics::{Counts, Histogram, Histograms, Metrics, PeerProgress, Role, Traffic};
 pub use crate::raft::{LocalRead, Raft, Written};
 pub use crate::session::Session;

@@ -515,7 +515,7 @@ async fn start_here<SM: StateMachine + Send>(
 }
 
 /// A storage failure on `dir`, classified.
-fn storage_error(dir: &Path, source: StorageError) -> StartError {
+pub(crate) fn storage_error(dir: &Path, source: StorageError) -> StartError {
     let dir = dir.display().to_string();
     match source {
         StorageError::Locked => StartError::DirectoryInUse { dir },

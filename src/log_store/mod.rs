@@ -15,6 +15,7 @@
 
 mod load;
 mod reads;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -36,6 +37,7 @@ use crate::metrics::Counters;
 use crate::storage::snapshot::SnapshotMeta;
 use crate::storage::{InitialState, LogStorage, StorageError, WriteBatch};
 pub(crate) use reads::{LastLogId, NextIndexAfterConflict, ReadForPeer, ReadRange};
+pub(crate) use shared::SharedWriter;
 pub(crate) use writer::WriterThread;
 use writer::{Handed, Job, JobDone, Writer};
 

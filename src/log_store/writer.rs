@@ -27,6 +27,22 @@ pub(crate) struct Job {
     pub waiters: Vec<Durable>,
 }
 
+impl Job {
+    /// How many entries the job appends.
+    pub(crate) fn entries(&self) -> usize {
+        entries_in(&self.ops)
+    }
+}
+
+fn entries_in(ops: &[WriteOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            WriteOp::Write(batch) => batch.entries.len(),
+            WriteOp::Purge { .. } => 0,
+        })
+        .sum()
+}
+
 /// The writer finished a job.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -42,6 +58,9 @@ pub(crate) enum Writer {
     /// A storage that never blocks, called on the log store's own thread:
     /// no hand-off to another thread and back for each write.
     Inline(Box<dyn LogStorage>, WriterStats),
+    /// A host's writer thread, shared with the other groups of its
+    /// database (one fsync per round for all of them).
+    Shared(super::shared::SharedSlot),
 }
 
 impl Writer {
@@ -53,13 +72,12 @@ impl Writer {
         done: Addr<LogStore>,
         counters: Arc<Counters>,
     ) -> Result<(Writer, WriterThread), StorageError> {
-        let mut stats = WriterStats {
-            node_id,
-            counters,
-            threshold: SLOW_WRITE,
-            size_sampled: None,
-        };
+        let mut stats = WriterStats::new(node_id, counters);
         match io {
+            IoMode::Host(shared) => {
+                let slot = shared.register(storage, done, stats)?;
+                Ok((Writer::Shared(slot), Arc::new(Mutex::new(None))))
+            }
             IoMode::Threads if !storage.blocks() => {
                 Ok((Writer::Inline(storage, stats), Arc::new(Mutex::new(None))))
             }
@@ -103,6 +121,7 @@ impl Writer {
         let queued = match self {
             Writer::Thread(tx) => tx.send(job).is_ok(),
             Writer::Task(tx) => tx.send(job).is_ok(),
+            Writer::Shared(slot) => slot.hand(job),
             Writer::Inline(storage, stats) => {
                 return Handed::Done(perform(&mut **storage, job.ops, stats), job.waiters)
             }
@@ -142,44 +161,53 @@ pub(crate) struct WriterStats {
     size_sampled: Option<Instant>,
 }
 
+impl WriterStats {
+    pub(crate) fn new(node_id: NodeId, counters: Arc<Counters>) -> WriterStats {
+        WriterStats {
+            node_id,
+            counters,
+            threshold: SLOW_WRITE,
+            size_sampled: None,
+        }
+    }
+
+    /// Records a durable write of `entries` that took `elapsed`, and
+    /// complains if the disk was slow.
+    pub(crate) fn record(&mut self, storage: &dyn LogStorage, elapsed: Duration, entries: usize) {
+        let histograms = &self.counters.histograms;
+        histograms.fsync_latency_us.record_duration(elapsed);
+        histograms.write_batch_entries.record(entries as u64);
+        if elapsed > self.threshold {
+            tracing::warn!(
+                node = self.node_id,
+                entries,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow durable write: the disk took longer than {} ms",
+                self.threshold.as_millis()
+            );
+        }
+        if self
+            .size_sampled
+            .is_none_or(|at| at.elapsed() >= SIZE_SAMPLE_EVERY)
+        {
+            self.size_sampled = Some(Instant::now());
+            self.counters
+                .log_bytes
+                .store(storage.size_bytes(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs one job's operations, recording how long they took.
 fn perform(
     storage: &mut dyn LogStorage,
     ops: Vec<WriteOp>,
     stats: &mut WriterStats,
 ) -> Result<(), String> {
-    let entries: usize = ops
-        .iter()
-        .map(|op| match op {
-            WriteOp::Write(batch) => batch.entries.len(),
-            WriteOp::Purge { .. } => 0,
-        })
-        .sum();
+    let entries = entries_in(&ops);
     let started = Instant::now();
     let result = execute(storage, ops).map_err(|e| e.to_string());
-    let elapsed = started.elapsed();
-    let histograms = &stats.counters.histograms;
-    histograms.fsync_latency_us.record_duration(elapsed);
-    histograms.write_batch_entries.record(entries as u64);
-    if elapsed > stats.threshold {
-        tracing::warn!(
-            node = stats.node_id,
-            entries,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "slow durable write: the disk took longer than {} ms",
-            stats.threshold.as_millis()
-        );
-    }
-    if stats
-        .size_sampled
-        .is_none_or(|at| at.elapsed() >= SIZE_SAMPLE_EVERY)
-    {
-        stats.size_sampled = Some(Instant::now());
-        stats
-            .counters
-            .log_bytes
-            .store(storage.size_bytes(), Ordering::Relaxed);
-    }
+    stats.record(storage, started.elapsed(), entries);
     result
 }
 

@@ -26,7 +26,13 @@ impl Node {
             // message: refused like one of another cluster, never handled.
             crate::metrics::Counters::bump(&self.cx.counters.messages_other_cluster);
             if self.should_log_refusal(env.from) {
-                tracing::warn!(node = self.id(), peer = env.from, group = env.group, ours = self.cx.identity.group(), "refusing a message of another group");
+                tracing::warn!(
+                    node = self.id(),
+                    peer = env.from,
+                    group = env.group,
+                    ours = self.cx.identity.group(),
+                    "refusing a message of another group"
+                );
             }
             return false;
         }

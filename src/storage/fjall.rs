@@ -85,22 +85,52 @@ const ENTRY_KEY_LEN: usize = 2 + 8;
 /// Length of the checksum that starts every framed value.
 const CRC_LEN: usize = 4;
 
-/// The key of the entry at `index`.
-fn entry_key(index: u64) -> [u8; ENTRY_KEY_LEN] {
-    let mut key = [0u8; ENTRY_KEY_LEN];
-    key[..2].copy_from_slice(ENTRY_PREFIX);
-    key[2..].copy_from_slice(&index.to_be_bytes());
-    key
+/// Where one log's records live in its keyspace: right at the top for a
+/// node's own database, under a group's prefix in a host's shared one.
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: Vec<u8>,
 }
 
-/// The index encoded in an entry key, or `None` if the key is malformed.
-fn entry_index(key: &[u8]) -> Option<u64> {
-    let rest = key.strip_prefix(ENTRY_PREFIX)?;
-    Some(u64::from_be_bytes(rest.try_into().ok()?))
+impl Keys {
+    /// A node's own database: no prefix (the layout of the table above).
+    pub(super) fn top() -> Keys {
+        Keys { prefix: Vec::new() }
+    }
+
+    /// A group's records in a host's database: `prefix` ++ the key above.
+    pub(super) fn under(prefix: Vec<u8>) -> Keys {
+        Keys { prefix }
+    }
+
+    pub(super) fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The key of the record `name` (one of the `m/`, `h/` keys).
+    fn record(&self, name: &[u8]) -> Vec<u8> {
+        [&self.prefix[..], name].concat()
+    }
+
+    /// The key of the entry at `index`.
+    fn entry(&self, index: u64) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + ENTRY_KEY_LEN);
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(ENTRY_PREFIX);
+        key.extend_from_slice(&index.to_be_bytes());
+        key
+    }
+
+    /// The index encoded in an entry key, or `None` if the key is malformed.
+    fn index_of(&self, key: &[u8]) -> Option<u64> {
+        let rest = key
+            .strip_prefix(&self.prefix[..])?
+            .strip_prefix(ENTRY_PREFIX)?;
+        Some(u64::from_be_bytes(rest.try_into().ok()?))
+    }
 }
 
-/// Encodes `value` and prefixes it with its checksum.
-fn frame<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+pub(super) fn frame<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     let body = rmp_serde::to_vec(value).map_err(|e| StorageError::Io(format!("encode: {e}")))?;
     let mut out = Vec::with_capacity(CRC_LEN + body.len());
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -126,7 +156,7 @@ pub(crate) fn decode_records_for_fuzzing(bytes: &[u8]) {
 /// Verifies the checksum of a framed value and decodes it. The error is a
 /// human-readable reason, turned into [`StorageError::Corrupt`] by the caller
 /// (which knows the index). Never panics, whatever the bytes.
-fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+pub(super) fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     if bytes.len() < CRC_LEN {
         return Err(format!(
             "value is {} bytes, shorter than its checksum",
@@ -146,7 +176,7 @@ fn unframe<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 /// Maps any fjall failure to [`StorageError::Io`]. fjall poisons itself after
 /// a failed fsync, so every later call fails too — which is what Raft needs.
-fn io(e: ::fjall::Error) -> StorageError {
+pub(super) fn io(e: ::fjall::Error) -> StorageError {
     match e {
         ::fjall::Error::Locked => StorageError::Locked,
         e => StorageError::Io(e.to_string()),
@@ -188,6 +218,11 @@ pub struct FjallStorage {
     snapshots: Arc<FileSnapshotStore>,
     db: Database,
     log: Keyspace,
+    /// Where this log's records are in `log`.
+    keys: Keys,
+    /// Each write syncs before it returns; off only under a host, whose
+    /// shared writer syncs once for the writes of all its groups.
+    sync_each_write: bool,
     /// The persisted snapshot point; entries at or below it are gone.
     snapshot: LogId,
     /// Index of the last entry, or `snapshot.index` when there is none. Kept
@@ -230,22 +265,55 @@ impl FjallStorage {
             .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
             .map_err(io)?;
 
-        let format = log.get(KEY_FORMAT).map_err(io)?;
-        let cluster = log.get(KEY_CLUSTER).map_err(io)?;
+        Self::attach(
+            root.to_path_buf(),
+            dir,
+            snapshots,
+            db,
+            log,
+            Keys::top(),
+            cluster_id,
+            true,
+        )
+    }
+
+    /// Opens the log whose records are under `keys` in `log`, checking (or
+    /// writing, the first time) its format version and cluster id.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attach(
+        root: PathBuf,
+        dir: PathBuf,
+        snapshots: Arc<FileSnapshotStore>,
+        db: Database,
+        log: Keyspace,
+        keys: Keys,
+        cluster_id: &str,
+        sync_each_write: bool,
+    ) -> Result<Self, StorageError> {
+        let format = log.get(keys.record(KEY_FORMAT)).map_err(io)?;
+        let cluster = log.get(keys.record(KEY_CLUSTER)).map_err(io)?;
         match (format, cluster) {
             (None, None) => {
                 // A fresh store must really be empty: data without the
                 // identity records was not written by us, and adopting it
                 // would attach a foreign log to this cluster.
-                if log.first_key_value().is_some() {
+                if log.prefix(keys.prefix()).next().is_some() {
                     return Err(StorageError::Incompatible(format!(
                         "{} holds data but no format version or cluster id",
                         dir.display()
                     )));
                 }
                 let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-                batch.insert(&log, KEY_FORMAT, FORMAT_VERSION.to_be_bytes().to_vec());
-                batch.insert(&log, KEY_CLUSTER, cluster_id.as_bytes().to_vec());
+                batch.insert(
+                    &log,
+                    keys.record(KEY_FORMAT),
+                    FORMAT_VERSION.to_be_bytes().to_vec(),
+                );
+                batch.insert(
+                    &log,
+                    keys.record(KEY_CLUSTER),
+                    cluster_id.as_bytes().to_vec(),
+                );
                 batch.commit().map_err(io)?;
             }
             (Some(format), cluster) => {
@@ -289,11 +357,13 @@ impl FjallStorage {
         }
 
         let mut store = FjallStorage {
-            root: root.to_path_buf(),
+            root,
             dir,
             snapshots,
             db,
             log,
+            keys,
+            sync_each_write,
             snapshot: LogId::default(),
             last_index: 0,
         };
@@ -305,10 +375,13 @@ impl FjallStorage {
         store.last_index = match store.entry_range(0).next_back() {
             Some(guard) => {
                 let key = guard.key().map_err(io)?;
-                entry_index(&key).ok_or_else(|| StorageError::Corrupt {
-                    index: 0,
-                    reason: format!("malformed entry key {key:?}"),
-                })?
+                store
+                    .keys
+                    .index_of(&key)
+                    .ok_or_else(|| StorageError::Corrupt {
+                        index: 0,
+                        reason: format!("malformed entry key {key:?}"),
+                    })?
             }
             None => 0,
         }
@@ -318,12 +391,15 @@ impl FjallStorage {
 
     /// All entry keys from `from` on, in index order.
     fn entry_range(&self, from: u64) -> ::fjall::Iter {
-        self.log.range(entry_key(from)..=entry_key(u64::MAX))
+        self.log
+            .range(self.keys.entry(from)..=self.keys.entry(u64::MAX))
     }
 
     /// A batch that is durable (fsynced, data and metadata) once committed.
     fn durable_batch(&self) -> ::fjall::OwnedWriteBatch {
-        self.db.batch().durability(Some(PersistMode::SyncAll))
+        self.db
+            .batch()
+            .durability(self.sync_each_write.then_some(PersistMode::SyncAll))
     }
 
     /// Reads a framed metadata record. Corruption there is reported at index
@@ -333,7 +409,7 @@ impl FjallStorage {
         key: &[u8],
         what: &str,
     ) -> Result<Option<T>, StorageError> {
-        match self.log.get(key).map_err(io)? {
+        match self.log.get(self.keys.record(key)).map_err(io)? {
             None => Ok(None),
             Some(bytes) => unframe(&bytes)
                 .map(Some)
@@ -417,7 +493,7 @@ impl LogStorage for FjallStorage {
         let first = snapshot.index + 1;
         for (expected, guard) in (first..).zip(self.entry_range(first)) {
             let (key, value) = guard.into_inner().map_err(io)?;
-            let Some(index) = entry_index(&key) else {
+            let Some(index) = self.keys.index_of(&key) else {
                 return Err(self.corrupt_entry(expected, format!("malformed entry key {key:?}")));
             };
             if index != expected {
@@ -473,7 +549,7 @@ impl LogStorage for FjallStorage {
                     entry.log_id.index
                 )));
             }
-            encoded.push((entry_key(next), frame(entry)?));
+            encoded.push((self.keys.entry(next), frame(entry)?));
             next += 1;
         }
         let new_last = next - 1;
@@ -484,16 +560,20 @@ impl LogStorage for FjallStorage {
         // would share a sequence number, leaving which one wins up to the
         // engine.
         for index in new_last + 1..=self.last_index {
-            fb.remove(&self.log, entry_key(index));
+            fb.remove(&self.log, self.keys.entry(index));
         }
         for (key, value) in encoded {
             fb.insert(&self.log, key, value);
         }
         if let Some(hard_state) = &batch.hard_state {
-            fb.insert(&self.log, KEY_HARD_STATE, frame(hard_state)?);
+            fb.insert(
+                &self.log,
+                self.keys.record(KEY_HARD_STATE),
+                frame(hard_state)?,
+            );
         }
         if let Some(identity) = &batch.identity {
-            fb.insert(&self.log, KEY_IDENTITY, frame(identity)?);
+            fb.insert(&self.log, self.keys.record(KEY_IDENTITY), frame(identity)?);
         }
         fb.commit().map_err(io)?;
 
@@ -510,10 +590,10 @@ impl LogStorage for FjallStorage {
         }
         let mut fb = self.durable_batch();
         for index in self.snapshot.index + 1..=upto.index.min(self.last_index) {
-            fb.remove(&self.log, entry_key(index));
+            fb.remove(&self.log, self.keys.entry(index));
         }
         let record: SnapshotRecord = (upto, membership.clone());
-        fb.insert(&self.log, KEY_SNAPSHOT, frame(&record)?);
+        fb.insert(&self.log, self.keys.record(KEY_SNAPSHOT), frame(&record)?);
         fb.commit().map_err(io)?;
 
         self.snapshot = upto;

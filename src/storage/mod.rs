@@ -4,6 +4,8 @@ use crate::core::types::{Entry, HardState, LogId, Membership, NodeIdentity};
 
 #[cfg(feature = "fjall")]
 pub mod fjall;
+#[cfg(feature = "fjall")]
+pub(crate) mod fjall_host;
 pub mod memory;
 pub mod snapshot;
 

@@ -200,12 +200,14 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         any::<u64>(),
         any::<u64>(),
     )
-        .prop_map(|(from, to, message, cluster_id, incarnation, group)| Envelope {
-            cluster_id,
-            incarnation,
-            group,
-            ..Envelope::new(from, to, message)
-        })
+        .prop_map(
+            |(from, to, message, cluster_id, incarnation, group)| Envelope {
+                cluster_id,
+                incarnation,
+                group,
+                ..Envelope::new(from, to, message)
+            },
+        )
 }
 
 fn arb_handshake() -> impl Strategy<Value = Handshake> {

@@ -1,0 +1,344 @@
+//! The host's thread: opening the database, the shared writer and the
+//! transport, starting groups (at start-up from the catalog, later on
+//! request), routing inbound messages, and the orderly end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{Host, HostError, Shared, StateMachineFactory};
+use crate::config::Config;
+use crate::core::types::{GroupId, Membership, NodeId};
+use crate::error::StartError;
+use crate::io::{Environment, IoMode};
+use crate::log_store::SharedWriter;
+use crate::message::Envelope;
+use crate::raft::Raft;
+use crate::state_machine::StateMachine;
+use crate::storage::fjall_host::HostDatabase;
+use crate::transport::tcp::{TcpConfig, TcpTransport};
+use crate::transport::Transport;
+
+/// A refusal of messages for unknown groups is logged at most this often.
+const UNKNOWN_GROUP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What [`super::HostBuilder::start`] checked.
+pub(super) struct Plan<SM: StateMachine> {
+    pub id: NodeId,
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub peers: BTreeMap<NodeId, String>,
+    pub cluster_name: String,
+    pub config: Config,
+    pub factory: Arc<StateMachineFactory<SM>>,
+}
+
+/// The parts the host's thread hands to the [`Host`] handle.
+type Started<SM> = Result<(Arc<Shared<SM>>, TcpTransport, actix_rt::ArbiterHandle), StartError>;
+
+/// What starting a group needs besides [`Shared`]: it lives on the host's
+/// thread only (the writer handle must not outlive the actors, so the
+/// thread can be joined at the end).
+pub(super) struct GroupRuntime {
+    transport: Arc<dyn Transport>,
+    state_machines: actix_rt::ArbiterHandle,
+}
+
+pub(super) async fn start<SM: StateMachine + Send>(plan: Plan<SM>) -> Result<Host<SM>, StartError> {
+    let (started_tx, started_rx) = oneshot::channel::<Started<SM>>();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (stopped_tx, stopped_rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("regatta-host-{}", plan.id))
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            // The state machines run on a thread of their own, as a
+            // single node's does: a long handler must not hold up the
+            // heartbeats of every group.
+            let state_machines = actix_rt::Arbiter::new();
+            let ran = system.block_on(serve(plan, state_machines.handle(), started_tx, stop_rx));
+            // Dropping the system drops every group's actors, and with
+            // them their places at the shared writer.
+            drop(system);
+            state_machines.stop();
+            let _ = state_machines.join();
+            if let Some(writer) = ran {
+                writer.stop_and_join();
+            }
+            let _ = stopped_tx.send(());
+        })
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    match started_rx.await {
+        Ok(Ok((shared, transport, arbiter))) => Ok(Host {
+            shared,
+            transport,
+            arbiter,
+            stop: Some(stop_tx),
+            stopped: Some(stopped_rx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Runtime(
+                "the host's thread ended during start-up".into(),
+            ))
+        }
+    }
+}
+
+/// Runs the host until it is told to stop; returns the shared writer to
+/// join once the actors are gone.
+async fn serve<SM: StateMachine + Send>(
+    plan: Plan<SM>,
+    state_machines: actix_rt::ArbiterHandle,
+    started: oneshot::Sender<Started<SM>>,
+    stop: oneshot::Receiver<()>,
+) -> Option<SharedWriter> {
+    let (shared, runtime, transport) = match open(plan, state_machines).await {
+        Ok(parts) => parts,
+        Err((e, writer)) => {
+            let _ = started.send(Err(e));
+            return writer;
+        }
+    };
+    let arbiter = actix_rt::Arbiter::current();
+    RUNTIME.with(|slot| *slot.borrow_mut() = Some(runtime));
+    if started
+        .send(Ok((shared.clone(), transport.clone(), arbiter)))
+        .is_ok()
+    {
+        // An error means the handle was dropped: stop as asked.
+        let _ = stop.await;
+    }
+    transport.shutdown();
+    let _guard = shared.lifecycle.lock().await;
+    let groups: Vec<Raft<SM>> = lock_write(&shared.groups).drain().map(|(_, r)| r).collect();
+    futures_util::future::join_all(groups.iter().map(|raft| raft.shutdown())).await;
+    RUNTIME.with(|slot| slot.borrow_mut().take());
+    let writer = lock(&shared.writer).take();
+    writer
+}
+
+thread_local! {
+    /// The host's [`GroupRuntime`], on the host's thread.
+    static RUNTIME: std::cell::RefCell<Option<Arc<GroupRuntime>>> = const { std::cell::RefCell::new(None) };
+}
+
+type Opened<SM> = (Arc<Shared<SM>>, Arc<GroupRuntime>, TcpTransport);
+
+async fn open<SM: StateMachine + Send>(
+    plan: Plan<SM>,
+    state_machines: actix_rt::ArbiterHandle,
+) -> Result<Opened<SM>, (StartError, Option<SharedWriter>)> {
+    let dir = plan.dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        (
+            crate::embed::storage_error(&dir, crate::storage::StorageError::Io(e.to_string())),
+            None,
+        )
+    })?;
+    let db = HostDatabase::open(&dir, &plan.cluster_name)
+        .map_err(|e| (crate::embed::storage_error(&dir, e), None))?;
+    let catalog = db
+        .groups()
+        .map_err(|e| (crate::embed::storage_error(&dir, e), None))?;
+    let syncing = db.clone();
+    let writer = SharedWriter::start(
+        &format!("regatta-log-host-{}", plan.id),
+        Box::new(move || syncing.persist()),
+    )
+    .map_err(|e| (StartError::Runtime(e.to_string()), None))?;
+    let shared = Arc::new(Shared {
+        id: plan.id,
+        groups: RwLock::new(HashMap::new()),
+        founders: Mutex::new(BTreeMap::new()),
+        db,
+        factory: plan.factory,
+        config: plan.config,
+        cluster_name: plan.cluster_name.clone(),
+        writer: Mutex::new(Some(writer.clone())),
+        messages_unknown_group: AtomicU64::new(0),
+        lifecycle: tokio::sync::Mutex::new(()),
+    });
+    let mut tcp = TcpConfig::new(plan.id, plan.cluster_name, plan.listen);
+    tcp.advertise = plan.advertise;
+    tcp.peers = plan.peers;
+    let transport = TcpTransport::start(tcp, route(Arc::downgrade(&shared)))
+        .await
+        .map_err(|source| {
+            (
+                StartError::Listen {
+                    addr: plan.listen.to_string(),
+                    source,
+                },
+                Some(writer.clone()),
+            )
+        })?;
+    let runtime = Arc::new(GroupRuntime {
+        transport: Arc::new(transport.clone()),
+        state_machines,
+    });
+    for (group, founders) in catalog {
+        if let Err(e) = start_group(&shared, &runtime, &writer, group, founders) {
+            transport.shutdown();
+            let source = match e {
+                HostError::Start { source, .. } => source,
+                other => StartError::Runtime(other.to_string()),
+            };
+            return Err((
+                StartError::Runtime(format!("group {group} could not start: {source}")),
+                Some(writer),
+            ));
+        }
+    }
+    Ok((shared, runtime, transport))
+}
+
+/// The transport's delivery: to the group's node, or refused (counted,
+/// logged now and then) if this host has no such group.
+fn route<SM: StateMachine>(shared: Weak<Shared<SM>>) -> Arc<dyn Fn(Envelope) + Send + Sync> {
+    let logged: Mutex<Option<Instant>> = Mutex::new(None);
+    Arc::new(move |envelope: Envelope| {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let raft = lock_read(&shared.groups).get(&envelope.group).cloned();
+        match raft {
+            Some(raft) => raft.deliver(envelope),
+            None => {
+                shared
+                    .messages_unknown_group
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut last = lock(&logged);
+                if last.is_none_or(|at| at.elapsed() >= UNKNOWN_GROUP_LOG_INTERVAL) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(
+                        host = shared.id,
+                        peer = envelope.from,
+                        group = envelope.group,
+                        "refusing a message for a group this host does not have (not created here yet, or removed)"
+                    );
+                }
+            }
+        }
+    })
+}
+
+/// Starts `group`'s node on this thread and lists it.
+fn start_group<SM: StateMachine + Send>(
+    shared: &Shared<SM>,
+    runtime: &GroupRuntime,
+    writer: &SharedWriter,
+    group: GroupId,
+    founders: Membership,
+) -> Result<Raft<SM>, HostError> {
+    let storage = shared
+        .db
+        .open_group(group, &shared.cluster_name)
+        .map_err(|source| HostError::Start {
+            group,
+            source: crate::embed::storage_error(std::path::Path::new("host database"), source),
+        })?;
+    let mut config = shared.config.clone();
+    // Groups founded by the same hosts would otherwise share a cluster id.
+    config.cluster_token = format!("{}#group-{group}", config.cluster_token);
+    let state_machine = (shared.factory)(group);
+    let sm = SM::start_in_arbiter(&runtime.state_machines, move |_| state_machine);
+    let raft = Raft::start_with(
+        shared.id,
+        config,
+        storage,
+        runtime.transport.clone(),
+        Some(founders.clone()),
+        sm,
+        Environment {
+            io: IoMode::Host(writer.clone()),
+            ask_founders: true,
+            cluster_name: shared.cluster_name.clone(),
+            group,
+            ..Default::default()
+        },
+    )
+    .map_err(|source| HostError::Start { group, source })?;
+    lock_write(&shared.groups).insert(group, raft.clone());
+    lock(&shared.founders).insert(group, founders);
+    Ok(raft)
+}
+
+/// [`Host::create_group`], on the host's thread.
+pub(super) async fn create<SM: StateMachine + Send>(
+    shared: &Shared<SM>,
+    group: GroupId,
+    founders: Membership,
+) -> Result<Raft<SM>, HostError> {
+    if group == 0 {
+        return Err(HostError::InvalidGroup);
+    }
+    let asked: Vec<NodeId> = founders.voters.iter().copied().collect();
+    if !founders.voters.contains(&shared.id) {
+        return Err(HostError::NotAFounder {
+            id: shared.id,
+            group,
+            founders: asked,
+        });
+    }
+    let _guard = shared.lifecycle.lock().await;
+    if let Some(existing) = lock(&shared.founders).get(&group) {
+        if existing.voters != founders.voters {
+            return Err(HostError::GroupExists {
+                group,
+                existing: existing.voters.iter().copied().collect(),
+                asked,
+            });
+        }
+    }
+    if let Some(raft) = lock_read(&shared.groups).get(&group) {
+        return Ok(raft.clone());
+    }
+    let runtime = RUNTIME
+        .with(|slot| slot.borrow().clone())
+        .ok_or(HostError::Stopped)?;
+    let writer = lock(&shared.writer).clone().ok_or(HostError::Stopped)?;
+    shared.db.add_group(group, &founders)?;
+    start_group(shared, &runtime, &writer, group, founders)
+}
+
+/// [`Host::remove_group`], on the host's thread.
+pub(super) async fn remove<SM: StateMachine + Send>(
+    shared: &Shared<SM>,
+    group: GroupId,
+) -> Result<(), HostError> {
+    let _guard = shared.lifecycle.lock().await;
+    let raft = lock_write(&shared.groups)
+        .remove(&group)
+        .ok_or(HostError::NoSuchGroup(group))?;
+    // Everything it queued is written before its data is deleted, and
+    // its place at the writer is released.
+    raft.shutdown().await;
+    lock(&shared.founders).remove(&group);
+    shared.db.remove_group(group)?;
+    tracing::info!(host = shared.id, group, "group removed from this host");
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}

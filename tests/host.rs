@@ -1,0 +1,198 @@
+//! Multi-raft: many groups on hosts that share one transport, one
+//! database and one writer thread.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use regatta::{GroupId, Host, HostError, NodeId, Raft};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+async fn start_host(id: NodeId, dir: &Path) -> Host<Counter> {
+    Host::builder(id, |_group| Counter::default())
+        .data_dir(dir.join(format!("host-{id}")))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .config(test_config())
+        .start()
+        .await
+        .expect("host starts")
+}
+
+/// Three hosts that know each other's addresses.
+async fn three_hosts(dir: &Path) -> Vec<Host<Counter>> {
+    let mut hosts = Vec::new();
+    for id in 1..=3 {
+        hosts.push(start_host(id, dir).await);
+    }
+    introduce(&hosts);
+    hosts
+}
+
+fn introduce(hosts: &[Host<Counter>]) {
+    for a in hosts {
+        for b in hosts {
+            if a.id() != b.id() {
+                a.set_peer_address(b.id(), &b.raft_addr().to_string());
+            }
+        }
+    }
+}
+
+async fn wait_leader(raft: &Raft<Counter>) -> NodeId {
+    raft.wait_for(SECS(20), |m| m.leader.is_some())
+        .await
+        .expect("the group elects a leader")
+        .leader
+        .unwrap()
+}
+
+async fn value(raft: &Raft<Counter>) -> u64 {
+    raft.read(Get).await.expect("linearizable read")
+}
+
+#[actix_rt::test]
+async fn groups_on_three_hosts_elect_and_keep_their_writes_apart_through_a_restart() {
+    init_tracing();
+    bounded(SECS(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = three_hosts(dir.path()).await;
+        let groups: Vec<GroupId> = (1..=8).collect();
+        for host in &hosts {
+            for &g in &groups {
+                host.create_group(g, [1, 2, 3]).await.unwrap();
+            }
+        }
+        // Group g gets g writes of g: its value is g * g, and no other
+        // group's write may show up in it.
+        for &g in &groups {
+            let raft = hosts[(g as usize) % 3].group(g).unwrap();
+            wait_leader(&raft).await;
+            for _ in 0..g {
+                raft.write(Add(g)).await.unwrap();
+            }
+        }
+        for &g in &groups {
+            assert_eq!(value(&hosts[0].group(g).unwrap()).await, g * g);
+        }
+        let counts = hosts[0].counts();
+        assert!(counts.log_syncs > 0, "{counts:?}");
+        assert_eq!(counts.messages_unknown_group, 0, "{counts:?}");
+
+        // Host 1 restarts: its groups come back from its database.
+        let first = hosts.remove(0);
+        first.shutdown().await;
+        let again = start_host(1, dir.path()).await;
+        hosts.insert(0, again);
+        introduce(&hosts);
+        let listed: Vec<GroupId> = hosts[0].groups().iter().map(|g| g.group).collect();
+        assert_eq!(listed, groups);
+        // Creating them again (as a service's start-up does) is a no-op.
+        for &g in &groups {
+            hosts[0].create_group(g, [1, 2, 3]).await.unwrap();
+        }
+        for &g in &groups {
+            let raft = hosts[0].group(g).unwrap();
+            raft.write(Add(1)).await.unwrap();
+            assert_eq!(value(&raft).await, g * g + 1);
+        }
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// A host refuses messages for a group it does not have (counted), and
+/// the group forms once its members create it.
+#[actix_rt::test]
+async fn a_message_for_a_group_the_host_does_not_have_is_refused() {
+    init_tracing();
+    bounded(SECS(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = three_hosts(dir.path()).await;
+        let early = hosts[0].create_group(5, [1, 2]).await.unwrap();
+        // Host 1 asks host 2 whether the group exists; host 2 refuses.
+        let deadline = tokio::time::Instant::now() + SECS(20);
+        while hosts[1].counts().messages_unknown_group == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no refusal counted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(hosts[1].group(5).is_none());
+        hosts[1].create_group(5, [1, 2]).await.unwrap();
+        wait_leader(&early).await;
+        early.write(Add(3)).await.unwrap();
+        // A host not among the founders cannot create the group, and
+        // other founders for an existing group are refused.
+        assert!(matches!(
+            hosts[2].create_group(5, [1, 2]).await,
+            Err(HostError::NotAFounder {
+                id: 3,
+                group: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            hosts[0].create_group(5, [1, 2, 3]).await,
+            Err(HostError::GroupExists { group: 5, .. })
+        ));
+        assert!(matches!(
+            hosts[0].create_group(0, [1]).await,
+            Err(HostError::InvalidGroup)
+        ));
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// A removed group's data is gone: after a restart the host does not
+/// have it, and a new group under the same id starts from nothing.
+#[actix_rt::test]
+async fn a_removed_group_is_gone_and_its_id_starts_afresh() {
+    init_tracing();
+    bounded(SECS(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = three_hosts(dir.path()).await;
+        for host in &hosts {
+            host.create_group(1, [1, 2, 3]).await.unwrap();
+            host.create_group(2, [1, 2, 3]).await.unwrap();
+        }
+        let one = hosts[0].group(1).unwrap();
+        wait_leader(&one).await;
+        one.write(Add(10)).await.unwrap();
+        let two = hosts[0].group(2).unwrap();
+        wait_leader(&two).await;
+        two.write(Add(20)).await.unwrap();
+        for host in &hosts {
+            host.remove_group(1).await.unwrap();
+        }
+        assert!(matches!(
+            hosts[0].remove_group(1).await,
+            Err(HostError::NoSuchGroup(1))
+        ));
+        let first = hosts.remove(0);
+        first.shutdown().await;
+        hosts.insert(0, start_host(1, dir.path()).await);
+        introduce(&hosts);
+        let listed: Vec<GroupId> = hosts[0].groups().iter().map(|g| g.group).collect();
+        assert_eq!(listed, vec![2]);
+        assert_eq!(value(&hosts[0].group(2).unwrap()).await, 20);
+        for host in &hosts {
+            host.create_group(1, [1, 2, 3]).await.unwrap();
+        }
+        let fresh = hosts[0].group(1).unwrap();
+        wait_leader(&fresh).await;
+        assert_eq!(value(&fresh).await, 0);
+        let info = hosts[0].groups();
+        assert_eq!(info.iter().map(|g| g.group).collect::<Vec<_>>(), [1, 2]);
+        assert!(info.iter().all(|g| g.term > 0), "{info:?}");
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}
