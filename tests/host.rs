@@ -196,3 +196,42 @@ async fn a_removed_group_is_gone_and_its_id_starts_afresh() {
     })
     .await;
 }
+
+/// Leaders of many groups end up spread over the hosts: within one of
+/// each other after a balance, whatever the elections did.
+#[actix_rt::test]
+async fn balancing_spreads_group_leaders_evenly_over_the_hosts() {
+    init_tracing();
+    bounded(SECS(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = three_hosts(dir.path()).await;
+        let groups: Vec<GroupId> = (1..=12).collect();
+        for host in &hosts {
+            for &g in &groups {
+                host.create_group(g, [1, 2, 3]).await.unwrap();
+            }
+        }
+        for &g in &groups {
+            wait_leader(&hosts[0].group(g).unwrap()).await;
+        }
+        hosts[1].balance_leaders().await;
+        let mut load = std::collections::BTreeMap::<NodeId, usize>::new();
+        for &g in &groups {
+            let leader = wait_leader(&hosts[0].group(g).unwrap()).await;
+            *load.entry(leader).or_default() += 1;
+        }
+        let (max, min) = (
+            load.values().max().copied().unwrap_or(0),
+            if load.len() == 3 {
+                load.values().min().copied().unwrap_or(0)
+            } else {
+                0
+            },
+        );
+        assert!(max - min <= 1, "leaders per host after balancing: {load:?}");
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}

@@ -42,6 +42,7 @@ pub mod founding;
 pub mod incarnations;
 pub mod lease;
 pub mod log;
+pub mod placement;
 pub mod progress;
 pub mod quorum;
 pub mod read_index;

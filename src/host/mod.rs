@@ -68,6 +68,9 @@ use crate::storage::fjall_host::HostDatabase;
 use crate::storage::StorageError;
 use crate::transport::tcp::TcpTransport;
 
+/// How many times [`Host::balance_leaders`] looks again.
+const BALANCE_ROUNDS: usize = 3;
+
 /// Makes the state machine of a group: called when a group is created
 /// and, on a restart, for every group the host had.
 pub type StateMachineFactory<SM> = dyn Fn(GroupId) -> SM + Send + Sync;
@@ -262,6 +265,59 @@ impl<SM: StateMachine + Send> Host<SM> {
             .collect();
         list.sort_by_key(|g| g.group);
         list
+    }
+
+    /// Spreads the leadership of this host's groups evenly over their
+    /// members: while some host leads more than its share of the groups
+    /// (as this host sees their leaders), one of its groups is handed to
+    /// the member host that leads the fewest. Returns how many transfers
+    /// succeeded. Each transfer is an ordinary leadership transfer, so
+    /// writes keep their guarantees; a transfer that fails (the target is
+    /// behind, or down) is skipped. Call it on any host, e.g. after the
+    /// hosts started or one came back.
+    pub async fn balance_leaders(&self) -> usize {
+        let mut moved = 0;
+        // A few rounds: a view taken while an earlier transfer settles,
+        // or a transfer that failed, leaves work for the next.
+        for _ in 0..BALANCE_ROUNDS {
+            let (leaders, members) = self.placement();
+            let moves = crate::core::placement::spread(&leaders, &members);
+            if moves.is_empty() {
+                break;
+            }
+            let transfers = moves
+                .into_iter()
+                .filter_map(|(group, to)| Some((group, to, self.group(group)?)))
+                .map(|(group, to, raft)| async move {
+                    let result = raft.transfer_leadership(to).await;
+                    if let Err(e) = &result {
+                        tracing::info!(host = self.id(), group, to, error = %e, "leadership transfer for balance skipped");
+                    }
+                    result.is_ok()
+                });
+            moved += futures_util::future::join_all(transfers)
+                .await
+                .into_iter()
+                .filter(|ok| *ok)
+                .count();
+        }
+        moved
+    }
+
+    /// Who leads each group (where known) and each group's voters, as
+    /// this host sees them.
+    fn placement(&self) -> (BTreeMap<GroupId, NodeId>, BTreeMap<GroupId, Vec<NodeId>>) {
+        let groups = self.shared.groups.read().unwrap_or_else(|e| e.into_inner());
+        let mut leaders = BTreeMap::new();
+        let mut members = BTreeMap::new();
+        for (group, raft) in groups.iter() {
+            let m = raft.metrics().borrow().clone();
+            if let Some(leader) = m.leader {
+                leaders.insert(*group, leader);
+            }
+            members.insert(*group, m.membership.voters.iter().copied().collect());
+        }
+        (leaders, members)
     }
 
     /// Host-wide counts since start.
