@@ -165,15 +165,20 @@ struct Shared<SM: StateMachine> {
 
 /// Many Raft groups in one process: see the [module documentation](self).
 ///
-/// Dropping the host stops it gracefully in the background; prefer
-/// [`Host::shutdown`], which waits.
+/// Dropping the host stops it gracefully in the background (its thread
+/// sees the handle gone); prefer [`Host::shutdown`], which waits.
 pub struct Host<SM: StateMachine> {
     shared: Arc<Shared<SM>>,
     transport: TcpTransport,
     arbiter: actix_rt::ArbiterHandle,
-    stop: Option<oneshot::Sender<()>>,
-    stopped: Option<oneshot::Receiver<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    end: Mutex<Option<Ending>>,
+}
+
+/// How the handle ends the host's thread and waits for it.
+struct Ending {
+    stop: oneshot::Sender<()>,
+    stopped: oneshot::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl<SM: StateMachine + Send> Host<SM> {
@@ -339,14 +344,20 @@ impl<SM: StateMachine + Send> Host<SM> {
 
     /// Stops every group gracefully (what is queued becomes durable),
     /// closes the transport and waits until the database is released.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    /// Takes `&self`, so a host shared with request handlers can be
+    /// stopped; later calls, and group operations after it, find the
+    /// host stopped.
+    pub async fn shutdown(&self) {
+        let end = self.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(Ending {
+            stop,
+            stopped,
+            thread,
+        }) = end
+        {
             let _ = stop.send(());
-        }
-        if let Some(stopped) = self.stopped.take() {
             let _ = stopped.await;
-        }
-        if let Some(thread) = self.thread.take() {
+            // It has signalled its end: joining does not block for long.
             let _ = thread.join();
         }
     }
@@ -369,13 +380,6 @@ impl<SM: StateMachine + Send> Host<SM> {
             return Err(HostError::Stopped);
         }
         rx.await.map_err(|_| HostError::Stopped)?
-    }
-}
-
-impl<SM: StateMachine> Drop for Host<SM> {
-    fn drop(&mut self) {
-        // The thread sees the closed channel and stops gracefully.
-        self.stop.take();
     }
 }
 

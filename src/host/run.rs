@@ -79,9 +79,11 @@ pub(super) async fn start<SM: StateMachine + Send>(plan: Plan<SM>) -> Result<Hos
             shared,
             transport,
             arbiter,
-            stop: Some(stop_tx),
-            stopped: Some(stopped_rx),
-            thread: Some(thread),
+            end: Mutex::new(Some(super::Ending {
+                stop: stop_tx,
+                stopped: stopped_rx,
+                thread,
+            })),
         }),
         Ok(Err(e)) => {
             let _ = thread.join();

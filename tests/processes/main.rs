@@ -7,7 +7,8 @@
 //! up by snapshot, growing and shrinking, replacing every founder),
 //! `operations` (backup and restore), `operator` (the `regatta` command
 //! line against the kv example),
-//! `security` (admin token, HTTPS, connection floods).
+//! `security` (admin token, HTTPS, connection floods), `sharded` (the
+//! sharded kv example: many groups on three hosts, one host killed).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,6 +24,7 @@ mod membership;
 mod operations;
 mod operator;
 mod security;
+mod sharded;
 
 #[test]
 fn counter_processes_lose_no_acknowledged_increment() {

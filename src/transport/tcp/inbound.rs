@@ -144,6 +144,7 @@ pub(super) async fn serve_inbound(
         .decoder_mut()
         .set_max_frame_length(shared.max_frame_bytes);
     debug!(node_id, peer_id, %remote, "accepted inbound connection");
+    shared.peer_connected(peer_id);
     let established = shared.admission.establish(pending, peer_id);
     if !address.is_empty() && address.len() <= MAX_ADVERTISED_LEN {
         // Picked up by the transport on its next send: a node can answer

@@ -200,8 +200,28 @@ struct Shared {
     /// Limits on inbound connections.
     admission: Arc<limits::Admission>,
     handshake_timeout: Duration,
+    /// Woken when a peer connects to us: it is up again, so the dialer
+    /// waiting out its backoff to that peer dials at once (a restarted
+    /// node is then reached in milliseconds, not after up to
+    /// `connect_backoff_max`).
+    peer_up: Mutex<HashMap<NodeId, Arc<tokio::sync::Notify>>>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<crate::transport::tls::TlsContext>>,
+}
+
+impl Shared {
+    /// The signal [`Shared::peer_connected`] gives the dialer of `peer`.
+    fn peer_up_signal(&self, peer: NodeId) -> Arc<tokio::sync::Notify> {
+        lock(&self.peer_up).entry(peer).or_default().clone()
+    }
+
+    /// `peer` completed a handshake with us: cut short the backoff of our
+    /// own dialer to it.
+    fn peer_connected(&self, peer: NodeId) {
+        if let Some(signal) = lock(&self.peer_up).get(&peer) {
+            signal.notify_one();
+        }
+    }
 }
 
 /// The TLS state a transport starts with.
@@ -414,6 +434,7 @@ impl TcpTransport {
                 config.max_pending_connections_per_ip,
             ),
             handshake_timeout: config.handshake_timeout,
+            peer_up: Mutex::new(HashMap::new()),
             #[cfg(feature = "tls")]
             tls,
         });

@@ -23,6 +23,7 @@ pub(super) async fn run_peer(
     mut address: watch::Receiver<String>,
 ) {
     let node_id = shared.node_id;
+    let peer_up = shared.peer_up_signal(peer_id);
     let mut backoff = shared.backoff_min;
     // The last problem logged at warn: a peer that stays down or keeps
     // refusing is reported once, not at every attempt.
@@ -101,6 +102,10 @@ pub(super) async fn run_peer(
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
+            () = peer_up.notified() => {
+                debug!(node_id, peer_id, "peer connected to us: dialing it now");
+                backoff = shared.backoff_min;
+            }
             changed = address.changed() => {
                 if changed.is_err() {
                     return;

@@ -79,6 +79,29 @@ async fn pair() -> ((TcpTransport, Inbox), (TcpTransport, Inbox)) {
     ((a, ra), (b, rb))
 }
 
+/// A dialer waiting out a long backoff to a peer that was down dials at
+/// once when that peer connects to it: a restarted node is reached as
+/// soon as it is back, not after the backoff.
+#[tokio::test]
+async fn a_peer_that_connects_to_us_is_dialed_without_waiting_out_the_backoff() {
+    let spot = dead_addr();
+    let mut slow = config(1, "c", local());
+    // Far beyond the test's bound: only the signal can end the wait.
+    slow.connect_backoff_min = Duration::from_secs(60);
+    slow.connect_backoff_max = Duration::from_secs(60);
+    let (a, _ra) = start(slow).await.unwrap();
+    a.set_address(2, &spot.to_string());
+    // The first dial fails: a now sleeps 60 s before the next.
+    a.send(msg(1, 2, 0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (b, mut rb) = start(config(2, "c", spot)).await.unwrap();
+    b.set_address(1, &a.local_addr().to_string());
+    b.send(msg(2, 1, 0));
+    send_until_received(&a, &mut rb, 1, 2).await;
+    a.shutdown();
+    b.shutdown();
+}
+
 #[tokio::test]
 async fn two_nodes_exchange_messages_both_ways() {
     let ((a, mut ra), (b, mut rb)) = pair().await;
