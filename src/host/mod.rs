@@ -134,6 +134,16 @@ pub struct GroupInfo {
     pub leader: Option<NodeId>,
 }
 
+impl<SM: StateMachine> Shared<SM> {
+    fn db(&self) -> Result<HostDatabase, HostError> {
+        self.db
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(HostError::Stopped)
+    }
+}
+
 /// Host-wide counts since start, for metrics and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostCounts {
@@ -151,7 +161,8 @@ struct Shared<SM: StateMachine> {
     id: NodeId,
     groups: RwLock<HashMap<GroupId, Raft<SM>>>,
     founders: Mutex<BTreeMap<GroupId, Membership>>,
-    db: HostDatabase,
+    /// Released when the host stops (the directory is then free).
+    db: Mutex<Option<HostDatabase>>,
     factory: Arc<StateMachineFactory<SM>>,
     config: Config,
     cluster_name: String,

@@ -127,6 +127,7 @@ async fn serve<SM: StateMachine + Send>(
     let groups: Vec<Raft<SM>> = lock_write(&shared.groups).drain().map(|(_, r)| r).collect();
     futures_util::future::join_all(groups.iter().map(|raft| raft.shutdown())).await;
     RUNTIME.with(|slot| slot.borrow_mut().take());
+    lock(&shared.db).take();
     let writer = lock(&shared.writer).take();
     writer
 }
@@ -164,7 +165,7 @@ async fn open<SM: StateMachine + Send>(
         id: plan.id,
         groups: RwLock::new(HashMap::new()),
         founders: Mutex::new(BTreeMap::new()),
-        db,
+        db: Mutex::new(Some(db)),
         factory: plan.factory,
         config: plan.config,
         cluster_name: plan.cluster_name.clone(),
@@ -245,7 +246,7 @@ fn start_group<SM: StateMachine + Send>(
     founders: Membership,
 ) -> Result<Raft<SM>, HostError> {
     let storage = shared
-        .db
+        .db()?
         .open_group(group, &shared.cluster_name)
         .map_err(|source| HostError::Start {
             group,
@@ -311,7 +312,7 @@ pub(super) async fn create<SM: StateMachine + Send>(
         .with(|slot| slot.borrow().clone())
         .ok_or(HostError::Stopped)?;
     let writer = lock(&shared.writer).clone().ok_or(HostError::Stopped)?;
-    shared.db.add_group(group, &founders)?;
+    shared.db()?.add_group(group, &founders)?;
     start_group(shared, &runtime, &writer, group, founders)
 }
 
@@ -328,7 +329,7 @@ pub(super) async fn remove<SM: StateMachine + Send>(
     // its place at the writer is released.
     raft.shutdown().await;
     lock(&shared.founders).remove(&group);
-    shared.db.remove_group(group)?;
+    shared.db()?.remove_group(group)?;
     tracing::info!(host = shared.id, group, "group removed from this host");
     Ok(())
 }
