@@ -45,6 +45,9 @@ pub(crate) struct Environment {
     /// The Raft group the node belongs to (0: a single-group node); its
     /// messages carry it, and it refuses those of another group.
     pub group: crate::core::types::GroupId,
+    /// The group may quiesce when idle: only on a host, whose heartbeat
+    /// between hosts then watches the leader's host in its stead.
+    pub quiesce: bool,
 }
 
 /// A boxed future, for handing to actix's `into_actor`.

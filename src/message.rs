@@ -261,6 +261,25 @@ pub enum Message {
         /// Whether the cluster exists.
         answer: crate::core::founding::FoundingAnswer,
     },
+    /// Leader → follower of a group on a [`crate::Host`]: the group is
+    /// idle (every member holds and has committed the whole log), so the
+    /// leader stops its heartbeats. A follower whose log ends at `last`
+    /// answers as to a heartbeat and stops its election timer until a
+    /// message of the group, a client request, or its host's suspicion of
+    /// the leader's host wakes it (quiescence).
+    Quiesce {
+        /// Leader's term.
+        term: u64,
+        /// The leader's last entry, committed.
+        last: LogId,
+        /// The leader's commit index (`last.index`).
+        leader_commit: u64,
+    },
+    /// Host → peer host, every heartbeat interval: this host is alive. One
+    /// per interval per direction whatever the number of groups; quiesced
+    /// groups rely on it instead of heartbeats of their own. Handled by
+    /// the host, never by a group.
+    HostHeartbeat,
 }
 
 impl Message {
@@ -274,7 +293,8 @@ impl Message {
             | Message::RequestVoteResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
-            | Message::TimeoutNow { term } => Some(*term),
+            | Message::TimeoutNow { term }
+            | Message::Quiesce { term, .. } => Some(*term),
             _ => None,
         }
     }
@@ -287,6 +307,7 @@ impl Message {
                 | Message::InstallSnapshot { .. }
                 | Message::RequestVote { .. }
                 | Message::TimeoutNow { .. }
+                | Message::Quiesce { .. }
                 | Message::ForwardWrite { .. }
                 | Message::ForwardAdmin { .. }
                 | Message::ReadIndexRequest { .. }

@@ -36,6 +36,9 @@ pub(crate) struct RoleContext {
     /// stamps), which a leader's [`crate::core::session::LogClock`]
     /// continues from.
     pub applied_log_time: Arc<std::sync::atomic::AtomicU64>,
+    /// The group runs on a [`crate::Host`], whose heartbeat between hosts
+    /// stands in for the heartbeats of an idle group: it may quiesce.
+    pub quiescence: bool,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a
@@ -84,6 +87,19 @@ pub(crate) struct ReplicationProgress {
     pub peers: std::collections::BTreeMap<NodeId, crate::metrics::PeerProgress>,
 }
 
+/// The role went quiet (`true`: a leader stopped its heartbeats, a
+/// follower its election timer) or woke up (`false`) in `term`.
+pub(crate) struct Quiesced {
+    pub term: u64,
+    pub quiet: bool,
+}
+
+/// Wakes a quiesced role: a client request or a message for the group
+/// came, or the host suspects the leader's host is down.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unquiesce;
+
 impl RoleContext {
     /// Reports `event` to the node.
     pub fn tell(&self, event: impl Into<RoleEvent>) {
@@ -104,6 +120,7 @@ pub(crate) enum RoleEvent {
     ReplicationProgress(ReplicationProgress),
     /// A follower installed a snapshot from its leader.
     SnapshotTaken(SnapshotTaken),
+    Quiesced(Quiesced),
 }
 
 macro_rules! role_events {
@@ -123,5 +140,6 @@ role_events!(
     StepDown,
     CommitTo,
     ReplicationProgress,
-    SnapshotTaken
+    SnapshotTaken,
+    Quiesced
 );

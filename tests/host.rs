@@ -235,3 +235,116 @@ async fn balancing_spreads_group_leaders_evenly_over_the_hosts() {
     })
     .await;
 }
+
+/// Idle groups go quiet: in a quiet second not one AppendEntries crosses
+/// between the hosts, only the hosts' own heartbeat (one per interval per
+/// peer, whatever the number of groups). A write wakes its group, and the
+/// groups a killed host led elect again on the others.
+#[actix_rt::test]
+async fn idle_groups_go_quiet_and_a_dead_host_is_still_noticed() {
+    init_tracing();
+    bounded(SECS(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = three_hosts(dir.path()).await;
+        let groups: Vec<GroupId> = (1..=24).collect();
+        for host in &hosts {
+            for &g in &groups {
+                host.create_group(g, [1, 2, 3]).await.unwrap();
+            }
+        }
+        for &g in &groups {
+            wait_leader(&hosts[0].group(g).unwrap()).await;
+        }
+        hosts[0].balance_leaders().await;
+        let all_quiet = |hosts: &[Host<Counter>]| {
+            hosts.iter().all(|h| {
+                groups
+                    .iter()
+                    .all(|g| h.group(*g).unwrap().metrics().borrow().quiesced)
+            })
+        };
+        let deadline = tokio::time::Instant::now() + SECS(30);
+        while !all_quiet(&hosts) {
+            if tokio::time::Instant::now() >= deadline {
+                let report: Vec<String> = hosts
+                    .iter()
+                    .map(|h| {
+                        let loud: Vec<String> = groups
+                            .iter()
+                            .filter_map(|g| {
+                                let m = h.group(*g).unwrap().metrics().borrow().clone();
+                                (!m.quiesced).then(|| format!("{g}:{:?}/{:?}", m.role, m.leader))
+                            })
+                            .collect();
+                        format!("host {}: {}", h.id(), loud.join(" "))
+                    })
+                    .collect();
+                panic!("the groups never all went quiet; awake: {report:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let appends = |hosts: &[Host<Counter>]| -> u64 {
+            hosts
+                .iter()
+                .flat_map(|h| {
+                    groups
+                        .iter()
+                        .map(|g| h.group(*g).unwrap().counts().append_entries_sent)
+                })
+                .sum()
+        };
+        let (appends_before, beats_before) = (appends(&hosts), hosts[0].counts().heartbeats_sent);
+        // A window to count messages in (the counts are what is checked).
+        let window = SECS(1);
+        tokio::time::sleep(window).await;
+        assert!(all_quiet(&hosts), "a group woke up by itself");
+        assert_eq!(appends(&hosts), appends_before, "AppendEntries while quiet");
+        let beats = hosts[0].counts().heartbeats_sent - beats_before;
+        let per_peer_interval =
+            window.as_millis() as u64 / test_config().heartbeat_interval.as_millis() as u64;
+        assert!(
+            beats > 0 && beats <= 2 * (per_peer_interval + 2),
+            "{beats} host heartbeats to 2 peers in {window:?}"
+        );
+
+        // A write wakes its group, wherever it is sent.
+        let raft = hosts[1].group(5).unwrap();
+        raft.write(Add(5)).await.unwrap();
+        assert_eq!(value(&raft).await, 5);
+
+        // Host 1 leads some groups; it dies, and they elect again.
+        let led_by_1 = groups
+            .iter()
+            .filter(|g| hosts[1].group(**g).unwrap().metrics().borrow().leader == Some(1))
+            .count();
+        assert!(led_by_1 > 0, "balancing gave host 1 no group");
+        let first = hosts.remove(0);
+        first.shutdown().await;
+        let deadline = tokio::time::Instant::now() + SECS(20);
+        loop {
+            let led = groups
+                .iter()
+                .filter(|g| {
+                    let leader = hosts[0].group(**g).unwrap().metrics().borrow().leader;
+                    leader.is_some_and(|l| l != 1)
+                })
+                .count();
+            if led == groups.len() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{led} of {} groups have a live leader after host 1 died",
+                groups.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for &g in &groups {
+            hosts[0].group(g).unwrap().write(Add(1)).await.unwrap();
+        }
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}

@@ -435,3 +435,39 @@ async fn a_forwarded_write_waits_for_the_leader_through_the_forwarders_pre_vote(
     })
     .await
 }
+
+/// Quiescence is for groups on a host, whose heartbeat between hosts
+/// watches the leader: a single-group node answers a `Quiesce` as a
+/// heartbeat and keeps its election timer, so it still notices a leader
+/// that went silent.
+#[actix_rt::test]
+async fn a_single_group_node_answers_quiesce_but_keeps_its_election_timer() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let h = Harness::start(test_config());
+        h.inject(
+            2,
+            Message::Quiesce {
+                term: 1,
+                last: LogId::new(1, 1),
+                leader_commit: 1,
+            },
+        );
+        let answer = h
+            .expect("the quiesce answered", |e| {
+                matches!(e.message, Message::AppendEntriesResponse { .. })
+            })
+            .await;
+        assert!(matches!(
+            answer.message,
+            Message::AppendEntriesResponse { result: Ok(_), .. }
+        ));
+        assert!(!h.raft.metrics().borrow().quiesced);
+        // The silent leader is noticed: a pre-vote goes out.
+        h.expect("a pre-vote after the election timeout", |e| {
+            matches!(e.message, Message::RequestVote { pre_vote: true, .. })
+        })
+        .await;
+    })
+    .await;
+}

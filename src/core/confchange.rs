@@ -256,6 +256,11 @@ impl Leaving {
         self.nodes.insert(id, index);
     }
 
+    /// Whether no removed node still waits to learn it was removed.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// Whether `id`, having acknowledged up to `matched`, now holds the
     /// configuration that removed it; if so it is forgotten here and its
     /// replication may stop.

@@ -44,6 +44,7 @@ pub mod lease;
 pub mod log;
 pub mod placement;
 pub mod progress;
+pub mod quiescence;
 pub mod quorum;
 pub mod read_index;
 pub mod session;

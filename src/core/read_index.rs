@@ -130,6 +130,11 @@ impl<R> ReadIndexQueue<R> {
         ready
     }
 
+    /// Whether no read waits.
+    pub fn is_idle(&self) -> bool {
+        self.waiting_commit.is_empty() && self.waiting_round.is_empty()
+    }
+
     /// Every waiting read, for failing them when leadership ends.
     pub fn drain(&mut self) -> Vec<R> {
         let mut all: Vec<R> = self.waiting_round.drain(..).map(|(_, _, w)| w).collect();

@@ -73,7 +73,11 @@ pub fn preamble(our_term: u64, leader_alive: bool, from: NodeId, message: &Messa
             }
     );
     if carries_real_term && term > our_term {
-        let leader = matches!(message, Message::AppendEntries { .. }).then_some(from);
+        let leader = matches!(
+            message,
+            Message::AppendEntries { .. } | Message::Quiesce { .. }
+        )
+        .then_some(from);
         return Preamble::AdoptTerm { term, leader };
     }
     if term >= our_term {
@@ -95,6 +99,16 @@ fn stale_reply(our_term: u64, message: &Message) -> Option<Message> {
             }),
             prev_index: prev.index,
             round: *round,
+        }),
+        // A deposed leader that went quiet learns of the newer term.
+        Message::Quiesce { last, .. } => Some(Message::AppendEntriesResponse {
+            term: our_term,
+            result: Err(ConflictHint {
+                conflict_term: None,
+                first_index: 0,
+            }),
+            prev_index: last.index,
+            round: 0,
         }),
         Message::RequestVote { pre_vote, .. } => Some(Message::RequestVoteResponse {
             term: our_term,

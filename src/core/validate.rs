@@ -62,6 +62,18 @@ pub fn append_entries(term: u64, prev: LogId, entries: &[Entry]) -> Result<(), I
     Ok(())
 }
 
+/// Quiesce: `last` sound, and the commit index it announces is exactly
+/// `last` (a leader quiesces only with its whole log committed).
+pub fn quiesce(term: u64, last: LogId, leader_commit: u64) -> Result<(), Invalid> {
+    position("last", last, term)?;
+    if leader_commit != last.index {
+        return refuse(format!(
+            "quiesce announces commit index {leader_commit} for a log ending at {last:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// A snapshot as announced in InstallSnapshot.
 pub struct SnapshotChunk<'a> {
     /// The last entry the snapshot covers.
@@ -152,6 +164,23 @@ mod tests {
                 payload: Payload::Blank,
             })
             .collect()
+    }
+
+    #[test]
+    fn quiesce_rules() {
+        assert!(quiesce(3, LogId::new(2, 7), 7).is_ok());
+        assert!(
+            quiesce(3, LogId::new(4, 7), 7).is_err(),
+            "a term above the message's"
+        );
+        assert!(
+            quiesce(3, LogId::new(2, 7), 6).is_err(),
+            "not all committed"
+        );
+        assert!(
+            quiesce(3, LogId::new(2, 7), 8).is_err(),
+            "committed beyond the log"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::core::types::{Entry, LogId, NodeId};
 use crate::log_store::{AppendRefused, FollowerAppend};
 use crate::message::{Envelope, Message};
 use crate::metrics::Counters;
-use crate::role::{CommitTo, ElectionTimeout, RoleContext, StopRole};
+use crate::role::{CommitTo, ElectionTimeout, Quiesced, RoleContext, StopRole, Unquiesce};
 use crate::storage::snapshot::{SnapshotMeta, SnapshotSink};
 
 pub(crate) struct Follower {
@@ -29,6 +29,9 @@ pub(crate) struct Follower {
     receiving: Option<(SnapshotMeta, Box<dyn SnapshotSink>)>,
     /// A received snapshot is being verified and installed.
     installing: bool,
+    /// The leader quiesced the group: the election timer lapses without
+    /// an election until something wakes the group.
+    quiesced: bool,
 }
 
 impl Follower {
@@ -42,6 +45,18 @@ impl Follower {
             rng,
             receiving: None,
             installing: false,
+            quiesced: false,
+        }
+    }
+
+    /// Leaves quiescence, if in it, and tells the node.
+    fn wake(&mut self) {
+        if self.quiesced {
+            self.quiesced = false;
+            self.cx.tell(Quiesced {
+                term: self.term,
+                quiet: false,
+            });
         }
     }
 
@@ -67,7 +82,9 @@ impl Follower {
             .saturating_duration_since(tokio::time::Instant::now());
         ctx.run_later(wait, |act, ctx| {
             act.timer_pending = false;
-            if tokio::time::Instant::now() < act.deadline {
+            if act.quiesced {
+                // Nothing more until the group wakes (`arm_timer`).
+            } else if tokio::time::Instant::now() < act.deadline {
                 act.wait_for_deadline(ctx);
             } else {
                 act.cx.tell(ElectionTimeout { term: act.term });
@@ -102,6 +119,14 @@ impl Handler<ResetElectionTimer> for Follower {
     }
 }
 
+impl Handler<Unquiesce> for Follower {
+    type Result = ();
+    fn handle(&mut self, _: Unquiesce, ctx: &mut Context<Self>) {
+        self.wake();
+        self.arm_timer(ctx);
+    }
+}
+
 /// An AppendEntries of this follower's term (the node checked the term).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -113,11 +138,16 @@ pub(crate) struct AppendEntriesRequest {
     pub round: u64,
     /// The node's commit index.
     pub commit_index: u64,
+    /// A `Quiesce`: once it matches the log, stop the election timer.
+    pub quiesce: bool,
 }
 
 impl Handler<AppendEntriesRequest> for Follower {
     type Result = ();
     fn handle(&mut self, msg: AppendEntriesRequest, ctx: &mut Context<Self>) {
+        if !msg.quiesce {
+            self.wake();
+        }
         self.arm_timer(ctx);
         let (durable, durable_rx) = oneshot::channel();
         let AppendEntriesRequest {
@@ -127,6 +157,7 @@ impl Handler<AppendEntriesRequest> for Follower {
             leader_commit,
             round,
             commit_index,
+            quiesce,
         } = msg;
         Counters::bump(&self.cx.counters.append_entries_received);
         let check = self.cx.log.send(FollowerAppend {
@@ -158,6 +189,10 @@ impl Handler<AppendEntriesRequest> for Follower {
                 }
                 Ok(Err(AppendRefused::Committed)) => {} // logged by the log store
                 Ok(Ok(matched)) => {
+                    if quiesce && act.cx.quiescence && !act.quiesced {
+                        act.quiesced = true;
+                        act.cx.tell(Quiesced { term, quiet: true });
+                    }
                     let envelope = reply(Ok(matched));
                     // Acknowledge only once durable: the leader counts this
                     // reply towards committing.

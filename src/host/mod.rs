@@ -47,6 +47,7 @@
 //! # }
 //! ```
 
+mod liveness;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -154,6 +155,11 @@ pub struct HostCounts {
     pub log_group_writes: u64,
     /// Messages refused because this host has no such group.
     pub messages_unknown_group: u64,
+    /// Host heartbeats sent (one per peer host per heartbeat interval,
+    /// whatever the number of groups).
+    pub heartbeats_sent: u64,
+    /// Host heartbeats received.
+    pub heartbeats_received: u64,
 }
 
 /// What the host's thread and its handles share.
@@ -169,6 +175,14 @@ struct Shared<SM: StateMachine> {
     /// Taken at shutdown so the writer thread can end.
     writer: Mutex<Option<SharedWriter>>,
     messages_unknown_group: AtomicU64,
+    /// The hosts this one sends heartbeats to: the builder's peers, every
+    /// group's founders and (refreshed now and then) members.
+    peer_hosts: Mutex<std::collections::BTreeSet<NodeId>>,
+    liveness: liveness::Liveness,
+    heartbeats_sent: AtomicU64,
+    heartbeats_received: AtomicU64,
+    /// Set when the host stops: its heartbeat ends.
+    stopping: std::sync::atomic::AtomicBool,
     /// Serializes creations and removals: each is a few steps on the
     /// catalog and the map that must not interleave.
     lifecycle: tokio::sync::Mutex<()>,
@@ -350,6 +364,8 @@ impl<SM: StateMachine + Send> Host<SM> {
             log_syncs,
             log_group_writes,
             messages_unknown_group: self.shared.messages_unknown_group.load(Ordering::Relaxed),
+            heartbeats_sent: self.shared.heartbeats_sent.load(Ordering::Relaxed),
+            heartbeats_received: self.shared.heartbeats_received.load(Ordering::Relaxed),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::core::types::{GroupId, Membership, NodeId};
 use crate::error::StartError;
 use crate::io::{Environment, IoMode};
 use crate::log_store::SharedWriter;
-use crate::message::Envelope;
+use crate::message::{Envelope, Message};
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 use crate::storage::fjall_host::HostDatabase;
@@ -114,6 +114,10 @@ async fn serve<SM: StateMachine + Send>(
         }
     };
     let arbiter = actix_rt::Arbiter::current();
+    actix_rt::spawn(super::liveness::run(
+        shared.clone(),
+        runtime.transport.clone(),
+    ));
     RUNTIME.with(|slot| *slot.borrow_mut() = Some(runtime));
     if started
         .send(Ok((shared.clone(), transport.clone(), arbiter)))
@@ -122,6 +126,7 @@ async fn serve<SM: StateMachine + Send>(
         // An error means the handle was dropped: stop as asked.
         let _ = stop.await;
     }
+    shared.stopping.store(true, Ordering::Relaxed);
     transport.shutdown();
     let _guard = shared.lifecycle.lock().await;
     let groups: Vec<Raft<SM>> = lock_write(&shared.groups).drain().map(|(_, r)| r).collect();
@@ -171,11 +176,22 @@ async fn open<SM: StateMachine + Send>(
         cluster_name: plan.cluster_name.clone(),
         writer: Mutex::new(Some(writer.clone())),
         messages_unknown_group: AtomicU64::new(0),
+        peer_hosts: Mutex::new(
+            plan.peers
+                .keys()
+                .copied()
+                .filter(|p| *p != plan.id)
+                .collect(),
+        ),
+        liveness: super::liveness::Liveness::new(),
+        heartbeats_sent: AtomicU64::new(0),
+        heartbeats_received: AtomicU64::new(0),
+        stopping: Default::default(),
         lifecycle: tokio::sync::Mutex::new(()),
     });
     let mut tcp = TcpConfig::new(plan.id, plan.cluster_name, plan.listen);
     tcp.advertise = plan.advertise;
-    tcp.peers = plan.peers;
+    tcp.peers = plan.peers.clone();
     let transport = TcpTransport::start(tcp, route(Arc::downgrade(&shared)))
         .await
         .map_err(|source| {
@@ -215,6 +231,11 @@ fn route<SM: StateMachine>(shared: Weak<Shared<SM>>) -> Arc<dyn Fn(Envelope) + S
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if let Message::HostHeartbeat = envelope.message {
+            shared.heartbeats_received.fetch_add(1, Ordering::Relaxed);
+            shared.liveness.heard(envelope.from);
+            return;
+        }
         let raft = lock_read(&shared.groups).get(&envelope.group).cloned();
         match raft {
             Some(raft) => raft.deliver(envelope),
@@ -269,11 +290,13 @@ fn start_group<SM: StateMachine + Send>(
             ask_founders: true,
             cluster_name: shared.cluster_name.clone(),
             group,
+            quiesce: true,
             ..Default::default()
         },
     )
     .map_err(|source| HostError::Start { group, source })?;
     lock_write(&shared.groups).insert(group, raft.clone());
+    lock(&shared.peer_hosts).extend(founders.members().into_iter().filter(|m| *m != shared.id));
     lock(&shared.founders).insert(group, founders);
     Ok(raft)
 }

@@ -6,6 +6,7 @@
 mod latency;
 mod membership;
 mod proposals;
+mod quiescence;
 mod reads;
 mod transfer;
 
@@ -25,6 +26,7 @@ pub(crate) use self::transfer::TransferLeadership;
 use crate::applier::{RegisterWaiters, Waiter, WriteReply};
 use crate::core::confchange::{leave_joint, ChangeDriver, ChangeStep, Leaving};
 use crate::core::lease::Lease;
+use crate::core::quiescence::Quiescence;
 use crate::core::quorum::leader_commit;
 use crate::core::read_index::{ReadAction, ReadIndexQueue};
 use crate::core::session::LogClock;
@@ -37,6 +39,11 @@ use crate::metrics::{Counters, PeerProgress};
 use crate::replicator::{AppendReply, PeerReply, Replicator, Wake};
 use crate::role::{CommitTo, ReplicationProgress, RoleContext, StepDown, StopRole};
 use latency::CommitClock;
+
+/// Idle looks (one per four heartbeat intervals) before a group on a
+/// host goes quiet: a pause of under half a second in a busy group does
+/// not stop and restart its timers.
+const QUIESCE_AFTER_LOOKS: u32 = 2;
 
 /// Where a read index goes.
 pub(crate) type ReadReply = oneshot::Sender<Result<u64, RaftError>>;
@@ -77,6 +84,9 @@ pub(crate) struct Leader {
     /// change that makes it a learner has committed.
     replacing: Option<(NodeId, ChangeReply)>,
     commit_clock: CommitClock,
+    /// Whether the group is quiet (on a host), and the timers to stop.
+    quiescence: Quiescence,
+    ticks: Vec<SpawnHandle>,
 }
 
 /// Where the outcome of a leadership transfer goes.
@@ -124,6 +134,8 @@ impl Leader {
             promotion: None,
             replacing: None,
             commit_clock: CommitClock::default(),
+            quiescence: Quiescence::new(QUIESCE_AFTER_LOOKS),
+            ticks: Vec::new(),
         }
     }
 
@@ -323,6 +335,65 @@ impl Leader {
     }
 }
 
+impl Leader {
+    /// The leader's periodic work: progress reports (and the look for
+    /// quiescence), lease rounds, dead-voter cleanup, check-quorum. All
+    /// of it stops while the group is quiet.
+    fn start_ticks(&mut self, ctx: &mut Context<Self>) {
+        // Progress goes to the metrics a few times per second, not on every
+        // acknowledgement: the write path stays free of it.
+        // A cancelled timer may still fire once, in the poll that cancels
+        // it: each checks the group is awake.
+        let progress = ctx.run_interval(self.cx.config.heartbeat_interval * 4, |act, ctx| {
+            if act.quiescence.is_quiet() {
+                return;
+            }
+            act.report_progress();
+            act.look_for_quiescence(ctx);
+        });
+        self.ticks.push(progress);
+        if self.cx.config.lease_reads {
+            // Every heartbeat interval a round of its own renews the lease,
+            // idle or not (a busy leader's AppendEntries carry it).
+            let lease = ctx.run_interval(self.cx.config.heartbeat_interval, |act, _ctx| {
+                if act.quiescence.is_quiet() {
+                    return;
+                }
+                let round = act.reads.new_round();
+                act.start_round(ReadAction::SendRound(round));
+            });
+            self.ticks.push(lease);
+        }
+        if let Some(after) = self.cx.config.dead_voter_cleanup {
+            let cleanup = ctx.run_interval(self.cx.config.election_timeout_max, move |act, ctx| {
+                if !act.quiescence.is_quiet() {
+                    act.remove_a_dead_voter(after, ctx)
+                }
+            });
+            self.ticks.push(cleanup);
+        }
+        if self.cx.config.check_quorum {
+            let check = ctx.run_interval(self.cx.config.election_timeout_max, |act, _ctx| {
+                if act.quiescence.is_quiet() {
+                    return;
+                }
+                let window = act.cx.config.election_timeout_max.as_millis() as u64;
+                let since = act.now_ms().saturating_sub(window);
+                let id = act.cx.id;
+                if !act.tracker.quorum_heard_since(&act.membership, id, since) {
+                    tracing::warn!(
+                        node = id,
+                        term = act.term,
+                        "no quorum heard within an election timeout; stepping down"
+                    );
+                    act.cx.tell(StepDown { term: act.term });
+                }
+            });
+            self.ticks.push(check);
+        }
+    }
+}
+
 impl Actor for Leader {
     type Context = Context<Self>;
 
@@ -344,39 +415,7 @@ impl Actor for Leader {
         // The blank entry commits everything of earlier terms (§5.4.2) and
         // lets ReadIndex know this term's commit index is current.
         self.propose(Payload::Blank, None, ctx);
-        // Progress goes to the metrics a few times per second, not on every
-        // acknowledgement: the write path stays free of it.
-        ctx.run_interval(self.cx.config.heartbeat_interval * 4, |act, _ctx| {
-            act.report_progress()
-        });
-        if self.cx.config.lease_reads {
-            // Every heartbeat interval a round of its own renews the lease,
-            // idle or not (a busy leader's AppendEntries carry it).
-            ctx.run_interval(self.cx.config.heartbeat_interval, |act, _ctx| {
-                let round = act.reads.new_round();
-                act.start_round(ReadAction::SendRound(round));
-            });
-        }
-        if let Some(after) = self.cx.config.dead_voter_cleanup {
-            ctx.run_interval(self.cx.config.election_timeout_max, move |act, ctx| {
-                act.remove_a_dead_voter(after, ctx)
-            });
-        }
-        if self.cx.config.check_quorum {
-            ctx.run_interval(self.cx.config.election_timeout_max, |act, _ctx| {
-                let window = act.cx.config.election_timeout_max.as_millis() as u64;
-                let since = act.now_ms().saturating_sub(window);
-                let id = act.cx.id;
-                if !act.tracker.quorum_heard_since(&act.membership, id, since) {
-                    tracing::warn!(
-                        node = id,
-                        term = act.term,
-                        "no quorum heard within an election timeout; stepping down"
-                    );
-                    act.cx.tell(StepDown { term: act.term });
-                }
-            });
-        }
+        self.start_ticks(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {

@@ -69,6 +69,10 @@ pub struct Metrics {
     /// On the leader: how far each other member's log matches, refreshed
     /// a few times per second (empty on other nodes).
     pub replication: BTreeMap<NodeId, PeerProgress>,
+    /// The group is quiescent here (a group on a [`crate::Host`] with
+    /// nothing to do: its leader sends no heartbeats, this member runs no
+    /// election timer; the hosts' own heartbeat watches the leader's host).
+    pub quiesced: bool,
 }
 
 /// Event counts since the node started, kept in relaxed atomics by the

@@ -134,6 +134,11 @@ pub(crate) fn validate(message: &Message) -> Result<(), Invalid> {
                 len: data.len(),
             },
         ),
+        Message::Quiesce {
+            term,
+            last,
+            leader_commit,
+        } => validate::quiesce(*term, *last, *leader_commit),
         _ => Ok(()),
     }
 }

@@ -17,6 +17,7 @@ impl Handler<RoleEvent> for Node {
             RoleEvent::CommitTo(e) => self.on_commit_to(e, ctx),
             RoleEvent::ReplicationProgress(e) => self.on_replication_progress(e, ctx),
             RoleEvent::SnapshotTaken(e) => Handler::handle(self, e, ctx),
+            RoleEvent::Quiesced(e) => self.on_quiesced(e),
         }
     }
 }

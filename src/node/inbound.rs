@@ -59,6 +59,9 @@ impl Handler<Inbound> for Node {
             );
             return;
         }
+        if super::quiescence::wakes_the_group(&env.message) {
+            self.wake_role(true);
+        }
         match preamble(self.hs.term, self.leader_alive(), from, &env.message) {
             Preamble::Handle => {}
             Preamble::AdoptTerm { term, leader } => {
@@ -89,9 +92,31 @@ impl Handler<Inbound> for Node {
                         leader_commit,
                         round,
                         commit_index,
+                        quiesce: false,
                     });
                 }
             }
+            // A heartbeat that also quiets the follower's election timer.
+            Message::Quiesce {
+                term: _,
+                last,
+                leader_commit,
+            } => {
+                let commit_index = self.commit_index;
+                if let Some(f) = self.follow(from) {
+                    f.do_send(AppendEntriesRequest {
+                        from,
+                        prev: last,
+                        entries: Vec::new(),
+                        leader_commit,
+                        round: 0,
+                        commit_index,
+                        quiesce: true,
+                    });
+                }
+            }
+            // The host's business: never routed to a group.
+            Message::HostHeartbeat => {}
             Message::InstallSnapshot {
                 meta, offset, data, ..
             } => {

@@ -40,12 +40,14 @@ mod events;
 mod founding;
 mod inbound;
 mod messages;
+mod quiescence;
 
 use crate::role::*;
 pub(crate) use admission::validate;
 pub(crate) use clients::admin_timeout;
 use clients::Forwarded;
 pub(crate) use messages::*;
+pub(crate) use quiescence::WakeGroup;
 
 enum RoleState {
     Follower(Addr<Follower>),
@@ -114,6 +116,8 @@ pub(crate) struct Node {
     /// When a refusal of each peer was last logged at `warn`.
     refusals_logged: BTreeMap<NodeId, Instant>,
     next_request: u64,
+    /// The current role actor reported itself quiescent.
+    quiesced: bool,
 }
 
 impl Node {
@@ -162,6 +166,7 @@ impl Node {
             abandon,
             stopped_because: None,
             replication: Default::default(),
+            quiesced: false,
             refusals_logged: BTreeMap::new(),
             // Random start: ids of a restarted node must not collide with
             // those of its previous incarnation in the leader's memory.
@@ -206,6 +211,7 @@ impl Node {
                 update(&mut m.membership, &self.membership),
                 update(&mut m.stopped_because, &self.stopped_because),
                 update(&mut m.replication, replication),
+                update(&mut m.quiesced, &self.quiesced),
             ]
             .contains(&true)
         });
@@ -234,6 +240,7 @@ impl Node {
     }
 
     fn stop_role(&mut self) {
+        self.quiesced = false;
         match std::mem::replace(&mut self.role, RoleState::Pending) {
             RoleState::Follower(a) => a.do_send(StopRole),
             RoleState::Candidate { addr, .. } => addr.do_send(StopRole),
@@ -299,6 +306,9 @@ impl Node {
                 .leader_seen
                 .is_some_and(|t| t.elapsed() < self.cx.config.election_timeout_min)
                 && self.leader.is_some()
+            // A quiescent follower's leader is alive as long as its host
+            // is: the host wakes the group when it suspects it.
+            || self.quiesced && self.leader.is_some()
     }
 
     fn send(&self, to: NodeId, message: Message) {

@@ -124,6 +124,12 @@ impl<SM: StateMachine> Raft<SM> {
         self.node.do_send(Inbound(envelope));
     }
 
+    /// Wakes the group if it is quiescent here (its host suspects the
+    /// leader's host is down).
+    pub(crate) fn wake_group(&self) {
+        self.node.do_send(crate::node::WakeGroup);
+    }
+
     /// The address of the user's state machine actor.
     pub fn state_machine(&self) -> &Addr<SM> {
         &self.sm

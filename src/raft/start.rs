@@ -56,6 +56,7 @@ impl<SM: StateMachine> Raft<SM> {
             ask_founders,
             cluster_name,
             group,
+            quiesce,
         }: Environment,
     ) -> Result<Self, StartError> {
         if actix_rt::System::try_current().is_none() {
@@ -103,6 +104,7 @@ impl<SM: StateMachine> Raft<SM> {
             membership: loaded.membership.clone(),
             stopped_because: None,
             replication: Default::default(),
+            quiesced: false,
         });
         let snapshot_data = loaded.snapshot.map(|(m, data)| (m.last_included, data));
         let sm_for_node = sm.clone();
@@ -164,6 +166,7 @@ impl<SM: StateMachine> Raft<SM> {
                 identity,
                 counters: counters_for_node,
                 applied_log_time,
+                quiescence: quiesce,
             };
             Node::new(
                 cx,

@@ -50,6 +50,8 @@ pub(crate) struct Replicator {
     /// The peer's live incarnation, once it has answered, and those it
     /// replaced (whose late answers never count again).
     peer_incarnation: Incarnations,
+    /// The heartbeat timer; cancelled while the group is quiet.
+    tick: Option<SpawnHandle>,
 }
 
 impl Replicator {
@@ -87,6 +89,7 @@ impl Replicator {
             transfer: None,
             loading: false,
             peer_incarnation,
+            tick: None,
         }
     }
 
@@ -245,7 +248,19 @@ impl Actor for Replicator {
         // firing.
         self.heartbeat();
         self.pump(ctx);
-        ctx.run_interval(self.cx.config.heartbeat_interval, |act, ctx| {
+        self.start_tick(ctx);
+    }
+}
+
+impl Replicator {
+    /// The heartbeat timer: keeps the follower's election timer from
+    /// firing, and retries what was lost.
+    fn start_tick(&mut self, ctx: &mut Context<Self>) {
+        let tick = ctx.run_interval(self.cx.config.heartbeat_interval, |act, ctx| {
+            if act.tick.is_none() {
+                // Cancelled (quiet), but already due in this poll.
+                return;
+            }
             let deadline = act
                 .now_ms()
                 .saturating_sub(act.cx.config.rpc_timeout().as_millis() as u64);
@@ -275,6 +290,65 @@ impl Actor for Replicator {
             act.sent_since_tick = false;
             act.pump(ctx);
         });
+        self.tick = Some(tick);
+    }
+
+    /// Leaves quiescence: heartbeats again, starting now.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        if self.tick.is_none() {
+            self.start_tick(ctx);
+            self.heartbeat();
+        }
+    }
+}
+
+/// The group is idle: tell the peer (if it holds everything up to
+/// `last`) and stop heartbeats.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct QuiescePeer {
+    pub last: LogId,
+    pub commit_index: u64,
+}
+
+impl Handler<QuiescePeer> for Replicator {
+    type Result = ();
+    fn handle(&mut self, msg: QuiescePeer, ctx: &mut Context<Self>) {
+        let settled = self.matched == msg.last
+            && self.progress.inflight() == 0
+            && !(self.reading || self.backtracking || self.loading || self.transfer.is_some());
+        if !settled {
+            tracing::debug!(
+                node = self.cx.id,
+                term = self.term,
+                peer = self.peer,
+                matched = ?self.matched,
+                last = ?msg.last,
+                inflight = self.progress.inflight(),
+                "not quiescing this peer yet"
+            );
+            return; // keeps its heartbeats: the peer stays awake
+        }
+        if let Some(tick) = self.tick.take() {
+            ctx.cancel_future(tick);
+        }
+        self.sent_commit = msg.commit_index;
+        self.cx.transport.send(Envelope::new(
+            self.cx.id,
+            self.peer,
+            Message::Quiesce {
+                term: self.term,
+                last: msg.last,
+                leader_commit: msg.commit_index,
+            },
+        ));
+    }
+}
+
+impl Handler<crate::role::Unquiesce> for Replicator {
+    type Result = ();
+    fn handle(&mut self, _: crate::role::Unquiesce, ctx: &mut Context<Self>) {
+        self.resume(ctx);
     }
 }
 
@@ -297,6 +371,9 @@ pub(crate) struct Wake {
 impl Handler<Wake> for Replicator {
     type Result = ();
     fn handle(&mut self, msg: Wake, ctx: &mut Context<Self>) {
+        // The leader wakes its replicators before it has anything new;
+        // this is the backstop should news come first.
+        self.resume(ctx);
         self.last_index = self.last_index.max(msg.last_index);
         self.commit_index = self.commit_index.max(msg.commit_index);
         self.round = self.round.max(msg.round);

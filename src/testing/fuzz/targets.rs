@@ -175,6 +175,12 @@ fn messages() -> Vec<Message> {
             data: Bytes::from_static(b"state"),
         },
         Message::TimeoutNow { term: 4 },
+        Message::Quiesce {
+            term: 2,
+            last: LogId::new(2, 3),
+            leader_commit: 3,
+        },
+        Message::HostHeartbeat,
         Message::AppendEntriesResponse {
             term: 2,
             result: Err(crate::core::log::ConflictHint {

@@ -137,6 +137,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
             }
         }),
         any::<u64>().prop_map(|term| Message::TimeoutNow { term }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(term, last_term, index, leader_commit)| Message::Quiesce {
+                term,
+                last: LogId::new(last_term, index),
+                leader_commit,
+            }
+        ),
+        Just(Message::HostHeartbeat),
         ".{0,16}".prop_map(|reason| Message::Refused { reason }),
         (any::<u64>(), any::<u64>(), arb_client_command())
             .prop_map(|(id, term, command)| Message::ForwardWrite { id, term, command }),
