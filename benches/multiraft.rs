@@ -75,6 +75,8 @@ fn parse(args: &[String]) -> Result<Plan, String> {
 struct RunStats {
     sample: Sample,
     syncs_per_host_sec: f64,
+    /// Groups' writes made durable by one fsync, on average.
+    group_writes_per_sync: f64,
     leaders_max: usize,
     leaders_min: usize,
     /// Most and fewest groups led by one host before the balance.
@@ -197,19 +199,23 @@ async fn one_run(plan: &Plan, groups: u64) -> Result<RunStats, String> {
     let (leaders_max, leaders_min) = spread(&leaders, &hosts);
     let targets: Vec<Raft<Counter>> = leaders.values().map(|(_, r)| r.clone()).collect();
     let _ = drive(&targets, plan.clients, plan.warmup).await;
-    let before: Vec<u64> = hosts.iter().map(|h| h.counts().log_syncs).collect();
+    let before: Vec<(u64, u64)> = hosts
+        .iter()
+        .map(|h| (h.counts().log_syncs, h.counts().log_group_writes))
+        .collect();
     let sample = drive(&targets, plan.clients, plan.run).await;
-    let syncs: u64 = hosts
+    let (syncs, group_writes) = hosts
         .iter()
         .zip(before)
-        .map(|(h, b)| h.counts().log_syncs - b)
-        .sum();
+        .map(|(h, (s, w))| (h.counts().log_syncs - s, h.counts().log_group_writes - w))
+        .fold((0, 0), |(s, w), (ds, dw)| (s + ds, w + dw));
     for host in hosts {
         host.shutdown().await;
     }
     Ok(RunStats {
         sample,
         syncs_per_host_sec: syncs as f64 / 3.0 / plan.run.as_secs_f64(),
+        group_writes_per_sync: group_writes as f64 / syncs.max(1) as f64,
         leaders_max,
         leaders_min,
         leaders_before: elected,
@@ -234,8 +240,8 @@ fn main() {
             "## Multi-raft: 3 hosts in one process, {} clients, {} runs of {:?} (alternating), medians\n",
             plan.clients, plan.runs, plan.run
         );
-        println!("| groups | writes/s | p50 | p99 | failed | fsyncs/s per host | leaders per host, max/min: elected → balanced |");
-        println!("|-------:|---------:|----:|----:|-------:|------------------:|:---------------------------|");
+        println!("| groups | writes/s | p50 | p99 | failed | fsyncs/s per host | group writes per fsync | leaders per host, max/min: elected → balanced |");
+        println!("|-------:|---------:|----:|----:|-------:|------------------:|-----------------------:|:---------------------------|");
         for (groups, runs) in &results {
             let samples: Vec<Sample> = runs
                 .iter()
@@ -249,6 +255,8 @@ fn main() {
             let (rate, p50, p99) = medians(&samples);
             let failed: u64 = runs.iter().map(|r| r.sample.errors).sum();
             let syncs = median(runs.iter().map(|r| r.syncs_per_host_sec).collect()).unwrap_or(0.0);
+            let per_sync =
+                median(runs.iter().map(|r| r.group_writes_per_sync).collect()).unwrap_or(0.0);
             let spread: Vec<String> = runs
                 .iter()
                 .map(|r| {
@@ -259,7 +267,7 @@ fn main() {
                 })
                 .collect();
             println!(
-                "| {groups} | {rate} | {p50} | {p99} | {failed} | {syncs:.0} | {} |",
+                "| {groups} | {rate} | {p50} | {p99} | {failed} | {syncs:.0} | {per_sync:.1} | {} |",
                 spread.join(", ")
             );
         }

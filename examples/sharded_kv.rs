@@ -183,7 +183,15 @@ async fn groups(shards: web::Data<Shards>) -> HttpResponse {
         .host
         .groups()
         .into_iter()
-        .map(|g| json!({ "group": g.group, "role": format!("{:?}", g.role), "term": g.term, "leader": g.leader }))
+        .map(|g| {
+            json!({
+                "group": g.group,
+                "role": format!("{:?}", g.role),
+                "term": g.term,
+                "leader": g.leader,
+                "quiesced": g.quiesced,
+            })
+        })
         .collect();
     HttpResponse::Ok().json(json!({ "host": shards.host.id(), "groups": groups }))
 }

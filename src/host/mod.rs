@@ -133,6 +133,8 @@ pub struct GroupInfo {
     pub term: u64,
     /// The group's leader, if known.
     pub leader: Option<NodeId>,
+    /// The group is quiescent here (idle: no heartbeats, no timers).
+    pub quiesced: bool,
 }
 
 impl<SM: StateMachine> Shared<SM> {
@@ -290,6 +292,7 @@ impl<SM: StateMachine + Send> Host<SM> {
                     role: m.role,
                     term: m.term,
                     leader: m.leader,
+                    quiesced: m.quiesced,
                 }
             })
             .collect();
