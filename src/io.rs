@@ -46,8 +46,9 @@ pub(crate) struct Environment {
     /// messages carry it, and it refuses those of another group.
     pub group: crate::core::types::GroupId,
     /// The group may quiesce when idle: only on a host, whose heartbeat
-    /// between hosts then watches the leader's host in its stead.
-    pub quiesce: bool,
+    /// between hosts then watches the leader's host in its stead (this
+    /// says whether a host was heard within an election timeout).
+    pub quiesce: Option<crate::role::HostLiveness>,
 }
 
 /// A boxed future, for handing to actix's `into_actor`.

@@ -18,6 +18,10 @@ use crate::snapshotter::{SnapshotInstalled, SnapshotTaken};
 use crate::storage::snapshot::SnapshotStore;
 use crate::transport::Transport;
 
+/// Whether the host with this id has been heard within an election
+/// timeout (the hosts' heartbeat).
+pub(crate) type HostLiveness = Arc<dyn Fn(NodeId) -> bool + Send + Sync>;
+
 /// What every role actor needs from its node.
 #[derive(Clone)]
 pub(crate) struct RoleContext {
@@ -37,8 +41,9 @@ pub(crate) struct RoleContext {
     /// continues from.
     pub applied_log_time: Arc<std::sync::atomic::AtomicU64>,
     /// The group runs on a [`crate::Host`], whose heartbeat between hosts
-    /// stands in for the heartbeats of an idle group: it may quiesce.
-    pub quiescence: bool,
+    /// stands in for the heartbeats of an idle group: it may quiesce, and
+    /// this says whether a host has been heard within an election timeout.
+    pub quiescence: Option<HostLiveness>,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a

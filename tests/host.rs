@@ -348,3 +348,61 @@ async fn idle_groups_go_quiet_and_a_dead_host_is_still_noticed() {
     })
     .await;
 }
+
+/// A quiet follower still shields its leader's term: while the leader's
+/// host is heard, a vote request of a newer term is refused, exactly as
+/// by a follower that just had a heartbeat (the request wakes the group,
+/// but does not depose a live leader).
+#[actix_rt::test]
+async fn a_quiet_follower_refuses_votes_while_the_leaders_host_is_heard() {
+    use regatta::transport::{Envelope, Message};
+    init_tracing();
+    bounded(SECS(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = three_hosts(dir.path()).await;
+        for host in &hosts {
+            host.create_group(1, [1, 2, 3]).await.unwrap();
+        }
+        let leader = wait_leader(&hosts[0].group(1).unwrap()).await;
+        let (follower, candidate) = match leader {
+            1 => (2, 3),
+            2 => (3, 1),
+            _ => (1, 2),
+        };
+        let replica = hosts[follower as usize - 1].group(1).unwrap();
+        replica
+            .wait_for(SECS(20), |m| m.quiesced)
+            .await
+            .expect("the follower goes quiet");
+        let before = replica.metrics().borrow().clone();
+        // Well past any heartbeat the follower had before going quiet.
+        tokio::time::sleep(test_config().election_timeout_max).await;
+        let theirs = hosts[candidate as usize - 1].group(1).unwrap();
+        let m = theirs.metrics().borrow().clone();
+        replica.deliver(Envelope {
+            cluster_id: m.cluster_id,
+            incarnation: m.incarnation,
+            group: 1,
+            ..Envelope::new(
+                candidate,
+                follower,
+                Message::RequestVote {
+                    term: before.term + 1,
+                    last_log_id: regatta::LogId::new(before.term + 1, 1_000),
+                    pre_vote: false,
+                    force: false,
+                },
+            )
+        });
+        // The leader keeps its term: the request changed nothing.
+        let leader_raft = hosts[leader as usize - 1].group(1).unwrap();
+        leader_raft.write(Add(1)).await.unwrap();
+        let after = replica.metrics().borrow().clone();
+        assert_eq!(after.term, before.term, "the vote request moved the term");
+        assert_eq!(after.leader, Some(leader));
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}

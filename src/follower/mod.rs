@@ -189,7 +189,7 @@ impl Handler<AppendEntriesRequest> for Follower {
                 }
                 Ok(Err(AppendRefused::Committed)) => {} // logged by the log store
                 Ok(Ok(matched)) => {
-                    if quiesce && act.cx.quiescence && !act.quiesced {
+                    if quiesce && act.cx.quiescence.is_some() && !act.quiesced {
                         act.quiesced = true;
                         act.cx.tell(Quiesced { term, quiet: true });
                     }

@@ -38,6 +38,15 @@ impl Liveness {
             .insert(from, Instant::now());
     }
 
+    /// Whether `host` (this one counts as heard) was heard within `within`.
+    pub(super) fn heard_within(&self, host: NodeId, within: std::time::Duration) -> bool {
+        self.heard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
     /// Which of `peers` have been silent for `after` (one never heard
     /// counts from this host's start).
     fn silent(&self, peers: &BTreeSet<NodeId>, after: std::time::Duration) -> BTreeSet<NodeId> {

@@ -180,7 +180,7 @@ struct Shared<SM: StateMachine> {
     /// The hosts this one sends heartbeats to: the builder's peers, every
     /// group's founders and (refreshed now and then) members.
     peer_hosts: Mutex<std::collections::BTreeSet<NodeId>>,
-    liveness: liveness::Liveness,
+    liveness: Arc<liveness::Liveness>,
     heartbeats_sent: AtomicU64,
     heartbeats_received: AtomicU64,
     /// Set when the host stops: its heartbeat ends.

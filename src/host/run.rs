@@ -183,7 +183,7 @@ async fn open<SM: StateMachine + Send>(
                 .filter(|p| *p != plan.id)
                 .collect(),
         ),
-        liveness: super::liveness::Liveness::new(),
+        liveness: Arc::new(super::liveness::Liveness::new()),
         heartbeats_sent: AtomicU64::new(0),
         heartbeats_received: AtomicU64::new(0),
         stopping: Default::default(),
@@ -258,6 +258,15 @@ fn route<SM: StateMachine>(shared: Weak<Shared<SM>>) -> Arc<dyn Fn(Envelope) + S
     })
 }
 
+/// What a group asks of the hosts' heartbeat: was this host heard within
+/// an election timeout (this host itself always is).
+fn host_liveness<SM: StateMachine>(shared: &Shared<SM>) -> crate::role::HostLiveness {
+    let me = shared.id;
+    let within = shared.config.election_timeout_min;
+    let liveness = shared.liveness.clone();
+    Arc::new(move |host| host == me || liveness.heard_within(host, within))
+}
+
 /// Starts `group`'s node on this thread and lists it.
 fn start_group<SM: StateMachine + Send>(
     shared: &Shared<SM>,
@@ -290,7 +299,7 @@ fn start_group<SM: StateMachine + Send>(
             ask_founders: true,
             cluster_name: shared.cluster_name.clone(),
             group,
-            quiesce: true,
+            quiesce: Some(host_liveness(shared)),
             ..Default::default()
         },
     )

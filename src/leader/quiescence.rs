@@ -15,7 +15,7 @@ impl Leader {
     pub(super) fn look_for_quiescence(&mut self, ctx: &mut Context<Self>) {
         // The blank entry of this term must be in the log: the last
         // entry's term is then ours, which `Quiesce` names.
-        if !self.cx.quiescence || self.last_index < self.first_index_of_term {
+        if self.cx.quiescence.is_none() || self.last_index < self.first_index_of_term {
             return;
         }
         let activity = Activity {

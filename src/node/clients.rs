@@ -238,7 +238,7 @@ impl Handler<ClientWrite> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientWrite, ctx: &mut Context<Self>) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.wake_role(true);
+        self.wake_role();
         match &self.role {
             RoleState::Leader(l) => l.do_send(Propose {
                 // This node's own tag only guards copies on the network:
@@ -292,7 +292,7 @@ impl Node {
 impl Handler<ClientPropose> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientPropose, _ctx: &mut Context<Self>) {
-        self.wake_role(true);
+        self.wake_role();
         self.leader_only(msg.appended, |l, appended| {
             // Nobody waits for the outcome: the sender of the reply is
             // dropped, and the applier's answer goes nowhere.
@@ -310,7 +310,7 @@ impl Handler<ClientPropose> for Node {
 impl Handler<ClientAdmin> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientAdmin, ctx: &mut Context<Self>) {
-        self.wake_role(true);
+        self.wake_role();
         match &self.role {
             RoleState::Leader(l) => {
                 carry_out(l, msg.request, &self.membership, &self.cx.config, msg.reply)
@@ -413,7 +413,7 @@ fn forward_failure(e: RemoteError, sent_to: u64, incarnation: u64) -> RaftError 
 impl Handler<ClientRead> for Node {
     type Result = ();
     fn handle(&mut self, msg: ClientRead, ctx: &mut Context<Self>) {
-        self.wake_role(true);
+        self.wake_role();
         match &self.role {
             RoleState::Leader(l) => l.do_send(ReadIndex { reply: msg.reply }),
             RoleState::Stopped => drop(msg.reply.send(Err(RaftError::ShuttingDown))),

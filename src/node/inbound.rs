@@ -60,7 +60,7 @@ impl Handler<Inbound> for Node {
             return;
         }
         if super::quiescence::wakes_the_group(&env.message) {
-            self.wake_role(true);
+            self.wake_role();
         }
         match preamble(self.hs.term, self.leader_alive(), from, &env.message) {
             Preamble::Handle => {}

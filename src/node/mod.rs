@@ -307,8 +307,8 @@ impl Node {
                 .is_some_and(|t| t.elapsed() < self.cx.config.election_timeout_min)
                 && self.leader.is_some()
             // A quiescent follower's leader is alive as long as its host
-            // is: the host wakes the group when it suspects it.
-            || self.quiesced && self.leader.is_some()
+            // is heard.
+            || self.quiesced && self.leader_host_heard()
     }
 
     fn send(&self, to: NodeId, message: Message) {

@@ -25,19 +25,27 @@ impl Node {
         }
     }
 
+    /// Whether the leader's host has been heard within an election
+    /// timeout (the hosts' heartbeat stands in for the quiet leader's).
+    pub(super) fn leader_host_heard(&self) -> bool {
+        match (&self.cx.quiescence, self.leader) {
+            (Some(heard), Some(leader)) => heard(leader),
+            _ => false,
+        }
+    }
+
     /// Wakes the role if it is quiet; it reports back when it is awake.
-    /// `leader_vouched`: the leader's host was alive until now (the wake
-    /// is for a request or a message, not for a suspicion), so a follower
-    /// counts its leader as just heard and keeps refusing (pre-)votes
-    /// for an election timeout, as after a heartbeat.
-    pub(super) fn wake_role(&mut self, leader_vouched: bool) {
+    /// A follower whose leader's host is still heard counts its leader as
+    /// just heard, so it goes on refusing (pre-)votes for an election
+    /// timeout, as after a heartbeat; if the host is silent, it does not.
+    pub(super) fn wake_role(&mut self) {
         if !self.quiesced {
             return;
         }
-        self.quiesced = false;
-        if leader_vouched && matches!(self.role, RoleState::Follower(_)) && self.leader.is_some() {
+        if matches!(self.role, RoleState::Follower(_)) && self.leader_host_heard() {
             self.leader_seen = Some(tokio::time::Instant::now());
         }
+        self.quiesced = false;
         match &self.role {
             RoleState::Leader(leader) => leader.do_send(Unquiesce),
             RoleState::Follower(follower) => follower.do_send(Unquiesce),
@@ -70,6 +78,6 @@ pub(crate) struct WakeGroup;
 impl Handler<WakeGroup> for Node {
     type Result = ();
     fn handle(&mut self, _: WakeGroup, _ctx: &mut Context<Self>) {
-        self.wake_role(false);
+        self.wake_role();
     }
 }

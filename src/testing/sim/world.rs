@@ -212,7 +212,7 @@ where
                     ask_founders: true,
                     cluster_name: String::new(),
                     group: 0,
-                    quiesce: false,
+                    quiesce: None,
                 },
             ));
         });
