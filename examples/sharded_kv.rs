@@ -16,7 +16,9 @@
 //! curl -X PUT localhost:8101/kv/color -d '{"value": "blue"}'   # {"group":..,"previous":null}
 //! curl localhost:8102/kv/color                                 # {"group":..,"value":"blue"}
 //! curl 'localhost:8103/kv?prefix=co'                          # every group's keys from "co", merged
-//! curl localhost:8103/groups                                   # each group's leader and term
+//! curl localhost:8103/groups                                   # each group's role, term, leader, quiet or not
+//! curl localhost:8103/groups/9/cluster/status                  # one group's admin scope, as a node's /cluster
+//! curl -X POST localhost:8101/balance                          # spread the group leaders again
 //! curl -X DELETE localhost:8101/kv/color                       # {"group":..,"previous":"blue"}
 //! ```
 //!
@@ -71,7 +73,7 @@ struct Args {
 
 /// What every handler needs: the host and how many groups there are.
 struct Shards {
-    host: Host<Kv>,
+    host: Arc<Host<Kv>>,
     groups: u64,
 }
 
@@ -177,25 +179,6 @@ async fn scan(
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }
 
-/// This host's view of every group: its role, the term, the leader.
-async fn groups(shards: web::Data<Shards>) -> HttpResponse {
-    let groups: Vec<_> = shards
-        .host
-        .groups()
-        .into_iter()
-        .map(|g| {
-            json!({
-                "group": g.group,
-                "role": format!("{:?}", g.role),
-                "term": g.term,
-                "leader": g.leader,
-                "quiesced": g.quiesced,
-            })
-        })
-        .collect();
-    HttpResponse::Ok().json(json!({ "host": shards.host.id(), "groups": groups }))
-}
-
 /// Spreads the group leaders evenly over the hosts.
 async fn balance(shards: web::Data<Shards>) -> HttpResponse {
     let moved = shards.host.balance_leaders().await;
@@ -256,8 +239,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let host = Arc::new(host);
     let shards = Arc::new(Shards {
-        host,
+        host: host.clone(),
         groups: args.groups,
     });
     if hosts.iter().min() == Some(&args.id) {
@@ -271,8 +255,12 @@ async fn main() -> ExitCode {
             .route("/kv/{key}", web::put().to(put))
             .route("/kv/{key}", web::get().to(get))
             .route("/kv/{key}", web::delete().to(delete))
-            .route("/groups", web::get().to(groups))
-            .route("/groups/balance", web::post().to(balance))
+            .route("/balance", web::post().to(balance))
+            // GET /groups, /groups/{group}/cluster/..., GET /metrics
+            .configure(regatta::web::configure_host(
+                host.clone(),
+                regatta::web::Access::open(),
+            ))
     })
     .workers(2)
     .bind(args.http_addr);

@@ -17,6 +17,7 @@ pub(crate) enum IoMode {
     Threads,
     /// As `Threads`, but log writes go to a host's writer thread shared by
     /// every group of its database (one fsync per round for all).
+    #[cfg_attr(not(all(feature = "fjall", feature = "tcp")), allow(dead_code))]
     Host(crate::log_store::SharedWriter),
     /// Everything on the node's own thread; a log write becomes durable
     /// after a simulated delay drawn by `write_latency`. Built only by the

@@ -406,3 +406,75 @@ async fn a_quiet_follower_refuses_votes_while_the_leaders_host_is_heard() {
     })
     .await;
 }
+
+/// The host's web scope: every group's admin endpoints under
+/// `/groups/{group}/cluster/...`, the groups at `GET /groups`, the host's
+/// totals at `GET /metrics`; a group the host lacks is a JSON 404.
+#[actix_rt::test]
+async fn a_hosts_web_scope_serves_every_group() {
+    use actix_web::{test, App};
+    init_tracing();
+    bounded(SECS(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = three_hosts(dir.path()).await;
+        for host in &hosts {
+            host.create_group(1, [1, 2, 3]).await.unwrap();
+            host.create_group(2, [1, 2, 3]).await.unwrap();
+        }
+        let leader = wait_leader(&hosts[0].group(2).unwrap()).await;
+        let host = std::sync::Arc::new(hosts.remove(0));
+        let app = test::init_service(App::new().configure(regatta::web::configure_host(
+            host.clone(),
+            regatta::web::Access::open(),
+        )))
+        .await;
+        let get = |path: &str| test::TestRequest::get().uri(path).to_request();
+
+        let body: serde_json::Value = test::call_and_read_body_json(&app, get("/groups")).await;
+        assert_eq!(body["host"], 1);
+        assert_eq!(body["groups"].as_array().unwrap().len(), 2, "{body}");
+
+        let response = test::call_service(&app, get("/groups/2/cluster/status")).await;
+        assert_eq!(response.status(), 200);
+        let status: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(status["id"], 1, "{status}");
+        assert_eq!(status["leader"], leader, "{status}");
+
+        let response = test::call_service(&app, get("/groups/9/cluster/status")).await;
+        assert_eq!(response.status(), 404);
+        let error: serde_json::Value = test::read_body_json(response).await;
+        assert!(
+            error["error"].as_str().unwrap().contains("no group"),
+            "{error}"
+        );
+
+        // An admin call through one group's scope acts on that group only.
+        let response = test::call_service(
+            &app,
+            test::TestRequest::post()
+                .uri("/groups/1/cluster/snapshot")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        host.group(1)
+            .unwrap()
+            .wait_for(SECS(5), |m| m.snapshot_index > 0)
+            .await
+            .expect("group 1 snapshotted");
+        assert_eq!(host.group(2).unwrap().metrics().borrow().snapshot_index, 0);
+
+        let text = String::from_utf8(
+            test::call_and_read_body(&app, get("/metrics"))
+                .await
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(text.contains("regatta_host_groups{host=\"1\"} 2"), "{text}");
+        host.shutdown().await;
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}

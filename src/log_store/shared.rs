@@ -9,6 +9,9 @@
 //! still means "durable". Storages registered here write without syncing
 //! (the host opens them so); the round's `sync` makes all of it durable.
 
+// Only a host (features `fjall` and `tcp`) starts one.
+#![cfg_attr(not(all(feature = "fjall", feature = "tcp")), allow(dead_code))]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};

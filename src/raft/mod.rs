@@ -126,6 +126,7 @@ impl<SM: StateMachine> Raft<SM> {
 
     /// Wakes the group if it is quiescent here (its host suspects the
     /// leader's host is down).
+    #[cfg_attr(not(all(feature = "fjall", feature = "tcp")), allow(dead_code))]
     pub(crate) fn wake_group(&self) {
         self.node.do_send(crate::node::WakeGroup);
     }

@@ -51,7 +51,7 @@ pub(super) fn scope<SM: StateMachine>() -> actix_web::Scope {
         .route("/backup", web::get().to(backup::<SM>))
 }
 
-type Node<SM> = web::Data<Raft<SM>>;
+type Node<SM> = super::ThisNode<SM>;
 
 fn metrics<SM: StateMachine>(raft: &Raft<SM>) -> Metrics {
     raft.metrics().borrow().clone()

@@ -63,6 +63,8 @@
 mod admin;
 mod auth;
 mod error;
+#[cfg(all(feature = "fjall", feature = "tcp"))]
+mod groups;
 mod prometheus;
 
 use std::future::{ready, Future, Ready};
@@ -76,6 +78,8 @@ use serde::de::DeserializeOwned;
 
 pub use self::auth::Access;
 pub use self::error::{ApiError, ReadError, WriteError};
+#[cfg(all(feature = "fjall", feature = "tcp"))]
+pub use self::groups::configure_host;
 use crate::core::types::SessionTag;
 use crate::raft::{Raft, Written};
 use crate::state_machine::StateMachine;
@@ -234,21 +238,53 @@ impl<SM: StateMachine> FromRequest for Replica<SM> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let raft = req
-            .app_data::<web::Data<Raft<SM>>>()
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "no regatta node registered: call regatta::web::configure(raft) in App::configure",
-            )
-            });
+        let raft = this_node::<SM>(req).map(web::Data::new);
         ready(raft.and_then(|raft| {
             Ok(Replica {
                 raft,
                 tag: session_tag(req)?,
             })
         }))
+    }
+}
+
+/// The node a request is for: a host's group named in the path (left in
+/// the request by [`configure_host`]'s middleware), else the node
+/// registered as app data by [`configure`].
+pub(super) fn this_node<SM: StateMachine>(req: &HttpRequest) -> Result<Raft<SM>, ApiError> {
+    #[cfg(all(feature = "fjall", feature = "tcp"))]
+    {
+        use actix_web::HttpMessage;
+        if let Some(node) = req.extensions().get::<groups::GroupNode<SM>>() {
+            return Ok(node.0.clone());
+        }
+    }
+    req.app_data::<web::Data<Raft<SM>>>()
+        .map(|data| data.get_ref().clone())
+        .ok_or_else(|| {
+            ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "no regatta node registered: call regatta::web::configure(raft) in App::configure",
+            )
+        })
+}
+
+/// The node an admin handler serves: see [`this_node`].
+pub(super) struct ThisNode<SM: StateMachine>(Raft<SM>);
+
+impl<SM: StateMachine> std::ops::Deref for ThisNode<SM> {
+    type Target = Raft<SM>;
+    fn deref(&self) -> &Raft<SM> {
+        &self.0
+    }
+}
+
+impl<SM: StateMachine> FromRequest for ThisNode<SM> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(this_node(req).map(ThisNode))
     }
 }
 

@@ -11,20 +11,19 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::header::ContentType;
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use prometheus::core::Collector;
 use prometheus::proto::{Bucket, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use super::ApiError;
 use crate::metrics::{Counts, Histogram, Histograms, Metrics, Role, Traffic};
-use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 use crate::NodeId;
 
 /// `GET /metrics`.
 pub(super) async fn metrics<SM: StateMachine>(
-    raft: web::Data<Raft<SM>>,
+    raft: super::ThisNode<SM>,
 ) -> Result<HttpResponse, ApiError> {
     let m = raft.metrics().borrow().clone();
     let node = Node {
