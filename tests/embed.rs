@@ -249,6 +249,7 @@ impl actix::Handler<regatta::Restore> for Slow {
 /// for three election timeouts costs no election.
 #[actix_rt::test]
 async fn a_state_machine_that_blocks_does_not_hold_up_heartbeats() {
+    init_tracing();
     bounded(LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let nodes = start_three(tmp.path(), Slow::default).await;
@@ -259,12 +260,14 @@ async fn a_state_machine_that_blocks_does_not_hold_up_heartbeats() {
         raft.write(blocks.as_millis() as u64)
             .await
             .expect("the slow write");
-        // Every node applies it (and blocks) in turn.
+        // Every node applies it (and blocks) in turn. The target is read
+        // first: a `borrow()` inside the call would hold the leader's
+        // metrics lock across the wait, and the leader's thread, publishing
+        // its metrics, would block on it (this test's own deadlock, one run
+        // in fifteen).
+        let target = raft.metrics().borrow().commit_index;
         for node in &nodes {
-            node.raft()
-                .wait_applied(raft.metrics().borrow().commit_index, LIMIT)
-                .await
-                .unwrap();
+            node.raft().wait_applied(target, LIMIT).await.unwrap();
         }
         for node in &nodes {
             let m = node.raft().metrics().borrow().clone();

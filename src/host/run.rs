@@ -220,6 +220,20 @@ async fn open<SM: StateMachine + Send>(
             ));
         }
     }
+    // What the groups wrote while starting (a new incarnation, a log
+    // reconciled with its snapshot) went outside the shared writer,
+    // unsynced: one fsync for all of them.
+    if let Err(e) = shared
+        .db()
+        .map_err(|e| e.to_string())
+        .and_then(|db| db.persist().map_err(|e| e.to_string()))
+    {
+        transport.shutdown();
+        return Err((
+            StartError::Runtime(format!("the host's database failed: {e}")),
+            Some(writer),
+        ));
+    }
     Ok((shared, runtime, transport))
 }
 
@@ -344,8 +358,12 @@ pub(super) async fn create<SM: StateMachine + Send>(
         .with(|slot| slot.borrow().clone())
         .ok_or(HostError::Stopped)?;
     let writer = lock(&shared.writer).clone().ok_or(HostError::Stopped)?;
-    shared.db()?.add_group(group, &founders)?;
-    start_group(shared, &runtime, &writer, group, founders)
+    let db = shared.db()?;
+    db.add_group(group, &founders)?;
+    let raft = start_group(shared, &runtime, &writer, group, founders)?;
+    // Its start-up writes (its new incarnation) went outside the writer.
+    db.persist()?;
+    Ok(raft)
 }
 
 /// [`Host::remove_group`], on the host's thread.

@@ -20,7 +20,9 @@
 //!
 //! The groups' logs write without syncing; the host's shared writer calls
 //! [`HostDatabase::persist`] once per round, before it reports any write of
-//! the round as durable. A fjall journal is one sequential file, so a crash
+//! the round as durable. What a group writes while it starts (outside the
+//! writer: a new incarnation, a log reconciled with its snapshot) the host
+//! persists once its groups have started. A fjall journal is one sequential file, so a crash
 //! keeps a prefix of it: every batch is still all or nothing, and nothing
 //! reported durable can be lost.
 
