@@ -15,10 +15,6 @@ pub(crate) enum IoMode {
     /// tokio's blocking pool.
     #[default]
     Threads,
-    /// As `Threads`, but log writes go to a host's writer thread shared by
-    /// every group of its database (one fsync per round for all).
-    #[cfg_attr(not(all(feature = "fjall", feature = "tcp")), allow(dead_code))]
-    Host(crate::log_store::SharedWriter),
     /// Everything on the node's own thread; a log write becomes durable
     /// after a simulated delay drawn by `write_latency`. Built only by the
     /// simulator (feature `testing`).
@@ -32,26 +28,6 @@ pub(crate) enum IoMode {
     },
 }
 
-/// What differs between a node in production and one under the simulator.
-#[derive(Clone, Default)]
-pub(crate) struct Environment {
-    pub io: IoMode,
-    pub probe: crate::probe::Probe,
-    /// A founder on an empty directory asks the other founders whether
-    /// the cluster exists before founding it (see
-    /// [`crate::core::founding`]); without this it founds at once.
-    pub ask_founders: bool,
-    /// The service's name (`NodeBuilder::cluster_name`), stamped on backups.
-    pub cluster_name: String,
-    /// The Raft group the node belongs to (0: a single-group node); its
-    /// messages carry it, and it refuses those of another group.
-    pub group: crate::core::types::GroupId,
-    /// The group may quiesce when idle: only on a host, whose heartbeat
-    /// between hosts then watches the leader's host in its stead (this
-    /// says whether a host was heard within an election timeout).
-    pub quiesce: Option<crate::role::HostLiveness>,
-}
-
 /// A boxed future, for handing to actix's `into_actor`.
 pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -59,7 +35,7 @@ impl IoMode {
     /// `elapsed_ms` of true time as this node's clock measures it.
     pub(crate) fn clock_ms(&self, elapsed_ms: u64) -> u64 {
         match self {
-            IoMode::Threads | IoMode::Host(_) => elapsed_ms,
+            IoMode::Threads => elapsed_ms,
             IoMode::Simulated { clock_percent, .. } => {
                 elapsed_ms.saturating_mul(*clock_percent) / 100
             }
@@ -73,7 +49,7 @@ impl IoMode {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Boxed<Result<T, String>> {
         match self {
-            IoMode::Threads | IoMode::Host(_) => Box::pin(async move {
+            IoMode::Threads => Box::pin(async move {
                 actix_rt::task::spawn_blocking(work)
                     .await
                     .map_err(|e| format!("worker thread failed: {e}"))

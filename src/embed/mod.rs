@@ -494,7 +494,7 @@ async fn start_here<SM: StateMachine + Send>(
         Arc::new(transport.clone()),
         founders.map(|c| c.membership()),
         SM::start_in_arbiter(state_machine_thread, move |_| state_machine),
-        crate::io::Environment {
+        crate::raft::Environment {
             ask_founders: true,
             cluster_name: cluster_name.clone(),
             ..Default::default()

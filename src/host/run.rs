@@ -15,9 +15,9 @@ use super::{Host, HostError, Shared, StateMachineFactory};
 use crate::config::Config;
 use crate::core::types::{GroupId, Membership, NodeId};
 use crate::error::StartError;
-use crate::io::{Environment, IoMode};
 use crate::log_store::SharedWriter;
 use crate::message::{Envelope, Message};
+use crate::raft::Environment;
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 use crate::storage::fjall_host::HostDatabase;
@@ -309,7 +309,7 @@ fn start_group<SM: StateMachine + Send>(
         Some(founders.clone()),
         sm,
         Environment {
-            io: IoMode::Host(writer.clone()),
+            shared_writer: Some(writer.clone()),
             ask_founders: true,
             cluster_name: shared.cluster_name.clone(),
             group,

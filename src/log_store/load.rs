@@ -6,12 +6,16 @@ use super::*;
 impl LogStore {
     /// Starts the store on the current arbiter with the state loaded from
     /// `storage`; returns the actor, the loaded state and the writer thread.
+    /// With `shared`, the storage goes to that writer (a host's) instead
+    /// of one of its own.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         node_id: NodeId,
         mut storage: Box<dyn LogStorage>,
         bootstrap: Option<Membership>,
         config: &crate::config::Config,
         io: &IoMode,
+        shared: Option<&super::SharedWriter>,
         counters: Arc<Counters>,
         ask_founders: bool,
     ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
@@ -116,7 +120,18 @@ impl LogStore {
             pending_founding,
         };
         let ctx = Context::<LogStore>::new();
-        let (writer, thread) = Writer::start(node_id, storage, io, ctx.address(), counters)?;
+        let (writer, thread) = match shared {
+            Some(shared) => {
+                let stats = super::writer::WriterStats::new(node_id, counters);
+                let slot = shared.register(storage, ctx.address(), stats)?;
+                // The slot goes with the writer: dropping it releases the
+                // storage at the shared writer.
+                let hand: Box<dyn Fn(super::writer::Job) -> bool + Send> =
+                    Box::new(move |job| slot.hand(job));
+                (Writer::Shared(hand), WriterThread::default())
+            }
+            None => Writer::start(node_id, storage, io, ctx.address(), counters)?,
+        };
         let store = LogStore {
             node_id,
             log,

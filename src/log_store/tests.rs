@@ -60,6 +60,7 @@ async fn nothing_is_acknowledged_after_a_failed_write() {
         Some(Membership::new([1, 2, 3])),
         &crate::Config::default(),
         &IoMode::Threads,
+        None,
         Arc::new(Counters::default()),
         false,
     )

@@ -59,8 +59,9 @@ pub(crate) enum Writer {
     /// no hand-off to another thread and back for each write.
     Inline(Box<dyn LogStorage>, WriterStats),
     /// A host's writer thread, shared with the other groups of its
-    /// database (one fsync per round for all of them).
-    Shared(super::shared::SharedSlot),
+    /// database (one fsync per round for all of them): hands a job to it,
+    /// false if it is gone.
+    Shared(Box<dyn Fn(Job) -> bool + Send>),
 }
 
 impl Writer {
@@ -74,10 +75,6 @@ impl Writer {
     ) -> Result<(Writer, WriterThread), StorageError> {
         let mut stats = WriterStats::new(node_id, counters);
         match io {
-            IoMode::Host(shared) => {
-                let slot = shared.register(storage, done, stats)?;
-                Ok((Writer::Shared(slot), Arc::new(Mutex::new(None))))
-            }
             IoMode::Threads if !storage.blocks() => {
                 Ok((Writer::Inline(storage, stats), Arc::new(Mutex::new(None))))
             }
@@ -121,7 +118,7 @@ impl Writer {
         let queued = match self {
             Writer::Thread(tx) => tx.send(job).is_ok(),
             Writer::Task(tx) => tx.send(job).is_ok(),
-            Writer::Shared(slot) => slot.hand(job),
+            Writer::Shared(hand) => hand(job),
             Writer::Inline(storage, stats) => {
                 return Handed::Done(perform(&mut **storage, job.ops, stats), job.waiters)
             }

@@ -21,7 +21,6 @@ use crate::core::types::{ClientCommand, LogId, Membership, NodeId};
 use crate::error::RaftError;
 use crate::error::StartError;
 use crate::identity::{IdentityCell, Outbox};
-use crate::io::Environment;
 use crate::log_store::{LogStore, Subscribe, WriterThread};
 use crate::message::Envelope;
 use crate::metrics::{Counters, Counts, Histograms, Metrics, Notices, Role, Traffic};
@@ -32,6 +31,30 @@ use crate::snapshotter::{Snapshotter, TakeSnapshot};
 use crate::state_machine::StateMachine;
 use crate::storage::LogStorage;
 use crate::transport::Transport;
+
+/// What differs between a node in production, one on a host and one
+/// under the simulator.
+#[derive(Clone, Default)]
+pub(crate) struct Environment {
+    pub io: crate::io::IoMode,
+    pub probe: crate::probe::Probe,
+    /// A founder on an empty directory asks the other founders whether
+    /// the cluster exists before founding it (see
+    /// [`crate::core::founding`]); without this it founds at once.
+    pub ask_founders: bool,
+    /// The service's name (`NodeBuilder::cluster_name`), stamped on backups.
+    pub cluster_name: String,
+    /// The Raft group the node belongs to (0: a single-group node); its
+    /// messages carry it, and it refuses those of another group.
+    pub group: crate::core::types::GroupId,
+    /// The group may quiesce when idle: only on a host, whose heartbeat
+    /// between hosts then watches the leader's host in its stead (this
+    /// says whether a host was heard within an election timeout).
+    pub quiesce: Option<crate::role::HostLiveness>,
+    /// A host's writer thread, shared by every group of its database (one
+    /// fsync per round for all), instead of a writer of the node's own.
+    pub shared_writer: Option<crate::log_store::SharedWriter>,
+}
 
 /// A committed and applied write: where it sits in the log and what the
 /// state machine answered.

@@ -57,6 +57,7 @@ impl<SM: StateMachine> Raft<SM> {
             cluster_name,
             group,
             quiesce,
+            shared_writer,
         }: Environment,
     ) -> Result<Self, StartError> {
         if actix_rt::System::try_current().is_none() {
@@ -80,6 +81,7 @@ impl<SM: StateMachine> Raft<SM> {
             initial_members,
             &config,
             &io,
+            shared_writer.as_ref(),
             counters.clone(),
             ask_founders,
         )?;

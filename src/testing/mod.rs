@@ -99,7 +99,7 @@ impl<SM: StateMachine> Cluster<SM> {
                 transport,
                 members,
                 sm,
-                crate::io::Environment {
+                crate::raft::Environment {
                     ask_founders: true,
                     ..Default::default()
                 },

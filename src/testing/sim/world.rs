@@ -22,9 +22,10 @@ use super::net::{mix, Net};
 use super::{Failure, Report, Simulation};
 use crate::config::Config;
 use crate::core::types::{Membership, NodeId};
-use crate::io::{Environment, IoMode};
+use crate::io::IoMode;
 use crate::metrics::Role;
 use crate::probe::Probe;
+use crate::raft::Environment;
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 use crate::storage::MemStorage;
@@ -213,6 +214,7 @@ where
                     cluster_name: String::new(),
                     group: 0,
                     quiesce: None,
+                    shared_writer: None,
                 },
             ));
         });
