@@ -118,7 +118,8 @@ pub(super) async fn run<SM: StateMachine>(shared: Arc<Shared<SM>>, transport: Ar
         let groups = shared.groups.read().unwrap_or_else(|e| e.into_inner());
         for (group, raft) in groups.iter() {
             let (quiet, leader) = {
-                let m = raft.metrics().borrow().clone();
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
                 (m.quiesced, m.leader)
             };
             if quiet && leader.is_some_and(|l| silent.contains(&l)) {
