@@ -7,12 +7,13 @@
 //! cargo run --release --example simulate -- --seeds 100000 --nodes 5
 //! cargo run --release --example simulate -- --seeds 100000 --sessions   # exactly-once clients
 //! cargo run --release --example simulate -- --seed 1234 --nodes 3 --log debug   # replay one
+//! cargo run --release --example simulate -- --seeds 1000 --nodes 5 --groups 8   # multi-raft: 8 groups on 5 hosts
 //! ```
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use regatta::testing::sim::{counter, run_counter, Faults};
+use regatta::testing::sim::{counter, run_counter, Failure, Faults, HostSimulation};
 
 #[derive(Parser)]
 #[command(about = "Run regatta's deterministic simulator over many seeds")]
@@ -26,9 +27,13 @@ struct Args {
     /// Replay just this seed (implies --seeds 1).
     #[arg(long)]
     seed: Option<u64>,
-    /// Founding members of the cluster.
+    /// Founding members of the cluster (hosts, with --groups).
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// Raft groups sharing the hosts (multi-raft); each is founded by
+    /// three of the --nodes hosts.
+    #[arg(long, default_value_t = 1)]
+    groups: u64,
     /// Virtual seconds of faults per seed.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -60,32 +65,54 @@ fn main() {
         Some(s) => (s, 1),
         None => (args.first, args.seeds),
     };
-    if args.nodes == 0 || args.threads == 0 {
-        eprintln!("--nodes and --threads must be at least 1");
+    if args.nodes == 0 || args.threads == 0 || args.groups == 0 {
+        eprintln!("--nodes, --groups and --threads must be at least 1");
+        std::process::exit(2);
+    }
+    if args.groups > 1 && args.sessions {
+        eprintln!("--sessions runs one group; leave out --groups");
         std::process::exit(2);
     }
     let started = Instant::now();
     let threads: Vec<_> = (0..args.threads)
         .map(|t| {
-            let (nodes, seconds, threads, sessions) =
-                (args.nodes, args.seconds, args.threads, args.sessions);
+            let (nodes, groups, seconds, threads, sessions) =
+                (args.nodes, args.groups, args.seconds, args.threads, args.sessions);
             let verbose = args.seed.is_some() || args.log.is_some();
             std::thread::spawn(move || {
+                let duration = Duration::from_secs(seconds);
                 let sim = counter(nodes, Faults::all())
                     .sessions(sessions)
-                    .duration(Duration::from_secs(seconds));
+                    .duration(duration);
+                let hosts = HostSimulation::new(nodes, groups)
+                    .faults(Faults::all())
+                    .duration(duration);
+                // One seed: its virtual time and a line describing it.
+                let run = |seed| -> Result<(Duration, String), Failure> {
+                    if groups > 1 {
+                        let r = hosts.run(seed)?;
+                        Ok((r.simulated, format!(
+                            "{} writes acknowledged per group, {} elections, {} host crashes, {} messages, quiet {:?} after the clients stopped, then {} messages in a second, {:?} simulated in {:?}, trace {:#x}",
+                            r.acknowledged.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
+                            r.elections, r.crashes, r.messages, r.quiet_after, r.idle_messages, r.simulated, r.wall, r.trace
+                        )))
+                    } else {
+                        let r = run_counter(&sim, seed)?;
+                        Ok((r.simulated, format!(
+                            "{} writes acknowledged of {}, {} elections, {} crashes, {} messages, {:?} simulated in {:?}, trace {:#x}",
+                            r.acknowledged(), r.history.len(), r.elections, r.crashes, r.messages, r.simulated, r.wall, r.trace
+                        )))
+                    }
+                };
                 let mut simulated = Duration::ZERO;
                 let mut done = 0u64;
                 for seed in (first + t..first + seeds).step_by(threads as usize) {
-                    match run_counter(&sim, seed) {
-                        Ok(r) => {
-                            simulated += r.simulated;
+                    match run(seed) {
+                        Ok((virtual_time, line)) => {
+                            simulated += virtual_time;
                             done += 1;
                             if verbose {
-                                println!(
-                                    "seed {seed}: ok — {} writes acknowledged of {}, {} elections, {} crashes, {} messages, {:?} simulated in {:?}, trace {:#x}",
-                                    r.acknowledged(), r.history.len(), r.elections, r.crashes, r.messages, r.simulated, r.wall, r.trace
-                                );
+                                println!("seed {seed}: ok — {line}");
                             }
                             if done.is_multiple_of(1000) {
                                 eprintln!("thread {t}: {done} seeds ok (last {seed}), {:.0} s elapsed", started.elapsed().as_secs_f64());
@@ -121,9 +148,10 @@ fn main() {
     }
     let wall = started.elapsed();
     println!(
-        "{} seeds of {} nodes passed in {:.1} s: {:.0} s simulated, {:.0}x real time",
+        "{} seeds of {} nodes and {} group(s) passed in {:.1} s: {:.0} s simulated, {:.0}x real time",
         total.0,
         args.nodes,
+        args.groups,
         wall.as_secs_f64(),
         total.1.as_secs_f64(),
         total.1.as_secs_f64() / wall.as_secs_f64()

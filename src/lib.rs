@@ -197,6 +197,8 @@ mod session;
 mod snapshotter;
 mod state_machine;
 pub mod storage;
+#[cfg(any(all(feature = "fjall", feature = "tcp"), feature = "testing"))]
+mod switchboard;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;

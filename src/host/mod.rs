@@ -47,14 +47,13 @@
 //! # }
 //! ```
 
-mod liveness;
 mod run;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -67,6 +66,7 @@ use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 use crate::storage::fjall_host::HostDatabase;
 use crate::storage::StorageError;
+use crate::switchboard::Switchboard;
 use crate::transport::tcp::TcpTransport;
 
 /// How many times [`Host::balance_leaders`] looks again.
@@ -167,7 +167,9 @@ pub struct HostCounts {
 /// What the host's thread and its handles share.
 struct Shared<SM: StateMachine> {
     id: NodeId,
-    groups: RwLock<HashMap<GroupId, Raft<SM>>>,
+    /// The groups, the routing of inbound messages and the hosts'
+    /// heartbeat.
+    switchboard: Arc<Switchboard<SM>>,
     founders: Mutex<BTreeMap<GroupId, Membership>>,
     /// Released when the host stops (the directory is then free).
     db: Mutex<Option<HostDatabase>>,
@@ -176,13 +178,6 @@ struct Shared<SM: StateMachine> {
     cluster_name: String,
     /// Taken at shutdown so the writer thread can end.
     writer: Mutex<Option<SharedWriter>>,
-    messages_unknown_group: AtomicU64,
-    /// The hosts this one sends heartbeats to: the builder's peers, every
-    /// group's founders and (refreshed now and then) members.
-    peer_hosts: Mutex<std::collections::BTreeSet<NodeId>>,
-    liveness: Arc<liveness::Liveness>,
-    heartbeats_sent: AtomicU64,
-    heartbeats_received: AtomicU64,
     /// Set when the host stops: its heartbeat ends.
     stopping: std::sync::atomic::AtomicBool,
     /// Serializes creations and removals: each is a few steps on the
@@ -272,30 +267,23 @@ impl<SM: StateMachine + Send> Host<SM> {
 
     /// The handle of `group`, if this host has it.
     pub fn group(&self, group: GroupId) -> Option<Raft<SM>> {
-        self.shared
-            .groups
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&group)
-            .cloned()
+        self.shared.switchboard.get(group)
     }
 
     /// Every group of this host, in id order, with its role and leader.
     pub fn groups(&self) -> Vec<GroupInfo> {
-        let groups = self.shared.groups.read().unwrap_or_else(|e| e.into_inner());
-        let mut list: Vec<GroupInfo> = groups
-            .iter()
-            .map(|(group, raft)| {
-                let m = raft.metrics().borrow().clone();
-                GroupInfo {
-                    group: *group,
-                    role: m.role,
-                    term: m.term,
-                    leader: m.leader,
-                    quiesced: m.quiesced,
-                }
-            })
-            .collect();
+        let mut list = Vec::new();
+        self.shared.switchboard.for_each(|group, raft| {
+            let m = raft.metrics();
+            let m = m.borrow();
+            list.push(GroupInfo {
+                group,
+                role: m.role,
+                term: m.term,
+                leader: m.leader,
+                quiesced: m.quiesced,
+            });
+        });
         list.sort_by_key(|g| g.group);
         list
     }
@@ -340,16 +328,16 @@ impl<SM: StateMachine + Send> Host<SM> {
     /// Who leads each group (where known) and each group's voters, as
     /// this host sees them.
     fn placement(&self) -> (BTreeMap<GroupId, NodeId>, BTreeMap<GroupId, Vec<NodeId>>) {
-        let groups = self.shared.groups.read().unwrap_or_else(|e| e.into_inner());
         let mut leaders = BTreeMap::new();
         let mut members = BTreeMap::new();
-        for (group, raft) in groups.iter() {
-            let m = raft.metrics().borrow().clone();
+        self.shared.switchboard.for_each(|group, raft| {
+            let m = raft.metrics();
+            let m = m.borrow();
             if let Some(leader) = m.leader {
-                leaders.insert(*group, leader);
+                leaders.insert(group, leader);
             }
-            members.insert(*group, m.membership.voters.iter().copied().collect());
-        }
+            members.insert(group, m.membership.voters.iter().copied().collect());
+        });
         (leaders, members)
     }
 
@@ -363,12 +351,13 @@ impl<SM: StateMachine + Send> Host<SM> {
                 c.jobs.load(Ordering::Relaxed),
             )
         });
+        let counts = &self.shared.switchboard.counts;
         HostCounts {
             log_syncs,
             log_group_writes,
-            messages_unknown_group: self.shared.messages_unknown_group.load(Ordering::Relaxed),
-            heartbeats_sent: self.shared.heartbeats_sent.load(Ordering::Relaxed),
-            heartbeats_received: self.shared.heartbeats_received.load(Ordering::Relaxed),
+            messages_unknown_group: counts.messages_unknown_group.load(Ordering::Relaxed),
+            heartbeats_sent: counts.heartbeats_sent.load(Ordering::Relaxed),
+            heartbeats_received: counts.heartbeats_received.load(Ordering::Relaxed),
         }
     }
 

@@ -2,12 +2,11 @@
 //! transport, starting groups (at start-up from the catalog, later on
 //! request), routing inbound messages, and the orderly end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -16,16 +15,14 @@ use crate::config::Config;
 use crate::core::types::{GroupId, Membership, NodeId};
 use crate::error::StartError;
 use crate::log_store::SharedWriter;
-use crate::message::{Envelope, Message};
+use crate::message::Envelope;
 use crate::raft::Environment;
 use crate::raft::Raft;
 use crate::state_machine::StateMachine;
 use crate::storage::fjall_host::HostDatabase;
+use crate::switchboard::Switchboard;
 use crate::transport::tcp::{TcpConfig, TcpTransport};
 use crate::transport::Transport;
-
-/// A refusal of messages for unknown groups is logged at most this often.
-const UNKNOWN_GROUP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What [`super::HostBuilder::start`] checked.
 pub(super) struct Plan<SM: StateMachine> {
@@ -114,10 +111,15 @@ async fn serve<SM: StateMachine + Send>(
         }
     };
     let arbiter = actix_rt::Arbiter::current();
-    actix_rt::spawn(super::liveness::run(
-        shared.clone(),
-        runtime.transport.clone(),
-    ));
+    let beating = shared.clone();
+    actix_rt::spawn(
+        shared
+            .switchboard
+            .clone()
+            .run_heartbeat(runtime.transport.clone(), move || {
+                beating.stopping.load(Ordering::Relaxed)
+            }),
+    );
     RUNTIME.with(|slot| *slot.borrow_mut() = Some(runtime));
     if started
         .send(Ok((shared.clone(), transport.clone(), arbiter)))
@@ -129,7 +131,7 @@ async fn serve<SM: StateMachine + Send>(
     shared.stopping.store(true, Ordering::Relaxed);
     transport.shutdown();
     let _guard = shared.lifecycle.lock().await;
-    let groups: Vec<Raft<SM>> = lock_write(&shared.groups).drain().map(|(_, r)| r).collect();
+    let groups = shared.switchboard.drain();
     futures_util::future::join_all(groups.iter().map(|raft| raft.shutdown())).await;
     RUNTIME.with(|slot| slot.borrow_mut().take());
     lock(&shared.db).take();
@@ -168,41 +170,39 @@ async fn open<SM: StateMachine + Send>(
     .map_err(|e| (StartError::Runtime(e.to_string()), None))?;
     let shared = Arc::new(Shared {
         id: plan.id,
-        groups: RwLock::new(HashMap::new()),
+        switchboard: Arc::new(Switchboard::new(
+            plan.id,
+            plan.peers.keys().copied(),
+            &plan.config,
+        )),
         founders: Mutex::new(BTreeMap::new()),
         db: Mutex::new(Some(db)),
         factory: plan.factory,
         config: plan.config,
         cluster_name: plan.cluster_name.clone(),
         writer: Mutex::new(Some(writer.clone())),
-        messages_unknown_group: AtomicU64::new(0),
-        peer_hosts: Mutex::new(
-            plan.peers
-                .keys()
-                .copied()
-                .filter(|p| *p != plan.id)
-                .collect(),
-        ),
-        liveness: Arc::new(super::liveness::Liveness::new()),
-        heartbeats_sent: AtomicU64::new(0),
-        heartbeats_received: AtomicU64::new(0),
         stopping: Default::default(),
         lifecycle: tokio::sync::Mutex::new(()),
     });
     let mut tcp = TcpConfig::new(plan.id, plan.cluster_name, plan.listen);
     tcp.advertise = plan.advertise;
     tcp.peers = plan.peers.clone();
-    let transport = TcpTransport::start(tcp, route(Arc::downgrade(&shared)))
-        .await
-        .map_err(|source| {
-            (
-                StartError::Listen {
-                    addr: plan.listen.to_string(),
-                    source,
-                },
-                Some(writer.clone()),
-            )
-        })?;
+    // Weak: the groups hold the transport, which holds this delivery.
+    let switchboard = Arc::downgrade(&shared.switchboard);
+    let deliver = Arc::new(move |envelope: Envelope| {
+        if let Some(switchboard) = switchboard.upgrade() {
+            switchboard.route(envelope);
+        }
+    });
+    let transport = TcpTransport::start(tcp, deliver).await.map_err(|source| {
+        (
+            StartError::Listen {
+                addr: plan.listen.to_string(),
+                source,
+            },
+            Some(writer.clone()),
+        )
+    })?;
     let runtime = Arc::new(GroupRuntime {
         transport: Arc::new(transport.clone()),
         state_machines,
@@ -237,51 +237,6 @@ async fn open<SM: StateMachine + Send>(
     Ok((shared, runtime, transport))
 }
 
-/// The transport's delivery: to the group's node, or refused (counted,
-/// logged now and then) if this host has no such group.
-fn route<SM: StateMachine>(shared: Weak<Shared<SM>>) -> Arc<dyn Fn(Envelope) + Send + Sync> {
-    let logged: Mutex<Option<Instant>> = Mutex::new(None);
-    Arc::new(move |envelope: Envelope| {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        if let Message::HostHeartbeat = envelope.message {
-            shared.heartbeats_received.fetch_add(1, Ordering::Relaxed);
-            shared.liveness.heard(envelope.from);
-            return;
-        }
-        // Delivered under the read lock (a non-blocking enqueue): cloning
-        // the group's handle for every message would cost a dozen atomic
-        // reference counts on the write path.
-        if let Some(raft) = lock_read(&shared.groups).get(&envelope.group) {
-            raft.deliver(envelope);
-            return;
-        }
-        shared
-            .messages_unknown_group
-            .fetch_add(1, Ordering::Relaxed);
-        let mut last = lock(&logged);
-        if last.is_none_or(|at| at.elapsed() >= UNKNOWN_GROUP_LOG_INTERVAL) {
-            *last = Some(Instant::now());
-            tracing::warn!(
-                host = shared.id,
-                peer = envelope.from,
-                group = envelope.group,
-                "refusing a message for a group this host does not have (not created here yet, or removed)"
-            );
-        }
-    })
-}
-
-/// What a group asks of the hosts' heartbeat: was this host heard within
-/// an election timeout (this host itself always is).
-fn host_liveness<SM: StateMachine>(shared: &Shared<SM>) -> crate::role::HostLiveness {
-    let me = shared.id;
-    let within = shared.config.election_timeout_min;
-    let liveness = shared.liveness.clone();
-    Arc::new(move |host| host == me || liveness.heard_within(host, within))
-}
-
 /// Starts `group`'s node on this thread and lists it.
 fn start_group<SM: StateMachine + Send>(
     shared: &Shared<SM>,
@@ -314,13 +269,14 @@ fn start_group<SM: StateMachine + Send>(
             ask_founders: true,
             cluster_name: shared.cluster_name.clone(),
             group,
-            quiesce: Some(host_liveness(shared)),
+            quiesce: Some(shared.switchboard.host_liveness()),
             ..Default::default()
         },
     )
     .map_err(|source| HostError::Start { group, source })?;
-    lock_write(&shared.groups).insert(group, raft.clone());
-    lock(&shared.peer_hosts).extend(founders.members().into_iter().filter(|m| *m != shared.id));
+    shared
+        .switchboard
+        .insert(group, raft.clone(), founders.members());
     lock(&shared.founders).insert(group, founders);
     Ok(raft)
 }
@@ -352,8 +308,8 @@ pub(super) async fn create<SM: StateMachine + Send>(
             });
         }
     }
-    if let Some(raft) = lock_read(&shared.groups).get(&group) {
-        return Ok(raft.clone());
+    if let Some(raft) = shared.switchboard.get(group) {
+        return Ok(raft);
     }
     let runtime = RUNTIME
         .with(|slot| slot.borrow().clone())
@@ -373,8 +329,9 @@ pub(super) async fn remove<SM: StateMachine + Send>(
     group: GroupId,
 ) -> Result<(), HostError> {
     let _guard = shared.lifecycle.lock().await;
-    let raft = lock_write(&shared.groups)
-        .remove(&group)
+    let raft = shared
+        .switchboard
+        .remove(group)
         .ok_or(HostError::NoSuchGroup(group))?;
     // Everything it queued is written before its data is deleted, and
     // its place at the writer is released.
@@ -387,12 +344,4 @@ pub(super) async fn remove<SM: StateMachine + Send>(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock_read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock_write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }

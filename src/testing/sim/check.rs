@@ -30,7 +30,7 @@ pub(super) struct Checker {
 }
 
 impl Checker {
-    fn fail(&mut self, why: String) {
+    pub(super) fn fail(&mut self, why: String) {
         if self.violation.is_none() {
             self.violation = Some(why);
         }

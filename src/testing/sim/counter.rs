@@ -81,6 +81,7 @@ pub fn run_counter(sim: &Simulation<Counter>, seed: u64) -> Result<Report<Counte
     let fail = |reason: String| Failure {
         seed,
         nodes: sim.nodes,
+        groups: 1,
         at: report.simulated,
         reason,
     };

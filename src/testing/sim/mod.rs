@@ -72,10 +72,12 @@
 mod check;
 mod client;
 mod counter;
+mod hosts;
 mod net;
 mod world;
 
 pub use counter::{counter, run_counter, Counter};
+pub use hosts::{HostReport, HostSimulation};
 
 use std::fmt;
 use std::sync::Arc;
@@ -228,8 +230,10 @@ impl<SM: StateMachine> Report<SM> {
 pub struct Failure {
     /// The seed that reproduces it.
     pub seed: u64,
-    /// Nodes in the run.
+    /// Nodes (hosts, in a run of several groups) in the run.
     pub nodes: u64,
+    /// Raft groups in the run (1 but for [`HostSimulation`]).
+    pub groups: u64,
     /// Virtual time at which it was found.
     pub at: Duration,
     /// What broke.
@@ -240,9 +244,13 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at {:?} of virtual time: {}\nreplay with: cargo run --release --example simulate -- --seed {} --nodes {} --log debug",
+            "seed {} failed at {:?} of virtual time: {}\nreplay with: cargo run --release --example simulate -- --seed {} --nodes {}",
             self.seed, self.at, self.reason, self.seed, self.nodes
-        )
+        )?;
+        if self.groups > 1 {
+            write!(f, " --groups {}", self.groups)?;
+        }
+        write!(f, " --log debug")
     }
 }
 

@@ -37,17 +37,27 @@ struct Running<SM: StateMachine> {
 }
 
 /// Per-node storage latency, drawn from the seed.
-struct Disks {
+pub(super) struct Disks {
     rng: fastrand::Rng,
-    slow: BTreeMap<NodeId, bool>,
+    pub(super) slow: BTreeMap<NodeId, bool>,
     /// Catch the next node that starts a write: it is crashed before the
     /// write is durable.
-    armed: bool,
-    victim: Option<NodeId>,
+    pub(super) armed: bool,
+    pub(super) victim: Option<NodeId>,
 }
 
 impl Disks {
-    fn latency(&mut self, id: NodeId) -> Duration {
+    pub(super) fn new(seed: u64) -> Disks {
+        Disks {
+            rng: fastrand::Rng::with_seed(seed ^ 0x6469_736b),
+            slow: BTreeMap::new(),
+            armed: false,
+            victim: None,
+        }
+    }
+
+    /// The next write's latency on `id`'s disk.
+    pub(super) fn latency(&mut self, id: NodeId) -> Duration {
         let us = if self.slow.get(&id).copied().unwrap_or(false) {
             self.rng.u64(2_000..30_000)
         } else {
@@ -120,12 +130,7 @@ where
             running: BTreeMap::new(),
             handles: Rc::new(RefCell::new(BTreeMap::new())),
             checker: Arc::new(Mutex::new(Checker::default())),
-            disks: Arc::new(Mutex::new(Disks {
-                rng: fastrand::Rng::with_seed(seed ^ 0x6469_736b),
-                slow: BTreeMap::new(),
-                armed: false,
-                victim: None,
-            })),
+            disks: Arc::new(Mutex::new(Disks::new(seed))),
             write_started: Arc::new(Notify::new()),
             incarnations: 0,
             crashes: 0,
@@ -142,6 +147,7 @@ where
         Failure {
             seed: self.seed,
             nodes: self.sim.nodes,
+            groups: 1,
             at: self.epoch.elapsed(),
             reason,
         }
@@ -523,7 +529,7 @@ where
 }
 
 /// Polls a node's task set until it is dropped (crash) or done.
-fn drive(tasks: Rc<RefCell<Option<LocalSet>>>) -> impl Future<Output = ()> {
+pub(super) fn drive(tasks: Rc<RefCell<Option<LocalSet>>>) -> impl Future<Output = ()> {
     std::future::poll_fn(move |cx| {
         let mut slot = tasks.borrow_mut();
         match slot.as_mut() {
