@@ -215,7 +215,7 @@ pub use crate::core::types::{
 pub use crate::embed::{InitialCluster, Node, NodeBuilder, ParseClusterError};
 pub use crate::error::{MembershipError, RaftError, StartError, TransferError};
 #[cfg(all(feature = "fjall", feature = "tcp"))]
-pub use crate::host::{GroupInfo, Host, HostBuilder, HostCounts, HostError};
+pub use crate::host::{GroupDeletion, GroupInfo, Host, HostBuilder, HostCounts, HostError};
 pub use crate::metrics::{Counts, Histogram, Histograms, Metrics, PeerProgress, Role, Traffic};
 pub use crate::raft::{LocalRead, Raft, Written};
 pub use crate::session::Session;

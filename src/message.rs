@@ -280,6 +280,13 @@ pub enum Message {
     /// groups rely on it instead of heartbeats of their own. Handled by
     /// the host, never by a group.
     HostHeartbeat,
+    /// Host → member host of the envelope's group (whose cluster id the
+    /// envelope carries): the group was deleted; delete your replica.
+    /// Answered by [`Message::GroupDeleted`]. Handled by the host.
+    DeleteGroup,
+    /// Host → host: this host holds no replica of the envelope's group
+    /// any more. Handled by the host.
+    GroupDeleted,
 }
 
 impl Message {

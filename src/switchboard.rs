@@ -120,22 +120,28 @@ impl<SM: StateMachine> Switchboard<SM> {
         }
     }
 
-    /// The transport's delivery: a host heartbeat is noted, any other
-    /// message goes to its group's node, or is refused.
-    pub(crate) fn route(&self, envelope: Envelope) {
-        if let Message::HostHeartbeat = envelope.message {
-            self.counts
-                .heartbeats_received
-                .fetch_add(1, Ordering::Relaxed);
-            lock(&self.heard).insert(envelope.from, Instant::now());
-            return;
+    /// The transport's delivery: a host heartbeat is noted, a group's
+    /// message goes to its node. Returned for the host: its own messages
+    /// (group deletion), and a message of a group this host does not have
+    /// (refused: counted, logged now and then).
+    pub(crate) fn route(&self, envelope: Envelope) -> Option<Envelope> {
+        match envelope.message {
+            Message::HostHeartbeat => {
+                self.counts
+                    .heartbeats_received
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&self.heard).insert(envelope.from, Instant::now());
+                return None;
+            }
+            Message::DeleteGroup | Message::GroupDeleted => return Some(envelope),
+            _ => {}
         }
         // Delivered under the read lock (a non-blocking enqueue): cloning
         // the group's handle for every message would cost a dozen atomic
         // reference counts on the write path.
         if let Some(raft) = read(&self.groups).get(&envelope.group) {
             raft.deliver(envelope);
-            return;
+            return None;
         }
         self.counts
             .messages_unknown_group
@@ -147,9 +153,10 @@ impl<SM: StateMachine> Switchboard<SM> {
                 host = self.id,
                 peer = envelope.from,
                 group = envelope.group,
-                "refusing a message for a group this host does not have (not created here yet, or removed)"
+                "refusing a message for a group this host does not have (not created here yet, or deleted)"
             );
         }
+        Some(envelope)
     }
 
     /// What a group asks of the hosts' heartbeat: was this host heard

@@ -197,6 +197,102 @@ async fn a_removed_group_is_gone_and_its_id_starts_afresh() {
     .await;
 }
 
+/// A deleted group goes from every member: at once from those up, and
+/// from a host that was down as soon as it is back; its id is not used
+/// again; the other groups are untouched.
+#[actix_rt::test]
+async fn a_deleted_group_goes_from_every_host_even_one_that_was_down() {
+    init_tracing();
+    bounded(SECS(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = three_hosts(dir.path()).await;
+        for host in &hosts {
+            host.create_group(1, [1, 2, 3]).await.unwrap();
+            host.create_group(2, [1, 2, 3]).await.unwrap();
+        }
+        for g in [1, 2] {
+            let raft = hosts[0].group(g).unwrap();
+            wait_leader(&raft).await;
+            raft.write(Add(g * 10)).await.unwrap();
+            // Every member holds the group before host 3 goes down.
+            for host in &hosts {
+                let replica = host.group(g).unwrap();
+                replica
+                    .wait_for(SECS(20), |m| m.last_applied >= 2)
+                    .await
+                    .expect("replica catches up");
+            }
+        }
+        let third = hosts.pop().unwrap();
+        third.shutdown().await;
+        let deletion = hosts[1].delete_group(1).await.unwrap();
+        assert_eq!(
+            (deletion.confirmed, deletion.unanswered),
+            (vec![1], vec![3])
+        );
+        for host in &hosts {
+            assert!(host.group(1).is_none());
+            assert!(matches!(
+                host.create_group(1, [1, 2, 3]).await,
+                Err(HostError::GroupDeleted(1))
+            ));
+        }
+        // Host 3 comes back with its replica of group 1, which speaks to
+        // hosts that deleted the group, and is told to go.
+        hosts.push(start_host(3, dir.path()).await);
+        introduce(&hosts);
+        let deadline = tokio::time::Instant::now() + SECS(30);
+        while hosts[2].group(1).is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "host 3 kept the deleted group"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(matches!(
+            hosts[2].create_group(1, [1, 2, 3]).await,
+            Err(HostError::GroupDeleted(1))
+        ));
+        // The tombstone is durable; the other group lives on.
+        let first = hosts.remove(0);
+        first.shutdown().await;
+        hosts.insert(0, start_host(1, dir.path()).await);
+        introduce(&hosts);
+        let listed: Vec<GroupId> = hosts[0].groups().iter().map(|g| g.group).collect();
+        assert_eq!(listed, vec![2]);
+        assert!(matches!(
+            hosts[0].create_group(1, [1, 2, 3]).await,
+            Err(HostError::GroupDeleted(1))
+        ));
+        let two = hosts[0].group(2).unwrap();
+        wait_leader(&two).await;
+        assert_eq!(value(&two).await, 20);
+        // Deleting again tells the members again: all answer now.
+        let again = hosts[0].delete_group(1).await.unwrap();
+        assert_eq!((again.confirmed, again.unanswered), (vec![2, 3], vec![]));
+        assert!(matches!(
+            hosts[0].delete_group(9).await,
+            Err(HostError::NoSuchGroup(9))
+        ));
+        // Only a replica of the deleted group goes: hosts 1 and 2 have a
+        // group 3 of their own (founders 1 and 2, another cluster id) and
+        // ignore host 3's deletion of its group 3.
+        for host in &hosts[..2] {
+            host.create_group(3, [1, 2]).await.unwrap();
+        }
+        hosts[2].create_group(3, [1, 2, 3]).await.unwrap();
+        let other = hosts[2].delete_group(3).await.unwrap();
+        assert_eq!((other.confirmed, other.unanswered), (vec![], vec![1, 2]));
+        let three = hosts[0].group(3).expect("hosts 1 and 2 keep their group 3");
+        wait_leader(&three).await;
+        three.write(Add(3)).await.unwrap();
+        for host in hosts {
+            host.shutdown().await;
+        }
+    })
+    .await;
+}
+
 /// Leaders of many groups end up spread over the hosts: within one of
 /// each other after a balance, whatever the elections did.
 #[actix_rt::test]
@@ -471,6 +567,34 @@ async fn a_hosts_web_scope_serves_every_group() {
         )
         .unwrap();
         assert!(text.contains("regatta_host_groups{host=\"1\"} 2"), "{text}");
+        assert!(
+            !text.contains("regatta_group_"),
+            "per-group series only when asked"
+        );
+        let text = String::from_utf8(
+            test::call_and_read_body(&app, get("/metrics?groups=true"))
+                .await
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(
+            text.contains(&format!(
+                "regatta_group_leader{{host=\"1\",group=\"2\"}} {leader}"
+            )),
+            "{text}"
+        );
+
+        // Deleting a group through the scope: every member confirms.
+        let delete = |path: &str| test::TestRequest::delete().uri(path).to_request();
+        let body: serde_json::Value =
+            test::call_and_read_body_json(&app, delete("/groups/1")).await;
+        assert_eq!(body["confirmed"], serde_json::json!([2, 3]), "{body}");
+        let response = test::call_service(&app, get("/groups/1/cluster/status")).await;
+        assert_eq!(response.status(), 404);
+        let response = test::call_service(&app, delete("/groups/one")).await;
+        assert_eq!(response.status(), 400);
+        let response = test::call_service(&app, delete("/groups/7")).await;
+        assert_eq!(response.status(), 404);
         host.shutdown().await;
         for host in hosts {
             host.shutdown().await;

@@ -47,6 +47,7 @@
 //! # }
 //! ```
 
+mod deletion;
 mod run;
 
 use std::collections::BTreeMap;
@@ -103,6 +104,10 @@ pub enum HostError {
         /// The founders asked for.
         founders: Vec<NodeId>,
     },
+    /// The group was deleted ([`Host::delete_group`]): its id is not used
+    /// again on this host.
+    #[error("group {0} was deleted: its id is not used again; pick another group id")]
+    GroupDeleted(GroupId),
     /// Group 0 is the single-group node's; groups start at 1.
     #[error("group id 0 is not valid: group ids start at 1")]
     InvalidGroup,
@@ -122,6 +127,19 @@ pub enum HostError {
     Stopped,
 }
 
+/// What [`Host::delete_group`] achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDeletion {
+    /// The group.
+    pub group: GroupId,
+    /// Member hosts (besides this one) that deleted their replica.
+    pub confirmed: Vec<NodeId>,
+    /// Member hosts that did not answer in time (down, or cut off): each
+    /// deletes its replica when it is back and its replica first speaks
+    /// to a host that deleted the group; or call again.
+    pub unanswered: Vec<NodeId>,
+}
+
 /// One group as [`Host::groups`] lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupInfo {
@@ -135,6 +153,10 @@ pub struct GroupInfo {
     pub leader: Option<NodeId>,
     /// The group is quiescent here (idle: no heartbeats, no timers).
     pub quiesced: bool,
+    /// The highest index known committed here.
+    pub commit_index: u64,
+    /// The highest index applied to this host's state machine.
+    pub last_applied: u64,
 }
 
 impl<SM: StateMachine> Shared<SM> {
@@ -180,6 +202,9 @@ struct Shared<SM: StateMachine> {
     writer: Mutex<Option<SharedWriter>>,
     /// Set when the host stops: its heartbeat ends.
     stopping: std::sync::atomic::AtomicBool,
+    /// Groups deleted here (their ids are not used again).
+    tombstones: Mutex<BTreeMap<GroupId, crate::storage::fjall_host::Tombstone>>,
+    deletions: Mutex<deletion::Deletions>,
     /// Serializes creations and removals: each is a few steps on the
     /// catalog and the map that must not interleave.
     lifecycle: tokio::sync::Mutex<()>,
@@ -265,6 +290,24 @@ impl<SM: StateMachine + Send> Host<SM> {
             .await
     }
 
+    /// Deletes `group` from every member host: stops this host's replica
+    /// and deletes its log and snapshots, leaving a tombstone (the id is
+    /// not used again here), then tells each member host to do the same,
+    /// waiting up to ten election timeouts for their answers. A member
+    /// that does not answer (down, cut off) deletes its replica once it is
+    /// back and the replica first speaks to a host that deleted the group.
+    /// Calling again for a group deleted here tells the members again.
+    /// Writes under way in the group fail as indeterminate; the data is
+    /// gone for good.
+    pub async fn delete_group(&self, group: GroupId) -> Result<GroupDeletion, HostError> {
+        let shared = self.shared.clone();
+        let transport: Arc<dyn crate::transport::Transport> = Arc::new(self.transport.clone());
+        self.on_host_thread(
+            move || async move { deletion::delete(&shared, transport, group).await },
+        )
+        .await
+    }
+
     /// The handle of `group`, if this host has it.
     pub fn group(&self, group: GroupId) -> Option<Raft<SM>> {
         self.shared.switchboard.get(group)
@@ -282,6 +325,8 @@ impl<SM: StateMachine + Send> Host<SM> {
                 term: m.term,
                 leader: m.leader,
                 quiesced: m.quiesced,
+                commit_index: m.commit_index,
+                last_applied: m.last_applied,
             });
         });
         list.sort_by_key(|g| g.group);

@@ -103,7 +103,7 @@ async fn serve<SM: StateMachine + Send>(
     started: oneshot::Sender<Started<SM>>,
     stop: oneshot::Receiver<()>,
 ) -> Option<SharedWriter> {
-    let (shared, runtime, transport) = match open(plan, state_machines).await {
+    let (shared, runtime, transport, host_inbox) = match open(plan, state_machines).await {
         Ok(parts) => parts,
         Err((e, writer)) => {
             let _ = started.send(Err(e));
@@ -120,6 +120,11 @@ async fn serve<SM: StateMachine + Send>(
                 beating.stopping.load(Ordering::Relaxed)
             }),
     );
+    actix_rt::spawn(super::deletion::serve(
+        shared.clone(),
+        runtime.transport.clone(),
+        host_inbox,
+    ));
     RUNTIME.with(|slot| *slot.borrow_mut() = Some(runtime));
     if started
         .send(Ok((shared.clone(), transport.clone(), arbiter)))
@@ -144,7 +149,15 @@ thread_local! {
     static RUNTIME: std::cell::RefCell<Option<Arc<GroupRuntime>>> = const { std::cell::RefCell::new(None) };
 }
 
-type Opened<SM> = (Arc<Shared<SM>>, Arc<GroupRuntime>, TcpTransport);
+/// Messages for the host itself waiting to be handled, at most.
+const HOST_INBOX: usize = 1024;
+
+type Opened<SM> = (
+    Arc<Shared<SM>>,
+    Arc<GroupRuntime>,
+    TcpTransport,
+    tokio::sync::mpsc::Receiver<Envelope>,
+);
 
 async fn open<SM: StateMachine + Send>(
     plan: Plan<SM>,
@@ -161,6 +174,9 @@ async fn open<SM: StateMachine + Send>(
         .map_err(|e| (crate::embed::storage_error(&dir, e), None))?;
     let catalog = db
         .groups()
+        .map_err(|e| (crate::embed::storage_error(&dir, e), None))?;
+    let tombstones = db
+        .tombstones()
         .map_err(|e| (crate::embed::storage_error(&dir, e), None))?;
     let syncing = db.clone();
     let writer = SharedWriter::start(
@@ -181,6 +197,8 @@ async fn open<SM: StateMachine + Send>(
         config: plan.config,
         cluster_name: plan.cluster_name.clone(),
         writer: Mutex::new(Some(writer.clone())),
+        tombstones: Mutex::new(tombstones),
+        deletions: Mutex::default(),
         stopping: Default::default(),
         lifecycle: tokio::sync::Mutex::new(()),
     });
@@ -189,9 +207,13 @@ async fn open<SM: StateMachine + Send>(
     tcp.peers = plan.peers.clone();
     // Weak: the groups hold the transport, which holds this delivery.
     let switchboard = Arc::downgrade(&shared.switchboard);
+    // Bounded: a flood of messages for unknown groups is dropped, not
+    // queued (a deletion message lost is sent again).
+    let (to_host, host_inbox) = tokio::sync::mpsc::channel(HOST_INBOX);
     let deliver = Arc::new(move |envelope: Envelope| {
-        if let Some(switchboard) = switchboard.upgrade() {
-            switchboard.route(envelope);
+        let unrouted = switchboard.upgrade().and_then(|s| s.route(envelope));
+        if let Some(envelope) = unrouted {
+            let _ = to_host.try_send(envelope);
         }
     });
     let transport = TcpTransport::start(tcp, deliver).await.map_err(|source| {
@@ -234,7 +256,7 @@ async fn open<SM: StateMachine + Send>(
             Some(writer),
         ));
     }
-    Ok((shared, runtime, transport))
+    Ok((shared, runtime, transport, host_inbox))
 }
 
 /// Starts `group`'s node on this thread and lists it.
@@ -299,6 +321,9 @@ pub(super) async fn create<SM: StateMachine + Send>(
         });
     }
     let _guard = shared.lifecycle.lock().await;
+    if lock(&shared.tombstones).contains_key(&group) {
+        return Err(HostError::GroupDeleted(group));
+    }
     if let Some(existing) = lock(&shared.founders).get(&group) {
         if existing.voters != founders.voters {
             return Err(HostError::GroupExists {

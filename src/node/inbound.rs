@@ -116,7 +116,7 @@ impl Handler<Inbound> for Node {
                 }
             }
             // The host's business: never routed to a group.
-            Message::HostHeartbeat => {}
+            Message::HostHeartbeat | Message::DeleteGroup | Message::GroupDeleted => {}
             Message::InstallSnapshot {
                 meta, offset, data, ..
             } => {

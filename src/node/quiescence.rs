@@ -66,6 +66,8 @@ pub(super) fn wakes_the_group(message: &Message) -> bool {
             | Message::RequestVoteResponse { .. }
             | Message::Quiesce { .. }
             | Message::HostHeartbeat
+            | Message::DeleteGroup
+            | Message::GroupDeleted
     )
 }
 

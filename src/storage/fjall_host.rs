@@ -10,10 +10,13 @@
 //! | `m/host-format`                   | host format version, `u32` big-endian  |
 //! | `m/host-cluster`                  | the hosts' cluster name, UTF-8         |
 //! | `c/` + group (`u64` BE)           | framed founding [`Membership`]          |
+//! | `d/` + group (`u64` BE)           | framed [`Tombstone`] of a deleted group |
 //! | `g/` + group (`u64` BE) + key     | the group's log: a node's layout (see [`super::fjall`]) |
 //!
 //! A group is in the catalog from its creation until its removal; a
-//! restarted host starts every group listed there. Its snapshots are files
+//! restarted host starts every group listed there. A group deleted from
+//! all its members leaves a tombstone: its id is never used again here,
+//! and a member that missed the deletion is told when it next speaks. Its snapshots are files
 //! under `groups/<group>/snapshots` next to the database.
 //!
 //! # Durability
@@ -44,12 +47,26 @@ const KEY_HOST_FORMAT: &[u8] = b"m/host-format";
 const KEY_HOST_CLUSTER: &[u8] = b"m/host-cluster";
 const CATALOG_PREFIX: &[u8] = b"c/";
 const GROUP_PREFIX: &[u8] = b"g/";
+const TOMBSTONE_PREFIX: &[u8] = b"d/";
 
 /// How many keys one removal batch deletes (a group's log can be long).
 const REMOVE_BATCH: usize = 4096;
 
 fn catalog_key(group: GroupId) -> Vec<u8> {
     [CATALOG_PREFIX, &group.to_be_bytes()[..]].concat()
+}
+
+fn tombstone_key(group: GroupId) -> Vec<u8> {
+    [TOMBSTONE_PREFIX, &group.to_be_bytes()[..]].concat()
+}
+
+/// What a host keeps of a group deleted from all its members.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Tombstone {
+    /// The group's cluster id: only its replicas are told to go.
+    pub cluster_id: u64,
+    /// Its members when it was deleted here.
+    pub members: std::collections::BTreeSet<crate::core::types::NodeId>,
 }
 
 fn group_prefix(group: GroupId) -> Vec<u8> {
@@ -141,6 +158,42 @@ impl HostDatabase {
             groups.insert(id, founders);
         }
         Ok(groups)
+    }
+
+    /// The groups deleted here, with what is kept of them.
+    pub(crate) fn tombstones(&self) -> Result<BTreeMap<GroupId, Tombstone>, StorageError> {
+        let mut tombstones = BTreeMap::new();
+        for guard in self.log.prefix(TOMBSTONE_PREFIX) {
+            let (key, value) = guard.into_inner().map_err(io)?;
+            let id = key
+                .strip_prefix(TOMBSTONE_PREFIX)
+                .and_then(|id| <[u8; 8]>::try_from(id).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StorageError::Corrupt {
+                    index: 0,
+                    reason: format!("malformed tombstone key {key:?}"),
+                })?;
+            let tombstone = unframe(&value).map_err(|reason| StorageError::Corrupt {
+                index: 0,
+                reason: format!("tombstone of group {id}: {reason}"),
+            })?;
+            tombstones.insert(id, tombstone);
+        }
+        Ok(tombstones)
+    }
+
+    /// Deletes `group` for good: its tombstone replaces its catalog record
+    /// in one durable batch, then its log and snapshots go.
+    pub(crate) fn delete_group(
+        &self,
+        group: GroupId,
+        tombstone: &Tombstone,
+    ) -> Result<(), StorageError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.remove(&self.log, catalog_key(group));
+        batch.insert(&self.log, tombstone_key(group), frame(tombstone)?);
+        batch.commit().map_err(io)?;
+        self.clear_group(group)
     }
 
     /// Adds `group` to the catalog, durably. Records a crash left behind
@@ -325,6 +378,27 @@ mod tests {
         assert!(db.groups().unwrap().is_empty());
         db.add_group(4, &founders).unwrap();
         assert!(db.open_group(4, "c").unwrap().load().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_group_leaves_a_tombstone_and_no_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = HostDatabase::open(dir.path(), "c").unwrap();
+        db.add_group(4, &Membership::new([1, 2, 3])).unwrap();
+        let mut log = db.open_group(4, "c").unwrap();
+        write(&mut log, None, entries(1, 1..=5));
+        db.persist().unwrap();
+        drop(log);
+        let tombstone = Tombstone {
+            cluster_id: 77,
+            members: [1, 2, 3].into(),
+        };
+        db.delete_group(4, &tombstone).unwrap();
+        drop(db);
+        let db = HostDatabase::open(dir.path(), "c").unwrap();
+        assert!(db.groups().unwrap().is_empty());
+        assert_eq!(db.tombstones().unwrap(), [(4, tombstone)].into());
+        assert_eq!(db.log.prefix(group_prefix(4)).count(), 0);
     }
 
     #[test]

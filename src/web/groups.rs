@@ -1,6 +1,7 @@
 //! The web scope of a [`crate::Host`]: every group's admin endpoints under
 //! `/groups/{group}/cluster/...` (the same as a single node's
-//! `/cluster/...`), the host's view of its groups at `GET /groups`, and
+//! `/cluster/...`), the host's view of its groups at `GET /groups`,
+//! `DELETE /groups/{group}` to delete a group from every member host, and
 //! the host's totals at `GET /metrics`.
 //!
 //! Groups come and go at runtime, so the group is resolved per request:
@@ -38,6 +39,11 @@ pub fn configure_host<SM: StateMachine + Send>(
             web::resource("/groups")
                 .wrap(from_fn(auth::guard))
                 .route(web::get().to(groups::<SM>)),
+        );
+        cfg.service(
+            web::resource("/groups/{group}")
+                .wrap(from_fn(auth::guard))
+                .route(web::delete().to(delete::<SM>)),
         );
         cfg.service(
             web::scope("/groups/{group}")
@@ -97,6 +103,8 @@ async fn groups<SM: StateMachine + Send>(host: web::Data<Host<SM>>) -> HttpRespo
                 "term": g.term,
                 "leader": g.leader,
                 "quiesced": g.quiesced,
+                "commit_index": g.commit_index,
+                "last_applied": g.last_applied,
             })
         })
         .collect();
@@ -113,11 +121,47 @@ async fn groups<SM: StateMachine + Send>(host: web::Data<Host<SM>>) -> HttpRespo
     }))
 }
 
+/// `DELETE /groups/{group}`: [`Host::delete_group`]; answers which
+/// member hosts confirmed and which did not answer in time.
+async fn delete<SM: StateMachine + Send>(
+    host: web::Data<Host<SM>>,
+    group: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let group: u64 = group
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{group:?} is not a group id")))?;
+    match host.delete_group(group).await {
+        Ok(deletion) => Ok(HttpResponse::Ok().json(json!({
+            "group": deletion.group,
+            "confirmed": deletion.confirmed,
+            "unanswered": deletion.unanswered,
+        }))),
+        Err(e @ crate::host::HostError::NoSuchGroup(_)) => Err(ApiError::not_found(e.to_string())),
+        Err(e) => Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+    }
+}
+
+/// What `GET /metrics` may be asked.
+#[derive(serde::Deserialize)]
+struct MetricsQuery {
+    /// Add a few series per group (`?groups=true`): thousands of groups
+    /// make thousands of series, so the host's totals alone by default.
+    #[serde(default)]
+    groups: bool,
+}
+
 /// `GET /metrics`: the host's totals in Prometheus' text format, one
-/// series each whatever the number of groups (per-group series would
-/// multiply by thousands; each group's own are at
+/// series each whatever the number of groups; with `?groups=true` also
+/// each group's role, term, leader, commit and applied index and quiet
+/// state, labelled by group (each group's full numbers are at
 /// `/groups/{group}/cluster/stats`).
-async fn metrics<SM: StateMachine + Send>(host: web::Data<Host<SM>>) -> HttpResponse {
+async fn metrics<SM: StateMachine + Send>(
+    host: web::Data<Host<SM>>,
+    query: web::Query<MetricsQuery>,
+) -> HttpResponse {
     let counts = host.counts();
     let groups = host.groups();
     let leading = groups
@@ -180,7 +224,57 @@ async fn metrics<SM: StateMachine + Send>(host: web::Data<Host<SM>>) -> HttpResp
         "Host heartbeats received.",
         counts.heartbeats_received,
     );
+    if query.groups {
+        per_group(&mut text, id, &groups);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)
+}
+
+/// One series per group for each of a few gauges.
+fn per_group(text: &mut String, host: u64, groups: &[crate::host::GroupInfo]) {
+    type Gauge = fn(&crate::host::GroupInfo) -> u64;
+    let gauges: [(&str, &str, Gauge); 6] = [
+        (
+            "regatta_group_term",
+            "The group's term as this host knows it.",
+            |g| g.term,
+        ),
+        (
+            "regatta_group_leader",
+            "The group's leader (host id; 0: none known).",
+            |g| g.leader.unwrap_or(0),
+        ),
+        (
+            "regatta_group_is_leader",
+            "1 if this host leads the group.",
+            |g| u64::from(g.role == crate::metrics::Role::Leader),
+        ),
+        (
+            "regatta_group_commit_index",
+            "The group's commit index here.",
+            |g| g.commit_index,
+        ),
+        (
+            "regatta_group_last_applied",
+            "The group's last applied index here.",
+            |g| g.last_applied,
+        ),
+        (
+            "regatta_group_quiesced",
+            "1 if the group is quiet here.",
+            |g| u64::from(g.quiesced),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for g in groups {
+            text.push_str(&format!(
+                "{name}{{host=\"{host}\",group=\"{}\"}} {}\n",
+                g.group,
+                value(g)
+            ));
+        }
+    }
 }

@@ -181,6 +181,8 @@ fn messages() -> Vec<Message> {
             leader_commit: 3,
         },
         Message::HostHeartbeat,
+        Message::DeleteGroup,
+        Message::GroupDeleted,
         Message::AppendEntriesResponse {
             term: 2,
             result: Err(crate::core::log::ConflictHint {

@@ -61,7 +61,7 @@ pub(crate) use self::wire::*;
 
 /// Version of the wire protocol, exchanged in the handshake. Nodes only
 /// talk to nodes speaking exactly the same version.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Handshake frames are tiny; capping them well below `max_frame_bytes`
 /// means an unauthenticated client cannot make us buffer megabytes.

@@ -170,7 +170,10 @@ impl<'a> HostWorld<'a> {
         self.net.register(
             host,
             incarnation,
-            Box::new(move |envelope| routing.route(envelope)),
+            Box::new(move |envelope| {
+                // Nothing of the host's own (group deletion) happens here.
+                let _ = routing.route(envelope);
+            }),
         );
         self.running.insert(
             host,
