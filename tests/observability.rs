@@ -165,6 +165,39 @@ fn the_dashboard_follows_the_cluster_through_a_failover() {
     }
 }
 
+/// What the host dashboard shows: how many groups, how many with a
+/// leader, and the groups each host leads.
+const HOST_DASHBOARD_STATE: &str = "
+    const s = document.getElementById('summary');
+    const led = {};
+    for (const r of document.querySelectorAll('#leaders tr')) led[r.dataset.host] = Number(r.dataset.count);
+    return { host: s.dataset.host, groups: Number(s.dataset.groups), led: Number(s.dataset.led), leaders: led };";
+
+#[test]
+fn the_host_dashboard_shows_the_leaders_per_host_through_a_host_failure() {
+    let Some(browser) = browser::Browser::start() else {
+        return;
+    };
+    let mut cluster = process::ProcessCluster::start_with("sharded_kv", 3, &["--groups", "8"]);
+    browser.open(&format!("http://{}/dashboard", cluster.http(2)));
+    let total = |v: &serde_json::Value| -> u64 {
+        v["leaders"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(|n| n.as_u64()).sum())
+    };
+    browser.wait_for("all 8 groups led", HOST_DASHBOARD_STATE, SECS(60), |v| {
+        v["host"] == "2" && v["groups"] == 8 && v["led"] == 8 && total(v) == 8
+    });
+    cluster.kill(1);
+    let shown = browser.wait_for(
+        "every group led by host 2 or 3",
+        HOST_DASHBOARD_STATE,
+        SECS(60),
+        |v| v["led"] == 8 && total(v) == 8 && v["leaders"].get("1").is_none_or(|n| n == 0),
+    );
+    println!("after host 1 died the host dashboard shows {shown}");
+}
+
 #[test]
 fn operator_commands_work_against_a_running_cluster() {
     let mut cluster = process::ProcessCluster::start("counter", 3);

@@ -1,8 +1,9 @@
 //! The web scope of a [`crate::Host`]: every group's admin endpoints under
 //! `/groups/{group}/cluster/...` (the same as a single node's
 //! `/cluster/...`), the host's view of its groups at `GET /groups`,
-//! `DELETE /groups/{group}` to delete a group from every member host, and
-//! the host's totals at `GET /metrics`.
+//! `DELETE /groups/{group}` to delete a group from every member host,
+//! the host's totals at `GET /metrics`, and a dashboard of the groups and
+//! of the leaders per host at `GET /dashboard`.
 //!
 //! Groups come and go at runtime, so the group is resolved per request:
 //! a middleware looks `{group}` up on the host and leaves its [`Raft`] in
@@ -56,7 +57,22 @@ pub fn configure_host<SM: StateMachine + Send>(
                 .wrap(from_fn(auth::guard))
                 .route(web::get().to(metrics::<SM>)),
         );
+        cfg.service(
+            web::resource("/dashboard")
+                .wrap(from_fn(auth::guard))
+                .route(web::get().to(dashboard)),
+        );
     }
+}
+
+/// The host's dashboard: one static page, embedded in the binary, that
+/// polls `GET /groups` and shows how many groups each host leads (as this
+/// host sees their leaders) and every group's role, leader, term, indexes
+/// and quiet state.
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("host_dashboard.html"))
 }
 
 /// Finds `{group}` on the host, or answers 404.
