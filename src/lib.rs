@@ -195,6 +195,7 @@ mod sequence;
 pub mod serve;
 mod session;
 mod snapshotter;
+mod spawn;
 mod state_machine;
 pub mod storage;
 #[cfg(any(all(feature = "fjall", feature = "tcp"), feature = "testing"))]

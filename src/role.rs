@@ -44,6 +44,9 @@ pub(crate) struct RoleContext {
     /// stands in for the heartbeats of an idle group: it may quiesce, and
     /// this says whether a host has been heard within an election timeout.
     pub quiescence: Option<HostLiveness>,
+    /// The group's span: every actor of the node runs inside it
+    /// ([`crate::spawn`]).
+    pub span: tracing::Span,
 }
 
 /// What the roles need for snapshots: the store (a leader sends from it, a

@@ -158,8 +158,8 @@ impl Leader {
                 (peer, pinned),
                 sent_upto,
                 self.commit_index,
-            )
-            .start();
+            );
+            let r = crate::spawn::start_in(r, &self.cx.span);
             self.replicators.insert(peer, r);
             self.tracker.start(peer, now_ms);
         }

@@ -18,6 +18,7 @@ impl LogStore {
         shared: Option<&super::SharedWriter>,
         counters: Arc<Counters>,
         ask_founders: bool,
+        span: &tracing::Span,
     ) -> Result<(Addr<LogStore>, WriterThread, Loaded), StartError> {
         let mut state: InitialState = storage.load()?;
         if let Some(founders) = bootstrap.as_ref().filter(|_| state.is_empty()) {
@@ -145,6 +146,6 @@ impl LogStore {
             on_failure: None,
             failed: false,
         };
-        Ok((ctx.run(store), thread, loaded))
+        Ok((crate::spawn::run_in(ctx, store, span), thread, loaded))
     }
 }

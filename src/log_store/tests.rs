@@ -63,6 +63,7 @@ async fn nothing_is_acknowledged_after_a_failed_write() {
         None,
         Arc::new(Counters::default()),
         false,
+        &tracing::Span::none(),
     )
     .expect("the store starts");
     fail.store(true, Ordering::Relaxed);

@@ -64,7 +64,7 @@ impl Node {
         let membership = self.membership.clone();
         let c = Candidate::new(self.cx.clone(), term, pre_vote, force, membership, last);
         self.role = RoleState::Candidate {
-            addr: c.start(),
+            addr: crate::spawn::start_in(c, &self.cx.span),
             pre_vote,
         };
     }

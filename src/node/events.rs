@@ -108,7 +108,7 @@ impl Node {
                         act.commit_index,
                         act.waiters.clone(),
                     );
-                    act.role = RoleState::Leader(l.start());
+                    act.role = RoleState::Leader(crate::spawn::start_in(l, &act.cx.span));
                     act.role_term = term;
                     act.publish();
                     if let Some(probe) = &act.cx.probe {

@@ -287,7 +287,8 @@ impl Node {
         let keep = matches!(self.role, RoleState::Follower(_)) && self.role_term == self.hs.term;
         if !keep {
             self.stop_role();
-            let f = Follower::new(self.cx.clone(), self.hs.term).start();
+            let f =
+                crate::spawn::start_in(Follower::new(self.cx.clone(), self.hs.term), &self.cx.span);
             self.role = RoleState::Follower(f);
             self.role_term = self.hs.term;
         }

@@ -75,6 +75,7 @@ impl<SM: StateMachine> Raft<SM> {
         let snapshots = storage.snapshots();
         let backup_store = snapshots.clone();
         let counters = Arc::new(Counters::default());
+        let span = crate::spawn::group_span(group);
         let (log, writer, loaded) = LogStore::start(
             id,
             Box::new(storage),
@@ -84,6 +85,7 @@ impl<SM: StateMachine> Raft<SM> {
             shared_writer.as_ref(),
             counters.clone(),
             ask_founders,
+            &span,
         )?;
         let identity = IdentityCell::new(loaded.identity, group);
         let raw_transport = transport.clone();
@@ -114,8 +116,10 @@ impl<SM: StateMachine> Raft<SM> {
         let notices_for_node = notices.clone();
         let counters_for_node = counters.clone();
         let applied_log_time = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut snapshotter = None;
-        let node = Node::create(|ctx| {
+        let snapshotter;
+        let mut node_ctx = Context::<Node>::new();
+        let node_actor = {
+            let ctx = &mut node_ctx;
             let node_addr = ctx.address();
             let applier = Applier::new(
                 id,
@@ -129,8 +133,8 @@ impl<SM: StateMachine> Raft<SM> {
                 probe.clone(),
                 counters_for_node.clone(),
                 applied_log_time.clone(),
-            )
-            .start();
+            );
+            let applier = crate::spawn::start_in(applier, &span);
             let snapshotter_addr = Snapshotter::new(
                 id,
                 config.clone(),
@@ -142,9 +146,9 @@ impl<SM: StateMachine> Raft<SM> {
                 snapshot_id,
                 io.clone(),
                 counters_for_node.clone(),
-            )
-            .start();
-            snapshotter = Some(snapshotter_addr.clone());
+            );
+            let snapshotter_addr = crate::spawn::start_in(snapshotter_addr, &span);
+            snapshotter = snapshotter_addr.clone();
             log.do_send(Subscribe {
                 changes: node_addr.clone().recipient(),
                 failures: node_addr.clone().recipient(),
@@ -169,6 +173,7 @@ impl<SM: StateMachine> Raft<SM> {
                 counters: counters_for_node,
                 applied_log_time,
                 quiescence: quiesce,
+                span: span.clone(),
             };
             Node::new(
                 cx,
@@ -184,7 +189,8 @@ impl<SM: StateMachine> Raft<SM> {
                 applier.clone().recipient(),
             )
             .founding(loaded.pending_founding)
-        });
+        };
+        let node = crate::spawn::run_in(node_ctx, node_actor, &span);
         Ok(Raft {
             id,
             node,
@@ -193,7 +199,7 @@ impl<SM: StateMachine> Raft<SM> {
             notices,
             config,
             writer,
-            snapshotter: snapshotter.expect("created with the node"),
+            snapshotter,
             log,
             snapshots: backup_store,
             cluster_name: cluster_name.into(),

@@ -330,8 +330,24 @@ impl<'a> HostWorld<'a> {
                 })
             });
             drop(handles);
-            if let Some(host) = uncounted {
-                group.replace_asked = Some(Instant::now());
+            let Some(host) = uncounted else {
+                continue;
+            };
+            group.replace_asked = Some(Instant::now());
+            if membership.learners.contains(&host) {
+                // A replacement cut short (the learner was behind, or the
+                // leader changed) left it a learner: promote it.
+                tracing::debug!(
+                    host,
+                    group = id,
+                    "simulator: promoting the replaced replica"
+                );
+                let mut voters = membership.voters.clone();
+                voters.insert(host);
+                tokio::task::spawn_local(async move {
+                    let _ = leader.change_membership(voters).await;
+                });
+            } else {
                 tracing::debug!(
                     host,
                     group = id,
@@ -343,6 +359,27 @@ impl<'a> HostWorld<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether every replica the operator restarted with --join is a
+    /// voter again under its new incarnation, in every group's leader's
+    /// configuration (none joint).
+    fn replacements_done(&self) -> bool {
+        self.groups.values().all(|group| {
+            let handles = group.handles.borrow();
+            let leader = handles.values().find_map(|r| {
+                let m = r.metrics().borrow().clone();
+                (m.role == Role::Leader).then_some(m.membership)
+            });
+            group.joiners.iter().all(|host| {
+                let incarnation = handles.get(host).map(|r| r.metrics().borrow().incarnation);
+                leader.as_ref().is_some_and(|m| {
+                    !m.is_joint()
+                        && m.voters.contains(host)
+                        && incarnation.is_some_and(|i| m.incarnations.get(host) == Some(&i))
+                })
+            })
+        })
     }
 
     /// Drops every task of host `host` at once: all its groups crash.
@@ -547,12 +584,14 @@ impl<'a> HostWorld<'a> {
         let deadline = since + Duration::from_secs(20);
         loop {
             self.operator().await?;
-            let quiet = self.groups.values().all(|g| {
-                g.handles
-                    .borrow()
-                    .values()
-                    .all(|r| r.metrics().borrow().quiesced)
-            });
+            // A replacement still to come would wake its group again.
+            let quiet = self.replacements_done()
+                && self.groups.values().all(|g| {
+                    g.handles
+                        .borrow()
+                        .values()
+                        .all(|r| r.metrics().borrow().quiesced)
+                });
             if quiet {
                 break;
             }
