@@ -45,6 +45,16 @@ pub(crate) struct SwitchboardCounts {
     pub heartbeats_received: AtomicU64,
 }
 
+/// The heartbeat loop's own timing.
+struct Beat {
+    /// When it last ran.
+    last: Option<Instant>,
+    /// Silence counts from here at the earliest: this host's start, or
+    /// the end of its last stall (a host that did not run did not read
+    /// what its peers sent meanwhile).
+    counts_from: Instant,
+}
+
 /// The groups of one host and the hosts' heartbeat.
 pub(crate) struct Switchboard<SM: StateMachine> {
     id: NodeId,
@@ -55,7 +65,7 @@ pub(crate) struct Switchboard<SM: StateMachine> {
     peer_hosts: Mutex<BTreeSet<NodeId>>,
     /// When each peer host was last heard.
     heard: Mutex<HashMap<NodeId, Instant>>,
-    started: Instant,
+    beat: Mutex<Beat>,
     heartbeat_interval: Duration,
     /// A host silent this long is suspected (an election timeout).
     suspect_after: Duration,
@@ -77,7 +87,10 @@ impl<SM: StateMachine> Switchboard<SM> {
             groups: RwLock::new(BTreeMap::new()),
             peer_hosts: Mutex::new(peers.into_iter().filter(|p| *p != id).collect()),
             heard: Mutex::new(HashMap::new()),
-            started: Instant::now(),
+            beat: Mutex::new(Beat {
+                last: None,
+                counts_from: Instant::now(),
+            }),
             heartbeat_interval: config.heartbeat_interval,
             suspect_after: config.election_timeout_min,
             last_refusal_logged: Mutex::new(None),
@@ -196,8 +209,9 @@ impl<SM: StateMachine> Switchboard<SM> {
     }
 
     /// One beat: a heartbeat to every peer host, then a look for silent
-    /// ones.
-    fn heartbeat(&self, transport: &dyn Transport) {
+    /// ones, whose quiet groups here are woken; returns those.
+    fn heartbeat(&self, transport: &dyn Transport) -> BTreeSet<NodeId> {
+        self.note_stall();
         let peers = lock(&self.peer_hosts).clone();
         for peer in &peers {
             let mut envelope = Envelope::new(self.id, *peer, Message::HostHeartbeat);
@@ -207,7 +221,7 @@ impl<SM: StateMachine> Switchboard<SM> {
         }
         let silent = self.silent(&peers);
         if silent.is_empty() {
-            return;
+            return silent;
         }
         // Quiet groups led from a silent host wake and elect if need be.
         for (group, raft) in read(&self.groups).iter() {
@@ -226,17 +240,40 @@ impl<SM: StateMachine> Switchboard<SM> {
                 raft.wake_group();
             }
         }
+        silent
     }
 
-    /// Which of `peers` have been silent for an election timeout (one
-    /// never heard counts from this host's start).
+    /// A beat more than half an election timeout after the last one
+    /// means this host stalled: silence counts afresh from now.
+    fn note_stall(&self) {
+        let now = Instant::now();
+        let mut beat = lock(&self.beat);
+        if let Some(last) = beat.last {
+            let gap = now - last;
+            if gap > self.suspect_after / 2 {
+                tracing::info!(
+                    host = self.id,
+                    stalled_ms = gap.as_millis() as u64,
+                    "this host stalled: its peers get a full election timeout before they are suspected"
+                );
+                beat.counts_from = now;
+            }
+        }
+        beat.last = Some(now);
+    }
+
+    /// Which of `peers` have been silent for an election timeout, counted
+    /// from this host's start or last stall at the earliest.
     fn silent(&self, peers: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+        let counts_from = lock(&self.beat).counts_from;
         let heard = lock(&self.heard);
         peers
             .iter()
             .copied()
             .filter(|peer| {
-                let last = heard.get(peer).copied().unwrap_or(self.started);
+                let last = heard
+                    .get(peer)
+                    .map_or(counts_from, |at| (*at).max(counts_from));
                 last.elapsed() >= self.suspect_after
             })
             .collect()
@@ -265,4 +302,55 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::sim::Counter;
+
+    /// Sends nothing anywhere.
+    struct Nowhere;
+    impl Transport for Nowhere {
+        fn send(&self, _: Envelope) {}
+    }
+
+    fn beat_from(host: NodeId) -> Envelope {
+        Envelope::new(host, 1, Message::HostHeartbeat)
+    }
+
+    /// A host whose own thread stalled (a long pause, a suspended VM)
+    /// has not read what its peers sent meanwhile: it gives them a full
+    /// election timeout before it suspects them, instead of waking every
+    /// quiet group they lead at once. A peer that stays silent after that
+    /// is suspected as before.
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_stalled_gives_its_peers_a_full_timeout() {
+        let config = Config::default();
+        let board = Switchboard::<Counter>::new(1, [2], &config);
+        assert!(board.heartbeat(&Nowhere).is_empty());
+        board.route(beat_from(2));
+        tokio::time::advance(config.heartbeat_interval).await;
+        assert!(board.heartbeat(&Nowhere).is_empty());
+        // The host stalls for a second: no beat, nothing read.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            board.heartbeat(&Nowhere).is_empty(),
+            "suspected a peer this host could not have heard"
+        );
+        // Host 2 stays silent: suspected one election timeout later.
+        let mut waited = Duration::ZERO;
+        loop {
+            tokio::time::advance(config.heartbeat_interval).await;
+            waited += config.heartbeat_interval;
+            if !board.heartbeat(&Nowhere).is_empty() {
+                break;
+            }
+            assert!(waited <= config.election_timeout_min, "never suspected");
+        }
+        assert!(
+            waited >= config.election_timeout_min,
+            "suspected after {waited:?}"
+        );
+    }
 }
