@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::{Failure, Faults, Report, Simulation};
+use super::{ClientWrite, Failure, Faults, Report, Simulation};
 use crate::state_machine::{Apply, Restore, Snapshot, SnapshotData, StateMachine};
 use crate::testing::linearizability::{check, CheckResult, CounterInput, CounterModel, Operation};
 
@@ -67,8 +67,19 @@ pub fn counter(nodes: u64, faults: Faults) -> Simulation<Counter> {
 /// linearizability (which includes: every acknowledged write is there).
 pub fn run_counter(sim: &Simulation<Counter>, seed: u64) -> Result<Report<Counter>, Failure> {
     let report = sim.run(seed)?;
-    let ops: Vec<Operation<CounterInput, u64>> = report
-        .history
+    check_counter_history(&report.history).map_err(|reason| Failure {
+        seed,
+        nodes: sim.nodes,
+        groups: 1,
+        at: report.simulated,
+        reason,
+    })?;
+    Ok(report)
+}
+
+/// Checks a counter's client history for linearizability; says why not.
+pub(super) fn check_counter_history(history: &[ClientWrite<u64, u64>]) -> Result<(), String> {
+    let ops: Vec<Operation<CounterInput, u64>> = history
         .iter()
         .map(|w| Operation {
             client: w.client,
@@ -78,16 +89,9 @@ pub fn run_counter(sim: &Simulation<Counter>, seed: u64) -> Result<Report<Counte
             output: w.response,
         })
         .collect();
-    let fail = |reason: String| Failure {
-        seed,
-        nodes: sim.nodes,
-        groups: 1,
-        at: report.simulated,
-        reason,
-    };
     match check(&CounterModel, &ops, Duration::from_secs(30)) {
-        CheckResult::Ok => Ok(report),
-        CheckResult::Illegal(why) => Err(fail(format!("client history not linearizable: {why}"))),
-        CheckResult::Timeout => Err(fail("linearizability check ran out of time".into())),
+        CheckResult::Ok => Ok(()),
+        CheckResult::Illegal(why) => Err(format!("client history not linearizable: {why}")),
+        CheckResult::Timeout => Err("linearizability check ran out of time".into()),
     }
 }

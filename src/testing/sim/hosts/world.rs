@@ -20,9 +20,9 @@ use crate::probe::Probe;
 use crate::raft::{Environment, Raft};
 use crate::storage::MemStorage;
 use crate::switchboard::Switchboard;
-use crate::testing::linearizability::{check, CheckResult, CounterInput, CounterModel, Operation};
 use crate::testing::sim::check::Checker;
 use crate::testing::sim::client::{client_loop, Handles, History, Workload};
+use crate::testing::sim::counter::check_counter_history;
 use crate::testing::sim::net::{mix, Net};
 use crate::testing::sim::world::{drive, Disks};
 use crate::testing::sim::{Failure, Faults};
@@ -448,29 +448,8 @@ impl<'a> HostWorld<'a> {
         let mut elections = 0;
         for (id, group) in &self.groups {
             let history = group.history.borrow();
-            let ops: Vec<Operation<CounterInput, u64>> = history
-                .iter()
-                .map(|w| Operation {
-                    client: w.client,
-                    input: CounterInput::Incr(w.command),
-                    call: w.call,
-                    ret: w.ret,
-                    output: w.response,
-                })
-                .collect();
-            match check(&CounterModel, &ops, Duration::from_secs(30)) {
-                CheckResult::Ok => {}
-                CheckResult::Illegal(why) => {
-                    return Err(self.failure(format!(
-                        "group {id}: client history not linearizable: {why}"
-                    )))
-                }
-                CheckResult::Timeout => {
-                    return Err(
-                        self.failure(format!("group {id}: linearizability check ran out of time"))
-                    )
-                }
-            }
+            check_counter_history(&history)
+                .map_err(|why| self.failure(format!("group {id}: {why}")))?;
             for w in history.iter() {
                 trace = mix(mix(trace, w.call), w.ret.unwrap_or(u64::MAX));
             }
