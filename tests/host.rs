@@ -310,21 +310,48 @@ async fn balancing_spreads_group_leaders_evenly_over_the_hosts() {
         for &g in &groups {
             wait_leader(&hosts[0].group(g).unwrap()).await;
         }
-        hosts[1].balance_leaders().await;
-        let mut load = std::collections::BTreeMap::<NodeId, usize>::new();
-        for &g in &groups {
-            let leader = wait_leader(&hosts[0].group(g).unwrap()).await;
-            *load.entry(leader).or_default() += 1;
-        }
-        let (max, min) = (
-            load.values().max().copied().unwrap_or(0),
-            if load.len() == 3 {
+        // Leaders per host once every host agrees on every group's leader.
+        let agreed_load = || async {
+            let deadline = tokio::time::Instant::now() + SECS(20);
+            loop {
+                let views: Vec<Vec<Option<NodeId>>> = hosts
+                    .iter()
+                    .map(|h| {
+                        groups
+                            .iter()
+                            .map(|g| h.group(*g).unwrap().metrics().borrow().leader)
+                            .collect()
+                    })
+                    .collect();
+                if views.iter().all(|v| *v == views[0]) && views[0].iter().all(Option::is_some) {
+                    let mut load = std::collections::BTreeMap::<NodeId, usize>::new();
+                    for leader in views[0].iter().flatten() {
+                        *load.entry(*leader).or_default() += 1;
+                    }
+                    return load;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "hosts disagree: {views:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let spread = |load: &std::collections::BTreeMap<NodeId, usize>| {
+            let max = load.values().max().copied().unwrap_or(0);
+            let min = if load.len() == 3 {
                 load.values().min().copied().unwrap_or(0)
             } else {
                 0
-            },
+            };
+            max - min
+        };
+        hosts[1].balance_leaders().await;
+        let load = agreed_load().await;
+        assert!(
+            spread(&load) <= 1,
+            "leaders per host after balancing: {load:?}"
         );
-        assert!(max - min <= 1, "leaders per host after balancing: {load:?}");
         for host in hosts {
             host.shutdown().await;
         }

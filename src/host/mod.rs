@@ -359,6 +359,11 @@ impl<SM: StateMachine + Send> Host<SM> {
                     if let Err(e) = &result {
                         tracing::info!(host = self.id(), group, to, error = %e, "leadership transfer for balance skipped");
                     }
+                    // The next round must see the new leader here: a
+                    // group whose leader this host does not know yet would
+                    // be left out of the count, and another moved for it.
+                    let settle = self.shared.config.election_timeout_max;
+                    let _ = raft.wait_for(settle, |m| m.leader.is_some()).await;
                     result.is_ok()
                 });
             moved += futures_util::future::join_all(transfers)
