@@ -282,8 +282,8 @@ impl<SM: StateMachine + Send> Host<SM> {
 
     /// Stops this host's replica of `group` and deletes its log and
     /// snapshots. The group's other members are not told: remove the
-    /// host from the group first (a membership change), or remove the
-    /// group on every member.
+    /// host from the group first (a membership change). To delete the
+    /// group itself, from every member, use [`Host::delete_group`].
     pub async fn remove_group(&self, group: GroupId) -> Result<(), HostError> {
         let shared = self.shared.clone();
         self.on_host_thread(move || async move { run::remove(&shared, group).await })
