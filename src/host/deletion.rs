@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::run::lock;
 use super::{GroupDeletion, HostError, Shared};
 use crate::core::types::{GroupId, NodeId};
 use crate::message::{Envelope, Message};
@@ -68,7 +69,12 @@ pub(super) async fn delete<SM: StateMachine + Send>(
     let retry = shared.config.heartbeat_interval * 4;
     let deadline = Instant::now() + shared.config.election_timeout_max * 10;
     loop {
-        let confirmed = lock(&shared.deletions).confirmed[&group].clone();
+        // Another deletion of the same group may have ended meanwhile.
+        let confirmed = lock(&shared.deletions)
+            .confirmed
+            .get(&group)
+            .cloned()
+            .unwrap_or_default();
         let waiting: Vec<NodeId> = others.difference(&confirmed).copied().collect();
         if waiting.is_empty() || Instant::now() >= deadline {
             lock(&shared.deletions).confirmed.remove(&group);
@@ -226,8 +232,4 @@ fn delete_message(me: NodeId, to: NodeId, group: GroupId, tombstone: &Tombstone)
     envelope.group = group;
     envelope.cluster_id = tombstone.cluster_id;
     envelope
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

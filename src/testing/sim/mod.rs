@@ -256,6 +256,19 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// An actix system on this thread whose tokio clock is paused from the
+/// start: timers are then placed relative to the same virtual instant in
+/// every run, not to wherever the real clock was when it was paused.
+fn paused_system() -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("cannot build the simulator's runtime")
+    })
+}
+
 pub(super) type Factory<SM> = Arc<dyn Fn(NodeId) -> SM + Send + Sync>;
 pub(super) type Commands<SM> =
     Arc<dyn Fn(&mut fastrand::Rng, u64, u64) -> <SM as StateMachine>::Command + Send + Sync>;
@@ -340,16 +353,7 @@ where
         // generator of this thread follow the seed.
         fastrand::seed(seed);
         let wall = std::time::Instant::now();
-        // Paused from the start: timers are then placed relative to the
-        // same virtual instant in every run, not to wherever the real
-        // clock was when the clock was paused.
-        let system = actix_rt::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .expect("cannot build the simulator's runtime")
-        });
+        let system = paused_system();
         let result = system.block_on(async {
             let world = World::new(self, seed);
             world.run().await

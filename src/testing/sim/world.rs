@@ -173,24 +173,12 @@ where
         let incarnation = self.incarnations;
         let storage = self.storages[&id].clone();
         let transport = self.net.transport(id, incarnation);
-        let (disks, started) = (self.disks.clone(), self.write_started.clone());
         let clock_percent = if self.sim.faults.clock_skew {
             self.rng.u64(50..=200)
         } else {
             100
         };
-        let io = IoMode::Simulated {
-            clock_percent,
-            write_latency: Arc::new(move || {
-                let mut disks = disks.lock().unwrap_or_else(|e| e.into_inner());
-                if disks.armed {
-                    disks.armed = false;
-                    disks.victim = Some(id);
-                    started.notify_one();
-                }
-                disks.latency(id)
-            }),
-        };
+        let io = simulated_io(&self.disks, &self.write_started, id, clock_percent);
         let checker = self.checker.clone();
         let observed = storage.clone();
         let probe: Probe = Some(Arc::new(move |node, event| {
@@ -454,17 +442,7 @@ where
             10 if f.disk_replacement => self.replace_disk().await?,
             9 if f.crashes && may_crash && self.running.len() > 1 => {
                 // A crash between "write issued" and "write durable".
-                self.disks.lock().unwrap_or_else(|e| e.into_inner()).armed = true;
-                let caught =
-                    tokio::time::timeout(Duration::from_millis(300), self.write_started.notified())
-                        .await
-                        .is_ok();
-                let victim = {
-                    let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
-                    disks.armed = false;
-                    disks.victim.take()
-                };
-                if let Some(id) = victim.filter(|_| caught) {
+                if let Some(id) = catch_a_writer(&self.disks, &self.write_started).await {
                     tracing::debug!(node = id, "simulator: crash while a write is in flight");
                     self.crash(id);
                 }
@@ -526,6 +504,42 @@ where
         });
         Ok(())
     }
+}
+
+/// The I/O of node (or host) `id` under the simulator: its disk's
+/// latency, and the first write after the disks are armed reported as
+/// the victim of a crash.
+pub(super) fn simulated_io(
+    disks: &Arc<Mutex<Disks>>,
+    started: &Arc<Notify>,
+    id: NodeId,
+    clock_percent: u64,
+) -> IoMode {
+    let (disks, started) = (disks.clone(), started.clone());
+    IoMode::Simulated {
+        clock_percent,
+        write_latency: Arc::new(move || {
+            let mut disks = disks.lock().unwrap_or_else(|e| e.into_inner());
+            if disks.armed {
+                disks.armed = false;
+                disks.victim = Some(id);
+                started.notify_one();
+            }
+            disks.latency(id)
+        }),
+    }
+}
+
+/// Arms the disks and waits (up to 300 ms) for a write to start: returns
+/// whose it was, to crash before that write is durable.
+pub(super) async fn catch_a_writer(disks: &Mutex<Disks>, started: &Notify) -> Option<NodeId> {
+    disks.lock().unwrap_or_else(|e| e.into_inner()).armed = true;
+    let caught = tokio::time::timeout(Duration::from_millis(300), started.notified())
+        .await
+        .is_ok();
+    let mut disks = disks.lock().unwrap_or_else(|e| e.into_inner());
+    disks.armed = false;
+    disks.victim.take().filter(|_| caught)
 }
 
 /// Polls a node's task set until it is dropped (crash) or done.

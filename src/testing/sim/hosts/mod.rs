@@ -97,13 +97,7 @@ impl HostSimulation {
     pub fn run(&self, seed: u64) -> Result<HostReport, Failure> {
         fastrand::seed(seed);
         let wall = std::time::Instant::now();
-        let system = actix_rt::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .expect("cannot build the simulator's runtime")
-        });
+        let system = super::paused_system();
         // Made inside the runtime: its clock (paused, virtual) is the one
         // every instant of the run is measured on.
         let report = system.block_on(async { world::HostWorld::new(self, seed).run().await })?;

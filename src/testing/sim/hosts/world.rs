@@ -24,7 +24,7 @@ use crate::testing::sim::check::Checker;
 use crate::testing::sim::client::{client_loop, Handles, History, Workload};
 use crate::testing::sim::counter::check_counter_history;
 use crate::testing::sim::net::{mix, Net};
-use crate::testing::sim::world::{drive, Disks};
+use crate::testing::sim::world::{catch_a_writer, drive, simulated_io, Disks};
 use crate::testing::sim::{Failure, Faults};
 use crate::transport::Transport;
 
@@ -142,24 +142,12 @@ impl<'a> HostWorld<'a> {
         let incarnation = self.incarnations;
         let transport = self.net.transport(host, incarnation);
         let switchboard = Arc::new(Switchboard::new(host, 1..=self.sim.hosts, &self.config));
-        let (disks, started) = (self.disks.clone(), self.write_started.clone());
         let clock_percent = if self.sim.faults.clock_skew {
             self.rng.u64(50..=200)
         } else {
             100
         };
-        let io = IoMode::Simulated {
-            clock_percent,
-            write_latency: Arc::new(move || {
-                let mut disks = disks.lock().unwrap_or_else(|e| e.into_inner());
-                if disks.armed {
-                    disks.armed = false;
-                    disks.victim = Some(host);
-                    started.notify_one();
-                }
-                disks.latency(host)
-            }),
-        };
+        let io = simulated_io(&self.disks, &self.write_started, host, clock_percent);
         let tasks = LocalSet::new();
         tasks.spawn_local(
             switchboard
@@ -552,17 +540,7 @@ impl<'a> HostWorld<'a> {
             9 if f.crashes && may_crash && self.running.len() > 1 => {
                 // A host crashes between "write issued" and "write
                 // durable", with every group on it.
-                self.disks.lock().unwrap_or_else(|e| e.into_inner()).armed = true;
-                let caught =
-                    tokio::time::timeout(Duration::from_millis(300), self.write_started.notified())
-                        .await
-                        .is_ok();
-                let victim = {
-                    let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
-                    disks.armed = false;
-                    disks.victim.take()
-                };
-                if let Some(host) = victim.filter(|_| caught) {
+                if let Some(host) = catch_a_writer(&self.disks, &self.write_started).await {
                     tracing::debug!(host, "simulator: host crash while a write is in flight");
                     self.crash(host);
                 }
