@@ -225,11 +225,21 @@ async fn a_deleted_group_goes_from_every_host_even_one_that_was_down() {
         }
         let third = hosts.pop().unwrap();
         third.shutdown().await;
-        let deletion = hosts[1].delete_group(1).await.unwrap();
+        // A second call while the first still waits for host 3 ends on its
+        // own deadline, after the first (it once panicked the host's
+        // thread there).
+        let (deletion, again) = futures_util::future::join(hosts[1].delete_group(1), async {
+            tokio::time::sleep(SECS(1)).await;
+            hosts[1].delete_group(1).await
+        })
+        .await;
+        let deletion = deletion.unwrap();
         assert_eq!(
             (deletion.confirmed, deletion.unanswered),
             (vec![1], vec![3])
         );
+        let again = again.expect("a concurrent deletion of the same group answers");
+        assert_eq!((again.confirmed, again.unanswered), (vec![1], vec![3]));
         for host in &hosts {
             assert!(host.group(1).is_none());
             assert!(matches!(

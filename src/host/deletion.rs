@@ -36,7 +36,8 @@ const RETELL_INTERVAL: Duration = Duration::from_secs(1);
 /// What the host's thread keeps while deletions are under way.
 #[derive(Default)]
 pub(super) struct Deletions {
-    /// Group → the member hosts that confirmed.
+    /// Group → the member hosts that confirmed (kept while the host runs:
+    /// a later or concurrent call for the group waits only for the rest).
     confirmed: HashMap<GroupId, BTreeSet<NodeId>>,
     /// (group, host) → when that host was last told.
     told: HashMap<(GroupId, NodeId), Instant>,
@@ -61,15 +62,12 @@ pub(super) async fn delete<SM: StateMachine + Send>(
         .copied()
         .filter(|m| *m != shared.id)
         .collect();
-    lock(&shared.deletions)
-        .confirmed
-        .insert(group, BTreeSet::new());
+    lock(&shared.deletions).confirmed.entry(group).or_default();
     // Told again every few heartbeats: a message may be lost, a host may
     // be on its way back.
     let retry = shared.config.heartbeat_interval * 4;
     let deadline = Instant::now() + shared.config.election_timeout_max * 10;
     loop {
-        // Another deletion of the same group may have ended meanwhile.
         let confirmed = lock(&shared.deletions)
             .confirmed
             .get(&group)
@@ -77,7 +75,6 @@ pub(super) async fn delete<SM: StateMachine + Send>(
             .unwrap_or_default();
         let waiting: Vec<NodeId> = others.difference(&confirmed).copied().collect();
         if waiting.is_empty() || Instant::now() >= deadline {
-            lock(&shared.deletions).confirmed.remove(&group);
             tracing::info!(host = shared.id, group, ?confirmed, unanswered = ?waiting, "group deleted");
             return Ok(GroupDeletion {
                 group,
