@@ -169,6 +169,12 @@ fn seeds_that_found_bugs() {
     // leader no longer counts an unpinned voter's replacement incarnation,
     // and a node becomes a founder only once the founding check passes.
     run_counter(&sim, 3898).unwrap_or_else(|f| panic!("{f}"));
+    // A founder heard the leader of term 2 while it waited to found, and
+    // stored term 2; founding then stored term 1 over it. It acknowledged
+    // that leader's entries (term 2 in memory, so nothing more to store),
+    // crashed, came back in term 1 with term-2 entries, and won term 2 a
+    // second time (election safety).
+    run_counter(&sim, 100_455).unwrap_or_else(|f| panic!("{f}"));
     // Sessions under pressure (evicted while copies are in flight). Seed
     // 152: a write and its duplicate in one batch, then a session opened
     // that evicted theirs: the duplicate was answered "does not decode", a

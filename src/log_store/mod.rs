@@ -319,10 +319,17 @@ impl Handler<FollowerAppend> for LogStore {
 
 /// Founds the cluster on this empty log: the founding configuration at
 /// (term 1, index 1), the same entry on every founder so their logs agree
-/// on it without an election, and term 1.
+/// on it without an election, and term 1 (or the later term the node
+/// has heard of since it started).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Found(pub Membership, pub NodeIdentity);
+pub(crate) struct Found {
+    pub members: Membership,
+    pub identity: NodeIdentity,
+    /// The node's term and vote as they stand: a founder may have seen a
+    /// later term (and stored it) while it waited to found.
+    pub hard_state: HardState,
+}
 
 impl Handler<Found> for LogStore {
     type Result = ();
@@ -336,14 +343,19 @@ impl Handler<Found> for LogStore {
         }
         self.append(&[Entry {
             log_id: LogId::new(1, 1),
-            payload: Payload::Membership(Box::new(msg.0)),
+            payload: Payload::Membership(Box::new(msg.members)),
         }]);
+        // Term 1 at least, never below a term already stored: a founder
+        // that heard a leader of term 2 while it waited, and stored that
+        // term, went back to term 1 here, acknowledged that leader's
+        // entries without storing term 2 again, and after a crash could
+        // win term 2 a second time (simulator, seed 100455).
         self.queue.hard_state(HardState {
-            term: 1,
-            voted_for: None,
+            term: msg.hard_state.term.max(1),
+            voted_for: msg.hard_state.voted_for,
         });
         // Now a founder (see `NodeIdentity::founder`).
-        self.queue.identity(msg.1);
+        self.queue.identity(msg.identity);
         self.notify_changed();
         self.kick();
     }

@@ -176,11 +176,14 @@ impl Node {
                 self.founded_incarnations
                     .insert(self.id(), self.cx.identity.get().incarnation);
                 self.cx.identity.mark_founder();
-                self.cx
-                    .log
-                    .do_send(Found(p.members, self.cx.identity.get()));
-                // A follower of term 1, whose election timer counts.
-                self.become_follower(1, None);
+                self.cx.log.do_send(Found {
+                    members: p.members,
+                    identity: self.cx.identity.get(),
+                    hard_state: self.hs,
+                });
+                // A follower (of term 1, unless it heard a later one),
+                // whose election timer counts.
+                self.become_follower(self.hs.term.max(1), None);
                 // The founding configuration is committed by construction:
                 // every founder writes the same entry.
                 self.commit_index = self.commit_index.max(1);
