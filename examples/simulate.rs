@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example simulate -- --seeds 100000 --nodes 5
 //! cargo run --release --example simulate -- --seeds 100000 --sessions   # exactly-once clients
+//! cargo run --release --example simulate -- --seeds 100000 --slow-apply # batches pipelined to a slow state machine
 //! cargo run --release --example simulate -- --seed 1234 --nodes 3 --log debug   # replay one
 //! cargo run --release --example simulate -- --seeds 1000 --nodes 5 --groups 8   # multi-raft: 8 groups on 5 hosts
 //! ```
@@ -13,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use regatta::testing::sim::{counter, run_counter, Failure, Faults, HostSimulation};
+use regatta::testing::sim::{counter_with, run_counter, Failure, Faults, HostSimulation};
 
 #[derive(Parser)]
 #[command(about = "Run regatta's deterministic simulator over many seeds")]
@@ -44,6 +45,10 @@ struct Args {
     /// outcome until it is definite.
     #[arg(long)]
     sessions: bool,
+    /// The state machine answers each batch a few milliseconds after
+    /// applying it, so the applier pipelines batches to it (one group).
+    #[arg(long)]
+    slow_apply: bool,
     /// Worker threads, each running its share of the seeds.
     #[arg(long, default_value_t = 1)]
     threads: u64,
@@ -69,19 +74,25 @@ fn main() {
         eprintln!("--nodes, --groups and --threads must be at least 1");
         std::process::exit(2);
     }
-    if args.groups > 1 && args.sessions {
-        eprintln!("--sessions runs one group; leave out --groups");
+    if args.groups > 1 && (args.sessions || args.slow_apply) {
+        eprintln!("--sessions and --slow-apply run one group; leave out --groups");
         std::process::exit(2);
     }
     let started = Instant::now();
     let threads: Vec<_> = (0..args.threads)
         .map(|t| {
-            let (nodes, groups, seconds, threads, sessions) =
-                (args.nodes, args.groups, args.seconds, args.threads, args.sessions);
+            let (nodes, groups, seconds, threads, sessions, slow) = (
+                args.nodes,
+                args.groups,
+                args.seconds,
+                args.threads,
+                args.sessions,
+                args.slow_apply,
+            );
             let verbose = args.seed.is_some() || args.log.is_some();
             std::thread::spawn(move || {
                 let duration = Duration::from_secs(seconds);
-                let sim = counter(nodes, Faults::all())
+                let sim = counter_with(nodes, Faults::all(), slow)
                     .sessions(sessions)
                     .duration(duration);
                 let hosts = HostSimulation::new(nodes, groups)

@@ -285,6 +285,46 @@ async fn a_state_machine_that_blocks_does_not_hold_up_heartbeats() {
     .await
 }
 
+/// Batches are answered in log order, whatever the state machine takes:
+/// a batch that needs no state machine (an empty entry), ready at once,
+/// must not be answered before a slow batch ahead of it — its end would
+/// settle that batch's waiting client with "indeterminate" for a write
+/// that was applied. (A pipelining applier tried on 2026-12-07 did so
+/// until it chained its batches; this keeps any later one honest.)
+#[actix_rt::test]
+async fn a_batch_is_answered_only_after_the_one_before_it() {
+    init_tracing();
+    bounded(LIMIT, async {
+        let tmp = tempfile::tempdir().unwrap();
+        let nodes = start_three(tmp.path(), Slow::default).await;
+        let leader = nodes[0].raft().wait_leader(LIMIT).await.unwrap();
+        let raft = nodes[(leader - 1) as usize].raft().clone();
+        let before = raft.metrics().borrow().commit_index;
+        let slow = {
+            let raft = raft.clone();
+            actix_rt::spawn(async move { raft.write(300).await })
+        };
+        // Once the slow write has committed, every empty entry comes after
+        // it, in a later batch, committed while the slow write applies.
+        raft.wait_for(LIMIT, |m| m.commit_index > before)
+            .await
+            .unwrap();
+        let mut empties = 0;
+        while !slow.is_finished() {
+            raft.commit_empty_entry().await.expect("an empty entry");
+            empties += 1;
+        }
+        slow.await
+            .unwrap()
+            .expect("the slow write was applied, and its client hears so");
+        assert!(empties >= 1);
+        for node in nodes {
+            node.shutdown().await;
+        }
+    })
+    .await
+}
+
 /// The low-level `Raft::start` outside an actix system: a clear error,
 /// not a panic inside tokio.
 #[test]

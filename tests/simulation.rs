@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use regatta::testing::sim::{counter, run_counter, Faults, HostSimulation};
+use regatta::testing::sim::{
+    counter, counter_with, run_counter, Counter, Faults, HostSimulation, Simulation,
+};
 
 /// First seed of this run: `REGATTA_SIM_SEED` replays from another one.
 fn first_seed() -> u64 {
@@ -15,13 +17,16 @@ fn first_seed() -> u64 {
 }
 
 fn run_seeds(nodes: u64, faults: Faults, seeds: u64) {
-    let sim = counter(nodes, faults);
+    run_sim_seeds(&counter_with(nodes, faults, false), nodes, seeds);
+}
+
+fn run_sim_seeds(sim: &Simulation<Counter>, nodes: u64, seeds: u64) {
     let first = first_seed();
     let started = std::time::Instant::now();
     let mut simulated = Duration::ZERO;
     let mut acked = 0;
     for seed in first..first + seeds {
-        let report = run_counter(&sim, seed).unwrap_or_else(|f| panic!("{f}"));
+        let report = run_counter(sim, seed).unwrap_or_else(|f| panic!("{f}"));
         eprintln!(
             "seed {seed}: {} of {} writes acknowledged, {} elections, {} crashes, trace {:#x}",
             report.acknowledged(),
@@ -43,6 +48,16 @@ fn run_seeds(nodes: u64, faults: Faults, seeds: u64) {
 #[test]
 fn three_nodes_every_fault() {
     run_seeds(3, Faults::all(), 300);
+}
+
+/// A state machine that answers each batch a few milliseconds late: the
+/// applier hands it the next batch meanwhile (pipelined batches, and
+/// session duplicates of a batch still applying), in exactly-once
+/// sessions.
+#[test]
+fn three_nodes_slow_state_machine_sessions() {
+    let sim = counter_with(3, Faults::all(), true).sessions(true);
+    run_sim_seeds(&sim, 3, 150);
 }
 
 #[test]

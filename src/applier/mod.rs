@@ -216,6 +216,14 @@ impl<SM: StateMachine> Applier<SM> {
                         .map(Bytes::from)
                         .map_err(|e| RaftError::Codec(e.to_string()));
                     if let (Some((session, seq)), Ok(bytes)) = (tag, &encoded) {
+                        if batch.pending.is_empty() && !act.waiters.waits(id.index) {
+                            // Nobody to answer here (a follower): the cache
+                            // takes the response itself, no shared copy.
+                            if let Ok(bytes) = encoded {
+                                act.sessions.record(*session, *seq, bytes);
+                            }
+                            continue;
+                        }
                         act.sessions.record(*session, *seq, bytes.clone());
                         if !batch.pending.is_empty() {
                             applied.insert(id, bytes.clone());

@@ -49,10 +49,6 @@ pub(super) fn sort<C: DeserializeOwned>(
         opened: Vec::new(),
         empty: Vec::new(),
     };
-    // The first copy of each write admitted in this batch: its duplicates
-    // get its response, even if the session is evicted or expires later in
-    // the batch (simulator, sessions under pressure).
-    let mut first_copy: HashMap<(u64, u64), LogId> = HashMap::new();
     for e in entries {
         match e.payload {
             Payload::Command(bytes) => match rmp_serde::from_slice::<C>(&bytes) {
@@ -71,7 +67,6 @@ pub(super) fn sort<C: DeserializeOwned>(
                 match table.admit(session, seq, tag.received, time_ms, tag.implicit, limits) {
                     Admission::Apply => match rmp_serde::from_slice::<C>(&command) {
                         Ok(c) => {
-                            first_copy.insert((session, seq), e.log_id);
                             batch.commands.push((e.log_id, c));
                             batch.tags.push(Some((session, seq)));
                         }
@@ -81,12 +76,18 @@ pub(super) fn sort<C: DeserializeOwned>(
                         }
                     },
                     Admission::Answered(response) => batch.answered.push((e.log_id, response)),
-                    Admission::Pending => match first_copy.get(&(session, seq)) {
-                        Some(first) => batch.pending.push((e.log_id, *first)),
-                        // The first copy did not decode: neither does this.
+                    // Its first copy is earlier in this batch: the
+                    // duplicate gets that copy's response, even if the
+                    // session is evicted or expires later in the batch
+                    // (simulator, sessions under pressure). Rare, so
+                    // looked up here rather than indexed for every write.
+                    Admission::Pending => match first_copy(&batch, session, seq) {
+                        Some(first) => batch.pending.push((e.log_id, first)),
+                        // The first copy's response did not encode: nor
+                        // does this one's.
                         None => batch
                             .undecodable
-                            .push((e.log_id, "the command does not decode".into())),
+                            .push((e.log_id, "the response does not encode".into())),
                     },
                     Admission::Refused(why) => batch.refused.push((e.log_id, why)),
                 }
@@ -108,6 +109,15 @@ pub(super) fn sort<C: DeserializeOwned>(
         }
     }
     batch
+}
+
+/// The entry of the batch that carries write `seq` of `session`.
+fn first_copy<C>(batch: &Batch<C>, session: u64, seq: u64) -> Option<LogId> {
+    batch
+        .tags
+        .iter()
+        .position(|tag| *tag == Some((session, seq)))
+        .map(|i| batch.commands[i].0)
 }
 
 /// The answers of duplicates of writes applied in the same batch: each the

@@ -60,6 +60,9 @@ pub(crate) struct Leader {
     epoch: Instant,
     /// What this leader stamps on session entries.
     log_clock: LogClock,
+    /// The stamp of the proposals waiting for the next flush: one clock
+    /// read per batch, not per write.
+    batch_log_time: Option<u64>,
     /// Last index of this node's own log known durable.
     self_durable: u64,
     last_index: u64,
@@ -120,6 +123,7 @@ impl Leader {
             tracker: Tracker::default(),
             epoch: Instant::now(),
             log_clock: LogClock::default(),
+            batch_log_time: None,
             self_durable: 0,
             last_index: last_log_id.index,
             first_index_of_term: last_log_id.index + 1,

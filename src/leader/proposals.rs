@@ -55,14 +55,20 @@ pub(crate) struct Propose {
 }
 
 impl Leader {
-    /// The log time to stamp on a session entry now.
+    /// The log time to stamp on a session entry of the batch being
+    /// gathered (read once per batch).
     fn log_time(&mut self) -> u64 {
+        if let Some(stamp) = self.batch_log_time {
+            return stamp;
+        }
         let applied = self
             .cx
             .applied_log_time
             .load(std::sync::atomic::Ordering::Relaxed);
         let now_ms = self.cx.io.clock_ms(self.now_ms());
-        self.log_clock.stamp(applied, now_ms)
+        let stamp = self.log_clock.stamp(applied, now_ms);
+        self.batch_log_time = Some(stamp);
+        stamp
     }
 }
 
@@ -111,6 +117,7 @@ impl Handler<FlushProposals> for Leader {
     type Result = ();
     fn handle(&mut self, _: FlushProposals, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
+        self.batch_log_time = None;
         if self.proposals.is_empty() {
             return;
         }

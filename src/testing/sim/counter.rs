@@ -11,7 +11,14 @@ use crate::testing::linearizability::{check, CheckResult, CounterInput, CounterM
 
 /// A counter: each command adds its amount and returns the new value.
 #[derive(Debug, Default)]
-pub struct Counter(u64);
+pub struct Counter {
+    value: u64,
+    /// Answers each batch 0–3 ms (virtual) after applying it, as a state
+    /// machine on a busy thread of its own does; the mailbox waits
+    /// meanwhile, so batches still apply in order. This is what lets the
+    /// applier hand out its next batch before the last one is answered.
+    slow: bool,
+}
 
 impl Actor for Counter {
     type Context = Context<Self>;
@@ -23,23 +30,37 @@ impl StateMachine for Counter {
 }
 
 impl Handler<Apply<Counter>> for Counter {
-    type Result = Vec<u64>;
-    fn handle(&mut self, batch: Apply<Counter>, _: &mut Context<Self>) -> Vec<u64> {
-        batch
+    type Result = AtomicResponse<Self, Vec<u64>>;
+    fn handle(&mut self, batch: Apply<Counter>, _: &mut Context<Self>) -> Self::Result {
+        // Drawn from the batch, so a seed replays the same delays.
+        let delay_ms = match batch.entries.last() {
+            Some((id, _)) if self.slow => id.index % 4,
+            _ => 0,
+        };
+        let responses: Vec<u64> = batch
             .entries
             .into_iter()
             .map(|(_, n)| {
-                self.0 = self.0.wrapping_add(n);
-                self.0
+                self.value = self.value.wrapping_add(n);
+                self.value
             })
-            .collect()
+            .collect();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                responses
+            }
+            .into_actor(self),
+        ))
     }
 }
 
 impl Handler<Snapshot> for Counter {
     type Result = Result<SnapshotData, String>;
     fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.0.to_be_bytes().to_vec().into())
+        Ok(self.value.to_be_bytes().to_vec().into())
     }
 }
 
@@ -47,7 +68,7 @@ impl Handler<Restore> for Counter {
     type Result = Result<(), String>;
     fn handle(&mut self, r: Restore, _: &mut Context<Self>) -> Self::Result {
         let bytes: [u8; 8] = r.data[..].try_into().map_err(|_| "bad counter snapshot")?;
-        self.0 = u64::from_be_bytes(bytes);
+        self.value = u64::from_be_bytes(bytes);
         Ok(())
     }
 }
@@ -55,9 +76,16 @@ impl Handler<Restore> for Counter {
 /// The counter under `nodes` founding members and `faults`; every client
 /// adds an amount no other write adds, so each write is identifiable.
 pub fn counter(nodes: u64, faults: Faults) -> Simulation<Counter> {
+    counter_with(nodes, faults, false)
+}
+
+/// [`counter`], with a state machine that answers each batch a few
+/// (virtual) milliseconds after applying it when `slow`: batches are then
+/// pipelined to it, as to a busy one on a thread of its own.
+pub fn counter_with(nodes: u64, faults: Faults, slow: bool) -> Simulation<Counter> {
     Simulation::new(
         nodes,
-        |_| Counter::default(),
+        move |_| Counter { value: 0, slow },
         |_, client, seq| (client + 1) * 1_000_000 + seq,
     )
     .faults(faults)

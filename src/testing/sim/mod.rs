@@ -76,7 +76,7 @@ mod hosts;
 mod net;
 mod world;
 
-pub use counter::{counter, run_counter, Counter};
+pub use counter::{counter, counter_with, run_counter, Counter};
 pub use hosts::{HostReport, HostSimulation};
 
 use std::fmt;
