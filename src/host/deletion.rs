@@ -21,8 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::run::lock;
-use super::{GroupDeletion, HostError, Shared};
+use super::{lock, GroupDeletion, HostError, Shared};
 use crate::core::types::{GroupId, NodeId};
 use crate::message::{Envelope, Message};
 use crate::state_machine::StateMachine;

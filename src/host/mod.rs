@@ -161,11 +161,7 @@ pub struct GroupInfo {
 
 impl<SM: StateMachine> Shared<SM> {
     fn db(&self) -> Result<HostDatabase, HostError> {
-        self.db
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(HostError::Stopped)
+        lock(&self.db).clone().ok_or(HostError::Stopped)
     }
 }
 
@@ -393,7 +389,7 @@ impl<SM: StateMachine + Send> Host<SM> {
 
     /// Host-wide counts since start.
     pub fn counts(&self) -> HostCounts {
-        let writer = self.shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = lock(&self.shared.writer);
         let (log_syncs, log_group_writes) = writer.as_ref().map_or((0, 0), |w| {
             let c = w.counts();
             (
@@ -417,7 +413,7 @@ impl<SM: StateMachine + Send> Host<SM> {
     /// stopped; later calls, and group operations after it, find the
     /// host stopped.
     pub async fn shutdown(&self) {
-        let end = self.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let end = lock(&self.end).take();
         if let Some(Ending {
             stop,
             stopped,
@@ -524,4 +520,11 @@ impl<SM: StateMachine + Send> HostBuilder<SM> {
         };
         run::start(plan).await
     }
+}
+
+/// A poisoned lock still holds consistent data here (every critical
+/// section is one insert, remove, take or clone), so a panic elsewhere
+/// does not take the host down with it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

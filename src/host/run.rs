@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::{Host, HostError, Shared, StateMachineFactory};
+use super::{lock, Host, HostError, Shared, StateMachineFactory};
 use crate::config::Config;
 use crate::core::types::{GroupId, Membership, NodeId};
 use crate::error::StartError;
@@ -365,8 +365,4 @@ pub(super) async fn remove<SM: StateMachine + Send>(
     shared.db()?.remove_group(group)?;
     tracing::info!(host = shared.id, group, "group removed from this host");
     Ok(())
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
