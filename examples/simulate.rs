@@ -6,7 +6,7 @@
 //! ```sh
 //! cargo run --release --example simulate -- --seeds 100000 --nodes 5
 //! cargo run --release --example simulate -- --seeds 100000 --sessions   # exactly-once clients
-//! cargo run --release --example simulate -- --seeds 100000 --slow-apply # batches pipelined to a slow state machine
+//! cargo run --release --example simulate -- --seeds 100000 --slow-apply # a state machine slow to answer
 //! cargo run --release --example simulate -- --seed 1234 --nodes 3 --log debug   # replay one
 //! cargo run --release --example simulate -- --seeds 1000 --nodes 5 --groups 8   # multi-raft: 8 groups on 5 hosts
 //! ```
@@ -46,7 +46,7 @@ struct Args {
     #[arg(long)]
     sessions: bool,
     /// The state machine answers each batch a few milliseconds after
-    /// applying it, so the applier pipelines batches to it (one group).
+    /// applying it, as one on a busy thread of its own does (one group).
     #[arg(long)]
     slow_apply: bool,
     /// Worker threads, each running its share of the seeds.

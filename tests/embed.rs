@@ -203,6 +203,12 @@ async fn start_three<SM: regatta::StateMachine + Send>(
     nodes
 }
 
+/// The handle of the leader of `nodes`.
+async fn leader_of<SM: regatta::StateMachine>(nodes: &[Node<SM>]) -> regatta::Raft<SM> {
+    let leader = nodes[0].raft().wait_leader(LIMIT).await.unwrap();
+    nodes[(leader - 1) as usize].raft().clone()
+}
+
 /// A state machine whose handler blocks its thread: each command is the
 /// milliseconds to block for.
 #[derive(Default)]
@@ -253,8 +259,7 @@ async fn a_state_machine_that_blocks_does_not_hold_up_heartbeats() {
     bounded(LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let nodes = start_three(tmp.path(), Slow::default).await;
-        let leader = nodes[0].raft().wait_leader(LIMIT).await.unwrap();
-        let raft = nodes[(leader - 1) as usize].raft().clone();
+        let raft = leader_of(&nodes).await;
         let term = raft.metrics().borrow().term;
         let blocks = 3 * test_config().election_timeout_max;
         raft.write(blocks.as_millis() as u64)
@@ -273,7 +278,7 @@ async fn a_state_machine_that_blocks_does_not_hold_up_heartbeats() {
             let m = node.raft().metrics().borrow().clone();
             assert_eq!(
                 (m.term, m.leader),
-                (term, Some(leader)),
+                (term, Some(raft.id())),
                 "node {} saw an election",
                 node.id()
             );
@@ -297,8 +302,7 @@ async fn a_batch_is_answered_only_after_the_one_before_it() {
     bounded(LIMIT, async {
         let tmp = tempfile::tempdir().unwrap();
         let nodes = start_three(tmp.path(), Slow::default).await;
-        let leader = nodes[0].raft().wait_leader(LIMIT).await.unwrap();
-        let raft = nodes[(leader - 1) as usize].raft().clone();
+        let raft = leader_of(&nodes).await;
         let before = raft.metrics().borrow().commit_index;
         let slow = {
             let raft = raft.clone();

@@ -15,8 +15,9 @@ pub struct Counter {
     value: u64,
     /// Answers each batch 0–3 ms (virtual) after applying it, as a state
     /// machine on a busy thread of its own does; the mailbox waits
-    /// meanwhile, so batches still apply in order. This is what lets the
-    /// applier hand out its next batch before the last one is answered.
+    /// meanwhile, so batches still apply in order. Without it the
+    /// simulator answers every batch at once, and an applier that hands
+    /// out its next batch early would never do so here.
     slow: bool,
 }
 
@@ -80,8 +81,8 @@ pub fn counter(nodes: u64, faults: Faults) -> Simulation<Counter> {
 }
 
 /// [`counter`], with a state machine that answers each batch a few
-/// (virtual) milliseconds after applying it when `slow`: batches are then
-/// pipelined to it, as to a busy one on a thread of its own.
+/// (virtual) milliseconds after applying it when `slow`, as a busy one on
+/// a thread of its own does.
 pub fn counter_with(nodes: u64, faults: Faults, slow: bool) -> Simulation<Counter> {
     Simulation::new(
         nodes,
