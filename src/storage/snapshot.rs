@@ -222,13 +222,13 @@ fn io(path: &Path, e: std::io::Error) -> StorageError {
     StorageError::Io(format!("{}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` durably: temporary file, fsync, rename.
-fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| io(&tmp, e))?;
-    file.sync_all().map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io(path, e))
+/// Writes `bytes` to `path` durably: the temporary file `tmp`, fsync,
+/// rename.
+fn write_file_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let mut file = File::create(tmp).map_err(|e| io(tmp, e))?;
+    file.write_all(bytes).map_err(|e| io(tmp, e))?;
+    file.sync_all().map_err(|e| io(tmp, e))?;
+    fs::rename(tmp, path).map_err(|e| io(path, e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -240,16 +240,22 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 impl SnapshotStore for FileSnapshotStore {
     fn sink(&self, meta: SnapshotMeta) -> Result<Box<dyn SnapshotSink>, StorageError> {
         let stem = Self::stem(&meta);
-        let tmp = self.dir.join(format!("{stem}.data.tmp"));
+        // A name of its own: two sinks of one snapshot (the node's own and
+        // a leader's, or a transfer restarted) must not truncate each
+        // other's file.
+        let nth = SINKS_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{stem}.{nth}.data.tmp"));
         let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
         Ok(Box::new(FileSink {
             dir: self.dir.clone(),
             stem,
             tmp,
+            nth,
             file,
             meta,
             written: 0,
             hasher: crc32fast::Hasher::new(),
+            completed: false,
         }))
     }
 
@@ -293,14 +299,21 @@ impl SnapshotStore for FileSnapshotStore {
     }
 }
 
+/// Sinks opened by this process, numbering their temporary files.
+static SINKS_OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct FileSink {
     dir: PathBuf,
     stem: String,
     tmp: PathBuf,
+    /// Numbers this sink's temporary files.
+    nth: u64,
     file: File,
     meta: SnapshotMeta,
     written: u64,
     hasher: crc32fast::Hasher,
+    /// Renamed into place: nothing left to clean up.
+    completed: bool,
 }
 
 impl SnapshotSink for FileSink {
@@ -321,63 +334,72 @@ impl SnapshotSink for FileSink {
         Ok(())
     }
 
-    fn commit(self: Box<Self>) -> Result<(), StorageError> {
-        self.complete().map(|_| ())
+    fn commit(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.complete(false).map(|_| ())
     }
 
-    fn finish(self: Box<Self>) -> Result<Bytes, StorageError> {
-        let data_path = self.complete()?;
-        let data = fs::read(&data_path).map_err(|e| io(&data_path, e))?;
-        Ok(data.into())
+    fn finish(mut self: Box<Self>) -> Result<Bytes, StorageError> {
+        self.complete(true).map(Option::unwrap_or_default)
     }
 }
 
 impl FileSink {
-    /// Checks, makes durable and the latest; returns the data's path.
-    fn complete(self: Box<Self>) -> Result<PathBuf, StorageError> {
-        let FileSink {
-            dir,
-            stem,
-            tmp,
-            file,
-            meta,
-            written,
-            hasher,
-        } = *self;
+    /// Checks, makes durable and the latest unless a newer one is; returns
+    /// the data if `read_back`.
+    fn complete(&mut self, read_back: bool) -> Result<Option<Bytes>, StorageError> {
+        let hasher = std::mem::take(&mut self.hasher);
+        let (meta, written) = (&self.meta, self.written);
         if written != meta.size || hasher.finalize() != meta.checksum {
-            let _ = fs::remove_file(&tmp);
             return Err(corrupt(
-                &meta,
+                meta,
                 format!(
                     "received snapshot fails its check ({written} of {} bytes)",
                     meta.size
                 ),
             ));
         }
-        file.sync_all().map_err(|e| io(&tmp, e))?;
-        drop(file);
+        self.file.sync_all().map_err(|e| io(&self.tmp, e))?;
+        let (dir, stem) = (&self.dir, &self.stem);
         let data_path = dir.join(format!("{stem}.data"));
-        fs::rename(&tmp, &data_path).map_err(|e| io(&data_path, e))?;
-        let mut meta_bytes = rmp_serde::to_vec(&meta)
+        fs::rename(&self.tmp, &data_path).map_err(|e| io(&data_path, e))?;
+        self.completed = true;
+        let mut meta_bytes = rmp_serde::to_vec(meta)
             .map_err(|e| StorageError::Io(format!("cannot encode snapshot meta: {e}")))?;
         meta_bytes.extend_from_slice(&crc32fast::hash(&meta_bytes).to_be_bytes());
-        write_file_durably(&dir.join(format!("{stem}.meta")), &meta_bytes)?;
-        sync_dir(&dir)?;
+        let meta_tmp = dir.join(format!("{stem}.{}.meta.tmp", self.nth));
+        write_file_durably(&meta_tmp, &dir.join(format!("{stem}.meta")), &meta_bytes)?;
+        sync_dir(dir)?;
+        // Before the clean-up below, which deletes this very snapshot if a
+        // newer one completed meanwhile.
+        let data = if read_back {
+            Some(fs::read(&data_path).map_err(|e| io(&data_path, e))?.into())
+        } else {
+            None
+        };
 
+        // Only the newest stays, whichever finished last: a snapshot that
+        // completes after a newer one (the node's own, built while a
+        // leader's was being installed) is superseded at once.
         let store = FileSnapshotStore { dir: dir.clone() };
-        for (id, old) in store.complete()? {
-            // Only older ones: a newer snapshot (installed from a leader
-            // meanwhile) stays the latest.
-            if id.index < meta.last_included.index
-                || (id.index == meta.last_included.index && old != stem)
-            {
-                // Meta first: a crash in between leaves data without meta,
-                // which is ignored and overwritten, never a meta without data.
-                let _ = fs::remove_file(dir.join(format!("{old}.meta")));
-                let _ = fs::remove_file(dir.join(format!("{old}.data")));
-            }
+        let mut complete = store.complete()?;
+        complete.pop();
+        for (_, old) in complete {
+            // Meta first: a crash in between leaves data without meta,
+            // which is ignored and overwritten, never a meta without data.
+            let _ = fs::remove_file(dir.join(format!("{old}.meta")));
+            let _ = fs::remove_file(dir.join(format!("{old}.data")));
         }
-        Ok(data_path)
+        Ok(data)
+    }
+}
+
+impl Drop for FileSink {
+    /// An abandoned transfer (a newer snapshot replaced it, a chunk was
+    /// refused, the node stopped following) leaves no file behind.
+    fn drop(&mut self) {
+        if !self.completed {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -485,6 +507,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileSnapshotStore::open(dir.path()).unwrap();
         an_older_snapshot_finished_late_stays_behind_the_newer(&store);
+        // And the late one is gone: the directory holds one snapshot.
+        assert_eq!(
+            files_in(dir.path()),
+            [
+                "00000000000000000002-00000000000000000112.data",
+                "00000000000000000002-00000000000000000112.meta"
+            ]
+        );
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn two_sinks_of_one_snapshot_do_not_spoil_each_other() {
+        // The node's own snapshot and a leader's of the same entry, or a
+        // transfer restarted from the start while the first sink is open.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileSnapshotStore::open(dir.path()).unwrap();
+        let meta = meta_of(30, b"thirty");
+        let mut first = store.sink(meta.clone()).unwrap();
+        first.write(b"thirty").unwrap();
+        let second = store.sink(meta).unwrap();
+        assert_eq!(&first.finish().unwrap()[..], b"thirty");
+        drop(second);
+        let (meta, data) = store.latest().unwrap().unwrap();
+        assert_eq!((meta.last_included.index, &data[..]), (30, &b"thirty"[..]));
+        assert_eq!(files_in(dir.path()).len(), 2);
     }
 
     #[test]
@@ -518,7 +574,8 @@ mod tests {
         save(&store, meta_of(5, b"five"), b"five").unwrap();
         let mut sink = store.sink(meta_of(9, b"ninenine")).unwrap();
         sink.write(b"nine").unwrap();
-        drop(sink); // interrupted
+        drop(sink); // interrupted: its partial file goes with it
+        assert_eq!(files_in(dir.path()).len(), 2);
         let mut sink = store.sink(meta_of(9, b"ninenine")).unwrap();
         sink.write(b"nineNINE").unwrap();
         assert!(sink.finish().is_err()); // checksum mismatch

@@ -93,13 +93,26 @@ fn a_stopped_node_catches_up_by_snapshot_and_directories_stay_bounded() {
         // A node may be writing a newer snapshot right now (a temporary
         // file, then briefly two before the old one is deleted): wait for
         // it to settle on exactly one, data + meta.
+        // Each new listing is printed, so that a timeout shows what stayed.
+        let mut seen = Vec::new();
         cluster.wait_until(
             &format!("node {id} to hold one snapshot"),
             LEADER_WAIT,
             |_| {
-                std::fs::read_dir(dir.join("snapshots"))
-                    .map(|entries| entries.count() == 2)
-                    .unwrap_or(false)
+                let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                if names != seen {
+                    println!("node {id} snapshots: {names:?}");
+                    seen = names;
+                }
+                seen.len() == 2
             },
         );
         let size = common::process::dir_size(&dir);
