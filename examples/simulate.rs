@@ -130,7 +130,15 @@ fn main() {
                             }
                         }
                         Err(f) => {
-                            eprintln!("FAILED: {f}");
+                            // The failure's replay line names the run's
+                            // shape; the state machine's and clients' flags
+                            // are this program's.
+                            let flags = [(sessions, " --sessions"), (slow, " --slow-apply")]
+                                .iter()
+                                .filter(|(on, _)| *on)
+                                .map(|(_, flag)| *flag)
+                                .collect::<String>();
+                            eprintln!("FAILED: {f}{flags}");
                             return Err((done, simulated));
                         }
                     }

@@ -211,6 +211,14 @@ fn seeds_that_found_bugs() {
     // learner (core/confchange.rs has the targeted test).
     let hosts = HostSimulation::new(4, 6).faults(Faults::all());
     hosts.run(5695).unwrap_or_else(|f| panic!("{f}"));
+    // Two founders founded with a third that was cut off; one of the two
+    // restarted and forgot whom it had founded with (kept in memory
+    // only), answered the third "the cluster exists", and the third, which
+    // held the cluster's log already, refused to go on; the other founder's
+    // disk was then replaced: no quorum, ever. Founders now keep the
+    // incarnations they founded with on disk.
+    let slow_sessions = counter_with(3, Faults::all(), true).sessions(true);
+    run_counter(&slow_sessions, 3_002_595).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

@@ -128,10 +128,16 @@ fn conformance<S: LogStorage>(mut reopen: impl FnMut() -> S) {
             entries: entries(3, 3..=4),
             hard_state: Some(hs),
             identity: Some(identity),
+            founders: Some([(1, 11), (2, 22)].into()),
         })
         .expect("combined batch");
     let (mut store, state) = restart(store, &mut reopen);
     assert_eq!(state.identity, Some(identity), "the identity is durable");
+    assert_eq!(
+        state.founders,
+        [(1, 11), (2, 22)].into(),
+        "the founders' incarnations are durable"
+    );
     let mut expected = entries(1, 1..=2);
     expected.extend(entries(3, 3..=4));
     assert_eq!(state.entries, expected);

@@ -68,6 +68,13 @@ impl WriteQueue {
         self.tail_batch().identity = Some(identity);
     }
 
+    pub(crate) fn founders(
+        &mut self,
+        founders: std::collections::BTreeMap<crate::core::types::NodeId, u64>,
+    ) {
+        self.tail_batch().founders = Some(founders);
+    }
+
     pub(crate) fn purge(&mut self, upto: LogId, membership: Membership) {
         self.ops.push(WriteOp::Purge { upto, membership });
     }

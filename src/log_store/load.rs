@@ -87,6 +87,7 @@ impl LogStore {
                     entries: vec![entry],
                     hard_state: Some(hs),
                     identity: new_identity,
+                    founders: None,
                 });
                 founded = true;
             }
@@ -119,6 +120,7 @@ impl LogStore {
             snapshot,
             identity,
             pending_founding,
+            founders: state.founders,
         };
         let ctx = Context::<LogStore>::new();
         let (writer, thread) = match shared {

@@ -20,6 +20,7 @@ mod shared;
 mod tests;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -57,6 +58,8 @@ pub(crate) struct Loaded {
     /// The founding members, when the directory is empty and the node
     /// was told to found: it founds once the other founders agree.
     pub pending_founding: Option<Membership>,
+    /// The incarnations this node founded the cluster with, if it did.
+    pub founders: BTreeMap<NodeId, u64>,
 }
 
 /// Told to the node whenever the last log id or the configuration changes.
@@ -329,6 +332,9 @@ pub(crate) struct Found {
     /// The node's term and vote as they stand: a founder may have seen a
     /// later term (and stored it) while it waited to found.
     pub hard_state: HardState,
+    /// The founders' incarnations it founds with, kept so that it still
+    /// recognizes them after a restart.
+    pub founders: BTreeMap<NodeId, u64>,
 }
 
 impl Handler<Found> for LogStore {
@@ -356,6 +362,7 @@ impl Handler<Found> for LogStore {
         });
         // Now a founder (see `NodeIdentity::founder`).
         self.queue.identity(msg.identity);
+        self.queue.founders(msg.founders);
         self.notify_changed();
         self.kick();
     }
@@ -387,6 +394,20 @@ impl Handler<SaveIdentity> for LogStore {
     type Result = ();
     fn handle(&mut self, msg: SaveIdentity, _ctx: &mut Context<Self>) {
         self.queue.identity(msg.0);
+        self.kick();
+    }
+}
+
+/// Persists the incarnations of the founders a founder that received the
+/// cluster's log instead of founding it was vouched for with.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SaveFounders(pub BTreeMap<NodeId, u64>);
+
+impl Handler<SaveFounders> for LogStore {
+    type Result = ();
+    fn handle(&mut self, msg: SaveFounders, _ctx: &mut Context<Self>) {
+        self.queue.founders(msg.0);
         self.kick();
     }
 }

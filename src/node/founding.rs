@@ -130,6 +130,14 @@ impl Node {
         }
     }
 
+    /// The founders' incarnations this node founded with, its own among
+    /// them.
+    fn remember_founders(&mut self, with: std::collections::BTreeMap<NodeId, u64>) {
+        self.founded_incarnations = with;
+        self.founded_incarnations
+            .insert(self.id(), self.cx.identity.get().incarnation);
+    }
+
     fn decide_founding(&mut self, ctx: &mut Context<Self>) {
         let Some(p) = &self.founding else { return };
         match p.founding.decide() {
@@ -144,11 +152,15 @@ impl Node {
                 );
                 self.fail(cause, ctx);
             }
-            Decision::Found { .. } if self.last_log_id.index > 0 => {
+            Decision::Found { with } if self.last_log_id.index > 0 => {
                 // A leader has already replicated the cluster's log here
                 // (this directory was among the founders): nothing to
                 // found, and the configuration in the log stands.
                 self.founding = None;
+                self.remember_founders(with);
+                self.cx.log.do_send(crate::log_store::SaveFounders(
+                    self.founded_incarnations.clone(),
+                ));
                 tracing::info!(
                     node = self.id(),
                     "the cluster was founded with this directory; following its log"
@@ -170,16 +182,18 @@ impl Node {
                 // incarnations in it made them differ when a founder's
                 // identity was not yet durable: found by the simulator,
                 // seed 49267). The incarnations heard while founding are
-                // kept in memory, to recognize a founder that asks again
-                // from the same directory.
-                self.founded_incarnations = with;
-                self.founded_incarnations
-                    .insert(self.id(), self.cx.identity.get().incarnation);
+                // kept beside it, durably: a founder that asks again from
+                // the same directory is recognized even after this node
+                // restarted (one that forgot answered "exists", and the
+                // asker, holding the cluster's log, refused to go on:
+                // simulator, seed 3002595 with --slow-apply --sessions).
+                self.remember_founders(with);
                 self.cx.identity.mark_founder();
                 self.cx.log.do_send(Found {
                     members: p.members,
                     identity: self.cx.identity.get(),
                     hard_state: self.hs,
+                    founders: self.founded_incarnations.clone(),
                 });
                 // A follower (of term 1, unless it heard a later one),
                 // whose election timer counts.

@@ -401,8 +401,15 @@ impl Node {
     /// the configuration, so a restarted node needs no address flags.
     /// This node waits to found the cluster of `members` (its directory
     /// is empty): it asks the other founders first.
-    pub(crate) fn founding(mut self, members: Option<Membership>) -> Self {
+    /// Sets up founding: `members` if this node waits to found, and the
+    /// incarnations it founded with if it did.
+    pub(crate) fn founding(
+        mut self,
+        members: Option<Membership>,
+        founders: BTreeMap<NodeId, u64>,
+    ) -> Self {
         self.founding = members.map(|m| founding::PendingFounding::new(self.id(), m));
+        self.founded_incarnations = founders;
         self
     }
 

@@ -188,7 +188,7 @@ impl<SM: StateMachine> Raft<SM> {
                 notices_for_node,
                 applier.clone().recipient(),
             )
-            .founding(loaded.pending_founding)
+            .founding(loaded.pending_founding, loaded.founders)
         };
         let node = crate::spawn::run_in(node_ctx, node_actor, &span);
         Ok(Raft {

@@ -14,6 +14,7 @@
 //! | `m/snapshot`               | framed `(LogId, Membership)`: snapshot point |
 //! | `h/state`                  | framed [`HardState`]                         |
 //! | `m/identity`               | framed [`crate::NodeIdentity`]: cluster id, incarnation |
+//! | `m/founders`               | framed map: founder id to incarnation (a founder only) |
 //! | `e/` + index (`u64` BE)    | framed [`Entry`]                             |
 //!
 //! Entry keys use the big-endian index so that byte order is log order and a
@@ -79,6 +80,7 @@ const KEY_CLUSTER: &[u8] = b"m/cluster";
 const KEY_SNAPSHOT: &[u8] = b"m/snapshot";
 const KEY_HARD_STATE: &[u8] = b"h/state";
 const KEY_IDENTITY: &[u8] = b"m/identity";
+const KEY_FOUNDERS: &[u8] = b"m/founders";
 const ENTRY_PREFIX: &[u8] = b"e/";
 const ENTRY_KEY_LEN: usize = 2 + 8;
 
@@ -513,8 +515,12 @@ impl LogStorage for FjallStorage {
 
         self.last_index = entries.last().map_or(snapshot.index, |e| e.log_id.index);
         let identity = self.read_record(KEY_IDENTITY, "identity")?;
+        let founders = self
+            .read_record(KEY_FOUNDERS, "founders")?
+            .unwrap_or_default();
         Ok(InitialState {
             identity,
+            founders,
             hard_state,
             snapshot,
             snapshot_membership,
@@ -574,6 +580,9 @@ impl LogStorage for FjallStorage {
         }
         if let Some(identity) = &batch.identity {
             fb.insert(&self.log, self.keys.record(KEY_IDENTITY), frame(identity)?);
+        }
+        if let Some(founders) = &batch.founders {
+            fb.insert(&self.log, self.keys.record(KEY_FOUNDERS), frame(founders)?);
         }
         fb.commit().map_err(io)?;
 

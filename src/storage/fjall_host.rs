@@ -305,6 +305,7 @@ mod tests {
                 voted_for: Some(1),
             }),
             identity: None,
+            founders: None,
         })
         .unwrap();
     }

@@ -64,6 +64,9 @@ impl LogStorage for MemStorage {
         if let Some(identity) = batch.identity {
             s.identity = Some(identity);
         }
+        if let Some(founders) = batch.founders {
+            s.founders = founders;
+        }
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! The durable log: the [`LogStorage`] trait and its bundled backends.
 
-use crate::core::types::{Entry, HardState, LogId, Membership, NodeIdentity};
+use std::collections::BTreeMap;
+
+use crate::core::types::{Entry, HardState, LogId, Membership, NodeId, NodeIdentity};
 
 #[cfg(feature = "fjall")]
 pub mod fjall;
@@ -54,6 +56,10 @@ pub struct InitialState {
     pub entries: Vec<Entry>,
     /// The node's identity, once written.
     pub identity: Option<NodeIdentity>,
+    /// The incarnations of the founders this node founded the cluster
+    /// with (empty unless it founded): it recognizes a founder that asks
+    /// again from the same directory after this node restarted.
+    pub founders: BTreeMap<NodeId, u64>,
 }
 
 impl InitialState {
@@ -76,6 +82,8 @@ pub struct WriteBatch {
     pub hard_state: Option<HardState>,
     /// Replace the node's identity.
     pub identity: Option<NodeIdentity>,
+    /// Replace the founders' incarnations (written once, when founding).
+    pub founders: Option<BTreeMap<NodeId, u64>>,
 }
 
 impl WriteBatch {
@@ -85,6 +93,7 @@ impl WriteBatch {
             && self.entries.is_empty()
             && self.hard_state.is_none()
             && self.identity.is_none()
+            && self.founders.is_none()
     }
 }
 
