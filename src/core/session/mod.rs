@@ -4,10 +4,15 @@
 //! clock — so every node holds the same table after the same entries, and
 //! the table travels in snapshots.
 
+mod responses;
+
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use responses::Responses;
 
 /// Limits of the session table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +128,7 @@ struct Session {
     floor: u64,
     /// Responses of applied sequences above `floor`; `None` while being
     /// applied.
-    responses: BTreeMap<u64, Option<Bytes>>,
+    responses: Responses,
     /// A node's own forwarding session: opened by its first write, never
     /// evicted by the cap (strangers cannot push it out), and remembered
     /// by its floor when it expires.
@@ -135,8 +140,8 @@ impl Session {
     /// Every sequence at or below this may have been applied.
     fn highest(&self) -> u64 {
         self.responses
-            .last_key_value()
-            .map_or(self.floor, |(seq, _)| (*seq).max(self.floor))
+            .last_seq()
+            .map_or(self.floor, |seq| seq.max(self.floor))
     }
 }
 
@@ -247,21 +252,6 @@ impl SessionTable {
         evicted
     }
 
-    /// Opens a node's forwarding session on its first write, at the floor
-    /// it left if it expired before.
-    fn open_implicit(&mut self, id: u64) {
-        let floor = self.retired_implicit.remove(&id).map_or(0, |(f, _)| f);
-        self.sessions.insert(
-            id,
-            Session {
-                last_active_ms: self.now_ms,
-                floor,
-                implicit: true,
-                ..Session::default()
-            },
-        );
-    }
-
     /// Decides about write `seq` of `session`, whose client has answers
     /// for every sequence up to `received`. An `implicit` session (a
     /// node's own, for the writes it forwards) is opened on first use.
@@ -275,27 +265,28 @@ impl SessionTable {
         limits: &SessionLimits,
     ) -> Admission {
         self.advance(time_ms, limits);
-        if !self.sessions.contains_key(&session) {
-            if !implicit {
-                return Admission::Refused(SessionError::Unknown(session));
-            }
-            self.open_implicit(session);
-        }
         let now = self.now_ms;
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return Admission::Refused(SessionError::Unknown(session));
+        // One search of the table per write.
+        let s = match self.sessions.entry(session) {
+            Entry::Occupied(found) => found.into_mut(),
+            Entry::Vacant(_) if !implicit => {
+                return Admission::Refused(SessionError::Unknown(session))
+            }
+            // A node's forwarding session opens on its first write, at the
+            // floor it left if it expired before.
+            Entry::Vacant(slot) => slot.insert(Session {
+                floor: self
+                    .retired_implicit
+                    .remove(&session)
+                    .map_or(0, |(floor, _)| floor),
+                implicit: true,
+                ..Session::default()
+            }),
         };
         s.last_active_ms = now;
         if received > s.floor {
             s.floor = received;
-            // Usually one or two answers: popping allocates nothing.
-            while s
-                .responses
-                .first_key_value()
-                .is_some_and(|(k, _)| *k <= received)
-            {
-                s.responses.pop_first();
-            }
+            s.responses.drop_upto(received);
         }
         if seq <= s.floor {
             return Admission::Refused(SessionError::Stale {
@@ -310,10 +301,10 @@ impl SessionTable {
             // rises with them, so a late copy of one is refused (the
             // forwarding node reports it as unknown), never applied.
             while s.responses.len() >= limits.max_cached.max(MIN_IMPLICIT_CACHED) {
-                let Some((&oldest, _)) = s.responses.iter().find(|(_, r)| r.is_some()) else {
+                let Some(oldest) = s.responses.oldest_answered() else {
                     break;
                 };
-                s.responses.remove(&oldest);
+                s.responses.remove(oldest);
                 s.floor = s.floor.max(oldest);
             }
             if seq <= s.floor {
@@ -324,7 +315,7 @@ impl SessionTable {
                 });
             }
         }
-        match s.responses.get(&seq) {
+        match s.responses.get(seq) {
             Some(Some(response)) => Admission::Answered(response.clone()),
             Some(None) => Admission::Pending,
             None if !implicit && s.responses.len() >= limits.max_cached => {
@@ -334,7 +325,7 @@ impl SessionTable {
                 })
             }
             None => {
-                s.responses.insert(seq, None);
+                s.responses.insert_pending(seq);
                 Admission::Apply
             }
         }
@@ -345,7 +336,7 @@ impl SessionTable {
         if let Some(slot) = self
             .sessions
             .get_mut(&session)
-            .and_then(|s| s.responses.get_mut(&seq))
+            .and_then(|s| s.responses.get_mut(seq))
         {
             *slot = Some(response);
         }
@@ -355,15 +346,15 @@ impl SessionTable {
     /// command did not decode), so a retry is admitted again.
     pub fn forget(&mut self, session: u64, seq: u64) {
         if let Some(s) = self.sessions.get_mut(&session) {
-            if s.responses.get(&seq) == Some(&None) {
-                s.responses.remove(&seq);
+            if s.responses.get(seq) == Some(&None) {
+                s.responses.remove(seq);
             }
         }
     }
 
     /// The recorded response of `seq`, while the session holds it.
     pub fn response(&self, session: u64, seq: u64) -> Option<Bytes> {
-        self.sessions.get(&session)?.responses.get(&seq)?.clone()
+        self.sessions.get(&session)?.responses.get(seq)?.clone()
     }
 }
 
