@@ -445,3 +445,57 @@ async fn a_retried_write_proposed_by_the_node_that_forwarded_it_keeps_its_tag() 
     })
     .await;
 }
+
+/// A snapshot transfer the leader gave up (it replicated the entries
+/// instead, and they are committed) must not keep its partial file on
+/// the follower: it stayed, a snapshot's size on disk, until the node
+/// stopped following.
+#[actix_rt::test]
+async fn an_abandoned_snapshot_transfer_leaves_no_file_behind() {
+    init_tracing();
+    bounded(SECS(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        let snapshots = regatta::storage::FileSnapshotStore::open(dir.path()).unwrap();
+        let h = Harness::start_on(quiet(), GatedStorage::with_snapshots(snapshots));
+        // The first half of a snapshot at index 5.
+        let data = counter_snapshot(7);
+        let meta = describe(LogId::new(2, 5), Membership::new([1, 2, 3]), &data);
+        h.inject(
+            2,
+            Message::InstallSnapshot {
+                term: 2,
+                meta,
+                offset: 0,
+                data: data[..data.len() / 2].to_vec().into(),
+            },
+        );
+        h.expect("the first chunk acknowledged", |e| {
+            matches!(e.message, Message::InstallSnapshotResponse { done: false, received, .. } if received > 0)
+        })
+        .await;
+        assert_eq!(files(), 1, "the partial snapshot is being written");
+        // The leader sends the entries instead, and commits them.
+        let entries: Vec<(u64, u64)> = (2..=6).map(|i| (2, i)).collect();
+        let mut catch_up = append(2, LogId::new(1, 1), &entries);
+        if let Message::AppendEntries { leader_commit, .. } = &mut catch_up {
+            *leader_commit = 6;
+        }
+        h.inject(2, catch_up);
+        h.raft
+            .wait_for(SECS(5), |m| m.commit_index >= 6)
+            .await
+            .unwrap();
+        // Its next heartbeat finds the node past the snapshot.
+        h.inject(2, append(2, LogId::new(2, 6), &[]));
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        while files() != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the abandoned transfer's file stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

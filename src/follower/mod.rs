@@ -160,6 +160,7 @@ impl Handler<AppendEntriesRequest> for Follower {
             quiesce,
         } = msg;
         Counters::bump(&self.cx.counters.append_entries_received);
+        self.drop_transfer_behind(commit_index);
         let check = self.cx.log.send(FollowerAppend {
             prev,
             entries,

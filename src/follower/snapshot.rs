@@ -29,6 +29,19 @@ pub(crate) struct SnapshotChunk {
 }
 
 impl Follower {
+    /// Drops a snapshot transfer under way that the node has committed
+    /// past: the leader sent the entries instead and will not finish it,
+    /// and its partial file would stay until this node stopped following.
+    pub(super) fn drop_transfer_behind(&mut self, commit_index: u64) {
+        if self
+            .receiving
+            .as_ref()
+            .is_some_and(|(meta, _)| meta.last_included.index <= commit_index)
+        {
+            self.receiving = None;
+        }
+    }
+
     fn snapshot_reply(&self, to: NodeId, meta: &SnapshotMeta, received: u64, done: bool) {
         self.cx.transport.send(Envelope::new(
             self.cx.id,
@@ -108,7 +121,10 @@ impl Handler<SnapshotChunk> for Follower {
         }
         let receiving_it = self.receiving.as_ref().is_some_and(|(m, _)| *m == meta);
         match receive_chunk(commit_index, meta.last_included.index, receiving_it, offset) {
-            ChunkStep::AlreadyHave => return self.snapshot_reply(from, &meta, meta.size, true),
+            ChunkStep::AlreadyHave => {
+                self.drop_transfer_behind(commit_index);
+                return self.snapshot_reply(from, &meta, meta.size, true);
+            }
             ChunkStep::AskFromStart => return self.snapshot_reply(from, &meta, 0, false),
             ChunkStep::Continue => {}
             ChunkStep::Begin => match self.cx.snapshots.store.sink(meta.clone()) {

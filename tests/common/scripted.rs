@@ -37,9 +37,20 @@ pub struct Harness {
 pub struct GatedStorage {
     pub inner: MemStorage,
     closed: Arc<(Mutex<bool>, Condvar)>,
+    /// Snapshots somewhere else than in memory (files, to see them).
+    snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
 impl GatedStorage {
+    /// Keeps its snapshots in `snapshots` instead of in memory.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn with_snapshots(snapshots: impl SnapshotStore) -> Self {
+        GatedStorage {
+            snapshots: Some(Arc::new(snapshots)),
+            ..GatedStorage::default()
+        }
+    }
+
     pub fn close(&self) {
         *self.closed.0.lock().unwrap() = true;
     }
@@ -68,7 +79,10 @@ impl LogStorage for GatedStorage {
         self.inner.purge(upto, membership)
     }
     fn snapshots(&self) -> Arc<dyn SnapshotStore> {
-        self.inner.snapshots()
+        match &self.snapshots {
+            Some(snapshots) => snapshots.clone(),
+            None => self.inner.snapshots(),
+        }
     }
     fn size_bytes(&self) -> u64 {
         self.inner.size_bytes()
