@@ -54,7 +54,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use regatta::testing::sim::Counter;
-use regatta::{Config, InitialCluster, Node, Raft, Role};
+use regatta::{InitialCluster, Node, Raft, Role};
 use support::{
     connect, file_system_of, loopback_rtt, median, medians, plan_from_args, positive,
     seconds_from_env, start_node, stop_nodes, temp_dir, Sample,
@@ -227,7 +227,7 @@ impl BenchCluster {
                 CLUSTER_ID,
                 node_dir,
                 &founders,
-                Config::default(),
+                support::bench_config(),
                 tls,
             )
             .await;

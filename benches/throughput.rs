@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use regatta::testing::sim::Counter;
 use regatta::testing::Cluster;
-use regatta::Config;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -59,7 +58,7 @@ struct PerWrite {
 const RUN: Duration = Duration::from_secs(3);
 
 async fn run(clients: usize) -> (Sample, PerWrite) {
-    let c = Cluster::new(3, Config::default(), 1, |_| Counter::default()).await;
+    let c = Cluster::new(3, support::bench_config(), 1, |_| Counter::default()).await;
     // Messages are handed over, not encoded, as openraft's in-process
     // benchmark does: this measures the protocol's path, not the codec.
     c.net()

@@ -184,6 +184,8 @@ mod log_store;
 pub mod message;
 mod metrics;
 mod node;
+#[cfg(any(all(feature = "fjall", feature = "tcp"), feature = "testing"))]
+mod park;
 mod probe;
 mod raft;
 #[cfg(feature = "fjall")]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use regatta::{InitialCluster, Node, NodeBuilder, StartError};
+use regatta::{Config, InitialCluster, Node, NodeBuilder, StartError};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -88,6 +88,15 @@ async fn bad_builder_inputs_each_give_their_typed_error() {
         config.election_timeout_max = config.election_timeout_min;
         let e = start_error(solo(&dir).config(config)).await;
         assert!(matches!(e, StartError::Config(_)), "{e}");
+        let config = Config {
+            idle_spin: Duration::from_secs(1),
+            ..test_config()
+        };
+        let e = start_error(solo(&dir).config(config)).await;
+        assert!(
+            matches!(&e, StartError::Config(why) if why.contains("idle_spin")),
+            "{e}"
+        );
         // None of the refusals above wrote anything.
         assert!(!dir.join("log").exists(), "a refused start wrote state");
 

@@ -108,7 +108,12 @@ impl Cluster {
                 .arg(root.join(format!("node-{}", node.id)))
                 .args(["--raft-addr", &node.raft.to_string()])
                 .args(["--http-addr", &node.http.to_string()])
-                .args(["--initial-cluster", &initial_cluster])
+                .args(["--initial-cluster", &initial_cluster]);
+            if let Ok(us) = std::env::var("REGATTA_IDLE_SPIN_US") {
+                // Checked by `serve` itself, which exits on a bad value.
+                command.args(["--idle-spin-us", &us]);
+            }
+            command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);

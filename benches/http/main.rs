@@ -45,7 +45,8 @@
 //! Environment (seconds, fractions allowed):
 //!
 //! - `HTTP_BENCH_SECS`: length of one run (default 3);
-//! - `HTTP_BENCH_WARMUP_SECS`: warm-up per row, not measured (default 1).
+//! - `HTTP_BENCH_WARMUP_SECS`: warm-up per row, not measured (default 1);
+//! - `REGATTA_IDLE_SPIN_US`: the nodes' `--idle-spin-us` (default 0).
 //!
 //! A smoke test: `HTTP_BENCH_SECS=0.5 HTTP_BENCH_WARMUP_SECS=0.2 cargo
 //! bench --bench http -- 16 1`.
@@ -93,9 +94,10 @@ usage: cargo bench --bench http -- [CLIENTS [RUNS]]
 CLIENTS and RUNS are positive integers. Build the server binary first:
   cargo build --release --example counter
 
-environment (seconds, fractions allowed):
-  HTTP_BENCH_SECS          one run (default 3)
-  HTTP_BENCH_WARMUP_SECS   warm-up per client count and table (default 1)";
+environment:
+  HTTP_BENCH_SECS          one run, seconds (default 3)
+  HTTP_BENCH_WARMUP_SECS   warm-up per client count and table, seconds (default 1)
+  REGATTA_IDLE_SPIN_US     the nodes' --idle-spin-us (default 0)";
 
 // ---------------------------------------------------------------------------
 // Command line

@@ -272,7 +272,7 @@ impl<SM: StateMachine + Send> NodeBuilder<SM> {
         let thread = std::thread::Builder::new()
             .name(format!("regatta-node-{}", plan.id))
             .spawn(move || {
-                let system = actix_rt::System::new();
+                let system = crate::park::system(plan.config.idle_spin);
                 let (ran, state_machine_thread) = system.block_on(run(plan, started_tx, stop_rx));
                 // Dropping the system drops every actor of the node; the
                 // log writer thread then ends and releases the directory.
@@ -403,7 +403,7 @@ async fn run<SM: StateMachine + Send>(
     // The user's state machine runs on a thread of its own: a long
     // handler (a large batch, copying the state for a snapshot) must not
     // hold up heartbeats and elections, or a busy node looks dead.
-    let state_machine_thread = actix_rt::Arbiter::new();
+    let state_machine_thread = crate::park::arbiter(plan.config.idle_spin);
     let (raft, transport) = match start_here(plan, &state_machine_thread.handle()).await {
         Ok(parts) => parts,
         Err(e) => {

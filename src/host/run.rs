@@ -54,11 +54,11 @@ pub(super) async fn start<SM: StateMachine + Send>(plan: Plan<SM>) -> Result<Hos
     let thread = std::thread::Builder::new()
         .name(format!("regatta-host-{}", plan.id))
         .spawn(move || {
-            let system = actix_rt::System::new();
+            let system = crate::park::system(plan.config.idle_spin);
             // The state machines run on a thread of their own, as a
             // single node's does: a long handler must not hold up the
             // heartbeats of every group.
-            let state_machines = actix_rt::Arbiter::new();
+            let state_machines = crate::park::arbiter(plan.config.idle_spin);
             let ran = system.block_on(serve(plan, state_machines.handle(), started_tx, stop_rx));
             // Dropping the system drops every group's actors, and with
             // them their places at the shared writer.

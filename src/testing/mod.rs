@@ -78,7 +78,7 @@ impl<SM: StateMachine> Cluster<SM> {
             !self.running.contains_key(&id),
             "node {id} is already running"
         );
-        let arbiter = Arbiter::new();
+        let arbiter = crate::park::arbiter(self.config.idle_spin);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let storage = self.storages.entry(id).or_default().clone();
         let transport = self.net.transport(id);
