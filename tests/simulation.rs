@@ -219,6 +219,13 @@ fn seeds_that_found_bugs() {
     // incarnations they founded with on disk.
     let slow_sessions = counter_with(3, Faults::all(), true).sessions(true);
     run_counter(&slow_sessions, 3_002_595).unwrap_or_else(|f| panic!("{f}"));
+    // A founder lost its unsynced founding entry; a founder on a replaced
+    // disk, waiting to be added back, answered it "exists" before the one
+    // that had founded with it answered: it refused at once and stopped
+    // for good, and with the replaced one no quorum was left. An "exists"
+    // now waits for the other answers, and "founded with you" wins
+    // (core/founding.rs has the targeted test).
+    run_counter(&sim, 7_032_672).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

@@ -94,6 +94,14 @@ impl Founding {
         self.others.iter().copied()
     }
 
+    /// A founder that answered that it holds the cluster's state.
+    pub fn exists_from(&self) -> Option<NodeId> {
+        self.answers
+            .iter()
+            .find(|(_, (a, _))| *a == FoundingAnswer::Exists)
+            .map(|(peer, _)| *peer)
+    }
+
     /// Records `peer`'s answer, sent by its `incarnation` (a later answer
     /// replaces an earlier one). Answers from non-founders are ignored.
     pub fn record(&mut self, peer: NodeId, answer: FoundingAnswer, incarnation: u64) {
@@ -102,17 +110,22 @@ impl Founding {
         }
     }
 
-    /// What to do with the answers so far: any founder holding state
-    /// forbids founding; one that founded with this directory gives the
-    /// configuration to write; otherwise every founder must have answered.
+    /// What to do with the answers so far: one founder that founded with
+    /// this very directory gives the configuration to write, whatever the
+    /// others say; otherwise every founder must answer, and any that holds
+    /// state forbids founding.
+    ///
+    /// "Founded with you" wins over "exists": it names this directory's
+    /// incarnation, so the directory was a founder and lost nothing
+    /// durable but its founding entry (a vote or an acknowledged entry is
+    /// synced after that entry, so a directory holding neither is empty
+    /// only if that entry was lost too). "Exists" says only that the
+    /// answering node holds state — or is itself waiting on an empty
+    /// directory to be added back. So an "exists" waits for the other
+    /// answers: refusing at once made a founder that lost its unsynced
+    /// founding entry stop for good when a replaced founder answered
+    /// first (simulator, seed 7032672).
     pub fn decide(&self) -> Decision {
-        if let Some((peer, _)) = self
-            .answers
-            .iter()
-            .find(|(_, (a, _))| *a == FoundingAnswer::Exists)
-        {
-            return Decision::Exists { peer: *peer };
-        }
         if let Some(incarnations) = self.answers.values().find_map(|(a, _)| match a {
             FoundingAnswer::FoundedWithYou { incarnations } => Some(incarnations),
             _ => None,
@@ -129,6 +142,9 @@ impl Founding {
             .collect();
         if !missing.is_empty() {
             return Decision::Wait { missing };
+        }
+        if let Some(peer) = self.exists_from() {
+            return Decision::Exists { peer };
         }
         Decision::Found {
             with: self
@@ -186,10 +202,31 @@ mod tests {
     fn one_founder_holding_state_forbids_founding() {
         let mut f = Founding::new(2, [1, 2, 3]);
         f.record(3, FoundingAnswer::Exists, 30);
-        // Even before node 1 answers.
-        assert_eq!(f.decide(), Decision::Exists { peer: 3 });
+        // Node 1 may yet vouch for this directory: wait for it.
+        assert_eq!(f.decide(), Decision::Wait { missing: vec![1] });
+        assert_eq!(f.exists_from(), Some(3));
         f.record(9, FoundingAnswer::Pending, 90);
+        f.record(1, FoundingAnswer::Pending, 10);
         assert_eq!(f.decide(), Decision::Exists { peer: 3 });
+    }
+
+    /// Seed 7032672: a founder lost its unsynced founding entry; the
+    /// first answer came from a founder on a replaced disk ("exists"),
+    /// the second from one that founded with it. Refusing on the first
+    /// answer left two of three members out for good.
+    #[test]
+    fn a_founder_that_founded_with_this_directory_outweighs_an_exists() {
+        let founded = BTreeMap::from([(1, 10), (2, 20), (3, 30)]);
+        let mut f = Founding::new(2, [1, 2, 3]);
+        f.record(3, FoundingAnswer::Exists, 31);
+        f.record(
+            1,
+            FoundingAnswer::FoundedWithYou {
+                incarnations: founded.clone(),
+            },
+            10,
+        );
+        assert_eq!(f.decide(), Decision::Found { with: founded });
     }
 
     #[test]

@@ -71,6 +71,12 @@ impl Node {
             _ => return,
         };
         if p.since.elapsed() >= FOUNDING_PATIENCE {
+            if let Some(peer) = p.founding.exists_from() {
+                // Waited for a founder that might have vouched for this
+                // directory; none did.
+                self.fail(Self::exists_cause(peer), ctx);
+                return;
+            }
             let cause = format!(
                 "could not found the cluster: founders {missing:?} did not answer within {FOUNDING_PATIENCE:?}, \
                  and a node on an empty directory never founds without knowing that the cluster does not exist \
@@ -138,20 +144,21 @@ impl Node {
             .insert(self.id(), self.cx.identity.get().incarnation);
     }
 
+    fn exists_cause(peer: NodeId) -> String {
+        format!(
+            "refusing to found the cluster: founder {peer} holds its state, so this node's data \
+             directory is not new but was lost or replaced. A voter back on an empty disk has \
+             forgotten its votes and the entries it acknowledged; it must be added back as a new \
+             member: start it with --join (Node::builder(..).join()) and replace it through the \
+             cluster (README: Replacing a disk)"
+        )
+    }
+
     fn decide_founding(&mut self, ctx: &mut Context<Self>) {
         let Some(p) = &self.founding else { return };
         match p.founding.decide() {
             Decision::Wait { .. } => {}
-            Decision::Exists { peer } => {
-                let cause = format!(
-                    "refusing to found the cluster: founder {peer} holds its state, so this node's data \
-                     directory is not new but was lost or replaced. A voter back on an empty disk has \
-                     forgotten its votes and the entries it acknowledged; it must be added back as a new \
-                     member: start it with --join (Node::builder(..).join()) and replace it through the \
-                     cluster (README: Replacing a disk)"
-                );
-                self.fail(cause, ctx);
-            }
+            Decision::Exists { peer } => self.fail(Self::exists_cause(peer), ctx),
             Decision::Found { with } if self.last_log_id.index > 0 => {
                 // A leader has already replicated the cluster's log here
                 // (this directory was among the founders): nothing to
