@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod exposition;
+pub mod membership;
 pub mod process;
 pub mod process_faults;
 pub mod scripted;
