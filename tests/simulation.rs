@@ -226,6 +226,12 @@ fn seeds_that_found_bugs() {
     // now waits for the other answers, and "founded with you" wins
     // (core/founding.rs has the targeted test).
     run_counter(&sim, 7_032_672).unwrap_or_else(|f| panic!("{f}"));
+    // A founder followed the log a leader had sent it while it waited to
+    // found; its election timer had fired meanwhile (it could not vote
+    // yet) and was never armed again, so once that leader's disk was
+    // replaced it never campaigned, and the other survivor, behind it,
+    // could not win its vote.
+    run_counter(&sim, 8_038_541).unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[test]

@@ -178,6 +178,15 @@ impl Node {
                 self.cx
                     .log
                     .do_send(crate::log_store::SaveIdentity(self.cx.identity.get()));
+                // Its election timer may have fired while it could not
+                // vote yet, and a follower arms it again only when a
+                // leader speaks: with that leader gone it never campaigned
+                // (simulator, seed 8038541). A fresh follower's timer
+                // counts from now.
+                if matches!(self.role, super::RoleState::Follower(_)) {
+                    self.stop_role();
+                    self.become_follower(self.hs.term, None);
+                }
             }
             Decision::Found { with } => {
                 let Some(p) = self.founding.take() else {
